@@ -1,0 +1,1 @@
+"""Proof-of-Render: compare what nodes return with what Blender renders."""

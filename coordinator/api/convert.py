@@ -1,0 +1,122 @@
+"""Between stored records and wire messages: the only place that knows both."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from coordinator.domain.states import JobState, TaskState, job_state_from_frames
+from coordinator.intake import scene_inspection
+from coordinator.storage.models import FrameResultRecord, JobRecord, SceneRecord, TaskRecord
+from frameproof.blender.worker import SceneInspection
+from frameproof.v1 import farm_pb2 as pb
+
+JOB_STATES = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RENDERING: pb.JOB_STATE_RENDERING,
+    JobState.DONE: pb.JOB_STATE_DONE,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+FRAME_STATES = {
+    TaskState.QUEUED: pb.FRAME_STATE_QUEUED,
+    TaskState.LEASED: pb.FRAME_STATE_RENDERING,
+    TaskState.DONE: pb.FRAME_STATE_DONE,
+    TaskState.FAILED: pb.FRAME_STATE_FAILED,
+    TaskState.CANCELLED: pb.FRAME_STATE_CANCELLED,
+}
+EXTENSIONS = {pb.OUTPUT_FORMAT_PNG: "png", pb.OUTPUT_FORMAT_EXR: "exr"}
+
+
+def settings_to_json(settings: pb.RenderSettings) -> str:
+    return json.dumps(MessageToDict(settings, preserving_proto_field_name=True))
+
+
+def settings_from_json(text: str) -> pb.RenderSettings:
+    return ParseDict(json.loads(text), pb.RenderSettings())
+
+
+def effective_settings(requested: pb.RenderSettings, scene: SceneInspection) -> pb.RenderSettings:
+    """Fill every setting the creator left at zero from the scene's own."""
+    return pb.RenderSettings(
+        engine=requested.engine or scene.engine,
+        samples=requested.samples or scene.samples,
+        resolution_x=requested.resolution_x or scene.resolution_x,
+        resolution_y=requested.resolution_y or scene.resolution_y,
+        resolution_percentage=requested.resolution_percentage or scene.resolution_percentage,
+        output_format=requested.output_format or pb.OUTPUT_FORMAT_PNG,
+    )
+
+
+def extension_of(settings: pb.RenderSettings) -> str:
+    return EXTENSIONS[settings.output_format or pb.OUTPUT_FORMAT_PNG]
+
+
+def scene_info(record: SceneRecord) -> pb.SceneInfo:
+    scene = scene_inspection(record)
+    return pb.SceneInfo(
+        main_file=record.main_file,
+        engine=scene.engine,
+        frame_start=scene.frame_start,
+        frame_end=scene.frame_end,
+        resolution_x=scene.resolution_x,
+        resolution_y=scene.resolution_y,
+        resolution_percentage=scene.resolution_percentage,
+        samples=scene.samples,
+        camera=scene.camera or "",
+        blender_version=scene.file_blender_version,
+    )
+
+
+def job_message(
+    job: JobRecord, counts: dict[TaskState, int], scene: SceneRecord | None
+) -> pb.Job:
+    state = job_state_from_frames(counts, cancelled=job.cancelled)
+    message = pb.Job(
+        job_id=job.job_id,
+        name=job.name,
+        scene_id=job.scene_id,
+        state=JOB_STATES[state],
+        frames=pb.FrameCounts(
+            total=sum(counts.values()),
+            queued=counts.get(TaskState.QUEUED, 0),
+            rendering=counts.get(TaskState.LEASED, 0),
+            done=counts.get(TaskState.DONE, 0),
+            failed=counts.get(TaskState.FAILED, 0),
+            cancelled=counts.get(TaskState.CANCELLED, 0),
+        ),
+        frames_spec=job.frames_spec,
+        chunk_size=job.chunk_size,
+        settings=settings_from_json(job.settings_json),
+        created_unix_ms=int(job.created_at * 1000),
+        updated_unix_ms=int(job.updated_at * 1000),
+        error=job.error,
+    )
+    if scene is not None:
+        message.scene.CopyFrom(scene_info(scene))
+    return message
+
+
+def frame_messages(
+    tasks: list[TaskRecord], results: list[FrameResultRecord], errors: dict[str, str]
+) -> list[pb.Frame]:
+    by_frame = {result.frame: result for result in results}
+    frames: list[pb.Frame] = []
+    for task in tasks:
+        for number in range(task.first_frame, task.last_frame + 1):
+            frame = pb.Frame(
+                frame=number,
+                state=FRAME_STATES[TaskState(task.state)],
+                node_id=task.node_id or "",
+                attempts=task.attempts,
+                error=errors.get(task.task_id, "") if task.state != TaskState.DONE else "",
+            )
+            result = by_frame.get(number)
+            if result is not None:
+                frame.image.CopyFrom(pb.BlobRef(sha256=result.blob_sha256, size=result.blob_size))
+                frame.node_id = result.node_id
+                frame.render_seconds = result.render_seconds
+                frame.extension = result.extension
+            frames.append(frame)
+    return frames

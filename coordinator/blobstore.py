@@ -1,0 +1,294 @@
+"""The coordinator's content-addressed blob store.
+
+Layout: `root/objects/ab/abcdef...` holds complete, verified blobs (read-only,
+because render nodes on the same host may hard-link them into scene folders);
+`root/incoming/<sha>.part` holds interrupted uploads so a client can resume.
+A blob only appears under `objects/` through an atomic rename after its
+sha256 and size were checked: a crash leaves at most a `.part` file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from frameproof.manifest import is_sha256
+
+DEFAULT_MAX_BLOB_BYTES = 8 * 1024**3
+_HASH_BLOCK = 1024 * 1024
+# Errors that mean "no room": a full disk, a quota, a file-size limit.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class BlobError(Exception):
+    """Base class of blob store errors; messages are meant for the uploader."""
+
+
+class InvalidSha256(BlobError, ValueError):
+    """A sha256 string that is not 64 lowercase hex digits."""
+
+
+class BlobTooLarge(BlobError):
+    """The blob exceeds the store's size limit, or a caller's read limit."""
+
+
+class BlobOverrun(BlobError):
+    """More data was sent than the size the upload declared."""
+
+
+class BlobCorrupt(BlobError):
+    """The uploaded content does not match its sha256 or size; nothing was stored."""
+
+
+class BlobOffsetMismatch(BlobError):
+    """An upload tried to start somewhere other than where the partial upload ends."""
+
+    def __init__(self, message: str, received_bytes: int) -> None:
+        super().__init__(message)
+        self.received_bytes = received_bytes
+
+
+class BlobBusy(BlobError):
+    """Another upload of the same blob is in progress."""
+
+
+class BlobStoreFull(BlobError):
+    """The disk (or quota) ran out while writing; the partial upload was discarded."""
+
+
+class BlobNotFound(BlobError):
+    """The blob is not stored."""
+
+
+def check_sha256(sha256: str) -> str:
+    """Return sha256 if it is 64 lowercase hex digits, else raise InvalidSha256.
+
+    Strict because the string becomes a file name: nothing like '../' may pass.
+    """
+    if not is_sha256(sha256):
+        shown = sha256[:80] if isinstance(sha256, str) else type(sha256).__name__
+        raise InvalidSha256(f"{shown!r} is not a sha256 (64 lowercase hex digits)")
+    return sha256
+
+
+class BlobStore:
+    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+        self.root = Path(root)
+        self.max_blob_bytes = max_blob_bytes
+        self._objects = self.root / "objects"
+        self._incoming = self.root / "incoming"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._incoming.mkdir(parents=True, exist_ok=True)
+
+    def _object_path(self, sha256: str) -> Path:
+        check_sha256(sha256)
+        return self._objects / sha256[:2] / sha256
+
+    def _part_path(self, sha256: str) -> Path:
+        check_sha256(sha256)
+        return self._incoming / f"{sha256}.part"
+
+    def has(self, sha256: str) -> bool:
+        return self._object_path(sha256).is_file()
+
+    def path(self, sha256: str) -> Path:
+        path = self._object_path(sha256)
+        if not path.is_file():
+            raise BlobNotFound(f"blob {sha256} is not stored on this coordinator")
+        return path
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def received_bytes(self, sha256: str) -> int:
+        """Size of the partial upload of this blob (0 if none)."""
+        try:
+            return self._part_path(sha256).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def open_upload(self, sha256: str, size: int, offset: int) -> BlobUpload:
+        """Start or resume an upload; offset must be exactly received_bytes()."""
+        check_sha256(sha256)
+        if size < 0:
+            raise BlobError(f"blob size {size} is negative")
+        if size > self.max_blob_bytes:
+            raise BlobTooLarge(
+                f"blob {sha256} is {size} bytes; this store accepts at most "
+                f"{self.max_blob_bytes} bytes per blob"
+            )
+        return BlobUpload(self, sha256, size, offset)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store a small blob (a manifest) in one go; returns its sha256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.has(sha256):
+            return sha256
+        if len(data) > self.max_blob_bytes:
+            raise BlobTooLarge(f"blob is {len(data)} bytes; limit {self.max_blob_bytes}")
+        fd, tmp = tempfile.mkstemp(prefix=f"{sha256}.", suffix=".tmp", dir=self._incoming)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                if exc.errno in _FULL_ERRNOS:
+                    raise BlobStoreFull(_full_message(self.root, sha256)) from exc
+                raise
+            self._install(Path(tmp), sha256)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return sha256
+
+    def read_bytes(self, sha256: str, *, limit: int) -> bytes:
+        """Read a whole small blob; refuses blobs over `limit` bytes (untrusted sizes)."""
+        path = self.path(sha256)
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise BlobTooLarge(f"blob {sha256} is larger than the {limit} bytes allowed here")
+        return data
+
+    def _install(self, source: Path, sha256: str) -> None:
+        """Atomically move a verified file into objects/ and make it read-only."""
+        target = self._object_path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        os.chmod(source, 0o444)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+
+class BlobUpload:
+    """One upload of one blob into `incoming/<sha>.part`, appended to in order.
+
+    Holds an exclusive flock on the .part file, so two streams can never
+    interleave bytes of the same blob (the second gets BlobBusy); the lock
+    goes away with the process if the coordinator crashes.
+    """
+
+    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int) -> None:
+        self.sha256 = sha256
+        self.size = size
+        self._store = store
+        self._part = store._part_path(sha256)
+        self._hash = hashlib.sha256()
+        fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlobBusy(
+                f"another upload of blob {sha256} is in progress; retry in a moment"
+            ) from None
+        self._file = os.fdopen(fd, "r+b", buffering=0)
+        try:
+            received = os.fstat(fd).st_size
+            if received > size:
+                # A partial longer than the blob can only come from a lying
+                # client; its bytes are useless.
+                os.ftruncate(fd, 0)
+                received = 0
+            if offset != received:
+                raise BlobOffsetMismatch(
+                    f"upload of blob {sha256} must resume at offset {received}, not {offset}",
+                    received,
+                )
+            self._rehash_partial(received)
+        except BaseException:
+            self._file.close()
+            raise
+        self.received = received
+
+    def _rehash_partial(self, length: int) -> None:
+        self._file.seek(0)
+        remaining = length
+        while remaining:
+            block = self._file.read(min(_HASH_BLOCK, remaining))
+            if not block:
+                raise BlobCorrupt(f"partial upload of blob {self.sha256} shrank while reading")
+            self._hash.update(block)
+            remaining -= len(block)
+
+    def write(self, data: bytes) -> None:
+        """Append data; refuses going past the declared size."""
+        if self.received + len(data) > self.size:
+            raise BlobOverrun(
+                f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
+            )
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self._fail_if_full(exc)
+            raise
+        self._hash.update(data)
+        self.received += len(data)
+
+    def commit(self) -> None:
+        """Verify sha256 and size, then move the blob into place atomically."""
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._fail_if_full(exc)
+            raise
+        actual = self._hash.hexdigest()
+        if self.received != self.size or actual != self.sha256:
+            self._discard()
+            raise BlobCorrupt(
+                f"uploaded content is {self.received} bytes with sha256 {actual}, but the "
+                f"upload declared {self.size} bytes with sha256 {self.sha256}; nothing was "
+                "stored, upload the blob again from offset 0"
+            )
+        self._store._install(self._part, self.sha256)
+        self.close()
+
+    def close(self) -> None:
+        """Stop writing and release the lock; the partial stays for a later resume."""
+        if not self._file.closed:
+            self._file.close()
+
+    def _discard(self) -> None:
+        self._part.unlink(missing_ok=True)
+        self.close()
+
+    def _fail_if_full(self, exc: OSError) -> None:
+        if exc.errno in _FULL_ERRNOS:
+            self._discard()
+            raise BlobStoreFull(_full_message(self._store.root, self.sha256)) from exc
+
+    def __enter__(self) -> BlobUpload:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _full_message(root: Path, sha256: str) -> str:
+    try:
+        free = f"{os.statvfs(root).f_bavail * os.statvfs(root).f_frsize} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"the coordinator's blob store at {root} is full ({free}); the partial upload of "
+        f"{sha256} was discarded. Free disk space on the coordinator, then upload again."
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,47 @@
+"""`render-coordinator`: run the farm's coordinator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from coordinator.server import CoordinatorConfig, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="render-coordinator", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve the gRPC API until SIGTERM")
+    run.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
+    run.add_argument("--data-dir", type=Path, default=Path(".farm"),
+                     help="database, blobs and scenes live here (default .farm)")
+    run.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db "
+                                  "(default: SQLite in the data dir)")
+    run.add_argument("--lease-seconds", type=float, default=60.0,
+                     help="a node that stops heartbeating loses its task after this long")
+    run.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    run.add_argument("--max-attempts", type=int, default=3,
+                     help="failed leases before a frame is given up")
+    run.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = CoordinatorConfig(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        db_url=args.db,
+        lease_seconds=args.lease_seconds,
+        heartbeat_seconds=min(args.heartbeat_seconds, args.lease_seconds / 3),
+        max_attempts=args.max_attempts,
+    )
+    try:
+        asyncio.run(serve(config))
+    except OSError as error:
+        parser.exit(2, f"render-coordinator: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

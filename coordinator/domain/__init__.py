@@ -1,0 +1,1 @@
+"""Farm rules that know neither gRPC nor SQL: frame specs, task states."""

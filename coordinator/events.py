@@ -1,0 +1,27 @@
+"""In-process change notifications, so watchers wake on change instead of polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class JobEvents:
+    """One event per watched job; `changed` wakes every current watcher of it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        """Take the event *before* reading the job, so no change slips between."""
+        return self._events.setdefault(job_id, asyncio.Event())
+
+    def changed(self, job_id: str) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    @staticmethod
+    async def wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)

@@ -1,0 +1,134 @@
+"""Scene intake: a scene is inspected in a Blender child before any job may use it.
+
+Everything a creator can get wrong is caught here, with a message that says what
+to fix: not a .blend, corrupt, no camera, an engine the farm cannot render,
+missing dependencies, frames outside the scene.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from coordinator.blobstore import BlobNotFound, BlobStore
+from coordinator.domain.frames import FrameSpecError, parse_frames
+from coordinator.storage.models import SceneRecord
+from coordinator.storage.store import FarmStore
+from frameproof.blender.worker import BlenderError, SceneInspection, inspect_scene
+from frameproof.manifest import ManifestError, SceneManifest, materialise
+
+SUPPORTED_ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+
+
+class IntakeError(ValueError):
+    """The scene or the request cannot be rendered; the message says why."""
+
+
+class MissingBlobsError(IntakeError):
+    """The scene's files have not all been uploaded yet."""
+
+
+class SceneIntake:
+    """Loads, lays out and inspects scenes; remembers what passed."""
+
+    def __init__(
+        self,
+        store: FarmStore,
+        blobs: BlobStore,
+        scenes_dir: Path,
+        *,
+        engines: tuple[str, ...] = SUPPORTED_ENGINES,
+        inspect_timeout: float = 120.0,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.scenes_dir = scenes_dir
+        self.engines = engines
+        self.inspect_timeout = inspect_timeout
+
+    async def accept_scene(self, scene_id: str) -> SceneRecord:
+        """Return the scene's inspection record, inspecting it on first sight."""
+        known = self.store.get_scene(scene_id)
+        if known is not None:
+            return known
+        manifest = self._load_manifest(scene_id)
+        lacking = [entry.path for entry in manifest.files if not self.blobs.has(entry.sha256)]
+        if lacking:
+            raise MissingBlobsError(
+                f"{len(lacking)} file(s) of the scene were never uploaded, e.g. {lacking[0]}"
+            )
+        scene_dir = self.scenes_dir / scene_id
+        blend = await asyncio.to_thread(materialise, manifest, self.blobs.path, scene_dir)
+        try:
+            inspection = await asyncio.to_thread(
+                inspect_scene, blend, timeout=self.inspect_timeout
+            )
+        except BlenderError as error:
+            raise IntakeError(f"{manifest.main_file}: {error}") from error
+        self._check_renderable(manifest.main_file, inspection)
+        record = SceneRecord(
+            scene_id=scene_id,
+            main_file=manifest.main_file,
+            info_json=json.dumps(asdict(inspection)),
+            created_at=time.time(),
+        )
+        self.store.save_scene(record)
+        return record
+
+    def _load_manifest(self, scene_id: str) -> SceneManifest:
+        try:
+            data = self.blobs.read_bytes(scene_id, limit=MAX_MANIFEST_BYTES)
+        except BlobNotFound as error:
+            raise MissingBlobsError(
+                f"scene {scene_id} is unknown: upload its manifest first"
+            ) from error
+        try:
+            return SceneManifest.from_bytes(data)
+        except ManifestError as error:
+            raise IntakeError(f"scene {scene_id} has an invalid manifest: {error}") from error
+
+    def _check_renderable(self, main_file: str, scene: SceneInspection) -> None:
+        if scene.missing:
+            shown = ", ".join(scene.missing[:5])
+            raise IntakeError(f"{main_file}: missing dependencies: {shown}")
+        if not scene.camera:
+            raise IntakeError(
+                f"{main_file}: the scene has no active camera; set one (Scene properties > "
+                "Camera) and save"
+            )
+        if scene.engine not in self.engines:
+            raise IntakeError(
+                f"{main_file}: render engine {scene.engine} is not supported here; "
+                f"use one of {', '.join(self.engines)}"
+            )
+
+    def check_engine(self, engine: str) -> None:
+        if engine and engine not in self.engines:
+            raise IntakeError(
+                f"render engine {engine!r} is not supported; use one of {', '.join(self.engines)}"
+            )
+
+
+def scene_inspection(record: SceneRecord) -> SceneInspection:
+    return SceneInspection(**json.loads(record.info_json))
+
+
+def resolve_frames(spec: str, scene: SceneInspection) -> list[int]:
+    """The job's frames: the creator's spec, or the scene's own range; never outside it."""
+    if not spec.strip():
+        return list(range(scene.frame_start, scene.frame_end + 1))
+    try:
+        frames = parse_frames(spec)
+    except FrameSpecError as error:
+        raise IntakeError(str(error)) from error
+    outside = [frame for frame in frames if not scene.frame_start <= frame <= scene.frame_end]
+    if outside:
+        raise IntakeError(
+            f"frames {outside[0]}..{outside[-1]} are outside the scene's range "
+            f"{scene.frame_start}-{scene.frame_end}"
+        )
+    return frames

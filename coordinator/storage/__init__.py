@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables and the data-access functions over them."""

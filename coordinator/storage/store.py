@@ -1,0 +1,352 @@
+"""Data access for the farm: every state change is one short transaction.
+
+Leasing uses compare-and-set updates (`... WHERE state = 'queued'`), so two
+coordinators or threads can never lease the same task twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from coordinator.domain.states import TaskState
+from coordinator.storage.models import (
+    FrameResultRecord,
+    JobRecord,
+    NodeRecord,
+    SceneRecord,
+    TaskFailureRecord,
+    TaskRecord,
+)
+
+
+@dataclass(frozen=True)
+class SchedulingPolicy:
+    lease_seconds: float = 60.0
+    max_attempts: int = 3  # failed leases before a task (frame) is given up
+    max_failures_per_node: int = 2  # failures on one job before a node stops getting it
+
+
+@dataclass(frozen=True)
+class FrameOutputRecord:
+    frame: int
+    sha256: str
+    size: int
+    extension: str
+    render_seconds: float
+    blender_version: str = ""
+    device: str = ""
+
+
+LEASE_EXPIRED = "lease expired: the node stopped answering"
+
+
+class LeaseLost(Exception):
+    """The lease is no longer the node's: expired and re-leased, cancelled or unknown."""
+
+
+class FarmStore:
+    """The coordinator's persistence behind one narrow interface."""
+
+    def __init__(self, engine: Engine, policy: SchedulingPolicy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or SchedulingPolicy()
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------ scenes
+
+    def get_scene(self, scene_id: str) -> SceneRecord | None:
+        with self._session() as session:
+            return session.get(SceneRecord, scene_id)
+
+    def save_scene(self, scene: SceneRecord) -> None:
+        with self._session() as session:
+            session.merge(scene)
+            session.commit()
+
+    # ------------------------------------------------------------ jobs
+
+    def create_job(self, job: JobRecord, chunks: Sequence[Sequence[int]], now: float) -> None:
+        """Store a job and its tasks in one transaction: all or nothing."""
+        with self._session() as session:
+            session.add(job)
+            for chunk in chunks:
+                session.add(
+                    TaskRecord(
+                        task_id=uuid.uuid4().hex,
+                        job_id=job.job_id,
+                        first_frame=chunk[0],
+                        last_frame=chunk[-1],
+                        state=TaskState.QUEUED,
+                        queued_at=now,
+                        updated_at=now,
+                    )
+                )
+            session.commit()
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._session() as session:
+            return session.get(JobRecord, job_id)
+
+    def list_jobs(self) -> list[JobRecord]:
+        with self._session() as session:
+            return list(session.exec(select(JobRecord).order_by(col(JobRecord.created_at))))
+
+    def frame_counts(self, job_ids: Iterable[str]) -> dict[str, dict[TaskState, int]]:
+        """Frames per task state for each job, in one query."""
+        ids = list(job_ids)
+        counts: dict[str, dict[TaskState, int]] = {job_id: {} for job_id in ids}
+        if not ids:
+            return counts
+        frames = func.sum(TaskRecord.last_frame - TaskRecord.first_frame + 1)
+        query = (
+            select(TaskRecord.job_id, TaskRecord.state, frames)
+            .where(col(TaskRecord.job_id).in_(ids))
+            .group_by(TaskRecord.job_id, TaskRecord.state)
+        )
+        with self._session() as session:
+            for job_id, state, n in session.exec(query):
+                counts[job_id][TaskState(state)] = int(n)
+        return counts
+
+    def cancel_job(self, job_id: str, now: float) -> bool:
+        """Cancel a job: unfinished tasks are dropped, finished frames kept."""
+        with self._session() as session:
+            job = session.get(JobRecord, job_id)
+            if job is None:
+                return False
+            job.cancelled = True
+            job.updated_at = now
+            session.add(job)
+            session.execute(
+                update(TaskRecord)
+                .where(col(TaskRecord.job_id) == job_id)
+                .where(col(TaskRecord.state).in_([TaskState.QUEUED, TaskState.LEASED]))
+                .values(state=TaskState.CANCELLED, lease_expires_at=None, updated_at=now)
+            )
+            session.commit()
+            return True
+
+    def list_tasks(self, job_id: str) -> list[TaskRecord]:
+        with self._session() as session:
+            query = select(TaskRecord).where(TaskRecord.job_id == job_id)
+            return list(session.exec(query.order_by(col(TaskRecord.first_frame))))
+
+    def list_frame_results(self, job_id: str) -> list[FrameResultRecord]:
+        with self._session() as session:
+            query = select(FrameResultRecord).where(FrameResultRecord.job_id == job_id)
+            return list(session.exec(query.order_by(col(FrameResultRecord.frame))))
+
+    def failures_by_task(self, job_id: str) -> dict[str, str]:
+        """The latest failure reason of each task of a job."""
+        with self._session() as session:
+            query = (
+                select(TaskFailureRecord)
+                .where(TaskFailureRecord.job_id == job_id)
+                .order_by(col(TaskFailureRecord.at))
+            )
+            return {failure.task_id: failure.reason for failure in session.exec(query)}
+
+    # ------------------------------------------------------------ nodes
+
+    def register_node(self, node_id: str, name: str, capabilities_json: str, now: float) -> None:
+        with self._session() as session:
+            node = session.get(NodeRecord, node_id)
+            if node is None:
+                node = NodeRecord(node_id=node_id, registered_at=now, last_seen_at=now)
+            node.name = name
+            node.capabilities_json = capabilities_json
+            node.last_seen_at = now
+            session.add(node)
+            session.commit()
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        with self._session() as session:
+            return session.get(NodeRecord, node_id)
+
+    def touch_node(self, node_id: str, now: float) -> None:
+        with self._session() as session:
+            session.execute(
+                update(NodeRecord)
+                .where(col(NodeRecord.node_id) == node_id)
+                .values(last_seen_at=now)
+            )
+            session.commit()
+
+    # ------------------------------------------------------------ leases
+
+    def lease_next_task(self, node_id: str, now: float) -> TaskRecord | None:
+        """Give the node the oldest queued task it may render, or None.
+
+        A node never gets back a task it already failed, nor any task of a job
+        it failed too often: that work goes to other nodes.
+        """
+        policy = self.policy
+        failed_tasks = select(TaskFailureRecord.task_id).where(
+            TaskFailureRecord.node_id == node_id
+        )
+        failed_jobs = (
+            select(TaskFailureRecord.job_id)
+            .where(TaskFailureRecord.node_id == node_id)
+            .group_by(TaskFailureRecord.job_id)
+            .having(func.count() >= policy.max_failures_per_node)
+        )
+        candidates = (
+            select(TaskRecord.task_id)
+            .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
+            .where(TaskRecord.state == TaskState.QUEUED)
+            .where(col(JobRecord.cancelled).is_(False))
+            .where(col(TaskRecord.task_id).not_in(failed_tasks))
+            .where(col(TaskRecord.job_id).not_in(failed_jobs))
+            .order_by(
+                col(JobRecord.created_at), col(TaskRecord.queued_at), col(TaskRecord.first_frame)
+            )
+            .limit(8)
+        )
+        with self._session() as session:
+            for task_id in session.exec(candidates).all():
+                lease_id = uuid.uuid4().hex
+                claimed = session.execute(
+                    update(TaskRecord)
+                    .where(col(TaskRecord.task_id) == task_id)
+                    .where(col(TaskRecord.state) == TaskState.QUEUED)
+                    .values(
+                        state=TaskState.LEASED,
+                        lease_id=lease_id,
+                        node_id=node_id,
+                        lease_expires_at=now + policy.lease_seconds,
+                        updated_at=now,
+                    )
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    session.commit()
+                    return session.get(TaskRecord, task_id)
+            return None
+
+    def extend_lease(self, lease_id: str, node_id: str, now: float) -> TaskRecord:
+        """Heartbeat: push the lease's expiry forward, or raise LeaseLost."""
+        with self._session() as session:
+            task = self._live_task(session, lease_id, node_id)
+            task.lease_expires_at = now + self.policy.lease_seconds
+            task.updated_at = now
+            session.add(task)
+            session.commit()
+            return task
+
+    def complete_task(
+        self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord], now: float
+    ) -> TaskRecord:
+        """Record a task's frames and mark it done. Repeating the call is harmless."""
+        with self._session() as session:
+            task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
+            if task is not None and task.state == TaskState.DONE and task.node_id == node_id:
+                return task  # a retried completion: already recorded
+            task = self._live_task(session, lease_id, node_id)
+            expected = list(range(task.first_frame, task.last_frame + 1))
+            if sorted(output.frame for output in outputs) != expected:
+                raise ValueError(
+                    f"the task covers frames {expected}, the result has "
+                    f"{sorted(output.frame for output in outputs)}"
+                )
+            for output in outputs:
+                session.merge(
+                    FrameResultRecord(
+                        job_id=task.job_id,
+                        frame=output.frame,
+                        task_id=task.task_id,
+                        node_id=node_id,
+                        blob_sha256=output.sha256,
+                        blob_size=output.size,
+                        extension=output.extension,
+                        render_seconds=output.render_seconds,
+                        blender_version=output.blender_version,
+                        device=output.device,
+                        created_at=now,
+                    )
+                )
+            task.state = TaskState.DONE
+            task.lease_expires_at = None
+            task.updated_at = now
+            task.error = ""
+            session.add(task)
+            session.commit()
+            return task
+
+    def fail_task(self, lease_id: str, node_id: str, reason: str, now: float) -> TaskRecord:
+        """The node gave up on its lease: requeue the task or, past the limit, fail it."""
+        with self._session() as session:
+            task = self._live_task(session, lease_id, node_id)
+            self._record_failure(session, task, reason, now)
+            session.commit()
+            return task
+
+    def requeue_expired(self, now: float) -> list[TaskRecord]:
+        """Take back every lease whose node stopped heartbeating."""
+        with self._session() as session:
+            expired = session.exec(
+                select(TaskRecord)
+                .where(TaskRecord.state == TaskState.LEASED)
+                .where(col(TaskRecord.lease_expires_at) < now)
+            ).all()
+            for task in expired:
+                self._record_failure(session, task, LEASE_EXPIRED, now)
+            session.commit()
+            return list(expired)
+
+    def grant_grace(self, now: float) -> int:
+        """After a coordinator restart, give every live lease a full lease period.
+
+        The coordinator's downtime is not the nodes' fault: they get the time to
+        reconnect and heartbeat before anything is taken back.
+        """
+        with self._session() as session:
+            result = session.execute(
+                update(TaskRecord)
+                .where(col(TaskRecord.state) == TaskState.LEASED)
+                .values(lease_expires_at=now + self.policy.lease_seconds)
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def task_for_lease(self, lease_id: str) -> TaskRecord | None:
+        with self._session() as session:
+            return session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
+
+    def _live_task(self, session: Session, lease_id: str, node_id: str) -> TaskRecord:
+        task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
+        if task is None:
+            raise LeaseLost("unknown lease")
+        if task.node_id != node_id:
+            raise LeaseLost("the lease belongs to another node")
+        if task.state != TaskState.LEASED:
+            raise LeaseLost(f"the task is {task.state} now")
+        return task
+
+    def _record_failure(self, session: Session, task: TaskRecord, reason: str, now: float) -> None:
+        session.add(
+            TaskFailureRecord(
+                task_id=task.task_id,
+                job_id=task.job_id,
+                node_id=task.node_id or "",
+                reason=reason[:2000],
+                at=now,
+            )
+        )
+        task.attempts += 1
+        task.error = reason[:2000]
+        task.lease_id = None
+        task.lease_expires_at = None
+        task.updated_at = now
+        if task.attempts >= self.policy.max_attempts:
+            task.state = TaskState.FAILED
+        else:
+            task.state = TaskState.QUEUED
+            task.queued_at = now
+        session.add(task)

@@ -1,0 +1,326 @@
+"""Blender child process: the only place where ``bpy`` is imported.
+
+Run as ``python -m frameproof.blender.child --cmd-fd R --reply-fd W [--memory-limit-bytes N]``.
+Scenes are untrusted, so Blender lives in its own process with resource limits; it stays alive
+across frames so that a warm frame costs milliseconds instead of a Blender start-up.
+
+Protocol: one JSON object per line on the command fd, one JSON reply per line on the reply fd.
+Blender's own chatter goes to stdout/stderr, which the parent sends to a log file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import sys
+import time
+from typing import IO, Any
+
+# Blender names of the engines we accept in settings overrides.
+ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
+GPU_DEVICES = ("CUDA", "OPTIX", "HIP", "METAL", "ONEAPI")
+# Builtins a simple driver expression may need; no __import__, open, getattr, eval, ...
+SAFE_DRIVER_BUILTINS = ("abs", "bool", "float", "int", "len", "max", "min", "pow", "round", "sum")
+
+
+def set_limits(memory_limit_bytes: int | None) -> None:
+    """Cap memory and disable core dumps before Blender is loaded.
+
+    RLIMIT_AS is used: bpy 5.0.1 with Cycles (CPU) imports and renders under a 2 GiB
+    address-space cap on this machine, so the stricter limit does not break it.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_limit_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
+
+class Child:
+    """Command handlers; keeps one opened .blend (with its applied settings) between frames."""
+
+    def __init__(self) -> None:
+        import bpy  # imported only after the limits are in place
+
+        self.bpy = bpy
+        self.loaded_key: str | None = None
+        bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+        self._harden_driver_namespace()
+
+    # -- safety ---------------------------------------------------------------------------
+
+    def _harden_driver_namespace(self) -> None:
+        """Leave drivers nothing dangerous to reach, even if one were ever evaluated.
+
+        Blender already refuses non-trivial driver expressions when auto-exec is off; this is
+        the second wall: no ``bpy`` and only a handful of harmless builtins in the namespace.
+        """
+        import builtins
+
+        ns = self.bpy.app.driver_namespace
+        ns.pop("bpy", None)
+        ns["__builtins__"] = {name: getattr(builtins, name) for name in SAFE_DRIVER_BUILTINS}
+
+    def open(self, blend: str) -> None:
+        """Open an untrusted .blend without running any of its scripts."""
+        bpy = self.bpy
+        self.loaded_key = None
+        if not os.path.isfile(blend):
+            raise ValueError(f"no such .blend file: {blend}")
+        try:
+            bpy.ops.wm.open_mainfile(filepath=blend, load_ui=False, use_scripts=False)
+        except RuntimeError as exc:
+            reason = str(exc).strip().removeprefix("Error: ")
+            reason = re.sub(r'^Loading ".*?" failed: ', "", reason)
+            raise ValueError(f"not a readable .blend file: {blend}: {reason}") from None
+        if bpy.context.preferences.filepaths.use_scripts_auto_execute:
+            raise RuntimeError("script auto-execution got enabled; refusing to continue")
+        self._harden_driver_namespace()
+
+    # -- commands -------------------------------------------------------------------------
+
+    def ping(self, _msg: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "blender_version": self.bpy.app.version_string}
+
+    def inspect(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.open(msg["blend"])
+        bpy = self.bpy
+        scene = bpy.context.scene
+        render = scene.render
+        return {
+            "ok": True,
+            "scene": {
+                "engine": render.engine,
+                "frame_start": scene.frame_start,
+                "frame_end": scene.frame_end,
+                "resolution_x": render.resolution_x,
+                "resolution_y": render.resolution_y,
+                "resolution_percentage": render.resolution_percentage,
+                "samples": scene_samples(scene),
+                "camera": scene.camera.name if scene.camera else None,
+                "file_blender_version": ".".join(str(v) for v in bpy.data.version),
+                "libraries": [lib.filepath for lib in bpy.data.libraries],
+                "missing": self.missing_dependencies(),
+                "output_media_type": render.image_settings.media_type,
+                "scripts_blocked": bool(bpy.app.autoexec_fail),
+            },
+        }
+
+    def missing_dependencies(self) -> list[str]:
+        """Human-readable list of external files the scene needs but that do not exist."""
+        bpy = self.bpy
+        missing: list[str] = []
+        for lib in bpy.data.libraries:
+            path = self.abspath(lib.filepath)
+            if lib.packed_file is None and (lib.is_missing or not os.path.exists(path)):
+                missing.append(f"library {lib.filepath} ({path}): file not found")
+        for image in bpy.data.images:
+            if image.source not in {"FILE", "SEQUENCE", "MOVIE", "TILED"} or image.packed_files:
+                continue
+            path = self.abspath(image.filepath, image.library)
+            if image.source == "TILED":
+                paths = [path.replace("<UDIM>", str(t.number)) for t in image.tiles]
+            else:
+                paths = [path]
+            if not all(os.path.exists(p) for p in paths):
+                missing.append(f"image {image.name!r}: {image.filepath} ({path}): file not found")
+        for kind, coll in (
+            ("sound", bpy.data.sounds),
+            ("font", bpy.data.fonts),
+            ("movie clip", bpy.data.movieclips),
+            ("volume", bpy.data.volumes),
+            ("cache file", bpy.data.cache_files),
+        ):
+            for item in coll:
+                if not item.filepath or item.filepath == "<builtin>":
+                    continue
+                if getattr(item, "packed_file", None) is not None:
+                    continue
+                path = self.abspath(item.filepath, item.library)
+                if not os.path.exists(path):
+                    missing.append(
+                        f"{kind} {item.name!r}: {item.filepath} ({path}): file not found"
+                    )
+        return missing
+
+    def abspath(self, path: str, library: Any = None) -> str:
+        """Absolute path of ``path`` as written in ``library`` (None: the main .blend).
+
+        On load Blender rewrites every library's own path relative to the main file (even an
+        indirect one), while data inside a library keeps paths relative to that library;
+        ``bpy.path.abspath(..., library=...)`` handles both.
+        """
+        return os.path.normpath(self.bpy.path.abspath(path, library=library))
+
+    def render(self, msg: dict[str, Any]) -> dict[str, Any]:
+        bpy = self.bpy
+        settings = msg.get("settings") or {}
+        key = json.dumps([msg["blend"], settings, msg.get("device", "CPU")], sort_keys=True)
+        if key != self.loaded_key:
+            self.open(msg["blend"])
+            apply_settings(bpy.context.scene, settings)
+            set_device(bpy, bpy.context.scene, msg.get("device", "CPU"))
+            self.loaded_key = key
+        scene = bpy.context.scene
+        if scene.camera is None:
+            raise ValueError("the scene has no active camera: nothing to render")
+        render = scene.render
+        threads = int(msg.get("threads") or 0)
+        render.threads_mode = "FIXED" if threads > 0 else "AUTO"
+        if threads > 0:
+            render.threads = threads
+        set_border(render, msg.get("border"))
+        output = msg["output"]
+        render.filepath = output
+        render.use_file_extension = False  # write exactly the name the parent gave us
+        scene.frame_set(int(msg["frame"]))
+        start = time.perf_counter()
+        bpy.ops.render.render(write_still=True)
+        seconds = time.perf_counter() - start
+        if not os.path.isfile(output):
+            raise RuntimeError(f"Blender reported success but wrote no file at {output}")
+        width, height = image_size(bpy, output)
+        return {"ok": True, "seconds": seconds, "width": width, "height": height}
+
+
+def scene_samples(scene: Any) -> int:
+    """Samples per pixel as the scene's own engine understands them."""
+    engine = scene.render.engine
+    if engine == "CYCLES":
+        return int(scene.cycles.samples)
+    if engine.startswith("BLENDER_EEVEE"):
+        return int(scene.eevee.taa_render_samples)
+    return 1
+
+
+def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
+    """Apply job overrides plus the normalisation every job gets (reproducible, script-free)."""
+    render = scene.render
+    engine = settings.get("engine") or ""
+    if engine:
+        if engine not in ENGINES:
+            raise ValueError(f"unsupported engine {engine!r}; expected one of {ENGINES}")
+        render.engine = engine
+    samples = int(settings.get("samples") or 0)
+    if samples > 0:
+        if render.engine == "CYCLES":
+            scene.cycles.samples = samples
+        elif render.engine.startswith("BLENDER_EEVEE"):
+            scene.eevee.taa_render_samples = samples
+    for name in ("resolution_x", "resolution_y", "resolution_percentage"):
+        value = int(settings.get(name) or 0)
+        if value > 0:
+            setattr(render, name, value)
+    if render.engine == "CYCLES":
+        scene.cycles.time_limit = 0.0  # a time limit would make the sample count hardware-dependent
+    render.dither_intensity = 0.0
+    render.use_freestyle = False  # Freestyle line styles can run Python
+    render.use_persistent_data = True  # keep Cycles' scene data between frames of a warm child
+    render.use_stamp = False
+    for prop in render.bl_rna.properties:  # no dates, paths, host names in file metadata
+        if prop.identifier.startswith("use_stamp_") and prop.identifier != "use_stamp_labels":
+            setattr(render, prop.identifier, False)
+    image = render.image_settings
+    image.media_type = "IMAGE"  # bpy 5.0: must precede file_format (scene may output video)
+    fmt = (settings.get("output_format") or "PNG").upper()
+    if fmt == "PNG":
+        image.file_format = "PNG"
+        image.color_mode = "RGBA"
+        image.color_depth = "8"
+        image.compression = 15
+    elif fmt == "EXR":
+        image.file_format = "OPEN_EXR"
+        image.color_mode = "RGBA"
+        image.color_depth = "32"
+        image.exr_codec = "ZIP"
+    else:
+        raise ValueError(f"unsupported output format {fmt!r}; expected PNG or EXR")
+
+
+def set_device(bpy: Any, scene: Any, device: str) -> None:
+    """Select the Cycles device. GPU kinds are best effort (not exercised in our CPU-only CI)."""
+    if device == "CPU":
+        if scene.render.engine == "CYCLES":
+            scene.cycles.device = "CPU"
+        return
+    if device not in GPU_DEVICES:
+        raise ValueError(f"unsupported device {device!r}; expected CPU or one of {GPU_DEVICES}")
+    if scene.render.engine != "CYCLES":
+        return
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    prefs.compute_device_type = device
+    prefs.refresh_devices()
+    found = [d for d in prefs.devices if d.type == device]
+    if not found:
+        raise ValueError(f"no {device} device available on this machine")
+    for dev in prefs.devices:
+        dev.use = dev.type == device
+    scene.cycles.device = "GPU"
+
+
+def set_border(render: Any, border: list[float] | None) -> None:
+    """Render only a region (for tile re-renders); the file is cropped to it."""
+    if border is None:
+        render.use_border = False
+        render.use_crop_to_border = False
+        return
+    min_x, max_x, min_y, max_y = (float(v) for v in border)
+    if not (0.0 <= min_x < max_x <= 1.0 and 0.0 <= min_y < max_y <= 1.0):
+        raise ValueError(f"invalid border {border!r}: need 0 <= min < max <= 1 on both axes")
+    render.use_border = True
+    render.use_crop_to_border = True
+    render.border_min_x, render.border_max_x = min_x, max_x
+    render.border_min_y, render.border_max_y = min_y, max_y
+
+
+def image_size(bpy: Any, path: str) -> tuple[int, int]:
+    """Size of the file Blender actually wrote (authoritative even for EXR and borders)."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height = image.size
+    finally:
+        bpy.data.images.remove(image)
+    return int(width), int(height)
+
+
+def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
+    """Answer commands until ``quit`` or until the parent closes the command pipe."""
+    handlers = {"ping": child.ping, "inspect": child.inspect, "render": child.render}
+    for line in commands:
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+            cmd = msg.get("cmd")
+            if cmd == "quit":
+                reply: dict[str, Any] = {"ok": True}
+                replies.write(json.dumps(reply) + "\n")
+                replies.flush()
+                return
+            handler = handlers.get(cmd)
+            if handler is None:
+                reply = {"ok": False, "error": f"unknown command {cmd!r}"}
+            else:
+                reply = handler(msg)
+        except Exception as exc:  # report any scene/command failure; stay alive
+            reply = {"ok": False, "error": str(exc).strip() or type(exc).__name__}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cmd-fd", type=int, required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    parser.add_argument("--memory-limit-bytes", type=int, default=None)
+    args = parser.parse_args(argv)
+    set_limits(args.memory_limit_bytes)
+    commands = open(args.cmd_fd, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    replies = open(args.reply_fd, "w", encoding="utf-8")  # noqa: SIM115
+    serve(Child(), commands, replies)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

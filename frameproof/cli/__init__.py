@@ -1,0 +1,1 @@
+"""The creators' command line: one module per group of subcommands."""

@@ -1,0 +1,86 @@
+"""What every subcommand shares: the coordinator connection, output and errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import grpc
+from rich.console import Console
+
+from frameproof.v1 import farm_pb2 as pb
+
+out = Console()
+err = Console(stderr=True)
+
+STATE_NAMES = {
+    pb.JOB_STATE_QUEUED: "queued",
+    pb.JOB_STATE_RENDERING: "rendering",
+    pb.JOB_STATE_DONE: "done",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+FRAME_STATE_NAMES = {
+    pb.FRAME_STATE_QUEUED: "queued",
+    pb.FRAME_STATE_RENDERING: "rendering",
+    pb.FRAME_STATE_DONE: "done",
+    pb.FRAME_STATE_FAILED: "failed",
+    pb.FRAME_STATE_CANCELLED: "cancelled",
+}
+ENDED = {pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+
+
+class CliError(Exception):
+    """A failure to report in one line, with exit status 1 (2 for usage errors)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    raise CliError(message, status)
+
+
+def explain_rpc_error(error: grpc.RpcError, address: str) -> str:
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (f"cannot reach the coordinator at {address}; start one with "
+                "`render-coordinator serve` or set --coordinator / FRAMEPROOF_COORDINATOR")
+    return f"{error.details()} ({code.name})"
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def job_json(job: pb.Job) -> dict[str, Any]:
+    frames = job.frames
+    return {
+        "job_id": job.job_id,
+        "name": job.name,
+        "scene_id": job.scene_id,
+        "state": STATE_NAMES.get(job.state, "unknown"),
+        "frames_spec": job.frames_spec,
+        "chunk_size": job.chunk_size,
+        "frames": {
+            "total": frames.total,
+            "queued": frames.queued,
+            "rendering": frames.rendering,
+            "done": frames.done,
+            "failed": frames.failed,
+            "cancelled": frames.cancelled,
+        },
+        "settings": {
+            "engine": job.settings.engine,
+            "samples": job.settings.samples,
+            "resolution_x": job.settings.resolution_x,
+            "resolution_y": job.settings.resolution_y,
+            "resolution_percentage": job.settings.resolution_percentage,
+            "output_format": "exr" if job.settings.output_format == pb.OUTPUT_FORMAT_EXR
+            else "png",
+        },
+        "created_unix_ms": job.created_unix_ms,
+        "error": job.error,
+    }

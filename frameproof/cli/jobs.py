@@ -1,0 +1,79 @@
+"""`frameproof jobs | status | cancel | frames`: look at and steer jobs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.table import Table
+
+from frameproof.cli.common import FRAME_STATE_NAMES, STATE_NAMES, job_json, out, print_json
+from frameproof.client import FarmClient
+from frameproof.v1 import farm_pb2 as pb
+
+
+def add_job_argument(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    parser.add_argument("job", help="job id")
+    if json_flag:
+        parser.add_argument("--json", action="store_true")
+
+
+def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
+    jobs = client.jobs.ListJobs(pb.ListJobsRequest(), timeout=30).jobs
+    if args.json:
+        print_json([job_json(job) for job in jobs])
+        return 0
+    table = Table("job", "name", "state", "done", "failed", "total", "submitted")
+    for job in jobs:
+        table.add_row(job.job_id, job.name, STATE_NAMES.get(job.state, "?"),
+                      str(job.frames.done), str(job.frames.failed), str(job.frames.total),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_unix_ms / 1000)))
+    out.print(table)
+    return 0
+
+
+def run_status(args: argparse.Namespace, client: FarmClient) -> int:
+    job = client.jobs.GetJob(pb.GetJobRequest(job_id=args.job), timeout=30)
+    if args.json:
+        print_json(job_json(job))
+        return 0
+    counts = job.frames
+    out.print(f"job {job.job_id} ({job.name}): [bold]{STATE_NAMES.get(job.state, '?')}[/]")
+    out.print(f"frames {job.frames_spec}: {counts.done}/{counts.total} done, "
+              f"{counts.rendering} rendering, {counts.queued} queued, {counts.failed} failed")
+    out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
+              f"{job.settings.resolution_x}x{job.settings.resolution_y} "
+              f"at {job.settings.resolution_percentage}%")
+    return 0
+
+
+def run_cancel(args: argparse.Namespace, client: FarmClient) -> int:
+    job = client.jobs.CancelJob(pb.CancelJobRequest(job_id=args.job), timeout=30)
+    out.print(f"job {job.job_id} {STATE_NAMES.get(job.state, '?')}: "
+              f"{job.frames.done} frames kept")
+    return 0
+
+
+def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
+    frames = client.jobs.ListFrames(pb.ListFramesRequest(job_id=args.job), timeout=30).frames
+    rows = [
+        {
+            "frame": frame.frame,
+            "state": FRAME_STATE_NAMES.get(frame.state, "?"),
+            "node_id": frame.node_id,
+            "render_seconds": round(frame.render_seconds, 3),
+            "sha256": frame.image.sha256,
+            "attempts": frame.attempts,
+            "error": frame.error,
+        }
+        for frame in frames
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table("frame", "state", "node", "seconds", "attempts", "error")
+    for row in rows:
+        table.add_row(str(row["frame"]), row["state"], row["node_id"][:12],
+                      f"{row['render_seconds']:.2f}", str(row["attempts"]), row["error"][:60])
+    out.print(table)
+    return 0

@@ -1,0 +1,72 @@
+"""`frameproof`: submit Blender scenes to the farm, follow them, download the frames."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import grpc
+
+from frameproof.cli import download, jobs, submit, watch
+from frameproof.cli.common import CliError, err, explain_rpc_error
+from frameproof.client import FarmClient, coordinator_address
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frameproof", description=__doc__)
+    parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR "
+                        "or 127.0.0.1:50051)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit.add_arguments(commands.add_parser("submit", help="pack, upload and start a job"))
+    listing = commands.add_parser("jobs", help="list jobs")
+    listing.add_argument("--json", action="store_true")
+    jobs.add_job_argument(commands.add_parser("status", help="one job's progress"))
+    jobs.add_job_argument(commands.add_parser("watch", help="follow a job live"), False)
+    jobs.add_job_argument(commands.add_parser("cancel", help="cancel a job"), False)
+    jobs.add_job_argument(commands.add_parser("frames", help="each frame's state and node"))
+    fetch = commands.add_parser("download", help="download a job's frames")
+    jobs.add_job_argument(fetch, False)
+    fetch.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    demo = commands.add_parser("demo", help="run a whole farm on this machine")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"))
+    demo.add_argument("--frames", default="1-12")
+    demo.add_argument("--nodes", type=int, default=2)
+    return parser
+
+
+HANDLERS = {
+    "submit": submit.run,
+    "jobs": jobs.run_jobs,
+    "status": jobs.run_status,
+    "watch": watch.run,
+    "cancel": jobs.run_cancel,
+    "frames": jobs.run_frames,
+    "download": download.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from frameproof.cli import demo  # imports the coordinator: only when asked
+
+        return demo.run(args)
+    address = coordinator_address(args.coordinator)
+    try:
+        with FarmClient(address) as client:
+            return HANDLERS[args.command](args, client)
+    except CliError as error:
+        err.print(f"frameproof: {error}", markup=False, highlight=False)
+        return error.status
+    except grpc.RpcError as error:
+        err.print(f"frameproof: {explain_rpc_error(error, address)}", markup=False,
+                  highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

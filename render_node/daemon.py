@@ -1,0 +1,226 @@
+"""The node's main loop: register, lease, fetch, render, upload, report, repeat.
+
+It is deliberately forgiving of the coordinator: calls wait for the coordinator
+to come back (it resumes leases after a restart), results are retried until
+they are acknowledged, and a lease the coordinator withdrew stops the render.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from frameproof.blender.worker import BlenderError, BlenderWorker, RenderSettings
+from frameproof.client import FarmClient
+from frameproof.manifest import sha256_file
+from frameproof.transfer import TransferError, upload_files
+from frameproof.v1 import farm_pb2 as pb
+from render_node.identity import load_or_create_keypair
+from render_node.scene_cache import SceneCache
+from render_node.sysinfo import capabilities
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CALL_TIMEOUT = 30.0
+RECONNECT_PATIENCE = 600.0  # how long a finished result waits for the coordinator
+FORMATS = {pb.OUTPUT_FORMAT_EXR: ("EXR", "exr")}
+DEFAULT_FORMAT = ("PNG", "png")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    coordinator: str
+    work_dir: Path
+    threads: int = 0
+    name: str = ""
+    keypair_path: Path | None = None
+    frame_timeout: float = 3600.0
+    memory_limit_bytes: int | None = None
+
+
+class LeaseWithdrawn(Exception):
+    """The coordinator took the lease back (expired, re-leased or cancelled)."""
+
+
+class RenderNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        keypair_path = config.keypair_path or config.work_dir / "node-keypair.json"
+        self.node_id = str(load_or_create_keypair(keypair_path).pubkey())
+        self.client = FarmClient(config.coordinator)
+        self.scenes = SceneCache(config.work_dir / "cache", self.client.blobs)
+        self.blender = BlenderWorker(
+            threads=config.threads,
+            memory_limit_bytes=config.memory_limit_bytes,
+            log_path=config.work_dir / "blender.log",
+        )
+        self.stopping = threading.Event()
+        self.heartbeat_seconds = 10.0
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        """Render until stop() is called."""
+        try:
+            self._register()
+            while not self.stopping.is_set():
+                response = self._call(self.client.nodes.LeaseTask,
+                                      pb.LeaseTaskRequest(node_id=self.node_id))
+                if response is None:
+                    continue
+                if not response.HasField("lease"):
+                    self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
+                    continue
+                self._run_lease(response.lease)
+        finally:
+            self.blender.close()
+            self.client.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _register(self) -> None:
+        request = pb.RegisterNodeRequest(
+            node_id=self.node_id,
+            name=self.config.name,
+            capabilities=capabilities(self.blender.blender_version(), self.config.threads,
+                                      ["CPU"]),
+        )
+        response = self._call(self.client.nodes.RegisterNode, request, patience=float("inf"))
+        if response is None:
+            return
+        self.heartbeat_seconds = response.heartbeat_seconds or self.heartbeat_seconds
+        log.info("registered as %s with %s", self.node_id, self.config.coordinator)
+
+    # ------------------------------------------------------------ one lease
+
+    def _run_lease(self, lease: pb.Lease) -> None:
+        log.info("lease %s: job %s frames %s", lease.lease_id, lease.job_id, list(lease.frames))
+        withdrawn = threading.Event()
+        done_frames = [0]
+        beat = threading.Thread(
+            target=self._heartbeat, args=(lease, withdrawn, done_frames), daemon=True
+        )
+        beat.start()
+        try:
+            outputs = self._render_lease(lease, withdrawn, done_frames)
+            self._report_done(lease, outputs)
+        except LeaseWithdrawn:
+            log.warning("lease %s withdrawn by the coordinator; dropped", lease.lease_id)
+        except (BlenderError, TransferError, OSError, ValueError) as error:
+            log.error("lease %s failed: %s", lease.lease_id, error)
+            if not withdrawn.is_set():
+                self._call(self.client.nodes.FailTask, pb.FailTaskRequest(
+                    node_id=self.node_id, lease_id=lease.lease_id, reason=str(error)))
+        finally:
+            withdrawn.set()  # ends the heartbeat thread
+            beat.join()
+
+    def _render_lease(
+        self, lease: pb.Lease, withdrawn: threading.Event, done_frames: list[int]
+    ) -> list[pb.FrameOutput]:
+        blend = self.scenes.fetch(lease.scene_id)
+        file_format, extension = FORMATS.get(lease.settings.output_format, DEFAULT_FORMAT)
+        settings = RenderSettings(
+            engine=lease.settings.engine,
+            samples=lease.settings.samples,
+            resolution_x=lease.settings.resolution_x,
+            resolution_y=lease.settings.resolution_y,
+            resolution_percentage=lease.settings.resolution_percentage,
+            output_format=file_format,
+        )
+        out_dir = self.config.work_dir / "output" / lease.job_id
+        outputs: list[pb.FrameOutput] = []
+        images: dict[str, Path] = {}
+        for frame in lease.frames:
+            if withdrawn.is_set():
+                raise LeaseWithdrawn
+            try:
+                result = self.blender.render_frame(
+                    blend, frame, out_dir / f"{frame:06d}.{extension}", settings,
+                    timeout=self.config.frame_timeout,
+                )
+            except BlenderError:
+                if withdrawn.is_set():  # the heartbeat killed Blender on purpose
+                    raise LeaseWithdrawn from None
+                raise
+            sha = sha256_file(result.output)
+            images[sha] = result.output
+            outputs.append(pb.FrameOutput(
+                frame=frame,
+                image=pb.BlobRef(sha256=sha, size=result.output.stat().st_size),
+                render_seconds=result.seconds,
+                blender_version=result.blender_version,
+                device=result.device,
+            ))
+            done_frames[0] += 1
+            log.info("frame %d rendered in %.2fs", frame, result.seconds)
+        upload_files(self.client.blobs, images)
+        return outputs
+
+    def _report_done(self, lease: pb.Lease, outputs: list[pb.FrameOutput]) -> None:
+        request = pb.CompleteTaskRequest(
+            node_id=self.node_id, lease_id=lease.lease_id, outputs=outputs
+        )
+        try:
+            self._call(self.client.nodes.CompleteTask, request, patience=RECONNECT_PATIENCE)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise LeaseWithdrawn from error
+            raise
+        for output in (self.config.work_dir / "output" / lease.job_id).glob("*"):
+            output.unlink(missing_ok=True)
+        log.info("lease %s delivered", lease.lease_id)
+
+    def _heartbeat(
+        self, lease: pb.Lease, withdrawn: threading.Event, done_frames: list[int]
+    ) -> None:
+        while not withdrawn.wait(self.heartbeat_seconds):
+            try:
+                response = self.client.nodes.Heartbeat(
+                    pb.HeartbeatRequest(node_id=self.node_id, lease_id=lease.lease_id,
+                                        frames_done=done_frames[0]),
+                    timeout=CALL_TIMEOUT,
+                )
+            except grpc.RpcError as error:
+                # The coordinator is away; it restores live leases when it returns.
+                log.warning("heartbeat failed (%s); still rendering", error.code())
+                continue
+            if not response.keep_going:
+                log.warning("lease %s: coordinator says stop (%s)", lease.lease_id,
+                            response.reason)
+                withdrawn.set()
+                self.blender.close()  # abandon the frame being rendered
+                return
+
+    # ------------------------------------------------------------ calls
+
+    def _call(self, method: Callable[..., T], request: object,
+              patience: float = 60.0) -> T | None:
+        """Call the coordinator, waiting out outages up to `patience` seconds.
+
+        Returns None only when the node is stopping.
+        """
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                return method(request, timeout=CALL_TIMEOUT, wait_for_ready=True)
+            except grpc.RpcError as error:
+                transient = error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                             grpc.StatusCode.DEADLINE_EXCEEDED)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                log.warning("coordinator unavailable (%s); retrying", error.code())
+            if self.stopping.wait(delay):
+                return None
+            delay = min(delay * 2, 5.0)

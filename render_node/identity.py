@@ -1,0 +1,25 @@
+"""The node's identity: a Solana keypair, in the Solana CLI's JSON format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from solders.keypair import Keypair
+
+
+def load_or_create_keypair(path: Path) -> Keypair:
+    """Load the keypair at path, or create one there (mode 0600, written atomically)."""
+    if path.exists():
+        try:
+            return Keypair.from_json(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path} is not a Solana keypair file: {error}") from error
+    keypair = Keypair()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(keypair.to_json())
+    os.replace(temp, path)
+    return keypair

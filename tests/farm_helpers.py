@@ -1,0 +1,73 @@
+"""Helpers for end-to-end tests: submit, wait, render locally for comparison."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from frameproof.cli import submit
+from frameproof.client import FarmClient
+from frameproof.localfarm import LocalFarm
+from frameproof.v1 import farm_pb2 as pb
+
+# Tiny renders keep the suite fast: 64x36 pixels, 4 samples.
+TINY = {"resolution_percentage": 20, "samples": 4}
+
+
+def submit_sample(client: FarmClient, scene: Path, frames: str, **overrides: object) -> pb.Job:
+    args = submit.build_namespace(scene, frames=frames, **{**TINY, **overrides})
+    return submit.submit_scene(args, client)
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll until predicate() returns something truthy; fail with a clear message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
+
+
+def job(client: FarmClient, job_id: str) -> pb.Job:
+    return client.jobs.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10, wait_for_ready=True)
+
+
+def frames(client: FarmClient, job_id: str) -> list[pb.Frame]:
+    request = pb.ListFramesRequest(job_id=job_id)
+    return list(client.jobs.ListFrames(request, timeout=10, wait_for_ready=True).frames)
+
+
+def wait_until_done(client: FarmClient, job_id: str, timeout: float = 180.0) -> pb.Job:
+    def finished() -> pb.Job | None:
+        current = job(client, job_id)
+        return current if current.state in {pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED} else None
+
+    ended = wait_for(finished, timeout)
+    assert ended.state == pb.JOB_STATE_DONE, f"job ended {ended.state}: {ended}"
+    return ended
+
+
+def wait_until_registered(farm: LocalFarm, names: list[str], timeout: float = 60.0) -> None:
+    def registered() -> bool:
+        logs = [farm.root / "logs" / f"{name}.log" for name in names]
+        return all(log.exists() and "registered as" in log.read_text() for log in logs)
+
+    wait_for(registered, timeout)
+
+
+def render_reference(scene: Path, frame_numbers: list[int], out_dir: Path,
+                     **overrides: int) -> dict[int, Path]:
+    """The reference: the same frames rendered by plain bpy in a separate process."""
+    samples = overrides.get("samples", TINY["samples"])
+    percent = overrides.get("resolution_percentage", TINY["resolution_percentage"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("reference_render.py")), str(scene),
+         str(out_dir), str(samples), str(percent), *map(str, frame_numbers)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return {frame: out_dir / f"ref_{frame:06d}.png" for frame in frame_numbers}

@@ -1,0 +1,398 @@
+"""Blob store, BlobStore gRPC service and client transfers over real loopback gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator.api.blob_service import BlobStoreServicer
+from coordinator.blobstore import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobOffsetMismatch,
+    BlobOverrun,
+    BlobStore,
+    BlobTooLarge,
+    InvalidSha256,
+)
+from frameproof import transfer
+from frameproof.v1 import farm_pb2, farm_pb2_grpc
+
+MAX_BLOB = 16 * 1024**2
+REPO = Path(__file__).resolve().parents[1]
+
+
+class AioServer:
+    """A grpc.aio server with only the BlobStore servicer, on its own loop in a thread."""
+
+    def __init__(self, servicer: BlobStoreServicer) -> None:
+        self.servicer = servicer
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = self._call(self._start())
+
+    def _call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    async def _start(self) -> int:
+        self.server = grpc.aio.server()
+        farm_pb2_grpc.add_BlobStoreServicer_to_server(self.servicer, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return port
+
+    def stop(self) -> None:
+        self._call(self.server.stop(grace=None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "store", max_blob_bytes=MAX_BLOB)
+
+
+@pytest.fixture
+def stub(store: BlobStore) -> Iterator[farm_pb2_grpc.BlobStoreStub]:
+    server = AioServer(BlobStoreServicer(store))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield farm_pb2_grpc.BlobStoreStub(channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
+def make_file(path: Path, size: int) -> tuple[str, Path]:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), path
+
+
+def chunk(data: bytes, offset: int, ref: farm_pb2.BlobRef | None = None, crc: int | None = None):
+    msg = farm_pb2.UploadChunk(offset=offset, data=data)
+    msg.crc32 = zlib.crc32(data) if crc is None else crc
+    if ref is not None:
+        msg.blob.CopyFrom(ref)
+    return msg
+
+
+def ref_of(data: bytes) -> farm_pb2.BlobRef:
+    return farm_pb2.BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def missing(stub, data: bytes) -> list[farm_pb2.BlobStatus]:
+    request = farm_pb2.FindMissingBlobsRequest(blobs=[ref_of(data)])
+    return list(stub.FindMissingBlobs(request).missing)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_upload_download_round_trip_and_second_upload_sends_nothing(stub, tmp_path):
+    files = dict(
+        [
+            make_file(tmp_path / "a.bin", 3 * 1024**2 + 17),
+            make_file(tmp_path / "b.bin", 0),
+            make_file(tmp_path / "c.bin", 5000),
+        ]
+    )
+    progress: list[tuple[int, int]] = []
+    sent = transfer.upload_files(stub, files, on_progress=lambda s, t: progress.append((s, t)))
+    expected = sum(p.stat().st_size for p in files.values())
+    assert sent == expected
+    assert progress[-1] == (expected, expected)
+
+    for sha, src in files.items():
+        dest = transfer.download_blob(stub, sha, tmp_path / "down" / sha)
+        assert dest.read_bytes() == src.read_bytes()
+        assert not dest.with_suffix(".part").exists()
+
+    assert transfer.upload_files(stub, files) == 0
+
+
+def test_upload_bytes_is_idempotent(stub, store):
+    sha = transfer.upload_bytes(stub, b'{"manifest": true}')
+    assert store.read_bytes(sha, limit=100) == b'{"manifest": true}'
+    assert transfer.upload_bytes(stub, b'{"manifest": true}') == sha
+
+
+def test_already_stored_blob_answers_stored_immediately(stub, store):
+    data = b"x" * 1000
+    sha = store.put_bytes(data)
+    response = stub.UploadBlob(iter([chunk(data[:10], 0, ref_of(data)), chunk(b"junk", 99)]))
+    assert response.stored and response.blob.sha256 == sha
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_partial_upload(stub, store, tmp_path):
+    sha, path = make_file(tmp_path / "big.bin", 2 * 1024**2 + 100)
+    data = path.read_bytes()
+    ref = ref_of(data)
+    first = 1024**2 + 5
+    response = stub.UploadBlob(iter([chunk(data[:first], 0, ref)]))
+    assert not response.stored and response.received_bytes == first
+
+    [status] = missing(stub, data)
+    assert status.received_bytes == first
+    assert not store.has(sha)
+
+    sent = transfer.upload_files(stub, {sha: path})
+    assert sent == len(data) - first
+    assert store.path(sha).read_bytes() == data
+
+
+def test_download_resumes_from_part_file(stub, store, tmp_path):
+    data = os.urandom(3 * 1024**2 + 3)
+    sha = store.put_bytes(data)
+    dest = tmp_path / "scene.blend"
+    dest.with_suffix(".blend.part").write_bytes(data[: 2 * 1024**2 + 1])
+    progress: list[tuple[int, int]] = []
+    transfer.download_blob(stub, sha, dest, on_progress=lambda d, t: progress.append((d, t)))
+    assert dest.read_bytes() == data
+    assert progress[0][0] > 2 * 1024**2  # started from the partial, not from 0
+
+
+def test_download_restarts_after_a_stale_part_file(stub, store, tmp_path):
+    data = os.urandom(100_000)
+    sha = store.put_bytes(data)
+    dest = tmp_path / "out.bin"
+    dest.with_suffix(".bin.part").write_bytes(b"\0" * 1000)  # wrong content
+    assert transfer.download_blob(stub, sha, dest).read_bytes() == data
+
+
+def test_download_skips_an_existing_correct_file(stub, tmp_path):
+    data = b"already here"
+    dest = tmp_path / "x"
+    dest.write_bytes(data)
+    # The server does not have it: a download call would fail.
+    assert transfer.download_blob(stub, hashlib.sha256(data).hexdigest(), dest) == dest
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_corrupt_chunk_is_data_loss_and_keeps_what_came_before(stub, store):
+    data = os.urandom(300_000)
+    ref = ref_of(data)
+    stream = [chunk(data[:100_000], 0, ref), chunk(data[100_000:], 100_000, crc=12345)]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter(stream))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "chunk at offset 100000 is corrupt (crc32 mismatch)" in err.value.details()
+    assert not store.has(ref.sha256)
+    assert missing(stub, data)[0].received_bytes == 100_000
+
+
+def test_wrong_content_is_data_loss_and_nothing_is_stored(stub, store, tmp_path):
+    data = os.urandom(50_000)
+    ref = ref_of(data)
+    liar = bytes(reversed(data))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(liar, 0, ref)]))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "nothing was stored" in err.value.details()
+    assert not store.has(ref.sha256)
+    assert missing(stub, data)[0].received_bytes == 0
+    with pytest.raises(transfer.TransferError, match="does not have blob"):
+        transfer.download_blob(stub, ref.sha256, tmp_path / "never")
+
+
+def test_offset_mismatch_is_failed_precondition(stub):
+    data = os.urandom(10_000)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(data[5000:], 5000, ref_of(data))]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "resume at offset 0" in err.value.details()
+
+
+def test_oversized_blob_is_refused(stub):
+    ref = farm_pb2.BlobRef(sha256="a" * 64, size=MAX_BLOB + 1)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(b"", 0, ref)]))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "at most" in err.value.details()
+
+
+def test_more_data_than_declared_is_refused(stub, store):
+    data = os.urandom(1000)
+    ref = farm_pb2.BlobRef(sha256=ref_of(data).sha256, size=500)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(data, 0, ref)]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not store.has(ref.sha256)
+
+
+BAD_SHAS = ["", "abc", "A" * 64, "g" * 64, "../" + "a" * 61, "a" * 63 + "\n", "a" * 65]
+
+
+@pytest.mark.parametrize("bad", BAD_SHAS)
+def test_invalid_sha_is_invalid_argument(stub, bad):
+    calls = [
+        lambda: stub.FindMissingBlobs(
+            farm_pb2.FindMissingBlobsRequest(blobs=[farm_pb2.BlobRef(sha256=bad, size=1)])
+        ),
+        lambda: stub.UploadBlob(iter([chunk(b"x", 0, farm_pb2.BlobRef(sha256=bad, size=1))])),
+        lambda: list(stub.DownloadBlob(farm_pb2.DownloadBlobRequest(sha256=bad))),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_negative_size_and_missing_blob_field_are_invalid_argument(stub):
+    for first in [
+        chunk(b"", 0, farm_pb2.BlobRef(sha256="a" * 64, size=-1)),
+        chunk(b"abc", 0),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.UploadBlob(iter([first]))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_download_is_not_found_and_bad_offset_invalid(stub, store):
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.DownloadBlob(farm_pb2.DownloadBlobRequest(sha256="b" * 64)))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    sha = store.put_bytes(b"12345")
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.DownloadBlob(farm_pb2.DownloadBlobRequest(sha256=sha, offset=6)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [end] = stub.DownloadBlob(farm_pb2.DownloadBlobRequest(sha256=sha, offset=5))
+    assert end.total_size == 5 and end.data == b""
+
+
+def test_too_many_blobs_in_one_request(store):
+    server = AioServer(BlobStoreServicer(store, max_request_blobs=2))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            refs = [farm_pb2.BlobRef(sha256=c * 64, size=1) for c in "abc"]
+            with pytest.raises(grpc.RpcError) as err:
+                farm_pb2_grpc.BlobStoreStub(channel).FindMissingBlobs(
+                    farm_pb2.FindMissingBlobsRequest(blobs=refs)
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "at most 2" in err.value.details()
+    finally:
+        server.stop()
+
+
+def test_unreachable_server_is_a_transfer_error_after_retries():
+    with (
+        grpc.insecure_channel("127.0.0.1:1") as channel,
+        pytest.raises(transfer.TransferError, match="UNAVAILABLE"),
+    ):
+        transfer.upload_bytes(farm_pb2_grpc.BlobStoreStub(channel), b"x", timeout=2)
+
+
+# ---------------------------------------------------------------- the store itself
+
+
+def test_store_refuses_bad_input(store):
+    for bad in BAD_SHAS:
+        with pytest.raises(InvalidSha256):
+            store.has(bad)
+    with pytest.raises(BlobNotFound):
+        store.path("c" * 64)
+    with pytest.raises(BlobTooLarge):
+        store.open_upload("c" * 64, MAX_BLOB + 1, 0)
+    sha = store.put_bytes(b"0123456789")
+    with pytest.raises(BlobTooLarge):
+        store.read_bytes(sha, limit=5)
+    assert store.size(sha) == 10
+
+
+def test_store_upload_is_atomic_and_resumable(store):
+    data = os.urandom(10_000)
+    sha = hashlib.sha256(data).hexdigest()
+    with store.open_upload(sha, len(data), 0) as up:
+        up.write(data[:4000])
+    assert store.received_bytes(sha) == 4000 and not store.has(sha)
+    with pytest.raises(BlobOffsetMismatch) as err:
+        store.open_upload(sha, len(data), 0)
+    assert err.value.received_bytes == 4000
+    up = store.open_upload(sha, len(data), 4000)
+    with pytest.raises(BlobOverrun):
+        up.write(data[4000:] + b"!")
+    up.write(data[4000:])
+    up.commit()
+    assert store.path(sha).read_bytes() == data
+    assert store.received_bytes(sha) == 0
+    assert not os.access(store.path(sha), os.W_OK) or os.geteuid() == 0
+
+
+def test_store_commit_of_wrong_content_leaves_nothing(store):
+    up = store.open_upload("d" * 64, 3, 0)
+    up.write(b"abc")
+    with pytest.raises(BlobCorrupt):
+        up.commit()
+    assert not store.has("d" * 64) and store.received_bytes("d" * 64) == 0
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    from pathlib import Path
+    from coordinator.blobstore import BlobStore, BlobStoreFull
+    store = BlobStore(Path(sys.argv[1]))
+    data = bytes(range(256)) * 8192  # 2 MiB
+    sha = hashlib.sha256(data).hexdigest()
+    up = store.open_upload(sha, len(data), 0)
+    try:
+        for i in range(0, len(data), 65536):
+            up.write(data[i : i + 65536])
+        up.commit()
+        print("STORED")
+    except BlobStoreFull as exc:
+        print("FULL", store.received_bytes(sha), store.has(sha), exc)
+    """
+)
+
+
+def test_full_disk_discards_the_partial(tmp_path):
+    """A real full filesystem: a 1 MiB tmpfs in a private user+mount namespace.
+
+    Falls back to RLIMIT_FSIZE (EFBIG, same handling) where namespaces are not allowed.
+    """
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    unshare = shutil.which("unshare")
+    script = tmp_path / "fill.py"
+    script.write_text(FULL_DISK_SCRIPT)
+    result = None
+    if unshare:
+        cmd = (
+            f"mount -t tmpfs -o size=1m tmpfs {mount} && "
+            f"{sys.executable} {script} {mount / 'store'}"
+        )
+        result = subprocess.run(
+            [unshare, "-rm", "sh", "-c", cmd], capture_output=True, text=True, env=env
+        )
+    if result is None or result.returncode != 0:
+        limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))"
+        result = subprocess.run(
+            [sys.executable, "-c", f"{limit}\nexec(open({str(script)!r}).read())", str(mount)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("FULL 0 False"), result.stdout
+    assert "is full" in result.stdout and "Free disk space" in result.stdout

@@ -1,0 +1,118 @@
+"""Packing real third-party scenes (Blender Asset Tracer's own test files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from frameproof.manifest import SceneManifest, sha256_file
+from frameproof.packing import PackingError, pack_scene
+
+SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes" / "bat"
+
+needs_scenes = pytest.mark.skipif(not SCENES.is_dir(), reason=f"{SCENES} is absent")
+
+
+def paths(packed) -> list[str]:
+    return [e.path for e in packed.manifest.files]
+
+
+def check_consistent(packed) -> None:
+    """Every manifest entry exists in the pack with its hash, and `files` covers them all."""
+    for e in packed.manifest.files:
+        on_disk = packed.root / e.path
+        assert sha256_file(on_disk) == e.sha256
+        assert on_disk.stat().st_size == e.size
+        assert sha256_file(packed.files[e.sha256]) == e.sha256
+    assert set(packed.files) == {e.sha256 for e in packed.manifest.files}
+    assert SceneManifest.from_bytes(packed.manifest.to_bytes()) == packed.manifest
+
+
+@needs_scenes
+def test_linked_library_is_packed(tmp_path):
+    messages: list[str] = []
+    packed = pack_scene(SCENES / "linked_cube.blend", tmp_path, on_progress=messages.append)
+    assert paths(packed) == ["basic_file.blend", "linked_cube.blend"]
+    assert packed.manifest.main_file == "linked_cube.blend"
+    assert packed.missing == []
+    assert messages
+    check_consistent(packed)
+
+
+@needs_scenes
+def test_missing_library_is_reported(tmp_path):
+    packed = pack_scene(SCENES / "doubly_linked.blend", tmp_path)
+    assert packed.missing == ["material_textures.blend"]
+    assert "linked_cube.blend" in paths(packed)
+    check_consistent(packed)
+
+
+@needs_scenes
+def test_libraries_above_the_blend_are_packed_outside_project(tmp_path):
+    packed = pack_scene(SCENES / "subdir" / "doubly_linked_up.blend", tmp_path)
+    assert packed.manifest.main_file == "doubly_linked_up.blend"
+    outside = [p for p in paths(packed) if p.startswith("_outside_project/")]
+    assert {Path(p).name for p in outside} == {"basic_file.blend", "linked_cube.blend"}
+    # BAT rewrote the main file to point at the new location.
+    original = sha256_file(SCENES / "subdir" / "doubly_linked_up.blend")
+    assert sha256_file(packed.root / "doubly_linked_up.blend") != original
+    check_consistent(packed)
+
+
+@needs_scenes
+def test_point_cache_is_packed(tmp_path):
+    packed = pack_scene(SCENES / "T55539-particles" / "particle.blend", tmp_path)
+    cache = [p for p in paths(packed) if p.startswith("blendcache_particle/")]
+    expected = sorted((SCENES / "T55539-particles" / "blendcache_particle").iterdir())
+    assert len(cache) == len(expected) > 0
+    assert all(p.endswith(".bphys") for p in cache)
+    check_consistent(packed)
+
+
+@needs_scenes
+def test_zstd_compressed_blend_packs(tmp_path):
+    packed = pack_scene(SCENES / "basic_file_compressed_zstd.blend", tmp_path)
+    assert paths(packed) == ["basic_file_compressed_zstd.blend"]
+    check_consistent(packed)
+
+
+@needs_scenes
+def test_corrupt_blend_is_a_packing_error(tmp_path):
+    with pytest.raises(PackingError, match="not a readable .blend"):
+        pack_scene(SCENES / "corrupt_only_magic.blend", tmp_path / "work")
+    assert list((tmp_path / "work").iterdir()) == []  # nothing half-packed left behind
+
+
+@needs_scenes
+def test_packing_twice_gives_the_same_scene_id(tmp_path):
+    blend = SCENES / "subdir" / "doubly_linked_up.blend"
+    first = pack_scene(blend, tmp_path / "one")
+    second = pack_scene(blend, tmp_path / "two")
+    assert first.manifest.scene_id == second.manifest.scene_id
+    assert first.root != second.root
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.blend", b"this is not a blend file at all", "not a .blend file"),
+        ("y.blend", b"BLENDER\0\0\0\0\0", "corrupt"),
+        ("z.blend", b"\x28\xb5\x2f\xfd" + b"\x55" * 64, "corrupt"),
+        ("g.blend", b"\x1f\x8b" + b"\x55" * 64, "corrupt"),
+        ("empty.blend", b"", "not a .blend file"),
+        ("scene.txt", b"BLENDER-v300", "does not end in .blend"),
+    ],
+)
+def test_garbage_is_a_packing_error(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(PackingError, match=message):
+        pack_scene(tmp_path / name, tmp_path / "work")
+
+
+def test_absent_file_and_folder_are_packing_errors(tmp_path):
+    with pytest.raises(PackingError, match="does not exist"):
+        pack_scene(tmp_path / "nope.blend", tmp_path / "work")
+    (tmp_path / "dir.blend").mkdir()
+    with pytest.raises(PackingError, match="folder"):
+        pack_scene(tmp_path / "dir.blend", tmp_path / "work")
