@@ -10,6 +10,8 @@ from pathlib import Path
 from frameproof.cli import submit
 from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
+from frameproof.manifest import ManifestEntry, SceneManifest
+from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
 
 # Tiny renders keep the suite fast: 64x36 pixels, 4 samples.
@@ -18,7 +20,7 @@ TINY = {"resolution_percentage": 20, "samples": 4}
 
 def submit_sample(client: FarmClient, scene: Path, frames: str, **overrides: object) -> pb.Job:
     args = submit.build_namespace(scene, frames=frames, **{**TINY, **overrides})
-    return submit.submit_scene(args, client)
+    return submit.submit_scene(args, client)[0]
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
@@ -71,3 +73,27 @@ def render_reference(scene: Path, frame_numbers: list[int], out_dir: Path,
         check=True, capture_output=True, timeout=300,
     )
     return {frame: out_dir / f"ref_{frame:06d}.png" for frame in frame_numbers}
+
+
+def upload_raw_scene(client: FarmClient, files: dict[str, bytes], main_file: str) -> str:
+    """Upload a hand-made scene, bypassing the creator's packer: the coordinator must cope."""
+    entries = []
+    for path, data in files.items():
+        entries.append(ManifestEntry(path=path, sha256=upload_bytes(client.blobs, data),
+                                     size=len(data)))
+    manifest = SceneManifest(main_file=main_file, files=tuple(entries))
+    return upload_bytes(client.blobs, manifest.to_bytes())
+
+
+def make_scene_variant(source: Path, out: Path, script: str) -> Path:
+    """Save a copy of a scene changed by a few lines of bpy (run in a child process)."""
+    program = (
+        "import bpy, sys\n"
+        f"bpy.ops.wm.open_mainfile(filepath={str(source)!r}, use_scripts=False)\n"
+        "scene = bpy.context.scene\n"
+        f"{script}\n"
+        f"bpy.ops.wm.save_as_mainfile(filepath={str(out)!r}, relative_remap=False)\n"
+    )
+    subprocess.run([sys.executable, "-c", program], check=True, capture_output=True,
+                   timeout=120)
+    return out

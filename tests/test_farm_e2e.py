@@ -94,3 +94,17 @@ def test_coordinator_killed_mid_job_resumes_every_frame(farm: LocalFarm, tmp_pat
     assert [frame.frame for frame in final] == list(range(1, 9))
     assert all(frame.state == pb.FRAME_STATE_DONE and frame.image.sha256 for frame in final)
     assert missing == 0 and len(files) == 8
+
+
+def test_sigterm_stops_the_coordinator_cleanly_and_a_restart_resumes(farm: LocalFarm):
+    farm.start_coordinator()
+    with FarmClient(farm.address) as client:
+        job = submit_sample(client, SAMPLE_SCENE, "1-3")
+    assert farm.coordinator is not None
+    farm.coordinator.send_signal(signal.SIGTERM)
+    assert farm.coordinator.wait(timeout=30) == 0
+    farm.start_coordinator()
+    farm.start_node("late-node")
+    with FarmClient(farm.address) as client:
+        wait_until_done(client, job.job_id)
+        assert len(frames(client, job.job_id)) == 3

@@ -214,6 +214,11 @@ def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
             setattr(render, name, value)
     if render.engine == "CYCLES":
         scene.cycles.time_limit = 0.0  # a time limit would make the sample count hardware-dependent
+        seed = settings.get("seed")
+        if seed is not None:
+            # A fixed seed makes renders reproducible, so a verifier can re-render tiles exactly.
+            # The scene's animated-seed flag is kept: it is per-frame deterministic as well.
+            scene.cycles.seed = int(seed)
     render.dither_intensity = 0.0
     render.use_freestyle = False  # Freestyle line styles can run Python
     render.use_persistent_data = True  # keep Cycles' scene data between frames of a warm child

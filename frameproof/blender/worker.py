@@ -36,6 +36,7 @@ class RenderSettings:
     resolution_y: int = 0
     resolution_percentage: int = 0
     output_format: str = "PNG"  # "PNG" or "EXR"
+    seed: int | None = None  # Cycles seed; None keeps the scene's (verifiers re-render same-seed)
 
 
 @dataclass(frozen=True)

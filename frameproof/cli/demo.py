@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         with FarmClient(address) as client:
             submit_args = submit.build_namespace(SAMPLE_SCENE, frames=args.frames,
                                                  name="demo: spinning cube")
-            job_id = submit.submit_scene(submit_args, client).job_id
+            job_id = submit.submit_scene(submit_args, client)[0].job_id
             job = watch_job(client, job_id)
             frames, _ = download_frames(client, job_id, out_dir / "frames")
     if job.state != pb.JOB_STATE_DONE:

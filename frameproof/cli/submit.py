@@ -44,9 +44,9 @@ def build_namespace(scene: Path, **overrides: object) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, client: FarmClient) -> int:
-    job = submit_scene(args, client)
+    job, uploaded = submit_scene(args, client)
     if args.json:
-        print_json(job_json(job))
+        print_json({**job_json(job), "uploaded_bytes": uploaded})
     else:
         err.print(f"job {job.job_id}: {job.frames.total} frames ({job.frames_spec}), "
                   f"{job.settings.engine}, {job.settings.samples} samples")
@@ -54,12 +54,12 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
     return 0
 
 
-def submit_scene(args: argparse.Namespace, client: FarmClient) -> pb.Job:
-    """Pack, upload what the coordinator lacks, and submit; return the new job."""
+def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, int]:
+    """Pack, upload what the coordinator lacks, and submit; return the job and bytes sent."""
     settings = _settings(args)
     with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
         try:
-            packed = pack_scene(args.scene, Path(work), on_progress=lambda m: err.log(m))
+            packed = pack_scene(args.scene, Path(work))
         except PackingError as error:
             fail(f"cannot pack {args.scene}: {error}")
         if packed.missing:
@@ -80,7 +80,7 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> pb.Job:
         ),
         timeout=300,
     )
-    return response.job
+    return response.job, sent
 
 
 def _settings(args: argparse.Namespace) -> pb.RenderSettings:

@@ -1,0 +1,91 @@
+"""The creator's and operator's commands, as a script would drive them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import SAMPLE_SCENE
+from farm_helpers import TINY, wait_until_registered
+
+from frameproof.cli.main import main as frameproof
+from frameproof.localfarm import LocalFarm
+
+
+def run_json(farm: LocalFarm, capsys, *args: str) -> object:
+    status = frameproof(["--coordinator", farm.address, *args, "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_path, capsys):
+    farm.start_coordinator()
+    farm.start_node("node")
+    wait_until_registered(farm, ["node"])
+    job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-3,7", "--chunk",
+                   "2", "--samples", str(TINY["samples"]), "--resolution-percentage",
+                   str(TINY["resolution_percentage"]))
+    assert job["frames"]["total"] == 4 and job["frames_spec"] == "1-3,7"
+    assert job["state"] in {"queued", "rendering"}
+
+    assert frameproof(["--coordinator", farm.address, "watch", job["job_id"]]) == 0
+    assert "4/4 frames done" in capsys.readouterr().out
+
+    status = run_json(farm, capsys, "status", job["job_id"])
+    assert status["state"] == "done"
+    assert status["frames"] == {"total": 4, "done": 4, "failed": 0, "queued": 0,
+                                "rendering": 0, "cancelled": 0}
+    listed = run_json(farm, capsys, "jobs")
+    assert [entry["job_id"] for entry in listed] == [job["job_id"]]
+    frames = run_json(farm, capsys, "frames", job["job_id"])
+    assert [row["frame"] for row in frames] == [1, 2, 3, 7]
+    assert all(row["state"] == "done" and row["node_id"] for row in frames)
+
+    out = tmp_path / "frames"
+    assert frameproof(["--coordinator", farm.address, "download", job["job_id"],
+                       "--out", str(out)]) == 0
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png",
+                     "frame_000007.png"]
+    # Interrupted download: a truncated partial and a missing frame are both completed.
+    whole = (out / "frame_000002.png").read_bytes()
+    (out / "frame_000002.png").unlink()
+    (out / "frame_000002.png.part").write_bytes(whole[: len(whole) // 2])
+    (out / "frame_000007.png").unlink()
+    assert frameproof(["--coordinator", farm.address, "download", job["job_id"],
+                       "--out", str(out)]) == 0
+    assert (out / "frame_000002.png").read_bytes() == whole
+    assert (out / "frame_000007.png").exists()
+    assert not list(out.glob("*.part"))
+
+
+def test_cancel_stops_a_job(farm: LocalFarm, capsys):
+    farm.start_coordinator()  # no node: nothing will render
+    job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-5")
+    assert frameproof(["--coordinator", farm.address, "cancel", job["job_id"]]) == 0
+    capsys.readouterr()
+    status = run_json(farm, capsys, "status", job["job_id"])
+    assert status["state"] == "cancelled" and status["frames"]["cancelled"] == 5
+    assert frameproof(["--coordinator", farm.address, "watch", job["job_id"]]) == 1
+
+
+def test_unreachable_coordinator_is_explained(capsys):
+    assert frameproof(["--coordinator", "127.0.0.1:1", "jobs"]) == 1
+    assert "cannot reach the coordinator at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_unknown_job_is_explained(farm: LocalFarm, capsys):
+    farm.start_coordinator()
+    assert frameproof(["--coordinator", farm.address, "status", "0123456789abcdef"]) == 1
+    assert "no job 0123456789abcdef" in capsys.readouterr().err
+
+
+def test_render_node_info_prints_its_capabilities():
+    result = subprocess.run([sys.executable, "-m", "render_node.cli", "info"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    info = json.loads(result.stdout)
+    assert info["blender_version"].startswith("5.0")
+    assert info["threads"] >= 1 and int(info["memory_bytes"]) > 0
+    assert "CPU" in info["devices"] and "CYCLES" in info["engines"]

@@ -1,0 +1,147 @@
+"""Scheduling rules in the store, on SQLite and on PostgreSQL (when it runs here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from coordinator.domain.states import TaskState
+from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.models import JobRecord, SceneRecord
+from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost, SchedulingPolicy
+
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+POLICY = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = open_database(POSTGRES_URL)
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FarmStore]:
+    if request.param == "sqlite":
+        engine = open_database(sqlite_url(tmp_path))
+    else:
+        if not _postgres_available():
+            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        engine = open_database(POSTGRES_URL)
+        SQLModel.metadata.drop_all(engine)
+        SQLModel.metadata.create_all(engine)
+    yield FarmStore(engine, POLICY)
+    if request.param == "postgresql":
+        SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+def add_job(store: FarmStore, job_id: str, frames: list[list[int]], now: float = 0.0) -> None:
+    if store.get_scene("scene") is None:
+        store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
+                                     created_at=now))
+    store.create_job(JobRecord(job_id=job_id, scene_id="scene", frames_spec="",
+                               settings_json="{}", created_at=now, updated_at=now), frames, now)
+
+
+def output(frame: int) -> FrameOutputRecord:
+    return FrameOutputRecord(frame=frame, sha256="a" * 64, size=1, extension="png",
+                             render_seconds=1.0)
+
+
+def test_a_task_is_leased_to_one_node_only(store: FarmStore):
+    add_job(store, "job", [[1]])
+    first = store.lease_next_task("node-a", now=1.0)
+    second = store.lease_next_task("node-b", now=1.0)
+    assert first is not None and first.node_id == "node-a"
+    assert second is None
+
+
+def test_tasks_are_leased_oldest_job_first_in_frame_order(store: FarmStore):
+    add_job(store, "old", [[1], [2]], now=1.0)
+    add_job(store, "new", [[1]], now=2.0)
+    leased = [store.lease_next_task(f"n{i}", now=3.0) for i in range(3)]
+    assert [(t.job_id, t.first_frame) for t in leased if t] == [("old", 1), ("old", 2), ("new", 1)]
+
+
+def test_an_expired_lease_goes_back_to_the_queue_and_to_another_node(store: FarmStore):
+    add_job(store, "job", [[1]])
+    task = store.lease_next_task("node-a", now=0.0)
+    assert task is not None
+    assert store.requeue_expired(now=5.0) == []  # still live
+    expired = store.requeue_expired(now=11.0)
+    assert [t.task_id for t in expired] == [task.task_id]
+    assert store.lease_next_task("node-a", now=12.0) is None, "not back to the node that dropped it"
+    again = store.lease_next_task("node-b", now=12.0)
+    assert again is not None and again.task_id == task.task_id and again.attempts == 1
+    with pytest.raises(LeaseLost):
+        store.extend_lease(task.lease_id or "", "node-a", now=12.0)
+
+
+def test_heartbeats_keep_a_lease_alive(store: FarmStore):
+    add_job(store, "job", [[1]])
+    task = store.lease_next_task("node-a", now=0.0)
+    assert task is not None and task.lease_id
+    store.extend_lease(task.lease_id, "node-a", now=8.0)
+    assert store.requeue_expired(now=15.0) == []
+    assert store.requeue_expired(now=19.0) != []
+
+
+def test_a_task_failing_too_often_is_given_up(store: FarmStore):
+    add_job(store, "job", [[1]])
+    for node in ("a", "b", "c"):
+        task = store.lease_next_task(node, now=0.0)
+        assert task is not None and task.lease_id
+        store.fail_task(task.lease_id, node, "Blender crashed", now=0.0)
+    assert store.list_tasks("job")[0].state == TaskState.FAILED
+    assert store.lease_next_task("d", now=0.0) is None
+
+
+def test_a_node_that_keeps_failing_a_job_stops_getting_it(store: FarmStore):
+    add_job(store, "job", [[1], [2], [3]])
+    for _ in range(2):
+        task = store.lease_next_task("flaky", now=0.0)
+        assert task is not None and task.lease_id
+        store.fail_task(task.lease_id, "flaky", "out of memory", now=0.0)
+    assert store.lease_next_task("flaky", now=0.0) is None
+    assert store.lease_next_task("good", now=0.0) is not None
+
+
+def test_completion_records_frames_once_and_is_idempotent(store: FarmStore):
+    add_job(store, "job", [[1, 2]])
+    task = store.lease_next_task("node", now=0.0)
+    assert task is not None and task.lease_id
+    with pytest.raises(ValueError, match="covers frames"):
+        store.complete_task(task.lease_id, "node", [output(1)], now=1.0)
+    store.complete_task(task.lease_id, "node", [output(1), output(2)], now=1.0)
+    store.complete_task(task.lease_id, "node", [output(1), output(2)], now=2.0)  # a retry
+    assert [r.frame for r in store.list_frame_results("job")] == [1, 2]
+    assert store.frame_counts(["job"])["job"] == {TaskState.DONE: 2}
+    with pytest.raises(LeaseLost):
+        store.complete_task(task.lease_id, "intruder", [output(1), output(2)], now=2.0)
+
+
+def test_cancel_drops_unfinished_work_and_keeps_finished_frames(store: FarmStore):
+    add_job(store, "job", [[1], [2]])
+    task = store.lease_next_task("node", now=0.0)
+    assert task is not None and task.lease_id
+    store.complete_task(task.lease_id, "node", [output(1)], now=1.0)
+    assert store.cancel_job("job", now=2.0)
+    assert store.frame_counts(["job"])["job"] == {TaskState.DONE: 1, TaskState.CANCELLED: 1}
+    assert store.lease_next_task("node", now=3.0) is None
+
+
+def test_a_restart_gives_live_leases_a_fresh_grace_period(store: FarmStore):
+    add_job(store, "job", [[1]])
+    task = store.lease_next_task("node", now=0.0)
+    assert task is not None
+    assert store.grant_grace(now=100.0) == 1
+    assert store.requeue_expired(now=105.0) == []
