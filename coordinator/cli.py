@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--heartbeat-seconds", type=float, default=10.0)
     run.add_argument("--max-attempts", type=int, default=3,
                      help="failed leases before a frame is given up")
+    run.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS instead of "
+                     "plaintext (with --tls-key)")
+    run.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    run.add_argument("--admin-pubkey", action="append", default=[],
+                     help="a public key with admin rights (repeatable); the data dir's own "
+                          "admin-keypair.json and the local admin.sock always have them")
     run.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -35,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         lease_seconds=args.lease_seconds,
         heartbeat_seconds=min(args.heartbeat_seconds, args.lease_seconds / 3),
         max_attempts=args.max_attempts,
+        admins=tuple(args.admin_pubkey),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     try:
         asyncio.run(serve(config))
     except OSError as error:

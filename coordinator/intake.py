@@ -76,7 +76,7 @@ class SceneIntake:
             info_json=json.dumps(asdict(inspection)),
             created_at=time.time(),
         )
-        self.store.save_scene(record)
+        self.store.save_scene(record, [scene_id, *(entry.sha256 for entry in manifest.files)])
         return record
 
     def _load_manifest(self, scene_id: str) -> SceneManifest:

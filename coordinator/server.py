@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from coordinator.access import AccessPolicy
+from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
 from coordinator.api.blob_service import BlobStoreServicer
 from coordinator.api.job_service import JobServicer
 from coordinator.api.node_service import NodeServicer
@@ -23,12 +26,18 @@ from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.store import FarmStore, SchedulingPolicy
+from frameproof.auth import NonceCache
+from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-SERVICES = ("JobService", "NodeService", "BlobStore")
+MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+SERVICE_NAMES = tuple(
+    farm_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("JobService", "NodeService", "BlobStore")
+)
 
 
 @dataclass(frozen=True)
@@ -40,18 +49,30 @@ class CoordinatorConfig:
     heartbeat_seconds: float = 10.0
     max_attempts: int = 3
     engines: tuple[str, ...] = field(default=SUPPORTED_ENGINES)
+    admins: tuple[str, ...] = ()  # public keys with admin rights, besides the data dir's own
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    admin_socket: bool = True  # unix:DATA_DIR/admin.sock, where the OS vouches for the caller
+
+
+def admin_keypair_path(data_dir: Path) -> Path:
+    return data_dir / "admin-keypair.json"
+
+
+def admin_socket_path(data_dir: Path) -> Path:
+    return data_dir / "admin.sock"
 
 
 @dataclass
 class RunningCoordinator:
-    server: grpc.aio.Server
+    servers: list[grpc.aio.Server]
     port: int
     store: FarmStore
     reaper: asyncio.Task
 
     async def stop(self, grace: float = 5.0) -> None:
         self.reaper.cancel()
-        await self.server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
 
 
 async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
@@ -67,33 +88,71 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     events = JobEvents()
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines)
 
+    admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
+    admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
+    access = AccessPolicy(store, admins)
+    servicers = (
+        JobServicer(store, intake, events, access),
+        NodeServicer(store, blobs, events, heartbeat_seconds=config.heartbeat_seconds),
+        BlobStoreServicer(blobs, may_download=access.may_read_blob),
+    )
+    nonces = NonceCache()
+    server, health = _build_server(servicers, SignedCallInterceptor(nonces))
+    port = _listen(server, config)
+    servers = [server]
+    socket_path = admin_socket_path(config.data_dir)
+    if config.admin_socket and len(str(socket_path.resolve())) < MAX_UNIX_SOCKET_PATH:
+        socket_path.unlink(missing_ok=True)
+        admin_server, _ = _build_server(servicers, SignedCallInterceptor(trust_all_as=LOCAL_ADMIN))
+        admin_server.add_insecure_port(f"unix:{socket_path.resolve()}")
+        servers.append(admin_server)
+    for each in servers:
+        await each.start()
+    if len(servers) > 1:
+        os.chmod(socket_path, 0o600)
+    for name in ["", *SERVICE_NAMES]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reaper = asyncio.create_task(_reap_expired_leases(store, events, config.lease_seconds))
+    return RunningCoordinator(servers=servers, port=port, store=store, reaper=reaper)
+
+
+def _build_server(
+    servicers: tuple[JobServicer, NodeServicer, BlobStoreServicer],
+    interceptor: SignedCallInterceptor,
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Nodes keep long streams open; answer their keepalive pings.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ]
+        ],
     )
-    farm_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(store, intake, events), server)
-    farm_pb2_grpc.add_NodeServiceServicer_to_server(
-        NodeServicer(store, blobs, events, heartbeat_seconds=config.heartbeat_seconds), server
-    )
-    farm_pb2_grpc.add_BlobStoreServicer_to_server(BlobStoreServicer(blobs), server)
+    jobs, nodes, blobs = servicers
+    farm_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    farm_pb2_grpc.add_NodeServiceServicer_to_server(nodes, server)
+    farm_pb2_grpc.add_BlobStoreServicer_to_server(blobs, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [farm_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
-    reflection.enable_server_reflection([*names, "grpc.health.v1.Health", reflection.SERVICE_NAME],
-                                        server)
-    port = server.add_insecure_port(config.listen)
+    reflection.enable_server_reflection(
+        [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+    )
+    return server, health
+
+
+def _listen(server: grpc.aio.Server, config: CoordinatorConfig) -> int:
+    if config.tls_cert and config.tls_key:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(config.listen, credentials)
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    await server.start()
-    for name in ["", *names]:
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reaper = asyncio.create_task(_reap_expired_leases(store, events, config.lease_seconds))
-    return RunningCoordinator(server=server, port=port, store=store, reaper=reaper)
+    return port
 
 
 async def _reap_expired_leases(store: FarmStore, events: JobEvents, lease_seconds: float) -> None:
@@ -114,7 +173,9 @@ async def serve(config: CoordinatorConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully: in-flight calls finish."""
     running = await start_coordinator(config)
     host = config.listen.rsplit(":", 1)[0]
-    log.info("coordinator listening on %s:%d, data in %s", host, running.port, config.data_dir)
+    scheme = "TLS" if config.tls_cert else "plaintext"
+    log.info("coordinator listening on %s:%d (%s), data in %s", host, running.port, scheme,
+             config.data_dir)
     print(f"listening on {host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,15 +1,21 @@
-"""Channels to the coordinator, with gRPC's own retry policy for dropped connections."""
+"""Channels to the coordinator: signed calls, TLS when asked, gRPC's own retry policy."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import grpc
+from solders.keypair import Keypair
 
+from frameproof.auth import sign_call
 from frameproof.v1 import farm_pb2_grpc
 
 ENV_COORDINATOR = "FRAMEPROOF_COORDINATOR"
+ENV_TLS_CA = "FRAMEPROOF_TLS_CA"
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 
 # Retry only what is safe to retry: UNAVAILABLE means the call never reached the
@@ -38,24 +44,69 @@ def coordinator_address(explicit: str | None) -> str:
     return explicit or os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR
 
 
-def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class SigningInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+):
+    """Adds the caller's signature to every call (see frameproof.auth)."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+
+    def _signed(self, details: grpc.ClientCallDetails, request: Any) -> _CallDetails:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        raw = request.SerializeToString() if request is not None else None
+        metadata = [*(details.metadata or ()), *sign_call(self.keypair, method, raw)]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._signed(details, request), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._signed(details, request), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._signed(details, None), requests)
+
+
+def open_channel(address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> grpc.Channel:
+    options = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    ca = tls_ca or (Path(os.environ[ENV_TLS_CA]) if os.environ.get(ENV_TLS_CA) else None)
+    if address.startswith("unix:"):
+        channel = grpc.insecure_channel(address, options=options)
+    elif ca is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    return grpc.intercept_channel(channel, SigningInterceptor(keypair))
 
 
 class FarmClient:
-    """The three service stubs over one channel."""
+    """The three service stubs over one signed channel."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> None:
         self.address = address
-        self.channel = open_channel(address)
+        self.keypair = keypair
+        self.pubkey = str(keypair.pubkey())
+        self.channel = open_channel(address, keypair, tls_ca=tls_ca)
         self.jobs = farm_pb2_grpc.JobServiceStub(self.channel)
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
         self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)

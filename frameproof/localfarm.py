@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
 
 
 class LocalFarm:
@@ -24,23 +24,36 @@ class LocalFarm:
         self.address = ""
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start_coordinator(self, port: int = 0) -> str:
+    def start_coordinator(self, port: int = 0, extra_args: tuple[str, ...] = ()) -> str:
         """Start (or restart, on the same data dir) the coordinator; return its address."""
         log = open(self.root / "logs" / "coordinator.log", "ab")  # noqa: SIM115
         self.coordinator = subprocess.Popen(
             [sys.executable, "-m", "coordinator.cli", "serve",
              "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.root / "coordinator"),
              "--lease-seconds", str(self.lease_seconds),
-             "--heartbeat-seconds", str(max(0.5, self.lease_seconds / 6))],
+             "--heartbeat-seconds", str(max(0.5, self.lease_seconds / 6)), *extra_args],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
         )
         assert self.coordinator.stdout is not None
         line = self.coordinator.stdout.readline().decode()
         if not line.startswith("listening on "):
             raise RuntimeError(f"coordinator did not start; see {log.name}")
+        # The line is printed once the server is started and reports SERVING.
         self.address = line.split()[-1]
-        wait_until_serving(self.address)
         return self.address
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "coordinator"
+
+    @property
+    def creator_keypair(self) -> Path:
+        """The test creator's wallet; made on first use."""
+        return self.root / "creator-keypair.json"
+
+    def client(self, keypair: Path | None = None) -> FarmClient:
+        """A signed client as the creator (or as the owner of another keypair file)."""
+        return FarmClient(self.address, load_or_create_keypair(keypair or self.creator_keypair))
 
     @property
     def port(self) -> int:
@@ -82,19 +95,3 @@ class LocalFarm:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def wait_until_serving(address: str, timeout: float = 60.0) -> None:
-    """Block until the coordinator's health service says SERVING."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2,
-                                     wait_for_ready=True)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)

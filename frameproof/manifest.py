@@ -256,24 +256,31 @@ def _place(entry: ManifestEntry, source: Path, target: Path) -> None:
 
 
 def _is_complete(manifest: SceneManifest, dest: Path) -> bool:
-    """True if dest holds every file with its size; raises if dest has symlinks on the way."""
+    """True if dest holds every file with its size.
+
+    Raises if a symlink sits on any manifest path: a node must never write or
+    read through one, even though a rebuild would replace it.
+    """
     if dest.is_symlink():
         raise ManifestError(f"refusing to materialise into {dest}: it is a symlink")
     if not dest.is_dir():
         return False
+    complete = True
     for entry in manifest.files:
         current = dest
         for part in entry.path.split("/"):
             current = current / part
-            if current.is_symlink():
+            try:
+                st = current.lstat()
+            except (FileNotFoundError, NotADirectoryError):
+                complete = False
+                break
+            if stat.S_ISLNK(st.st_mode):
                 raise ManifestError(
                     f"refusing to materialise into {dest}: {current} is a symlink, which "
                     "could point outside the scene folder"
                 )
-        try:
-            st = current.lstat()
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
-            return False
-    return True
+        else:
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                complete = False
+    return complete

@@ -97,7 +97,7 @@ def _run_bat(blend: Path, root: Path, report: Callable[[str], None]) -> tuple[st
     """Plan and execute the BAT pack; return the main file path in the pack and what is missing."""
     project = blend.parent
     try:
-        with Packer(blend, project, str(root)) as packer:
+        with _Packer(blend, project, str(root)) as packer:
             packer.progress_cb = _Progress(report)
             packer.strategise()
             packer.execute()
@@ -145,6 +145,22 @@ def _display(path: Path, project: Path) -> str:
         return path.relative_to(project).as_posix()
     except ValueError:
         return str(path)
+
+
+class _Packer(Packer):
+    """BAT's Packer with its scratch folder (rewritten .blend copies) beside the pack.
+
+    BAT puts it in the system temp folder, often a small tmpfs, and rewritten
+    .blend files can be gigabytes; beside the pack, BAT's final move of them
+    is a rename on the same filesystem. Relies on BAT 1.x internals
+    (`_tmpdir`, `_rewrite_in`), pinned in pyproject.toml.
+    """
+
+    def __init__(self, blend: Path, project: Path, target: str) -> None:
+        super().__init__(blend, project, target)
+        self._tmpdir.cleanup()
+        self._tmpdir = tempfile.TemporaryDirectory(prefix=".bat-", dir=Path(target).parent)
+        self._rewrite_in = Path(self._tmpdir.name)
 
 
 class _Progress(bat_progress.Callback):

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds before a frame's render is abandoned")
     run.add_argument("--memory-limit-gb", type=float,
                      help="address-space limit for the Blender child")
+    run.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
     run.add_argument("--log-level", default="INFO")
 
     info = commands.add_parser("info", help="print what this node would advertise")
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         keypair_path=args.keypair,
         frame_timeout=args.frame_timeout,
         memory_limit_bytes=memory,
+        tls_ca=args.tls_ca,
     ))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())

@@ -19,10 +19,10 @@ import grpc
 
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderSettings
 from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
-from render_node.identity import load_or_create_keypair
 from render_node.scene_cache import SceneCache
 from render_node.sysinfo import capabilities
 
@@ -44,6 +44,7 @@ class NodeConfig:
     keypair_path: Path | None = None
     frame_timeout: float = 3600.0
     memory_limit_bytes: int | None = None
+    tls_ca: Path | None = None
 
 
 class LeaseWithdrawn(Exception):
@@ -55,8 +56,9 @@ class RenderNode:
         self.config = config
         config.work_dir.mkdir(parents=True, exist_ok=True)
         keypair_path = config.keypair_path or config.work_dir / "node-keypair.json"
-        self.node_id = str(load_or_create_keypair(keypair_path).pubkey())
-        self.client = FarmClient(config.coordinator)
+        keypair = load_or_create_keypair(keypair_path)
+        self.node_id = str(keypair.pubkey())
+        self.client = FarmClient(config.coordinator, keypair, tls_ca=config.tls_ca)
         self.scenes = SceneCache(config.work_dir / "cache", self.client.blobs)
         self.blender = BlenderWorker(
             threads=config.threads,

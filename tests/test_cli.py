@@ -13,8 +13,14 @@ from frameproof.cli.main import main as frameproof
 from frameproof.localfarm import LocalFarm
 
 
+def fp(farm: LocalFarm, *args: str) -> int:
+    """Run the CLI as the farm's test creator."""
+    return frameproof(["--coordinator", farm.address, "--keypair", str(farm.creator_keypair),
+                       *args])
+
+
 def run_json(farm: LocalFarm, capsys, *args: str) -> object:
-    status = frameproof(["--coordinator", farm.address, *args, "--json"])
+    status = fp(farm, *args, "--json")
     captured = capsys.readouterr()
     assert status == 0, captured.err
     return json.loads(captured.out)
@@ -30,7 +36,7 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     assert job["frames"]["total"] == 4 and job["frames_spec"] == "1-3,7"
     assert job["state"] in {"queued", "rendering"}
 
-    assert frameproof(["--coordinator", farm.address, "watch", job["job_id"]]) == 0
+    assert fp(farm, "watch", job["job_id"]) == 0
     assert "4/4 frames done" in capsys.readouterr().out
 
     status = run_json(farm, capsys, "status", job["job_id"])
@@ -44,8 +50,7 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     assert all(row["state"] == "done" and row["node_id"] for row in frames)
 
     out = tmp_path / "frames"
-    assert frameproof(["--coordinator", farm.address, "download", job["job_id"],
-                       "--out", str(out)]) == 0
+    assert fp(farm, "download", job["job_id"], "--out", str(out)) == 0
     names = sorted(path.name for path in out.iterdir())
     assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png",
                      "frame_000007.png"]
@@ -54,8 +59,7 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     (out / "frame_000002.png").unlink()
     (out / "frame_000002.png.part").write_bytes(whole[: len(whole) // 2])
     (out / "frame_000007.png").unlink()
-    assert frameproof(["--coordinator", farm.address, "download", job["job_id"],
-                       "--out", str(out)]) == 0
+    assert fp(farm, "download", job["job_id"], "--out", str(out)) == 0
     assert (out / "frame_000002.png").read_bytes() == whole
     assert (out / "frame_000007.png").exists()
     assert not list(out.glob("*.part"))
@@ -64,21 +68,22 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
 def test_cancel_stops_a_job(farm: LocalFarm, capsys):
     farm.start_coordinator()  # no node: nothing will render
     job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-5")
-    assert frameproof(["--coordinator", farm.address, "cancel", job["job_id"]]) == 0
+    assert fp(farm, "cancel", job["job_id"]) == 0
     capsys.readouterr()
     status = run_json(farm, capsys, "status", job["job_id"])
     assert status["state"] == "cancelled" and status["frames"]["cancelled"] == 5
-    assert frameproof(["--coordinator", farm.address, "watch", job["job_id"]]) == 1
+    assert fp(farm, "watch", job["job_id"]) == 1
 
 
-def test_unreachable_coordinator_is_explained(capsys):
-    assert frameproof(["--coordinator", "127.0.0.1:1", "jobs"]) == 1
+def test_unreachable_coordinator_is_explained(capsys, tmp_path):
+    assert frameproof(["--coordinator", "127.0.0.1:1", "--keypair", str(tmp_path / "k.json"),
+                       "jobs"]) == 1
     assert "cannot reach the coordinator at 127.0.0.1:1" in capsys.readouterr().err
 
 
 def test_unknown_job_is_explained(farm: LocalFarm, capsys):
     farm.start_coordinator()
-    assert frameproof(["--coordinator", farm.address, "status", "0123456789abcdef"]) == 1
+    assert fp(farm, "status", "0123456789abcdef") == 1
     assert "no job 0123456789abcdef" in capsys.readouterr().err
 
 

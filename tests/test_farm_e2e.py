@@ -17,7 +17,6 @@ from farm_helpers import (
 )
 
 from frameproof.cli.download import download_frames
-from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 from verifier.compare import load_image, ssim
@@ -28,7 +27,7 @@ def test_two_nodes_render_a_job_that_matches_local_blender(farm: LocalFarm, tmp_
     farm.start_node("node-a")
     farm.start_node("node-b")
     wait_until_registered(farm, ["node-a", "node-b"])
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         job = submit_sample(client, SAMPLE_SCENE, "1-6")
         assert job.frames.total == 6
         wait_until_done(client, job.job_id)
@@ -52,7 +51,7 @@ def test_a_node_killed_mid_frame_loses_its_lease_and_another_node_finishes(
     farm.start_coordinator()
     victim = farm.start_node("victim")
     wait_until_registered(farm, ["victim"])
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         # Enough samples that a frame takes a few seconds: the kill lands mid-render.
         job = submit_sample(client, SAMPLE_SCENE, "1-2", samples=512, resolution_percentage=50)
 
@@ -76,7 +75,7 @@ def test_coordinator_killed_mid_job_resumes_every_frame(farm: LocalFarm, tmp_pat
     farm.start_node("node-a")
     farm.start_node("node-b")
     wait_until_registered(farm, ["node-a", "node-b"])
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         job = submit_sample(client, SAMPLE_SCENE, "1-8", samples=64)
 
         def some_done() -> bool:
@@ -87,7 +86,7 @@ def test_coordinator_killed_mid_job_resumes_every_frame(farm: LocalFarm, tmp_pat
     port = farm.port
     farm.kill_coordinator()
     farm.start_coordinator(port=port)
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         wait_until_done(client, job.job_id, timeout=240)
         final = frames(client, job.job_id)
         files, missing = download_frames(client, job.job_id, tmp_path / "download")
@@ -98,13 +97,13 @@ def test_coordinator_killed_mid_job_resumes_every_frame(farm: LocalFarm, tmp_pat
 
 def test_sigterm_stops_the_coordinator_cleanly_and_a_restart_resumes(farm: LocalFarm):
     farm.start_coordinator()
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         job = submit_sample(client, SAMPLE_SCENE, "1-3")
     assert farm.coordinator is not None
     farm.coordinator.send_signal(signal.SIGTERM)
     assert farm.coordinator.wait(timeout=30) == 0
     farm.start_coordinator()
     farm.start_node("late-node")
-    with FarmClient(farm.address) as client:
+    with farm.client() as client:
         wait_until_done(client, job.job_id)
         assert len(frames(client, job.job_id)) == 3

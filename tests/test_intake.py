@@ -35,7 +35,7 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]
 
 @pytest.fixture
 def client(coordinator: LocalFarm) -> Iterator[FarmClient]:
-    with FarmClient(coordinator.address) as farm_client:
+    with coordinator.client() as farm_client:
         yield farm_client
 
 
@@ -46,7 +46,8 @@ def submit_error(client: FarmClient, scene_id: str, **fields: object) -> grpc.Rp
 
 
 def cli(coordinator: LocalFarm, *args: str) -> int:
-    return frameproof(["--coordinator", coordinator.address, *map(str, args)])
+    return frameproof(["--coordinator", coordinator.address, "--keypair",
+                       str(coordinator.creator_keypair), *map(str, args)])
 
 
 def test_a_corrupt_blend_is_refused_by_the_packer(coordinator, shared_scenes, capsys):
@@ -167,7 +168,7 @@ def test_a_scene_saved_with_video_output_renders_png_frames(tmp_path, coordinato
     )
     node = coordinator.start_node("video-node")
     try:
-        with FarmClient(coordinator.address) as client:
+        with coordinator.client() as client:
             job = submit_sample(client, scene, "3")
             wait_until_done(client, job.job_id)
             files, _ = download_frames(client, job.job_id, tmp_path / "out")
@@ -185,7 +186,7 @@ def _sample_scene_id(coordinator: LocalFarm) -> str:
     from frameproof.packing import pack_scene
     from frameproof.transfer import upload_files
 
-    with tempfile.TemporaryDirectory() as work, FarmClient(coordinator.address) as client:
+    with tempfile.TemporaryDirectory() as work, coordinator.client() as client:
         packed = pack_scene(SAMPLE_SCENE, Path(work))
         manifest = Path(work) / "manifest.json"
         manifest.write_bytes(packed.manifest.to_bytes())

@@ -37,6 +37,7 @@ def test_linked_library_is_packed(tmp_path):
     assert packed.manifest.main_file == "linked_cube.blend"
     assert packed.missing == []
     assert messages
+    assert list(tmp_path.iterdir()) == [packed.root]  # BAT's scratch folder is gone
     check_consistent(packed)
 
 
@@ -79,7 +80,7 @@ def test_zstd_compressed_blend_packs(tmp_path):
 
 @needs_scenes
 def test_corrupt_blend_is_a_packing_error(tmp_path):
-    with pytest.raises(PackingError, match="not a readable .blend"):
+    with pytest.raises(PackingError, match=r"not a readable \.blend"):
         pack_scene(SCENES / "corrupt_only_magic.blend", tmp_path / "work")
     assert list((tmp_path / "work").iterdir()) == []  # nothing half-packed left behind
 

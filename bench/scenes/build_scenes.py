@@ -52,7 +52,9 @@ def build_glossy_orbit(out: Path) -> None:
         ((2.2, 0, 1), emission("Glow", (1.0, 0.3, 0.5), 4.0)),
     ]
     for location, mat in specs:
-        bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=location, segments=48, ring_count=24)
+        bpy.ops.mesh.primitive_uv_sphere_add(
+            radius=1, location=location, segments=48, ring_count=24
+        )
         bpy.ops.object.shade_smooth()
         bpy.context.object.data.materials.append(mat)
 
@@ -75,8 +77,9 @@ def build_glossy_orbit(out: Path) -> None:
     save(out)
 
 
-def principled(name: str, color: tuple[float, float, float], *, metallic: float,
-               roughness: float) -> bpy.types.Material:
+def principled(
+    name: str, color: tuple[float, float, float], *, metallic: float, roughness: float
+) -> bpy.types.Material:
     mat = bpy.data.materials.new(name)
     bsdf = mat.node_tree.nodes["Principled BSDF"]
     bsdf.inputs["Base Color"].default_value = (*color, 1.0)

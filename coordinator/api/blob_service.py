@@ -13,11 +13,12 @@ import asyncio
 import logging
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import grpc
 
+from coordinator.api.auth import current_caller
 from coordinator.blobstore import (
     BlobBusy,
     BlobCorrupt,
@@ -32,6 +33,7 @@ from coordinator.blobstore import (
     InvalidSha256,
     check_sha256,
 )
+from frameproof.auth import Caller
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,16 @@ class _Abort(Exception):
 
 class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
     def __init__(
-        self, store: BlobStore, *, max_request_blobs: int = DEFAULT_MAX_REQUEST_BLOBS
+        self,
+        store: BlobStore,
+        *,
+        max_request_blobs: int = DEFAULT_MAX_REQUEST_BLOBS,
+        may_download: Callable[[Caller, str], bool] | None = None,
     ) -> None:
         self._store = store
         self._max_request_blobs = max_request_blobs
+        # Who may read which blob (see coordinator.access); None: anyone who reached us.
+        self._may_download = may_download
 
     async def FindMissingBlobs(
         self, request: farm_pb2.FindMissingBlobsRequest, context: grpc.aio.ServicerContext
@@ -179,6 +187,12 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
     ) -> AsyncIterator[farm_pb2.DownloadChunk]:
         try:
             check_sha256(request.sha256)
+            if self._may_download and not self._may_download(current_caller(), request.sha256):
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "you may download only your own jobs' scenes and frames, or the scene "
+                    "of a task you hold a lease on",
+                )
             f, size = await asyncio.to_thread(self._open_blob, request.sha256)
         except BlobError as exc:
             await context.abort(_status_for(exc), str(exc))
@@ -186,8 +200,7 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
             if not 0 <= request.offset <= size:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"offset {request.offset} is outside blob {request.sha256} "
-                    f"of {size} bytes",
+                    f"offset {request.offset} is outside blob {request.sha256} of {size} bytes",
                 )
             offset = request.offset
             await asyncio.to_thread(f.seek, offset)

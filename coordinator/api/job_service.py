@@ -8,7 +8,9 @@ import uuid
 
 import grpc
 
+from coordinator.access import AccessPolicy
 from coordinator.api import convert
+from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.domain.frames import chunk_frames, format_frames
 from coordinator.domain.states import TERMINAL_JOB_STATES
@@ -28,10 +30,13 @@ WATCH_POLL_SECONDS = 2.0
 
 
 class JobServicer(farm_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: FarmStore, intake: SceneIntake, events: JobEvents) -> None:
+    def __init__(
+        self, store: FarmStore, intake: SceneIntake, events: JobEvents, access: AccessPolicy
+    ) -> None:
         self.store = store
         self.intake = intake
         self.events = events
+        self.access = access
 
     async def InspectScene(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
@@ -59,6 +64,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             job_id=uuid.uuid4().hex[:16],
             name=request.name or scene.main_file,
             scene_id=scene_id,
+            creator=current_caller().pubkey,
             frames_spec=format_frames(frames),
             chunk_size=request.chunk_size or 1,
             settings_json=convert.settings_to_json(settings),
@@ -73,7 +79,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         return self._job_message(await self._existing_job_id(request.job_id, context))
 
     async def ListJobs(self, request, context):
-        jobs = self.store.list_jobs()
+        caller = current_caller()
+        jobs = self.store.list_jobs(None if self.access.is_admin(caller) else caller.pubkey)
         counts = self.store.frame_counts(job.job_id for job in jobs)
         return pb.ListJobsResponse(
             jobs=[convert.job_message(job, counts[job.job_id], None) for job in jobs]
@@ -118,8 +125,12 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def _existing_job_id(self, job_id: str, context: grpc.aio.ServicerContext) -> str:
         job_id = await require_id(context, job_id, "job_id")
-        if self.store.get_job(job_id) is None:
+        job = self.store.get_job(job_id)
+        if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
+        if not self.access.may_see_job(current_caller(), job):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"job {job_id} belongs to another creator")
         return job_id
 
     async def _accept_scene(self, scene_id: str, context: grpc.aio.ServicerContext):

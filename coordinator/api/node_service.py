@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from coordinator.api import convert
+from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
 from coordinator.events import JobEvents
@@ -34,7 +35,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self.heartbeat_seconds = heartbeat_seconds
 
     async def RegisterNode(self, request, context):
-        node_id = await require_id(context, request.node_id, "node_id")
+        node_id = await self._own_node_id(request.node_id, context)
         capabilities = json.dumps(MessageToDict(request.capabilities))
         self.store.register_node(node_id, request.name[:200], capabilities, time.time())
         log.info("node %s registered (%s)", node_id[:12], request.name)
@@ -114,8 +115,16 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ helpers
 
-    async def _known_node(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
+    async def _own_node_id(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
+        """A node speaks only for itself: node_id must be the key that signed the call."""
         node_id = await require_id(context, node_id, "node_id")
+        if node_id != current_caller().pubkey:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "node_id is not the public key that signed this call")
+        return node_id
+
+    async def _known_node(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
+        node_id = await self._own_node_id(node_id, context)
         if self.store.get_node(node_id) is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"

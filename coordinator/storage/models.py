@@ -15,11 +15,20 @@ class SceneRecord(SQLModel, table=True):
     created_at: float
 
 
+class SceneFileRecord(SQLModel, table=True):
+    """Which blobs make up a scene: decides who may download a blob."""
+
+    __tablename__ = "scene_file"
+    scene_id: str = Field(primary_key=True, foreign_key="scene.scene_id")
+    sha256: str = Field(primary_key=True, index=True)
+
+
 class JobRecord(SQLModel, table=True):
     __tablename__ = "job"
     job_id: str = Field(primary_key=True)
     name: str = ""
     scene_id: str = Field(foreign_key="scene.scene_id", index=True)
+    creator: str = Field(default="", index=True)  # the submitter's public key
     frames_spec: str
     chunk_size: int = 1
     settings_json: str  # effective RenderSettings as JSON

@@ -19,6 +19,7 @@ from coordinator.storage.models import (
     FrameResultRecord,
     JobRecord,
     NodeRecord,
+    SceneFileRecord,
     SceneRecord,
     TaskFailureRecord,
     TaskRecord,
@@ -66,9 +67,11 @@ class FarmStore:
         with self._session() as session:
             return session.get(SceneRecord, scene_id)
 
-    def save_scene(self, scene: SceneRecord) -> None:
+    def save_scene(self, scene: SceneRecord, file_shas: Iterable[str] = ()) -> None:
         with self._session() as session:
             session.merge(scene)
+            for sha in set(file_shas):
+                session.merge(SceneFileRecord(scene_id=scene.scene_id, sha256=sha))
             session.commit()
 
     # ------------------------------------------------------------ jobs
@@ -95,9 +98,13 @@ class FarmStore:
         with self._session() as session:
             return session.get(JobRecord, job_id)
 
-    def list_jobs(self) -> list[JobRecord]:
+    def list_jobs(self, creator: str | None = None) -> list[JobRecord]:
+        """All jobs, or only one creator's."""
+        query = select(JobRecord).order_by(col(JobRecord.created_at))
+        if creator is not None:
+            query = query.where(JobRecord.creator == creator)
         with self._session() as session:
-            return list(session.exec(select(JobRecord).order_by(col(JobRecord.created_at))))
+            return list(session.exec(query))
 
     def frame_counts(self, job_ids: Iterable[str]) -> dict[str, dict[TaskState, int]]:
         """Frames per task state for each job, in one query."""
@@ -153,6 +160,48 @@ class FarmStore:
                 .order_by(col(TaskFailureRecord.at))
             )
             return {failure.task_id: failure.reason for failure in session.exec(query)}
+
+    # ------------------------------------------------------------ access
+
+    def creator_may_read(self, creator: str, sha256: str) -> bool:
+        """A creator reads their scenes' files and their jobs' frames."""
+        own_scenes = select(JobRecord.scene_id).where(JobRecord.creator == creator)
+        scene_file = (
+            select(SceneFileRecord.sha256)
+            .where(col(SceneFileRecord.scene_id).in_(own_scenes))
+            .where(SceneFileRecord.sha256 == sha256)
+        )
+        frame = (
+            select(FrameResultRecord.blob_sha256)
+            .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
+            .where(JobRecord.creator == creator)
+            .where(FrameResultRecord.blob_sha256 == sha256)
+        )
+        with self._session() as session:
+            if session.exec(own_scenes.where(JobRecord.scene_id == sha256)).first():
+                return True
+            return bool(session.exec(scene_file).first() or session.exec(frame).first())
+
+    def node_may_read(self, node_id: str, sha256: str) -> bool:
+        """A node reads only the scenes of tasks it holds a live lease on."""
+        leased_scenes = (
+            select(JobRecord.scene_id)
+            .join(TaskRecord, col(TaskRecord.job_id) == col(JobRecord.job_id))
+            .where(TaskRecord.node_id == node_id)
+            .where(TaskRecord.state == TaskState.LEASED)
+        )
+        with self._session() as session:
+            scenes = set(session.exec(leased_scenes).all())
+            if sha256 in scenes:
+                return True
+            if not scenes:
+                return False
+            hit = session.exec(
+                select(SceneFileRecord.sha256)
+                .where(col(SceneFileRecord.scene_id).in_(scenes))
+                .where(SceneFileRecord.sha256 == sha256)
+            ).first()
+            return hit is not None
 
     # ------------------------------------------------------------ nodes
 

@@ -14,7 +14,6 @@ from frameproof.cli import submit
 from frameproof.cli.common import err, out
 from frameproof.cli.download import download_frames
 from frameproof.cli.watch import watch_job
-from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         for index in range(args.nodes):
             farm.start_node(f"node-{index + 1}")
         err.print(f"{args.nodes} render nodes started (logs in {farm_dir / 'logs'})")
-        with FarmClient(address) as client:
+        with farm.client() as client:
             submit_args = submit.build_namespace(SAMPLE_SCENE, frames=args.frames,
                                                  name="demo: spinning cube")
             job_id = submit.submit_scene(submit_args, client)[0].job_id

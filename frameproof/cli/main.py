@@ -7,16 +7,22 @@ import sys
 from pathlib import Path
 
 import grpc
+from solders.keypair import Keypair
 
 from frameproof.cli import download, jobs, submit, watch
 from frameproof.cli.common import CliError, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
+from frameproof.identity import creator_keypair_path, load_or_create_keypair
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frameproof", description=__doc__)
     parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR "
                         "or 127.0.0.1:50051)")
+    parser.add_argument("--keypair", type=Path, help="your Solana keypair (default "
+                        "$FRAMEPROOF_KEYPAIR or ~/.config/solana/id.json; created if absent)")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator "
+                        "(default $FRAMEPROOF_TLS_CA)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit.add_arguments(commands.add_parser("submit", help="pack, upload and start a job"))
@@ -55,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(args)
     address = coordinator_address(args.coordinator)
     try:
-        with FarmClient(address) as client:
+        keypair = _creator_keypair(args.keypair)
+        with FarmClient(address, keypair, tls_ca=args.tls_ca) as client:
             return HANDLERS[args.command](args, client)
     except CliError as error:
         err.print(f"frameproof: {error}", markup=False, highlight=False)
@@ -66,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _creator_keypair(explicit: Path | None) -> Keypair:
+    path = creator_keypair_path(explicit)
+    if not path.exists():
+        err.print(f"creating a new Solana keypair for you at {path}")
+    try:
+        return load_or_create_keypair(path)
+    except ValueError as error:
+        raise CliError(str(error), 2) from error
 
 
 if __name__ == "__main__":

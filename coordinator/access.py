@@ -1,0 +1,29 @@
+"""Who may do what: creators own their jobs, nodes their leases, admins everything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.storage.models import JobRecord
+from coordinator.storage.store import FarmStore
+from frameproof.auth import Caller
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    store: FarmStore
+    admins: frozenset[str] = frozenset()
+
+    def is_admin(self, caller: Caller) -> bool:
+        return caller.pubkey in self.admins
+
+    def may_see_job(self, caller: Caller, job: JobRecord) -> bool:
+        return job.creator == caller.pubkey or self.is_admin(caller)
+
+    def may_read_blob(self, caller: Caller, sha256: str) -> bool:
+        """Creators read their scenes and frames; nodes the scenes they are rendering."""
+        return (
+            self.is_admin(caller)
+            or self.store.node_may_read(caller.pubkey, sha256)
+            or self.store.creator_may_read(caller.pubkey, sha256)
+        )

@@ -1,0 +1,122 @@
+"""Server side of signed calls: a grpc.aio interceptor that authenticates every RPC.
+
+It wraps each handler so the raw request bytes are kept for the signature
+check, then runs the servicer with the caller's identity in a context variable.
+Health and reflection stay open, as load balancers and grpcurl expect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from frameproof.auth import AuthError, Caller, NonceCache, verify_call
+
+log = logging.getLogger(__name__)
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+LOCAL_ADMIN = Caller(pubkey="local-admin")
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+
+def current_caller() -> Caller:
+    caller = _caller.get()
+    if caller is None:
+        raise RuntimeError("no authenticated caller in this context")
+    return caller
+
+
+class _Raw:
+    """A request together with the exact bytes it arrived as."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, raw: bytes, message: Any) -> None:
+        self.raw = raw
+        self.message = message
+
+
+class SignedCallInterceptor(grpc.aio.ServerInterceptor):
+    """Refuse unsigned, stale, replayed or forged calls with UNAUTHENTICATED."""
+
+    def __init__(self, nonces: NonceCache | None = None, *, trust_all_as: Caller | None = None):
+        self.nonces = nonces or NonceCache()
+        self.trust_all_as = trust_all_as  # the local admin socket: the OS already vouched
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        return self._wrap(handler, details.method)
+
+    def _authenticate(self, context: grpc.aio.ServicerContext, method: str,
+                      raw: bytes | None) -> Caller:
+        if self.trust_all_as is not None:
+            return self.trust_all_as
+        metadata = {key: value for key, value in context.invocation_metadata() or ()
+                    if isinstance(value, str)}
+        return verify_call(metadata, method, raw, self.nonces)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        deserialize = handler.request_deserializer
+
+        def keep_raw(raw: bytes) -> _Raw:
+            return _Raw(raw, deserialize(raw) if deserialize else raw)
+
+        async def check(context: grpc.aio.ServicerContext, raw: bytes | None) -> None:
+            try:
+                _caller.set(self._authenticate(context, method, raw))
+            except AuthError as error:
+                log.warning("refused %s: %s", method, error)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
+                await check(context, request.raw)
+                return await inner_uu(request.message, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=keep_raw,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
+                await check(context, request.raw)
+                async for response in inner_us(request.message, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=keep_raw,
+                response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(context, None)
+                return await inner_su(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, request_deserializer=deserialize,
+                response_serializer=handler.response_serializer)
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(context, None)
+            async for response in inner_ss(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=deserialize,
+            response_serializer=handler.response_serializer)

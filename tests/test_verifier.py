@@ -1,0 +1,224 @@
+"""Proof-of-Render units with real renders: tiles, metrics, judge and reputation.
+
+A handful of tiny frames (128x72, few samples) are rendered once per module in one warm
+Blender child; bpy is never imported into the pytest process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from frameproof.blender import BlenderWorker, RenderSettings
+from verifier import judge, metrics, reputation, tiles
+from verifier.judge import Outcome
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "spinning_cube.blend"
+W, H = 128, 72  # 40% of the 320x180 sample
+SPP = 8
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="no bpy")
+
+
+def rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Honest (1 and 2 threads), other-seed, half-sample, next-frame and one border tile."""
+    out = tmp_path_factory.mktemp("verifier")
+    settings = RenderSettings(samples=SPP, resolution_percentage=40, seed=0)
+    tile = tiles.Tile(40, 20, 32, 32)
+    images: dict[str, object] = {"tile": tile}
+    with BlenderWorker(threads=1) as worker:
+        jobs = {
+            "honest_t1": (1, 5, settings, None),
+            "honest_t2": (2, 5, settings, None),
+            "seed1": (2, 5, RenderSettings(samples=SPP, resolution_percentage=40, seed=1), None),
+            "half": (
+                2,
+                5,
+                RenderSettings(samples=SPP // 2, resolution_percentage=40, seed=0),
+                None,
+            ),
+            "next": (2, 9, settings, None),
+            "border": (2, 5, settings, tiles.to_border(tile, W, H)),
+        }
+        for name, (threads, frame, job, border) in jobs.items():
+            worker.threads = threads
+            path = out / f"{name}.png"
+            worker.render_frame(SAMPLE, frame, path, job, border=border)
+            images[name] = rgb(path)
+    return images
+
+
+# -- tiles --------------------------------------------------------------------------------
+
+
+def test_border_conversion_flips_y_and_adds_quarter_pixel() -> None:
+    min_x, max_x, min_y, max_y = tiles.to_border(tiles.Tile(0, 0, 64, 36), 128, 72)
+    assert (min_x, max_x) == (0.25 / 128, 64.25 / 128)
+    assert (min_y, max_y) == ((36 + 0.25) / 72, 1.0)  # top rows = high Blender Y
+    with pytest.raises(AssertionError):
+        tiles.to_border(tiles.Tile(100, 0, 64, 36), 128, 72)
+
+
+@needs_bpy
+def test_border_render_equals_crop_of_full_frame(renders: dict) -> None:
+    crop = tiles.crop(renders["honest_t2"], renders["tile"])
+    assert renders["border"].shape == crop.shape
+    assert np.array_equal(renders["border"], crop)
+
+
+def test_choose_tiles_in_bounds_non_flat_and_reproducible() -> None:
+    image = np.zeros((180, 320, 3), np.uint8)
+    image[:, 160:] = np.random.default_rng(0).integers(0, 255, (180, 160, 3))
+    image = cv2.GaussianBlur(image, (0, 0), 1)
+    picked = tiles.choose_tiles(image, 4, random.Random(1))
+    assert picked == tiles.choose_tiles(image, 4, random.Random(1))
+    assert len(picked) == 4 and len(set(picked)) == 4
+    for t in picked:
+        assert t.w == t.h == tiles.default_tile_size(320, 180) == 64
+        assert t.x >= 0 and t.x + t.w <= 320 and t.y >= 0 and t.y + t.h <= 180
+        assert tiles.detail(image, t) >= tiles.FLAT_STD  # the black half is never chosen
+    assert tiles.choose_tiles(np.zeros((180, 320, 3), np.uint8), 3, random.Random(1)) == []
+    assert tiles.default_tile_size(1280, 720) == 128
+    assert tiles.default_tile_size(64, 36) == tiles.MIN_TILE
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+@needs_bpy
+def test_metrics_on_real_renders(renders: dict) -> None:
+    t1, t2, seed1, half = (renders[k] for k in ("honest_t1", "honest_t2", "seed1", "half"))
+    same = metrics.exact_match(t1, t2)
+    assert (same.equal_fraction, same.max_abs_diff) == (1.0, 0)  # thread count changes nothing
+    assert metrics.exact_match(t1, seed1).equal_fraction < 0.5
+    cube = tiles.Tile(32, 16, 48, 48)  # the noisy part; the flat sky would dilute the ratio
+    t2c, seed1c, halfc = (tiles.crop(x, cube) for x in (t2, seed1, half))
+    assert metrics.noise_ratio(halfc, t2c) > 1.2  # half the samples: ≈ √2 the noise
+    assert 0.8 < metrics.noise_ratio(seed1c, t2c) < 1.25
+    assert metrics.noise_correlation(t1, t2) == pytest.approx(1.0)
+    assert metrics.noise_correlation(half, t2) < 0.95
+    assert metrics.blurred_ssim(seed1, t2) > 0.95
+
+
+def test_cheap_checks_and_hashes() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    assert metrics.check_frame(frame, 128, 72).ok
+    assert not metrics.check_frame(None, 128, 72).ok
+    assert "size" in metrics.check_frame(frame, 64, 36).reason
+    assert "blank" in metrics.check_frame(np.zeros_like(frame), 128, 72).reason
+    assert metrics.pixel_hash(frame) == metrics.pixel_hash(frame.copy())
+    assert metrics.pixel_hash(frame) != metrics.pixel_hash(frame[:, ::-1])
+    smooth = cv2.GaussianBlur(frame, (0, 0), 6)
+    noisy = np.clip(smooth.astype(int) + rng.integers(-2, 3, smooth.shape), 0, 255).astype(np.uint8)
+    assert metrics.hamming(metrics.perceptual_hash(smooth), metrics.perceptual_hash(noisy)) <= 8
+
+
+# -- judge --------------------------------------------------------------------------------
+
+
+def both_modes(renders: dict, node: np.ndarray) -> tuple[Outcome, Outcome]:
+    tile = tiles.Tile(32, 16, 48, 48)
+    exact = judge.judge_tile(
+        tiles.crop(node, tile), tiles.crop(renders["honest_t2"], tile), exact=True
+    )
+    stat = judge.judge_tile(tiles.crop(node, tile), tiles.crop(renders["seed1"], tile), exact=False)
+    return exact.outcome, stat.outcome
+
+
+@needs_bpy
+def test_honest_tile_passes(renders: dict) -> None:
+    assert both_modes(renders, renders["honest_t1"]) == (Outcome.PASS, Outcome.PASS)
+
+
+@needs_bpy
+def test_half_samples_fail_in_both_modes(renders: dict) -> None:
+    exact, stat = both_modes(renders, renders["half"])
+    assert exact is Outcome.FAIL
+    assert stat is not Outcome.PASS  # fail or grey (grey escalates to an exact re-render)
+    tile = tiles.Tile(32, 16, 48, 48)
+    ratio = judge.judge_tile(
+        tiles.crop(renders["half"], tile), tiles.crop(renders["seed1"], tile), exact=False
+    ).scores["noise_ratio"]
+    assert ratio > judge.DEFAULT_THRESHOLDS.ratio_pass[1]
+
+
+@needs_bpy
+def test_blank_noise_shift_and_wrong_frame_fail(renders: dict) -> None:
+    honest = renders["honest_t1"]
+    cheats = {
+        "blank": np.zeros_like(honest),
+        "noise": np.random.default_rng(1).integers(0, 256, honest.shape, dtype=np.uint8),
+        "shift": np.concatenate([honest[:, :1], honest[:, :-1]], axis=1),
+        "next frame": renders["next"],
+    }
+    for name, node in cheats.items():
+        exact, stat = both_modes(renders, node)
+        assert exact is Outcome.FAIL, name
+        if name != "shift":  # a 1-px shift is only visible to exact mode at this tiny size
+            assert stat is Outcome.FAIL, name
+    assert not metrics.check_frame(cheats["blank"], W, H).ok
+
+
+def test_judge_frame_rules() -> None:
+    ok = judge.TileVerdict(Outcome.PASS, "ok", {"noise_ratio": 1.0})
+    bad = judge.TileVerdict(Outcome.FAIL, "bad")
+    grey = judge.TileVerdict(Outcome.GREY, "hmm", {"noise_ratio": 1.0})
+    assert judge.judge_frame([ok, ok]).outcome is Outcome.PASS
+    assert judge.judge_frame([ok, bad]).outcome is Outcome.FAIL
+    assert judge.judge_frame([ok, grey]).outcome is Outcome.GREY
+    assert judge.judge_frame([]).outcome is Outcome.GREY
+    noisy = judge.TileVerdict(Outcome.PASS, "ok", {"noise_ratio": 1.4})
+    assert judge.judge_frame([noisy] * 4).outcome is Outcome.FAIL  # pooled: samples were cut
+
+
+# -- reputation ---------------------------------------------------------------------------
+
+
+def run(standing: reputation.NodeStanding, outcome: str, n: int) -> reputation.NodeStanding:
+    for _ in range(n):
+        standing, _change = reputation.apply_outcome(standing, outcome)
+    return standing
+
+
+def test_new_node_checked_every_frame_then_less() -> None:
+    new = reputation.NodeStanding()
+    assert new.tier == "probation" and reputation.check_probability(new) == 1.0
+    first = reputation.PROBATION_RUN
+    rates = [
+        reputation.check_probability(run(new, "verified", n)) for n in (first - 1, first, 300, 5000)
+    ]
+    assert rates[0] == 1.0 and rates[1] < 1.0
+    assert rates[1] > rates[2] > rates[3] == reputation.RATE_FLOOR
+
+
+def test_failure_resets_and_repeated_failure_quarantines() -> None:
+    trusted = run(reputation.NodeStanding(), "verified", 300)
+    after, change = reputation.apply_outcome(trusted, "failed")
+    assert reputation.check_probability(after) == 1.0
+    assert after.score < trusted.score * 0.3 and change.recheck_recent > 0
+    assert "failed" in change.reason and not after.quarantined
+    again, change = reputation.apply_outcome(run(after, "delivered", 50), "failed")
+    assert again.quarantined and again.tier == "quarantined" and "quarantined" in change.reason
+    far = run(after, "verified", reputation.QUARANTINE_WINDOW + 1)
+    assert not reputation.apply_outcome(far, "failed")[0].quarantined
+
+
+def test_honest_node_rises_to_tier1_and_reliability_costs() -> None:
+    honest = run(reputation.NodeStanding(), "verified", 150)
+    assert honest.tier == "tier1"
+    dropped, change = reputation.apply_outcome(honest, "abandoned")
+    assert dropped.score < honest.score and "abandoned" in change.reason
+    assert reputation.tier_for(0.75) == "tier2" and reputation.tier_for(0.3) == "tier3"

@@ -1,0 +1,223 @@
+"""Turn tile measurements into verdicts: pass, fail, or grey (escalate: more tiles, then a
+full re-render on a trusted node of the node's own device class).
+
+Two modes. **Exact** (node and verifier share Blender build, device class and seed): the tile
+must be pixel-identical up to a tiny tolerance; this catches every cheat we tried with one tile.
+**Statistical** (different device class, simulated with a different seed): the node's tile
+must look like *a* render of the same frame (blurred SSIM), carry the noise level of the job's
+sample count (noise ratio, also judged over the whole frame), and have path-tracing noise that
+is shared across colour channels (channel coherence: synthetic noise is not).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from verifier import metrics
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    GREY = "grey"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds.
+
+    Measured with ``.venv/bin/python bench/verification_bench.py`` (tables in
+    docs/VERIFICATION.md): 64² tiles of two Cycles scenes at 16 samples, 1 vs 2 threads and
+    seeds 0/1/2. Each "pass" bound sits outside every honest tile we measured with a margin;
+    each "fail" bound sits a further margin away, and the band between is grey.
+    """
+
+    # exact mode: honest tiles were bit-identical (equal fraction 1.0, max |Δ| 0) in every run
+    exact_equal_fraction: float = 0.999
+    exact_max_diff: int = 1
+    exact_grey_equal_fraction: float = 0.99  # near-identical: another build? escalate
+    exact_grey_max_diff: int = 8
+    # statistical mode, per tile (honest other-seed 64² tiles: SSIM ≥ 0.975, ratio 0.80-1.25)
+    ssim_pass: float = 0.97
+    ssim_fail: float = 0.90
+    ratio_pass: tuple[float, float] = (0.70, 1.45)
+    ratio_fail: tuple[float, float] = (0.55, 1.80)
+    coherence_pass: float = -0.08  # node - reference channel coherence; honest ≥ -0.04
+    coherence_fail: float = -0.15
+    # best SSIM over +-1 px offsets minus SSIM at 0 (honest max 6e-5; a 1-px shift: median 5e-3)
+    alignment_pass: float = 0.0003
+    alignment_fail: float = 0.0006
+    # statistical mode, whole frame: geometric mean of the tiles' noise ratios
+    frame_ratio_pass: tuple[float, float] = (0.85, 1.15)
+    frame_ratio_fail: tuple[float, float] = (0.75, 1.25)
+    # same-seed reference on another device: noise correlation (honest same-seed: 1.0)
+    correlation_pass: float = 0.95
+    correlation_fail: float = 0.90
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class TileVerdict:
+    outcome: Outcome
+    reason: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FrameVerdict:
+    outcome: Outcome
+    reason: str
+    tiles: tuple[TileVerdict, ...] = ()
+
+
+def judge_tile(
+    node_tile: np.ndarray,
+    reference_tile: np.ndarray,
+    *,
+    exact: bool,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    same_seed: bool = False,
+) -> TileVerdict:
+    """Compare one tile of the node's frame with the verifier's re-render of it.
+
+    ``same_seed`` (statistical mode only) adds the noise-correlation test: use it when the
+    verifier rendered with the job's seed on another device class.
+    """
+    assert node_tile.shape == reference_tile.shape, (node_tile.shape, reference_tile.shape)
+    if exact:
+        return _judge_exact(node_tile, reference_tile, thresholds)
+    return _judge_statistical(node_tile, reference_tile, thresholds, same_seed)
+
+
+def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdict:
+    score = metrics.exact_match(node, ref)
+    scores = {"equal_fraction": score.equal_fraction, "max_abs_diff": float(score.max_abs_diff)}
+    what = f"{score.equal_fraction:.2%} of pixels equal, max |Δ| {score.max_abs_diff}"
+    if score.equal_fraction >= th.exact_equal_fraction and score.max_abs_diff <= th.exact_max_diff:
+        return TileVerdict(Outcome.PASS, f"identical to the re-render ({what})", scores)
+    if (
+        score.equal_fraction >= th.exact_grey_equal_fraction
+        and score.max_abs_diff <= th.exact_grey_max_diff
+    ):
+        return TileVerdict(Outcome.GREY, f"nearly identical ({what}): escalate", scores)
+    return TileVerdict(Outcome.FAIL, f"differs from the same-seed re-render ({what})", scores)
+
+
+def _judge_statistical(
+    node: np.ndarray, ref: np.ndarray, th: Thresholds, same_seed: bool
+) -> TileVerdict:
+    scores = {
+        "ssim": metrics.blurred_ssim(node, ref),
+        "noise_ratio": metrics.noise_ratio(node, ref),
+        "coherence_delta": metrics.channel_coherence(node) - metrics.channel_coherence(ref),
+        "alignment_gain": metrics.alignment_gain(node, ref),
+    }
+    if same_seed:
+        scores["noise_correlation"] = metrics.noise_correlation(node, ref)
+    fails: list[str] = []
+    greys: list[str] = []
+    _low("blurred SSIM", scores["ssim"], th.ssim_pass, th.ssim_fail, greys, fails)
+    _band("noise ratio", scores["noise_ratio"], th.ratio_pass, th.ratio_fail, greys, fails)
+    _low(
+        "channel coherence Δ",
+        scores["coherence_delta"],
+        th.coherence_pass,
+        th.coherence_fail,
+        greys,
+        fails,
+    )
+    _low(
+        "alignment (-gain)",
+        -scores["alignment_gain"],
+        -th.alignment_pass,
+        -th.alignment_fail,
+        greys,
+        fails,
+    )
+    if same_seed:
+        _low(
+            "same-seed noise correlation",
+            scores["noise_correlation"],
+            th.correlation_pass,
+            th.correlation_fail,
+            greys,
+            fails,
+        )
+    if fails:
+        return TileVerdict(Outcome.FAIL, "; ".join(fails), scores)
+    if greys:
+        return TileVerdict(Outcome.GREY, "; ".join(greys) + ": escalate", scores)
+    return TileVerdict(Outcome.PASS, "structure and noise match an honest render", scores)
+
+
+def _low(name: str, value: float, ok: float, bad: float, greys: list[str], fails: list[str]):
+    if math.isnan(value):
+        return
+    if value < bad:
+        fails.append(f"{name} {value:.3f} < {bad}")
+    elif value < ok:
+        greys.append(f"{name} {value:.3f} < {ok}")
+
+
+def _band(
+    name: str,
+    value: float,
+    ok: tuple[float, float],
+    bad: tuple[float, float],
+    greys: list[str],
+    fails: list[str],
+) -> None:
+    if math.isnan(value):
+        return  # a noise-free reference region: the ratio says nothing
+    if not bad[0] <= value <= bad[1]:
+        fails.append(f"{name} {value:.2f} outside [{bad[0]}, {bad[1]}]")
+    elif not ok[0] <= value <= ok[1]:
+        greys.append(f"{name} {value:.2f} outside [{ok[0]}, {ok[1]}]")
+
+
+def frame_noise_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]) -> float:
+    """Geometric mean of the tiles' noise ratios (NaN when no tile had one)."""
+    ratios = [v.scores.get("noise_ratio", math.nan) for v in tile_verdicts]
+    logs = [math.log(r) for r in ratios if not math.isnan(r) and r > 0]
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+
+
+def judge_frame(
+    tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> FrameVerdict:
+    """A frame fails if any tile fails; in statistical mode also if the tiles' noise, pooled,
+    says the sample count is wrong (one tile is noisy evidence, several agree). No tiles (a
+    frame with no detail at all) is grey: the cheap checks or a full re-render must decide.
+    """
+    tiles = tuple(tile_verdicts)
+    if not tiles:
+        return FrameVerdict(Outcome.GREY, "no tile could be checked: escalate", tiles)
+    failed = [i for i, v in enumerate(tiles) if v.outcome is Outcome.FAIL]
+    if failed:
+        first = tiles[failed[0]]
+        return FrameVerdict(
+            Outcome.FAIL, f"{len(failed)}/{len(tiles)} tiles failed: {first.reason}", tiles
+        )
+    pooled = frame_noise_ratio(tiles)
+    if not math.isnan(pooled):
+        lo, hi = thresholds.frame_ratio_fail
+        if not lo <= pooled <= hi:
+            return FrameVerdict(
+                Outcome.FAIL, f"pooled noise ratio {pooled:.2f} outside [{lo}, {hi}]", tiles
+            )
+        lo, hi = thresholds.frame_ratio_pass
+        if not lo <= pooled <= hi:
+            return FrameVerdict(
+                Outcome.GREY, f"pooled noise ratio {pooled:.2f} outside [{lo}, {hi}]", tiles
+            )
+    grey = [v for v in tiles if v.outcome is Outcome.GREY]
+    if grey:
+        return FrameVerdict(Outcome.GREY, f"{len(grey)} grey tile(s): {grey[0].reason}", tiles)
+    return FrameVerdict(Outcome.PASS, f"all {len(tiles)} tiles passed", tiles)

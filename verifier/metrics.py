@@ -1,0 +1,199 @@
+"""Pure numpy measurements that compare a node's pixels with the verifier's.
+
+Images are float32 RGB in [0, 1] (as :func:`verifier.compare.load_image` returns them) or
+uint8; functions say which they need. Nothing here decides pass/fail: see :mod:`verifier.judge`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage.metrics import structural_similarity
+from skimage.restoration import estimate_sigma
+
+from verifier.compare import ImageDecodeError, load_image
+
+SSIM_BLUR_SIGMA = 1.5  # blur before SSIM: keeps structure (shifts, wrong frames), drops noise
+HIGHPASS_SIGMA = 1.0  # residual = image - blur(image): mostly render noise
+MIN_NOISE_SIGMA = 0.5 / 255  # below this the reference is noise-free and a ratio means nothing
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit view of an image: uint8 passes through, floats in [0, 1] are rounded."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]: uint8 is scaled, floats pass through."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return image.astype(np.float32, copy=False)
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.shape == b.shape, f"tile shapes differ: {a.shape} vs {b.shape}"
+
+
+# -- exact mode ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExactScore:
+    equal_fraction: float  # share of pixels whose every channel is equal on 8 bits
+    max_abs_diff: int  # largest |Δ| over all pixels and channels, 8-bit levels
+
+
+def exact_match(node: np.ndarray, reference: np.ndarray) -> ExactScore:
+    """Pixel equality on 8 bits: same build + device + seed renders are bit-identical."""
+    _same_shape(node, reference)
+    a = to_uint8(node).astype(np.int16)
+    b = to_uint8(reference).astype(np.int16)
+    diff = np.abs(a - b)
+    per_pixel = diff.max(axis=2) if diff.ndim == 3 else diff
+    return ExactScore(float((per_pixel == 0).mean()), int(diff.max(initial=0)))
+
+
+# -- statistical mode -----------------------------------------------------------------------
+
+
+def blurred_ssim(node: np.ndarray, reference: np.ndarray, sigma: float = SSIM_BLUR_SIGMA) -> float:
+    """SSIM after a Gaussian blur: structure only, so an honest other-seed render scores high."""
+    _same_shape(node, reference)
+    a = cv2.GaussianBlur(to_float(node), (0, 0), sigma)
+    b = cv2.GaussianBlur(to_float(reference), (0, 0), sigma)
+    channel_axis = 2 if a.ndim == 3 else None
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis))
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Wavelet (MAD) estimate of the Gaussian noise level, averaged over channels."""
+    img = to_float(image)
+    channel_axis = -1 if img.ndim == 3 else None
+    return float(estimate_sigma(img, channel_axis=channel_axis, average_sigmas=True))
+
+
+def noise_ratio(node: np.ndarray, reference: np.ndarray) -> float:
+    """``sigma(node) / sigma(reference)``: ≈ 1 honest, ≈ √k for 1/k of the samples, < 1 denoised.
+
+    NaN when the reference has no measurable noise (a noise-free region tells nothing).
+    """
+    _same_shape(node, reference)
+    ref = noise_sigma(reference)
+    if ref < MIN_NOISE_SIGMA:
+        return float("nan")
+    return noise_sigma(node) / ref
+
+
+def highpass(image: np.ndarray, sigma: float = HIGHPASS_SIGMA) -> np.ndarray:
+    """Image minus its blur: the fine-grained part, which in a path-traced frame is noise."""
+    img = to_float(image)
+    return img - cv2.GaussianBlur(img, (0, 0), sigma)
+
+
+def noise_correlation(node: np.ndarray, reference: np.ndarray) -> float:
+    """Pearson correlation of the high-pass residuals.
+
+    With the same seed the noise is the same: honest ≈ 1.0, while a render with fewer samples
+    or a denoised one with synthetic noise keeps only part of it. With a different seed it is
+    near 0 even for honest renders, so it is meaningful only for same-seed references.
+    """
+    _same_shape(node, reference)
+    a = highpass(node).ravel().astype(np.float64)
+    b = highpass(reference).ravel().astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def channel_coherence(image: np.ndarray) -> float:
+    """Mean correlation of the high-pass residual between colour channels.
+
+    Path-tracing noise comes from whole light paths, so it is shared by R, G and B; noise a
+    cheater adds per channel is not. Compared node vs reference by the judge.
+    """
+    res = highpass(image)
+    if res.ndim != 3 or res.shape[2] < 3:
+        return float("nan")
+    flat = res[..., :3].reshape(-1, 3).T.astype(np.float64)
+    if np.any(flat.std(axis=1) == 0):
+        return float("nan")
+    corr = np.corrcoef(flat)
+    return float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3)
+
+
+# -- cheap per-frame checks ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameCheck:
+    ok: bool
+    reason: str
+
+
+def decode_frame(path: Path) -> np.ndarray | None:
+    """The frame as float32 RGB, or None when it does not decode."""
+    try:
+        return load_image(path)
+    except ImageDecodeError:
+        return None
+
+
+def check_frame(image: np.ndarray | None, width: int, height: int) -> FrameCheck:
+    """Decodes, has the job's size, and is not blank (constant or nearly so)."""
+    if image is None:
+        return FrameCheck(False, "the file does not decode as an image")
+    if image.shape[:2] != (height, width):
+        got = f"{image.shape[1]}x{image.shape[0]}"
+        return FrameCheck(False, f"size {got} differs from the job's {width}x{height}")
+    img = to_float(image)
+    if float(img.std()) < 1.0 / 255:
+        return FrameCheck(False, "the frame is blank (one flat colour)")
+    return FrameCheck(True, "decodes, right size, not blank")
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """SHA-256 of the decoded 8-bit pixels and shape (PNG bytes differ between equal renders)."""
+    px = np.ascontiguousarray(to_uint8(image))
+    h = hashlib.sha256(repr(px.shape).encode())
+    h.update(px.tobytes())
+    return h.hexdigest()
+
+
+def perceptual_hash(image: np.ndarray) -> int:
+    """64-bit difference hash (dHash): survives re-encoding, noise and small edits."""
+    img = to_float(image)
+    gray = img[..., :3].mean(axis=2) if img.ndim == 3 else img
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two perceptual hashes."""
+    return (a ^ b).bit_count()
+
+
+def alignment_gain(node: np.ndarray, reference: np.ndarray, reach: int = 1) -> float:
+    """How much better the node's tile matches the reference moved by up to ``reach`` pixels.
+
+    Honest: ≈ 0 (no offset beats the true one); a shifted frame gains at the offset it was
+    moved by. Blurred SSIM alone barely notices a 1-px shift; this does.
+    """
+    _same_shape(node, reference)
+    h, w = node.shape[:2]
+    inner = (slice(reach, h - reach), slice(reach, w - reach))
+    base = blurred_ssim(node[inner], reference[inner])
+    best = base
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            if dx or dy:
+                moved = reference[reach + dy : h - reach + dy, reach + dx : w - reach + dx]
+                best = max(best, blurred_ssim(node[inner], moved))
+    return best - base
