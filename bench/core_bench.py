@@ -45,8 +45,11 @@ def frame_overhead(runs: int, work: Path) -> str:
         for run in range(runs):
             frame = 1 + run % 24
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(frame), str(work / "c.png")],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-c", COLD_SCRIPT, str(frame), str(work / "c.png")],
+                check=True,
+                capture_output=True,
+            )
             cold.append(time.perf_counter() - start)
             start = time.perf_counter()
             worker.render_frame(SCENE, frame, work / "w.png", TINY)
@@ -125,14 +128,23 @@ def scheduling_throughput(farm: LocalFarm, frames: int, nodes: int) -> str:
             image = os.urandom(64)
             sha = upload_bytes(client.blobs, image)
             while True:
-                lease = client.nodes.LeaseTask(pb.LeaseTaskRequest(node_id=node_id),
-                                               timeout=10).lease
+                lease = client.nodes.LeaseTask(
+                    pb.LeaseTaskRequest(node_id=node_id), timeout=10
+                ).lease
                 if not lease.lease_id:
                     return
-                outputs = [pb.FrameOutput(frame=f, image=pb.BlobRef(sha256=sha, size=64),
-                                          render_seconds=0.01) for f in lease.frames]
-                client.nodes.CompleteTask(pb.CompleteTaskRequest(
-                    node_id=node_id, lease_id=lease.lease_id, outputs=outputs), timeout=10)
+                outputs = [
+                    pb.FrameOutput(
+                        frame=f, image=pb.BlobRef(sha256=sha, size=64), render_seconds=0.01
+                    )
+                    for f in lease.frames
+                ]
+                client.nodes.CompleteTask(
+                    pb.CompleteTaskRequest(
+                        node_id=node_id, lease_id=lease.lease_id, outputs=outputs
+                    ),
+                    timeout=10,
+                )
                 with lock:
                     done.append(len(lease.frames))
 

@@ -31,11 +31,17 @@ def write_section(name: str, command: str, body: str) -> None:
     """Replace (or append) the section `name` of docs/BENCHMARKS.md."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
     stamp = time.strftime("%Y-%m-%d")
-    section = (f"<!-- bench:{name} -->\n## {name}\n\nCommand: `{command}` ({stamp}, "
-               f"{machine()})\n\n{body.strip()}\n<!-- /bench:{name} -->")
-    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->",
-                         re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + section + "\n")
+    section = (
+        f"<!-- bench:{name} -->\n## {name}\n\nCommand: `{command}` ({stamp}, "
+        f"{machine()})\n\n{body.strip()}\n<!-- /bench:{name} -->"
+    )
+    pattern = re.compile(
+        rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section + "\n")
+    )
     BENCHMARKS.parent.mkdir(exist_ok=True)
     BENCHMARKS.write_text(text)

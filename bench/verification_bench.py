@@ -547,8 +547,9 @@ def write_report(path: Path, ctx: dict) -> None:
         f"| same-seed noise correlation (when available) | ≥ {th.correlation_pass} | "
         f"< {th.correlation_fail} |",
         "",
-        "Each pass bound lies outside every honest tile measured above with a margin; the grey "
-        "band costs an escalation, never a false failure.",
+        "Each pass bound lies outside the honest extremes above with a margin; over all honest "
+        "statistical tiles a few land in the grey band (counted above), which costs an "
+        "escalation, never a false failure. Fail bounds sit a further margin away.",
         "",
         "## Reputation and adaptive checking",
         "",

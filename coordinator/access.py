@@ -13,9 +13,13 @@ from frameproof.auth import Caller
 class AccessPolicy:
     store: FarmStore
     admins: frozenset[str] = frozenset()
+    verifiers: frozenset[str] = frozenset()  # besides the admins
 
     def is_admin(self, caller: Caller) -> bool:
         return caller.pubkey in self.admins
+
+    def is_verifier(self, caller: Caller) -> bool:
+        return caller.pubkey in self.verifiers or self.is_admin(caller)
 
     def may_see_job(self, caller: Caller, job: JobRecord) -> bool:
         return job.creator == caller.pubkey or self.is_admin(caller)
@@ -23,7 +27,7 @@ class AccessPolicy:
     def may_read_blob(self, caller: Caller, sha256: str) -> bool:
         """Creators read their scenes and frames; nodes the scenes they are rendering."""
         return (
-            self.is_admin(caller)
+            self.is_verifier(caller)
             or self.store.node_may_read(caller.pubkey, sha256)
             or self.store.creator_may_read(caller.pubkey, sha256)
         )

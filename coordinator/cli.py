@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--admin-pubkey", action="append", default=[],
                      help="a public key with admin rights (repeatable); the data dir's own "
                           "admin-keypair.json and the local admin.sock always have them")
+    run.add_argument("--no-verifier", action="store_true",
+                     help="do not start a verifier beside the coordinator")
+    run.add_argument("--verifier-threads", type=int, default=0)
+    run.add_argument("--verifier-pubkey", action="append", default=[],
+                     help="a public key allowed to run render-verifier (repeatable)")
     run.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         admins=tuple(args.admin_pubkey),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        verifiers=tuple(args.verifier_pubkey),
+        run_verifier=not args.no_verifier,
+        verifier_threads=args.verifier_threads,
     )
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,18 +19,22 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.access import AccessPolicy
+from coordinator.api.admin_service import AdminServicer
 from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
 from coordinator.api.blob_service import BlobStoreServicer
 from coordinator.api.job_service import JobServicer
 from coordinator.api.node_service import NodeServicer
+from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
 from frameproof.auth import NonceCache
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
+from verifier.reputation import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 SERVICE_NAMES = tuple(
     farm_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("JobService", "NodeService", "BlobStore")
+    for name in ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
 )
+VERIFICATION_LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class CoordinatorConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     admin_socket: bool = True  # unix:DATA_DIR/admin.sock, where the OS vouches for the caller
+    verifiers: tuple[str, ...] = ()  # public keys allowed to verify, besides the admins
+    run_verifier: bool = True  # start a verifier worker beside the coordinator
+    verifier_threads: int = 0
 
 
 def admin_keypair_path(data_dir: Path) -> Path:
@@ -68,10 +78,13 @@ class RunningCoordinator:
     servers: list[grpc.aio.Server]
     port: int
     store: FarmStore
-    reaper: asyncio.Task
+    background: list[asyncio.Task]
+    admin_address: str
 
     async def stop(self, grace: float = 5.0) -> None:
-        self.reaper.cancel()
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
 
 
@@ -84,17 +97,22 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     resumed = store.grant_grace(time.time())
     if resumed:
         log.info("resumed %d live lease(s) with a fresh grace period", resumed)
+    proof = ProofStore(engine, policy)
+    # Checks in flight died with the old process (the built-in verifier is its child).
+    proof.requeue_expired_verifications(float("inf"))
     blobs = BlobStore(config.data_dir / "blobs")
     events = JobEvents()
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines)
 
     admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
-    access = AccessPolicy(store, admins)
+    access = AccessPolicy(store, admins, frozenset(config.verifiers))
     servicers = (
         JobServicer(store, intake, events, access),
-        NodeServicer(store, blobs, events, heartbeat_seconds=config.heartbeat_seconds),
+        NodeServicer(store, proof, blobs, events, heartbeat_seconds=config.heartbeat_seconds),
         BlobStoreServicer(blobs, may_download=access.may_read_blob),
+        VerifierServicer(store, proof, access, events, lease_seconds=VERIFICATION_LEASE_SECONDS),
+        AdminServicer(store, proof, access),
     )
     nonces = NonceCache()
     server, health = _build_server(servicers, SignedCallInterceptor(nonces))
@@ -112,13 +130,53 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         os.chmod(socket_path, 0o600)
     for name in ["", *SERVICE_NAMES]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reaper = asyncio.create_task(_reap_expired_leases(store, events, config.lease_seconds))
-    return RunningCoordinator(servers=servers, port=port, store=store, reaper=reaper)
+    reaper = asyncio.create_task(_reap_expired_leases(store, proof, events,
+                                                      config.lease_seconds))
+    admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
+                     else f"{_loopback(config.listen)}:{port}")
+    background = [reaper]
+    if config.run_verifier:
+        background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
+    return RunningCoordinator(servers=servers, port=port, store=store, background=background,
+                              admin_address=admin_address)
+
+
+def _loopback(listen: str) -> str:
+    host = listen.rsplit(":", 1)[0]
+    return "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
+
+
+async def _supervise_verifier(config: CoordinatorConfig, address: str) -> None:
+    """Run the built-in verifier as a child process; restart it if it dies."""
+    work_dir = config.data_dir / "verifier"
+    work_dir.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "verifier.cli", "--coordinator", address,
+               "--work-dir", str(work_dir), "--keypair",
+               str(admin_keypair_path(config.data_dir)), "--threads",
+               str(config.verifier_threads)]
+    if config.tls_cert and not address.startswith("unix:"):
+        command += ["--tls-ca", str(config.tls_cert)]
+    delay = 1.0
+    while True:
+        with open(work_dir / "verifier.log", "ab") as log_file:
+            child = await asyncio.create_subprocess_exec(*command, stdout=log_file,
+                                                         stderr=log_file)
+        try:
+            code = await child.wait()
+        except asyncio.CancelledError:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), 15)
+            except TimeoutError:
+                child.kill()
+            raise
+        log.warning("verifier exited with %s; restarting in %.0fs", code, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60)
 
 
 def _build_server(
-    servicers: tuple[JobServicer, NodeServicer, BlobStoreServicer],
-    interceptor: SignedCallInterceptor,
+    servicers: tuple[Any, ...], interceptor: SignedCallInterceptor
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(
         interceptors=[interceptor],
@@ -130,10 +188,12 @@ def _build_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],
     )
-    jobs, nodes, blobs = servicers
+    jobs, nodes, blobs, verifier, admin = servicers
     farm_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
     farm_pb2_grpc.add_NodeServiceServicer_to_server(nodes, server)
     farm_pb2_grpc.add_BlobStoreServicer_to_server(blobs, server)
+    farm_pb2_grpc.add_VerifierServiceServicer_to_server(verifier, server)
+    farm_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -155,16 +215,22 @@ def _listen(server: grpc.aio.Server, config: CoordinatorConfig) -> int:
     return port
 
 
-async def _reap_expired_leases(store: FarmStore, events: JobEvents, lease_seconds: float) -> None:
-    """Put the tasks of nodes that stopped heartbeating back in the queue."""
+async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobEvents,
+                               lease_seconds: float) -> None:
+    """Put the tasks of nodes that stopped heartbeating (and stale checks) back in the queue."""
     interval = max(0.5, min(5.0, lease_seconds / 4))
     while True:
         await asyncio.sleep(interval)
         try:
-            for task in store.requeue_expired(time.time()):
-                log.warning("lease %s expired: job %s frames %d-%d back in the queue",
+            now = time.time()
+            for task in store.requeue_expired(now):
+                log.warning("lease of task %s expired: job %s frames %d-%d back in the queue",
                             task.task_id, task.job_id, task.first_frame, task.last_frame)
+                if task.node_id:
+                    proof.record_outcome(task.node_id, Outcome.TIMEOUT, now, job_id=task.job_id,
+                                         frame=task.first_frame)
                 events.changed(task.job_id)
+            proof.requeue_expired_verifications(now)
         except Exception:  # the reaper must outlive a transient database error
             log.exception("reaping expired leases failed")
 

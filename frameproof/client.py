@@ -26,7 +26,9 @@ _SERVICE_CONFIG = json.dumps(
             {
                 "name": [{"service": "frameproof.v1.JobService"},
                          {"service": "frameproof.v1.NodeService"},
-                         {"service": "frameproof.v1.BlobStore"}],
+                         {"service": "frameproof.v1.BlobStore"},
+                         {"service": "frameproof.v1.VerifierService"},
+                         {"service": "frameproof.v1.AdminService"}],
                 "retryPolicy": {
                     "maxAttempts": 5,
                     "initialBackoff": "0.2s",
@@ -110,6 +112,8 @@ class FarmClient:
         self.jobs = farm_pb2_grpc.JobServiceStub(self.channel)
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
         self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)
+        self.verifier = farm_pb2_grpc.VerifierServiceStub(self.channel)
+        self.admin = farm_pb2_grpc.AdminServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

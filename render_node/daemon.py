@@ -17,13 +17,14 @@ from typing import TypeVar
 
 import grpc
 
-from frameproof.blender.worker import BlenderError, BlenderWorker, RenderSettings
+from frameproof import render_settings
+from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
+from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
-from render_node.scene_cache import SceneCache
 from render_node.sysinfo import capabilities
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 RECONNECT_PATIENCE = 600.0  # how long a finished result waits for the coordinator
-FORMATS = {pb.OUTPUT_FORMAT_EXR: ("EXR", "exr")}
-DEFAULT_FORMAT = ("PNG", "png")
 
 
 @dataclass(frozen=True)
@@ -131,15 +130,8 @@ class RenderNode:
         self, lease: pb.Lease, withdrawn: threading.Event, done_frames: list[int]
     ) -> list[pb.FrameOutput]:
         blend = self.scenes.fetch(lease.scene_id)
-        file_format, extension = FORMATS.get(lease.settings.output_format, DEFAULT_FORMAT)
-        settings = RenderSettings(
-            engine=lease.settings.engine,
-            samples=lease.settings.samples,
-            resolution_x=lease.settings.resolution_x,
-            resolution_y=lease.settings.resolution_y,
-            resolution_percentage=lease.settings.resolution_percentage,
-            output_format=file_format,
-        )
+        settings = render_settings.from_proto(lease.settings)
+        extension = render_settings.extension(lease.settings)
         out_dir = self.config.work_dir / "output" / lease.job_id
         outputs: list[pb.FrameOutput] = []
         images: dict[str, Path] = {}

@@ -124,7 +124,8 @@ def test_completion_records_frames_once_and_is_idempotent(store: FarmStore):
     store.complete_task(task.lease_id, "node", [output(1), output(2)], now=1.0)
     store.complete_task(task.lease_id, "node", [output(1), output(2)], now=2.0)  # a retry
     assert [r.frame for r in store.list_frame_results("job")] == [1, 2]
-    assert store.frame_counts(["job"])["job"] == {TaskState.DONE: 2}
+    # Delivered frames wait for Proof-of-Render before the task is done.
+    assert store.frame_counts(["job"])["job"] == {TaskState.VERIFYING: 2}
     with pytest.raises(LeaseLost):
         store.complete_task(task.lease_id, "intruder", [output(1), output(2)], now=2.0)
 
@@ -135,7 +136,9 @@ def test_cancel_drops_unfinished_work_and_keeps_finished_frames(store: FarmStore
     assert task is not None and task.lease_id
     store.complete_task(task.lease_id, "node", [output(1)], now=1.0)
     assert store.cancel_job("job", now=2.0)
-    assert store.frame_counts(["job"])["job"] == {TaskState.DONE: 1, TaskState.CANCELLED: 1}
+    # Delivered work is still verified (and paid for); what was not started is dropped.
+    assert store.frame_counts(["job"])["job"] == {TaskState.VERIFYING: 1,
+                                                  TaskState.CANCELLED: 1}
     assert store.lease_next_task("node", now=3.0) is None
 
 

@@ -22,6 +22,7 @@ JOB_STATES = {
 FRAME_STATES = {
     TaskState.QUEUED: pb.FRAME_STATE_QUEUED,
     TaskState.LEASED: pb.FRAME_STATE_RENDERING,
+    TaskState.VERIFYING: pb.FRAME_STATE_VERIFYING,
     TaskState.DONE: pb.FRAME_STATE_DONE,
     TaskState.FAILED: pb.FRAME_STATE_FAILED,
     TaskState.CANCELLED: pb.FRAME_STATE_CANCELLED,
@@ -46,6 +47,7 @@ def effective_settings(requested: pb.RenderSettings, scene: SceneInspection) -> 
         resolution_y=requested.resolution_y or scene.resolution_y,
         resolution_percentage=requested.resolution_percentage or scene.resolution_percentage,
         output_format=requested.output_format or pb.OUTPUT_FORMAT_PNG,
+        seed=requested.seed,  # fixed per job: any verifier can reproduce the node's noise
     )
 
 
@@ -85,6 +87,7 @@ def job_message(
             done=counts.get(TaskState.DONE, 0),
             failed=counts.get(TaskState.FAILED, 0),
             cancelled=counts.get(TaskState.CANCELLED, 0),
+            verifying=counts.get(TaskState.VERIFYING, 0),
         ),
         frames_spec=job.frames_spec,
         chunk_size=job.chunk_size,
@@ -92,6 +95,9 @@ def job_message(
         created_unix_ms=int(job.created_at * 1000),
         updated_unix_ms=int(job.updated_at * 1000),
         error=job.error,
+        tier=job.tier,
+        creator=job.creator,
+        max_cost_usd=job.max_cost_usd,
     )
     if scene is not None:
         message.scene.CopyFrom(scene_info(scene))
@@ -118,5 +124,10 @@ def frame_messages(
                 frame.node_id = result.node_id
                 frame.render_seconds = result.render_seconds
                 frame.extension = result.extension
+                frame.verification = result.verification or "waiting for Proof-of-Render"
+                frame.blender_version = result.blender_version
+                frame.device = result.device
+                if result.verdict == "approved":
+                    frame.state = pb.FRAME_STATE_DONE
             frames.append(frame)
     return frames

@@ -49,6 +49,9 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}"
             )
+        if request.tier not in (0, 1, 2, 3):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "tier must be 1 (trusted nodes), 2 (priority) or 3 (economy)")
         if len(request.name) > MAX_NAME_LENGTH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job name is too long")
         await self._check_settings(request.settings, context)
@@ -65,6 +68,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             name=request.name or scene.main_file,
             scene_id=scene_id,
             creator=current_caller().pubkey,
+            tier=request.tier or 3,
             frames_spec=format_frames(frames),
             chunk_size=request.chunk_size or 1,
             settings_json=convert.settings_to_json(settings),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 
 import grpc
@@ -14,30 +15,51 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
 from coordinator.events import JobEvents
-from coordinator.storage.models import TaskRecord
+from coordinator.storage.models import (
+    NodeRecord,
+    NodeStandingRecord,
+    ReputationEventRecord,
+    TaskRecord,
+)
+from coordinator.storage.proof import ProofStore, node_rank, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
+from verifier.reputation import Outcome, check_probability
 
 log = logging.getLogger(__name__)
 
 IDLE_RETRY_MS = 1000
+QUARANTINED_RETRY_MS = 30_000
 MAX_REASON_LENGTH = 4000
+STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
+# Self-reported benchmark scores are clamped: a node cannot claim to be a supercomputer.
+MIN_BENCHMARK_SCORE, MAX_BENCHMARK_SCORE = 0.05, 20.0
 
 
 class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     def __init__(
-        self, store: FarmStore, blobs: BlobStore, events: JobEvents, *, heartbeat_seconds: float
+        self,
+        store: FarmStore,
+        proof: ProofStore,
+        blobs: BlobStore,
+        events: JobEvents,
+        *,
+        heartbeat_seconds: float,
     ) -> None:
         self.store = store
+        self.proof = proof
         self.blobs = blobs
         self.events = events
         self.heartbeat_seconds = heartbeat_seconds
+        self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
         capabilities = json.dumps(MessageToDict(request.capabilities))
-        self.store.register_node(node_id, request.name[:200], capabilities, time.time())
+        score = min(MAX_BENCHMARK_SCORE, max(MIN_BENCHMARK_SCORE,
+                                              request.capabilities.benchmark_score or 1.0))
+        self.store.register_node(node_id, request.name[:200], capabilities, time.time(), score)
         log.info("node %s registered (%s)", node_id[:12], request.name)
         return pb.RegisterNodeResponse(
             node_id=node_id,
@@ -49,7 +71,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         node_id = await self._known_node(request.node_id, context)
         now = time.time()
         self.store.touch_node(node_id, now)
-        task = self.store.lease_next_task(node_id, now)
+        standing = self.proof.standing(node_id)
+        if standing.quarantined:
+            return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
+        task = self.store.lease_next_task(node_id, now, node_rank(standing))
         if task is None:
             return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
         self.events.changed(task.job_id)
@@ -90,15 +115,18 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     device=output.device[:64],
                 )
             )
+        probability = check_probability(self.proof.standing(node_id))
+        sampled = frozenset(o.frame for o in outputs if self._draw.random() < probability)
         try:
-            task = self.store.complete_task(lease_id, node_id, outputs, time.time())
+            task = self.store.complete_task(lease_id, node_id, outputs, time.time(), sampled)
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
         except ValueError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        self.proof.count_completed_lease(node_id, time.time())
         self.events.changed(task.job_id)
-        log.info("lease %s done: job %s frames %d-%d", lease_id, task.job_id,
-                 task.first_frame, task.last_frame)
+        log.info("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
+                 task.job_id, task.first_frame, task.last_frame, len(sampled))
         return pb.CompleteTaskResponse(accepted=True)
 
     async def FailTask(self, request, context):
@@ -109,9 +137,29 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             task = self.store.fail_task(lease_id, node_id, reason, time.time())
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
+        outcome = Outcome.ABANDONED if reason.startswith(STOPPING_PREFIX) else Outcome.CRASH
+        self.proof.record_outcome(node_id, outcome, time.time(), job_id=task.job_id,
+                                  frame=task.first_frame, details={"reason": reason})
         self.events.changed(task.job_id)
         log.warning("lease %s failed on node %s: %s", lease_id, node_id[:12], reason)
         return pb.FailTaskResponse(will_retry=task.state == "queued")
+
+    async def ListNodes(self, request, context):
+        standings = self.proof.standings()
+        return pb.ListNodesResponse(nodes=[
+            standing_message(node, standings.get(node.node_id)) for node in self.store.list_nodes()
+        ])
+
+    async def GetNodeStanding(self, request, context):
+        node_id = await require_id(context, request.node_id, "node_id")
+        node = self.store.get_node(node_id)
+        if node is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node_id}")
+        limit = min(max(request.history_limit, 0) or 50, 1000)
+        return pb.NodeStandingResponse(
+            standing=standing_message(node, self.proof.standing_record(node_id)),
+            history=[event_message(event) for event in self.proof.history(node_id, limit)],
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -153,3 +201,39 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             settings=convert.settings_from_json(job.settings_json),
             expires_unix_ms=int((task.lease_expires_at or 0) * 1000),
         )
+
+
+def standing_message(node: NodeRecord, record: NodeStandingRecord | None) -> pb.NodeStanding:
+    standing = standing_of(record)
+    capabilities = json.loads(node.capabilities_json or "{}")
+    return pb.NodeStanding(
+        node_id=node.node_id,
+        name=node.name,
+        reputation=round(standing.score, 6),
+        tier=standing.tier,
+        frames_verified=standing.verified,
+        frames_failed=standing.failed,
+        frames_approved=standing.delivered - standing.failed,
+        quarantined=standing.quarantined,
+        check_probability=check_probability(standing),
+        consecutive_verified=standing.consecutive_verified,
+        leases_completed=record.leases_completed if record else 0,
+        leases_abandoned=record.leases_abandoned if record else 0,
+        last_seen_unix_ms=int(node.last_seen_at * 1000),
+        benchmark_score=node.benchmark_score,
+        devices=capabilities.get("devices", []),
+    )
+
+
+def event_message(event: ReputationEventRecord) -> pb.ReputationEvent:
+    return pb.ReputationEvent(
+        at_unix_ms=int(event.at * 1000),
+        kind=event.kind,
+        reputation_before=event.score_before,
+        reputation_after=event.score_after,
+        tier_after=event.tier_after,
+        reason=event.reason,
+        job_id=event.job_id,
+        frame=event.frame,
+        details_json=event.details_json,
+    )

@@ -8,7 +8,8 @@ from enum import StrEnum
 class TaskState(StrEnum):
     QUEUED = "queued"
     LEASED = "leased"  # a node holds a lease and is rendering
-    DONE = "done"
+    VERIFYING = "verifying"  # rendered; Proof-of-Render has not approved every frame yet
+    DONE = "done"  # every frame approved
     FAILED = "failed"  # gave up after too many attempts
     CANCELLED = "cancelled"
 
@@ -40,6 +41,6 @@ def job_state_from_frames(counts: dict[TaskState, int], *, cancelled: bool) -> J
         return JobState.DONE
     if total and done + failed == total:
         return JobState.FAILED
-    if done or failed or counts.get(TaskState.LEASED, 0):
+    if done or failed or counts.get(TaskState.LEASED, 0) or counts.get(TaskState.VERIFYING, 0):
         return JobState.RENDERING
     return JobState.QUEUED

@@ -29,6 +29,8 @@ class JobRecord(SQLModel, table=True):
     name: str = ""
     scene_id: str = Field(foreign_key="scene.scene_id", index=True)
     creator: str = Field(default="", index=True)  # the submitter's public key
+    tier: int = 3  # 1: trusted nodes only ... 3: any node past probation or on it
+    max_cost_usd: float = 0.0
     frames_spec: str
     chunk_size: int = 1
     settings_json: str  # effective RenderSettings as JSON
@@ -70,6 +72,9 @@ class FrameResultRecord(SQLModel, table=True):
     render_seconds: float
     blender_version: str = ""
     device: str = ""
+    verdict: str = "pending"  # pending -> approved (rejected results are deleted)
+    verification: str = ""  # what Proof-of-Render said, for people
+    pixel_sha256: str = Field(default="", index=True)  # hash of the decoded pixels
     created_at: float
 
 
@@ -78,6 +83,7 @@ class NodeRecord(SQLModel, table=True):
     node_id: str = Field(primary_key=True)  # public key, base58
     name: str = ""
     capabilities_json: str = "{}"
+    benchmark_score: float = 1.0
     registered_at: float
     last_seen_at: float
 
@@ -92,3 +98,62 @@ class TaskFailureRecord(SQLModel, table=True):
     node_id: str = Field(index=True)
     reason: str
     at: float
+
+
+class NodeStandingRecord(SQLModel, table=True):
+    """A node's reputation state (see verifier.reputation for the model)."""
+
+    __tablename__ = "node_standing"
+    node_id: str = Field(primary_key=True)
+    score: float = 0.5
+    consecutive_verified: int = 0
+    verified: int = 0
+    failed: int = 0
+    delivered: int = 0
+    frames_since_failure: int | None = None
+    quarantined: bool = False
+    leases_completed: int = 0
+    leases_abandoned: int = 0
+    updated_at: float = 0.0
+
+
+class ReputationEventRecord(SQLModel, table=True):
+    """Every change of a node's reputation, with its reason: the operator's audit trail."""
+
+    __tablename__ = "reputation_event"
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: str = Field(index=True)
+    at: float
+    kind: str
+    score_before: float
+    score_after: float
+    tier_after: str
+    reason: str
+    job_id: str = ""
+    frame: int = 0
+    details_json: str = "{}"
+
+
+class VerificationRecord(SQLModel, table=True):
+    """One frame's Proof-of-Render check: cheap checks always, tile re-renders when sampled."""
+
+    __tablename__ = "verification"
+    verification_id: str = Field(primary_key=True)
+    job_id: str = Field(index=True)
+    frame: int
+    task_id: str = Field(index=True)
+    node_id: str = Field(index=True)
+    image_sha256: str
+    blender_version: str = ""
+    device: str = ""
+    render_tiles: bool
+    state: str = Field(index=True)  # queued, leased, done, cancelled
+    verifier_id: str = ""
+    lease_expires_at: float | None = None
+    passed: bool | None = None
+    reason: str = ""
+    mode: str = ""
+    details_json: str = "{}"
+    pixel_sha256: str = ""
+    created_at: float
+    finished_at: float | None = None

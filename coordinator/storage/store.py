@@ -23,6 +23,7 @@ from coordinator.storage.models import (
     SceneRecord,
     TaskFailureRecord,
     TaskRecord,
+    VerificationRecord,
 )
 
 
@@ -205,16 +206,22 @@ class FarmStore:
 
     # ------------------------------------------------------------ nodes
 
-    def register_node(self, node_id: str, name: str, capabilities_json: str, now: float) -> None:
+    def register_node(self, node_id: str, name: str, capabilities_json: str, now: float,
+                      benchmark_score: float = 1.0) -> None:
         with self._session() as session:
             node = session.get(NodeRecord, node_id)
             if node is None:
                 node = NodeRecord(node_id=node_id, registered_at=now, last_seen_at=now)
             node.name = name
             node.capabilities_json = capabilities_json
+            node.benchmark_score = benchmark_score
             node.last_seen_at = now
             session.add(node)
             session.commit()
+
+    def list_nodes(self) -> list[NodeRecord]:
+        with self._session() as session:
+            return list(session.exec(select(NodeRecord).order_by(col(NodeRecord.registered_at))))
 
     def get_node(self, node_id: str) -> NodeRecord | None:
         with self._session() as session:
@@ -231,11 +238,12 @@ class FarmStore:
 
     # ------------------------------------------------------------ leases
 
-    def lease_next_task(self, node_id: str, now: float) -> TaskRecord | None:
+    def lease_next_task(self, node_id: str, now: float, node_rank: int = 3) -> TaskRecord | None:
         """Give the node the oldest queued task it may render, or None.
 
         A node never gets back a task it already failed, nor any task of a job
-        it failed too often: that work goes to other nodes.
+        it failed too often: that work goes to other nodes. A node of rank r
+        (1: trusted ... 3: economy or probation) gets only jobs of tier >= r.
         """
         policy = self.policy
         failed_tasks = select(TaskFailureRecord.task_id).where(
@@ -252,6 +260,7 @@ class FarmStore:
             .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
             .where(TaskRecord.state == TaskState.QUEUED)
             .where(col(JobRecord.cancelled).is_(False))
+            .where(col(JobRecord.tier) >= node_rank)
             .where(col(TaskRecord.task_id).not_in(failed_tasks))
             .where(col(TaskRecord.job_id).not_in(failed_jobs))
             .order_by(
@@ -290,12 +299,22 @@ class FarmStore:
             return task
 
     def complete_task(
-        self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord], now: float
+        self,
+        lease_id: str,
+        node_id: str,
+        outputs: Sequence[FrameOutputRecord],
+        now: float,
+        tile_checks: frozenset[int] = frozenset(),
     ) -> TaskRecord:
-        """Record a task's frames and mark it done. Repeating the call is harmless."""
+        """Record a task's frames and queue their verification. Repeating the call is harmless.
+
+        Every frame gets a verification (cheap checks); those in `tile_checks` were
+        sampled for a tile re-render. The task is done once every frame is approved.
+        """
         with self._session() as session:
             task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
-            if task is not None and task.state == TaskState.DONE and task.node_id == node_id:
+            delivered = (TaskState.VERIFYING, TaskState.DONE)
+            if task is not None and task.state in delivered and task.node_id == node_id:
                 return task  # a retried completion: already recorded
             task = self._live_task(session, lease_id, node_id)
             expected = list(range(task.first_frame, task.last_frame + 1))
@@ -320,7 +339,22 @@ class FarmStore:
                         created_at=now,
                     )
                 )
-            task.state = TaskState.DONE
+                session.add(
+                    VerificationRecord(
+                        verification_id=uuid.uuid4().hex,
+                        job_id=task.job_id,
+                        frame=output.frame,
+                        task_id=task.task_id,
+                        node_id=node_id,
+                        image_sha256=output.sha256,
+                        blender_version=output.blender_version,
+                        device=output.device,
+                        render_tiles=output.frame in tile_checks,
+                        state="queued",
+                        created_at=now,
+                    )
+                )
+            task.state = TaskState.VERIFYING
             task.lease_expires_at = None
             task.updated_at = now
             task.error = ""
@@ -332,7 +366,7 @@ class FarmStore:
         """The node gave up on its lease: requeue the task or, past the limit, fail it."""
         with self._session() as session:
             task = self._live_task(session, lease_id, node_id)
-            self._record_failure(session, task, reason, now)
+            record_task_failure(session, task, reason, now, self.policy.max_attempts)
             session.commit()
             return task
 
@@ -345,7 +379,7 @@ class FarmStore:
                 .where(col(TaskRecord.lease_expires_at) < now)
             ).all()
             for task in expired:
-                self._record_failure(session, task, LEASE_EXPIRED, now)
+                record_task_failure(session, task, LEASE_EXPIRED, now, self.policy.max_attempts)
             session.commit()
             return list(expired)
 
@@ -378,24 +412,28 @@ class FarmStore:
             raise LeaseLost(f"the task is {task.state} now")
         return task
 
-    def _record_failure(self, session: Session, task: TaskRecord, reason: str, now: float) -> None:
-        session.add(
-            TaskFailureRecord(
-                task_id=task.task_id,
-                job_id=task.job_id,
-                node_id=task.node_id or "",
-                reason=reason[:2000],
-                at=now,
-            )
+
+def record_task_failure(
+    session: Session, task: TaskRecord, reason: str, now: float, max_attempts: int
+) -> None:
+    """A lease ended without an accepted result: requeue the task, or give it up."""
+    session.add(
+        TaskFailureRecord(
+            task_id=task.task_id,
+            job_id=task.job_id,
+            node_id=task.node_id or "",
+            reason=reason[:2000],
+            at=now,
         )
-        task.attempts += 1
-        task.error = reason[:2000]
-        task.lease_id = None
-        task.lease_expires_at = None
-        task.updated_at = now
-        if task.attempts >= self.policy.max_attempts:
-            task.state = TaskState.FAILED
-        else:
-            task.state = TaskState.QUEUED
-            task.queued_at = now
-        session.add(task)
+    )
+    task.attempts += 1
+    task.error = reason[:2000]
+    task.lease_id = None
+    task.lease_expires_at = None
+    task.updated_at = now
+    if task.attempts >= max_attempts:
+        task.state = TaskState.FAILED
+    else:
+        task.state = TaskState.QUEUED
+        task.queued_at = now
+    session.add(task)

@@ -1,0 +1,101 @@
+"""VerifierService: hands out Proof-of-Render checks and applies their verdicts."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from coordinator.access import AccessPolicy
+from coordinator.api import convert
+from coordinator.api.auth import LOCAL_ADMIN, current_caller
+from coordinator.api.errors import require_id
+from coordinator.events import JobEvents
+from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.store import FarmStore
+from frameproof.v1 import farm_pb2 as pb
+from frameproof.v1 import farm_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+TILES_PER_CHECK = 3
+IDLE_RETRY_MS = 500
+
+
+class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
+    def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
+                 events: JobEvents, *, lease_seconds: float) -> None:
+        self.store = store
+        self.proof = proof
+        self.access = access
+        self.events = events
+        self.lease_seconds = lease_seconds
+
+    async def LeaseVerification(self, request, context):
+        verifier_id = await self._verifier(request.verifier_id, context)
+        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds)
+        if check is None:
+            return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
+        job = self.store.get_job(check.job_id)
+        scene = self.store.get_scene(job.scene_id) if job else None
+        frame = next((r for r in self.store.list_frame_results(check.job_id)
+                      if r.frame == check.frame), None)
+        if job is None or scene is None or frame is None:
+            log.warning("verification %s has no frame to check", check.verification_id)
+            return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
+        return pb.LeaseVerificationResponse(task=pb.VerificationTask(
+            verification_id=check.verification_id,
+            job_id=check.job_id,
+            frame=check.frame,
+            scene_id=job.scene_id,
+            main_file=scene.main_file,
+            settings=convert.settings_from_json(job.settings_json),
+            image=pb.BlobRef(sha256=frame.blob_sha256, size=frame.blob_size),
+            node_id=check.node_id,
+            node_blender_version=check.blender_version,
+            node_device=check.device,
+            render_tiles=check.render_tiles,
+            tile_count=TILES_PER_CHECK,
+            expires_unix_ms=int((check.lease_expires_at or 0) * 1000),
+        ))
+
+    async def SubmitVerification(self, request, context):
+        verifier_id = await self._verifier(request.verifier_id, context)
+        verification_id = await require_id(context, request.verification_id, "verification_id")
+        details = {
+            "render_seconds": request.render_seconds,
+            "tiles": [
+                {"x": t.x, "y": t.y, "w": t.width, "h": t.height, "mode": t.mode,
+                 "outcome": t.outcome, "scores": dict(t.scores), "reason": t.reason}
+                for t in request.tiles[:64]
+            ],
+        }
+        result = VerificationResult(passed=request.passed, reason=request.reason[:2000],
+                                    mode=request.mode[:32], pixel_sha256=request.pixel_sha256[:64],
+                                    details=details)
+        try:
+            finished = self.proof.finish_verification(verification_id, verifier_id, result,
+                                                      time.time())
+        except VerificationGone as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        self.events.changed(finished.job_id)
+        if finished.rejected:
+            log.warning("job %s frame %d from node %s REJECTED: %s", finished.job_id,
+                        finished.frame, finished.node_id[:12], request.reason)
+        if finished.change and finished.change.tier_after != finished.change.tier_before:
+            log.info("node %s: %s -> %s", finished.node_id[:12], finished.change.tier_before,
+                     finished.change.tier_after)
+        return pb.SubmitVerificationResponse(accepted=True)
+
+    async def _verifier(self, verifier_id: str, context: grpc.aio.ServicerContext) -> str:
+        caller = current_caller()
+        if not self.access.is_verifier(caller):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "this key is not a verifier of this coordinator")
+        if caller == LOCAL_ADMIN:  # the local socket: the OS vouched, the id is the verifier's
+            return await require_id(context, verifier_id, "verifier_id")
+        if verifier_id and verifier_id != caller.pubkey:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "verifier_id is not the public key that signed this call")
+        return caller.pubkey

@@ -1,0 +1,118 @@
+"""`Payments.check`: prove the ledger and the chain agree exactly, line by line.
+
+Kept apart from the service because it reads everything and trusts nothing it wrote: it
+recomputes what each landed operation must have posted and compares amounts with the chain.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, select
+
+from coordinator.payments import ledger
+from coordinator.payments.models import (
+    OP_LANDED,
+    OPEN_STATES,
+    ChainOpRecord,
+    FrameChargeRecord,
+    JobBillingRecord,
+    LedgerLineRecord,
+    PostingRecord,
+)
+from coordinator.payments.results import CheckReport
+
+if TYPE_CHECKING:
+    from coordinator.payments.payments import Payments
+
+
+def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
+    """See `Payments.check`; every line is a verdict, "MISMATCH ..." lines make it fail."""
+    lines: list[str] = []
+
+    def verdict(good: bool, text: str) -> None:
+        lines.append(("ok       " if good else "MISMATCH ") + text)
+
+    with Session(payments.engine) as session:
+        ops = session.exec(select(ChainOpRecord)).all()
+        posted: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for op_id, account, amount in session.exec(
+            select(PostingRecord.op_id, LedgerLineRecord.account, LedgerLineRecord.amount)
+            .join(PostingRecord, col(PostingRecord.posting_id) == col(LedgerLineRecord.posting_id))
+        ).all():
+            posted[op_id].append((account, int(amount)))
+        unbalanced = ledger.unbalanced_postings(session)
+        issued = ledger.balance(session, ledger.ISSUED)
+        burned = ledger.balance(session, ledger.BURNED)
+        escrows = ledger.balances(session, "escrow:")
+        jobs = session.exec(select(JobBillingRecord)).all()
+        burned_per_job: dict[str, int] = defaultdict(int)
+        for charge in session.exec(select(FrameChargeRecord)).all():
+            burned_per_job[charge.job_id] += charge.tokens_burned
+
+    postings = len(posted)
+    verdict(not unbalanced, f"{postings} postings balance to zero" if not unbalanced else
+            "unbalanced postings: " + ", ".join(f"#{pid} off by {d}" for pid, d in unbalanced))
+
+    bad_ops = 0
+    for op in ops:
+        got = sorted(posted.get(op.op_id, []))
+        if op.state == OP_LANDED:
+            want = sorted(ledger.movement_lines(op.kind, op.amount, owner=op.owner,
+                                                job_id=op.job_id or ""))
+            if got != want:
+                bad_ops += 1
+                verdict(False, f"{op.kind} {op.op_id}: posted {got}, expected {want}")
+            if verify_signatures and op.signature:
+                status = payments.chain.status(op.signature)
+                if status != "landed":
+                    bad_ops += 1
+                    verdict(False, f"{op.kind} {op.op_id}: ledger says landed, chain says "
+                                   f"{status} ({op.signature})")
+        elif got:
+            bad_ops += 1
+            verdict(False, f"{op.kind} {op.op_id} is {op.state} but has ledger lines {got}")
+    landed = sum(op.state == OP_LANDED for op in ops)
+    if not bad_ops:
+        checked = " (signatures verified on chain)" if verify_signatures else ""
+        verdict(True, f"{landed} landed operations posted exactly once{checked}")
+    pending = [op for op in ops if op.state in OPEN_STATES]
+    if pending:
+        lines.append(f"pending  {len(pending)} operations not final (run reconcile_pending): "
+                     + ", ".join(f"{op.kind} {op.op_id} {op.state}" for op in pending[:10]))
+
+    chain_escrow = payments.chain.escrow_balance()
+    ledger_escrow = sum(escrows.values())
+    verdict(ledger_escrow == chain_escrow,
+            f"escrow: ledger {ledger_escrow}, chain {chain_escrow}")
+    minted_total = -issued
+    ledger_supply = minted_total - burned
+    chain_supply = payments.chain.supply()
+    verdict(ledger_supply == chain_supply,
+            f"supply: ledger minted {minted_total} - burned {burned} = {ledger_supply}, "
+            f"chain {chain_supply}")
+    for kind, total in (("minted", minted_total), ("burned", burned)):
+        kinds = ("grant", "mint") if kind == "minted" else ("burn",)
+        ops_total = sum(op.amount for op in ops if op.state == OP_LANDED and op.kind in kinds)
+        verdict(total == ops_total, f"{kind} total: ledger {total}, landed ops {ops_total}")
+
+    open_jobs = {op.job_id for op in pending if op.job_id}
+    for job in jobs:
+        held = escrows.get(ledger.escrow_account(job.job_id), 0)
+        if held < 0:
+            verdict(False, f"job {job.job_id}: escrow account is negative ({held})")
+        if burned_per_job[job.job_id] != job.charged:
+            verdict(False, f"job {job.job_id}: frames burned {burned_per_job[job.job_id]}, "
+                           f"billing charged {job.charged}")
+        if job.job_id in open_jobs or job.state in ("opening", "failed"):
+            continue
+        want = job.deposited - job.charged - job.refunded
+        if held != want:
+            verdict(False, f"job {job.job_id}: escrow holds {held}, billing says {want} "
+                           f"(deposited {job.deposited} - charged {job.charged} - refunded "
+                           f"{job.refunded})")
+    if not any(line.startswith("MISMATCH job") for line in lines):
+        verdict(True, f"{len(jobs)} jobs: escrow accounts match their billing")
+    ok = not any(line.startswith("MISMATCH") for line in lines)
+    return CheckReport(ok, lines)

@@ -1,0 +1,320 @@
+"""Proof-of-Render persistence: the verification queue and node reputation.
+
+Finishing a verification is one transaction that approves or rejects the frame,
+moves the task on and records the node's reputation change with its reason, so a
+crash can never leave a frame approved without its node's record, or the reverse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from coordinator.domain.states import TaskState
+from coordinator.storage.models import (
+    FrameResultRecord,
+    NodeStandingRecord,
+    ReputationEventRecord,
+    TaskRecord,
+    VerificationRecord,
+)
+from coordinator.storage.store import SchedulingPolicy, record_task_failure
+from verifier import reputation
+from verifier.reputation import NodeStanding, Outcome, ReputationChange
+
+TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    passed: bool
+    reason: str
+    mode: str
+    pixel_sha256: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinishedVerification:
+    job_id: str
+    frame: int
+    node_id: str
+    approved: bool
+    rejected: bool
+    escalated: bool  # the frame was not sampled but needs tiles after all (duplicate pixels)
+    task_done: bool
+    change: ReputationChange | None
+
+
+class VerificationGone(Exception):
+    """The verification is not leased to this verifier (expired, finished or unknown)."""
+
+
+def standing_of(record: NodeStandingRecord | None) -> NodeStanding:
+    if record is None:
+        return NodeStanding()
+    return NodeStanding(
+        score=record.score,
+        consecutive_verified=record.consecutive_verified,
+        verified=record.verified,
+        failed=record.failed,
+        delivered=record.delivered,
+        frames_since_failure=record.frames_since_failure,
+        quarantined=record.quarantined,
+    )
+
+
+def node_rank(standing: NodeStanding) -> int:
+    """1 for Tier 1 ... 3 for Tier 3 and probation (quarantined nodes get no rank)."""
+    return TIER_RANKS.get(standing.tier, 3)
+
+
+class ProofStore:
+    def __init__(self, engine: Engine, policy: SchedulingPolicy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or SchedulingPolicy()
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------ reputation
+
+    def standing_record(self, node_id: str) -> NodeStandingRecord:
+        with self._session() as session:
+            return session.get(NodeStandingRecord, node_id) or NodeStandingRecord(node_id=node_id)
+
+    def standing(self, node_id: str) -> NodeStanding:
+        with self._session() as session:
+            return standing_of(session.get(NodeStandingRecord, node_id))
+
+    def standings(self) -> dict[str, NodeStandingRecord]:
+        with self._session() as session:
+            return {r.node_id: r for r in session.exec(select(NodeStandingRecord))}
+
+    def history(self, node_id: str, limit: int) -> list[ReputationEventRecord]:
+        with self._session() as session:
+            query = (
+                select(ReputationEventRecord)
+                .where(ReputationEventRecord.node_id == node_id)
+                .order_by(col(ReputationEventRecord.id).desc())
+                .limit(limit)
+            )
+            return list(session.exec(query))
+
+    def record_outcome(
+        self, node_id: str, outcome: Outcome, now: float, *, job_id: str = "", frame: int = 0,
+        details: dict[str, Any] | None = None,
+    ) -> ReputationChange:
+        """A reliability event (lease completed, abandoned, timed out, crashed)."""
+        with self._session() as session:
+            change = _apply(session, node_id, outcome, now, job_id, frame, details or {})
+            session.commit()
+            return change
+
+    def count_completed_lease(self, node_id: str, now: float) -> None:
+        with self._session() as session:
+            record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(
+                node_id=node_id
+            )
+            record.leases_completed += 1
+            record.updated_at = now
+            session.add(record)
+            session.commit()
+
+    def set_quarantine(self, node_id: str, quarantined: bool, reason: str, now: float) -> None:
+        with self._session() as session:
+            record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(
+                node_id=node_id
+            )
+            before = standing_of(record)
+            record.quarantined = quarantined
+            record.updated_at = now
+            session.add(record)
+            session.add(ReputationEventRecord(
+                node_id=node_id, at=now, kind="quarantine" if quarantined else "release",
+                score_before=before.score, score_after=before.score,
+                tier_after=standing_of(record).tier, reason=reason,
+            ))
+            session.commit()
+
+    # ------------------------------------------------------------ verification queue
+
+    def lease_verification(self, verifier_id: str, now: float,
+                           lease_seconds: float) -> VerificationRecord | None:
+        with self._session() as session:
+            candidates = session.exec(
+                select(VerificationRecord.verification_id)
+                .where(VerificationRecord.state == "queued")
+                .order_by(col(VerificationRecord.created_at))
+                .limit(8)
+            ).all()
+            for verification_id in candidates:
+                claimed = session.execute(
+                    update(VerificationRecord)
+                    .where(col(VerificationRecord.verification_id) == verification_id)
+                    .where(col(VerificationRecord.state) == "queued")
+                    .values(state="leased", verifier_id=verifier_id,
+                            lease_expires_at=now + lease_seconds)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    session.commit()
+                    return session.get(VerificationRecord, verification_id)
+            return None
+
+    def requeue_expired_verifications(self, now: float) -> int:
+        with self._session() as session:
+            result = session.execute(
+                update(VerificationRecord)
+                .where(col(VerificationRecord.state) == "leased")
+                .where(col(VerificationRecord.lease_expires_at) < now)
+                .values(state="queued", verifier_id="", lease_expires_at=None)
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish_verification(self, verification_id: str, verifier_id: str,
+                            result: VerificationResult, now: float) -> FinishedVerification:
+        """Apply a verifier's verdict: approve or reject the frame, move the task and the node."""
+        with self._session() as session:
+            check = session.get(VerificationRecord, verification_id)
+            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+                raise VerificationGone(f"verification {verification_id} is not leased to you")
+            if result.passed and not check.render_tiles and self._duplicate(session, check,
+                                                                             result):
+                # Identical pixels elsewhere may be an honest still frame or a copied one:
+                # only a re-render can tell, so the frame is sampled after all.
+                check.render_tiles = True
+                check.state = "queued"
+                check.verifier_id = ""
+                check.lease_expires_at = None
+                check.pixel_sha256 = result.pixel_sha256
+                session.add(check)
+                session.commit()
+                return FinishedVerification(check.job_id, check.frame, check.node_id, False,
+                                            False, True, False, None)
+            check.state = "done"
+            check.passed = result.passed
+            check.reason = result.reason[:2000]
+            check.mode = result.mode
+            check.details_json = json.dumps(result.details)[:100_000]
+            check.pixel_sha256 = result.pixel_sha256
+            check.finished_at = now
+            session.add(check)
+            task = session.get(TaskRecord, check.task_id)
+            assert task is not None
+            details = {"verification_id": verification_id, "tiles_checked": check.render_tiles,
+                       "mode": result.mode, "reason": result.reason}
+            if result.passed:
+                outcome = Outcome.VERIFIED if check.render_tiles else Outcome.DELIVERED
+                change = _apply(session, check.node_id, outcome, now, check.job_id, check.frame,
+                                details)
+                task_done = self._approve(session, check, result, now)
+                session.commit()
+                return FinishedVerification(check.job_id, check.frame, check.node_id, True,
+                                            False, False, task_done, change)
+            change = _apply(session, check.node_id, Outcome.FAILED, now, check.job_id,
+                            check.frame, details)
+            self._reject(session, check, task, result.reason, now)
+            if change.recheck_recent:
+                self._sample_pending(session, check.node_id, change.recheck_recent)
+            session.commit()
+            return FinishedVerification(check.job_id, check.frame, check.node_id, False, True,
+                                        False, False, change)
+
+    def _duplicate(self, session: Session, check: VerificationRecord,
+                   result: VerificationResult) -> bool:
+        if not result.pixel_sha256:
+            return False
+        twin = session.exec(
+            select(FrameResultRecord.frame)
+            .where(FrameResultRecord.pixel_sha256 == result.pixel_sha256)
+            .where((col(FrameResultRecord.job_id) != check.job_id)
+                   | (col(FrameResultRecord.frame) != check.frame))
+            .limit(1)
+        ).first()
+        return twin is not None
+
+    def _approve(self, session: Session, check: VerificationRecord,
+                 result: VerificationResult, now: float) -> bool:
+        frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+        if frame is not None:
+            frame.verdict = "approved"
+            frame.pixel_sha256 = result.pixel_sha256
+            frame.verification = (f"passed: {result.mode}" if check.render_tiles
+                                  else "passed cheap checks (not sampled)")
+            session.add(frame)
+        pending = session.exec(
+            select(FrameResultRecord.frame)
+            .where(FrameResultRecord.task_id == check.task_id)
+            .where(FrameResultRecord.verdict != "approved")
+        ).first()
+        task = session.get(TaskRecord, check.task_id)
+        if pending is None and task is not None and task.state == TaskState.VERIFYING:
+            task.state = TaskState.DONE
+            task.updated_at = now
+            session.add(task)
+            return True
+        return False
+
+    def _reject(self, session: Session, check: VerificationRecord, task: TaskRecord,
+                reason: str, now: float) -> None:
+        """The node's whole task goes back to the queue, for another node to render."""
+        session.execute(delete(FrameResultRecord).where(
+            col(FrameResultRecord.task_id) == task.task_id))
+        session.execute(
+            update(VerificationRecord)
+            .where(col(VerificationRecord.task_id) == task.task_id)
+            .where(col(VerificationRecord.state).in_(["queued", "leased"]))
+            .values(state="cancelled", finished_at=now)
+        )
+        if task.state == TaskState.VERIFYING:
+            record_task_failure(session, task, f"rejected by Proof-of-Render: {reason}", now,
+                                self.policy.max_attempts)
+
+    def _sample_pending(self, session: Session, node_id: str, limit: int) -> None:
+        """After a failure, the node's frames still waiting are all re-rendered in tiles."""
+        waiting = session.exec(
+            select(VerificationRecord.verification_id)
+            .where(VerificationRecord.node_id == node_id)
+            .where(VerificationRecord.state == "queued")
+            .order_by(col(VerificationRecord.created_at).desc())
+            .limit(limit)
+        ).all()
+        if waiting:
+            session.execute(update(VerificationRecord)
+                            .where(col(VerificationRecord.verification_id).in_(waiting))
+                            .values(render_tiles=True))
+
+    def verifications_of(self, job_id: str) -> list[VerificationRecord]:
+        with self._session() as session:
+            query = (select(VerificationRecord).where(VerificationRecord.job_id == job_id)
+                     .order_by(col(VerificationRecord.created_at)))
+            return list(session.exec(query))
+
+
+def _apply(session: Session, node_id: str, outcome: Outcome, now: float, job_id: str,
+           frame: int, details: dict[str, Any]) -> ReputationChange:
+    record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(node_id=node_id)
+    new, change = reputation.apply_outcome(standing_of(record), outcome)
+    record.score = new.score
+    record.consecutive_verified = new.consecutive_verified
+    record.verified = new.verified
+    record.failed = new.failed
+    record.delivered = new.delivered
+    record.frames_since_failure = new.frames_since_failure
+    record.quarantined = new.quarantined
+    if outcome in (Outcome.ABANDONED, Outcome.TIMEOUT, Outcome.CRASH):
+        record.leases_abandoned += 1
+    record.updated_at = now
+    session.add(record)
+    session.add(ReputationEventRecord(
+        node_id=node_id, at=now, kind=outcome.value, score_before=change.score_before,
+        score_after=change.score_after, tier_after=change.tier_after, reason=change.reason,
+        job_id=job_id, frame=frame, details_json=json.dumps(details)[:100_000],
+    ))
+    return change

@@ -1,0 +1,157 @@
+"""The verifier's loop: lease a verification, fetch scene and image, check, report.
+
+It speaks the same signed gRPC as nodes, so it runs beside the coordinator (which
+starts one by default) or anywhere else with a key the coordinator trusts as a
+verifier. The same loop could run on trusted nodes of another operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from frameproof.blender.worker import BlenderError, BlenderWorker
+from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
+from frameproof.render_settings import frame_size, from_proto
+from frameproof.scene_cache import SceneCache
+from frameproof.transfer import TransferError, download_blob
+from frameproof.v1 import farm_pb2 as pb
+from verifier.checker import FrameJob, check_frame
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    coordinator: str
+    work_dir: Path
+    keypair_path: Path | None = None
+    threads: int = 0
+    tls_ca: Path | None = None
+
+
+class Verifier:
+    def __init__(self, config: VerifierConfig) -> None:
+        self.config = config
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        keypair = load_or_create_keypair(
+            config.keypair_path or config.work_dir / "verifier-keypair.json"
+        )
+        self.verifier_id = str(keypair.pubkey())
+        self.client = FarmClient(config.coordinator, keypair, tls_ca=config.tls_ca)
+        self.scenes = SceneCache(config.work_dir / "cache", self.client.blobs)
+        self.blender = BlenderWorker(
+            threads=config.threads, log_path=config.work_dir / "blender.log"
+        )
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    response = self.client.verifier.LeaseVerification(
+                        pb.LeaseVerificationRequest(
+                            verifier_id=self.verifier_id,
+                            blender_version=self.blender.blender_version(),
+                            device=self.blender.device,
+                        ),
+                        timeout=CALL_TIMEOUT,
+                        wait_for_ready=True,
+                    )
+                except grpc.RpcError as error:
+                    log.warning("coordinator unavailable (%s); retrying", error.code())
+                    self.stopping.wait(2.0)
+                    continue
+                if not response.HasField("task"):
+                    self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
+                    continue
+                self.verify(response.task)
+        finally:
+            self.blender.close()
+            self.client.close()
+
+    def verify(self, task: pb.VerificationTask) -> None:
+        scratch = self.config.work_dir / "scratch"
+        scratch.mkdir(exist_ok=True)
+        image = scratch / f"node-{task.image.sha256}"
+        try:
+            download_blob(self.client.blobs, task.image.sha256, image)
+            blend = self.scenes.fetch(task.scene_id) if task.render_tiles else Path()
+            width, height = frame_size(task.settings)
+            outcome = check_frame(
+                FrameJob(
+                    blend=blend,
+                    frame=task.frame,
+                    settings=from_proto(task.settings),
+                    width=width,
+                    height=height,
+                    node_blender_version=task.node_blender_version,
+                    node_device=task.node_device,
+                    render_tiles=task.render_tiles,
+                    tile_count=task.tile_count or 3,
+                ),
+                image,
+                self.blender,
+                scratch,
+            )
+        except (TransferError, BlenderError, OSError) as error:
+            # Our own trouble, not the node's: let the lease lapse and try again later.
+            log.error("verification %s could not run: %s", task.verification_id, error)
+            return
+        finally:
+            image.unlink(missing_ok=True)
+        request = pb.SubmitVerificationRequest(
+            verifier_id=self.verifier_id,
+            verification_id=task.verification_id,
+            passed=outcome.passed,
+            reason=outcome.reason,
+            pixel_sha256=outcome.pixel_sha256,
+            render_seconds=outcome.render_seconds,
+            mode=outcome.mode,
+            tiles=[
+                pb.TileCheck(
+                    x=t.x,
+                    y=t.y,
+                    width=t.w,
+                    height=t.h,
+                    mode=outcome.mode,
+                    outcome=v.outcome.value,
+                    scores=v.scores,
+                    reason=v.reason,
+                )
+                for t, v in outcome.tiles
+            ],
+        )
+        for attempt in range(10):
+            try:
+                self.client.verifier.SubmitVerification(
+                    request, timeout=CALL_TIMEOUT, wait_for_ready=True
+                )
+                break
+            except grpc.RpcError as error:
+                if error.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    log.warning("verdict for %s refused: %s", task.verification_id, error.details())
+                    return
+                time.sleep(min(2**attempt * 0.2, 5))
+        log.info(
+            "job %s frame %d: %s (%s) %s",
+            task.job_id,
+            task.frame,
+            "passed" if outcome.passed else "FAILED",
+            outcome.mode,
+            outcome.reason,
+        )
