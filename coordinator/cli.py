@@ -1,22 +1,54 @@
-"""`render-coordinator`: run the farm's coordinator."""
+"""`render-coordinator`: run the farm's coordinator, and administer it.
+
+`serve` runs the gRPC service. `epoch close` and `ledger check` act on the
+coordinator that owns a data dir: through its local admin socket when it is
+running, directly on its database and chain when it is stopped.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import sys
 from pathlib import Path
 
-from coordinator.server import CoordinatorConfig, serve
+import grpc
+from solders.keypair import Keypair
+
+from coordinator.server import CoordinatorConfig, admin_socket_path, serve
+from frameproof.client import FarmClient
+from frameproof.v1 import farm_pb2 as pb
+
+SAVED_CONFIG = "coordinator.json"  # what `serve` ran with, for the offline admin commands
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="render-coordinator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="render-coordinator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve the gRPC API until SIGTERM")
+    _serve_arguments(commands.add_parser("serve", help="serve the gRPC API until SIGTERM"))
+    epoch = commands.add_parser("epoch", help="epochs of node payouts")
+    epoch_commands = epoch.add_subparsers(dest="action", required=True)
+    _admin_arguments(epoch_commands.add_parser("close", help="mint the open epoch's emission "
+                                               "to node operators now"))
+    ledger = commands.add_parser("ledger", help="the payments ledger")
+    ledger_commands = ledger.add_subparsers(dest="action", required=True)
+    _admin_arguments(ledger_commands.add_parser("check", help="prove the ledger and the chain "
+                                                "agree; exit 1 when they do not"))
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, parser)
+    if args.command == "epoch":
+        return _epoch_close(args)
+    return _ledger_check(args)
+
+
+def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
     run.add_argument("--data-dir", type=Path, default=Path(".farm"),
-                     help="database, blobs and scenes live here (default .farm)")
+                     help="database, blobs, scenes and the embedded chain live here")
     run.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db "
                                   "(default: SQLite in the data dir)")
     run.add_argument("--lease-seconds", type=float, default=60.0,
@@ -35,8 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--verifier-threads", type=int, default=0)
     run.add_argument("--verifier-pubkey", action="append", default=[],
                      help="a public key allowed to run render-verifier (repeatable)")
+    run.add_argument("--cluster", help="devnet, testnet, mainnet-beta, localnet or an RPC URL "
+                     "(default: the embedded chain in the data dir)")
+    run.add_argument("--treasury-keypair", type=Path,
+                     help="RPC clusters: the mint authority's Solana keypair file")
+    run.add_argument("--mint", help="RPC clusters: the farm token's mint address")
+    run.add_argument("--epoch-seconds", type=float, default=86_400.0,
+                     help="length of a payout epoch (default one day)")
     run.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+
+
+def _admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path(".farm"))
+    parser.add_argument("--json", action="store_true")
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = CoordinatorConfig(
@@ -52,14 +100,107 @@ def main(argv: list[str] | None = None) -> int:
         verifiers=tuple(args.verifier_pubkey),
         run_verifier=not args.no_verifier,
         verifier_threads=args.verifier_threads,
+        cluster=args.cluster,
+        treasury_keypair=args.treasury_keypair,
+        mint=args.mint,
+        epoch_seconds=args.epoch_seconds,
     )
-    if bool(args.tls_cert) != bool(args.tls_key):
-        parser.error("--tls-cert and --tls-key go together")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    (args.data_dir / SAVED_CONFIG).write_text(json.dumps({
+        "db_url": args.db, "cluster": args.cluster, "mint": args.mint,
+        "treasury_keypair": str(args.treasury_keypair) if args.treasury_keypair else None,
+        "epoch_seconds": args.epoch_seconds,
+    }, indent=2))
     try:
         asyncio.run(serve(config))
     except OSError as error:
         parser.exit(2, f"render-coordinator: {error}\n")
     return 0
+
+
+def _running_admin(data_dir: Path) -> FarmClient | None:
+    """A client on the running coordinator's admin socket, or None when it is stopped."""
+    socket = admin_socket_path(data_dir)
+    if not socket.exists():
+        return None
+    client = FarmClient(f"unix:{socket.resolve()}", Keypair())
+    try:
+        grpc.channel_ready_future(client.channel).result(timeout=3)
+    except grpc.FutureTimeoutError:
+        client.close()
+        return None
+    return client
+
+
+def _offline(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Database, chain and payments of a stopped coordinator."""
+    from coordinator.server import open_payments
+    from coordinator.storage.database import open_database, sqlite_url
+    from coordinator.storage.proof import ProofStore
+    from coordinator.storage.store import FarmStore
+
+    saved = json.loads((data_dir / SAVED_CONFIG).read_text()) if (
+        data_dir / SAVED_CONFIG).exists() else {}
+    config = CoordinatorConfig(
+        data_dir=data_dir, db_url=saved.get("db_url"), cluster=saved.get("cluster"),
+        mint=saved.get("mint"), epoch_seconds=saved.get("epoch_seconds") or 86_400.0,
+        treasury_keypair=Path(saved["treasury_keypair"]) if saved.get("treasury_keypair")
+        else None,
+    )
+    engine = open_database(config.db_url or sqlite_url(data_dir))
+    return FarmStore(engine), ProofStore(engine), open_payments(config, engine)
+
+
+def _epoch_close(args: argparse.Namespace) -> int:
+    client = _running_admin(args.data_dir)
+    if client is not None:
+        with client:
+            summary = client.admin.CloseEpoch(pb.CloseEpochRequest(), timeout=300)
+        payouts = [(node, p.minted, p.signature) for node, p in zip(summary.node_ids,
+                                                                   summary.payouts, strict=True)]
+        epoch, emission = summary.epoch, summary.emission
+    else:
+        import time
+
+        from coordinator.api.admin_service import close_epoch_now
+
+        store, proof, payments = _offline(args.data_dir)
+        try:
+            result = close_epoch_now(store, proof, payments, time.time())
+        finally:
+            payments.chain.close()
+        payouts = [(p.node_id, p.amount, p.signature or "") for p in result.payouts]
+        epoch, emission = result.epoch, result.emission
+    if args.json:
+        print(json.dumps({"epoch": epoch, "emission": emission, "payouts": [
+            {"node_id": n, "minted": m, "signature": s} for n, m, s in payouts]}, indent=2))
+    else:
+        print(f"epoch {epoch} closed: emission {emission} base units to {len(payouts)} node(s)")
+        for node, minted, signature in payouts:
+            print(f"  {node}  {minted}  {signature}")
+    return 0
+
+
+def _ledger_check(args: argparse.Namespace) -> int:
+    client = _running_admin(args.data_dir)
+    if client is not None:
+        with client:
+            report = client.admin.CheckLedger(pb.CheckLedgerRequest(), timeout=300)
+        ok, lines = report.ok, list(report.lines)
+    else:
+        _, _, payments = _offline(args.data_dir)
+        try:
+            result = payments.check()
+        finally:
+            payments.chain.close()
+        ok, lines = result.ok, result.lines
+    if args.json:
+        print(json.dumps({"ok": ok, "lines": lines}, indent=2))
+    else:
+        print("\n".join(lines))
+        print("ledger and chain agree" if ok else "MISMATCH: ledger and chain disagree",
+              file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ from coordinator.api.job_service import JobServicer
 from coordinator.api.node_service import NodeServicer
 from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
+from coordinator.chain import open_chain
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
+from coordinator.payments import Payments
+from coordinator.payments.epochs import EpochConfig
+from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
@@ -45,6 +49,7 @@ SERVICE_NAMES = tuple(
     for name in ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
 )
 VERIFICATION_LEASE_SECONDS = 120.0
+SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class CoordinatorConfig:
     verifiers: tuple[str, ...] = ()  # public keys allowed to verify, besides the admins
     run_verifier: bool = True  # start a verifier worker beside the coordinator
     verifier_threads: int = 0
+    cluster: str | None = None  # None: the embedded chain under data_dir/chain
+    treasury_keypair: Path | None = None  # RPC clusters: the mint authority's keypair
+    mint: str | None = None  # RPC clusters: the farm token's mint address
+    epoch_seconds: float = 86_400.0
 
 
 def admin_keypair_path(data_dir: Path) -> Path:
@@ -80,12 +89,14 @@ class RunningCoordinator:
     store: FarmStore
     background: list[asyncio.Task]
     admin_address: str
+    payments: Payments
 
     async def stop(self, grace: float = 5.0) -> None:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        self.payments.chain.close()
 
 
 async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
@@ -107,12 +118,17 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
     access = AccessPolicy(store, admins, frozenset(config.verifiers))
+    payments = open_payments(config, engine)
+    await asyncio.to_thread(payments.reconcile_pending)
+    settlement = Settlement(store, proof, payments, on_change=events.changed)
     servicers = (
-        JobServicer(store, intake, events, access),
-        NodeServicer(store, proof, blobs, events, heartbeat_seconds=config.heartbeat_seconds),
+        JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
+            None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster)),
+        NodeServicer(store, proof, blobs, events, payments,
+                     heartbeat_seconds=config.heartbeat_seconds),
         BlobStoreServicer(blobs, may_download=access.may_read_blob),
         VerifierServicer(store, proof, access, events, lease_seconds=VERIFICATION_LEASE_SECONDS),
-        AdminServicer(store, proof, access),
+        AdminServicer(store, proof, access, payments),
     )
     nonces = NonceCache()
     server, health = _build_server(servicers, SignedCallInterceptor(nonces))
@@ -134,11 +150,32 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                                       config.lease_seconds))
     admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
                      else f"{_loopback(config.listen)}:{port}")
-    background = [reaper]
+    background = [reaper, asyncio.create_task(_settle(settlement))]
     if config.run_verifier:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
-                              admin_address=admin_address)
+                              admin_address=admin_address, payments=payments)
+
+
+def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:
+    """The chain (embedded by default) and the payments ledger over the farm's database."""
+    chain = open_chain(config.cluster, data_dir=config.data_dir,
+                       treasury_keypair=config.treasury_keypair, mint=config.mint)
+    return Payments(engine, chain, epochs=EpochConfig(length_seconds=config.epoch_seconds))
+
+
+def _is_local_url(cluster: str | None) -> bool:
+    return bool(cluster) and any(h in str(cluster) for h in ("127.0.0.1", "localhost"))
+
+
+async def _settle(settlement: Settlement) -> None:
+    """Book charges, refunds and epochs every second (see coordinator.settlement)."""
+    while True:
+        await asyncio.sleep(SETTLE_SECONDS)
+        try:
+            await asyncio.to_thread(settlement.sweep)
+        except Exception:  # a chain outage must not stop the loop: the next sweep retries
+            log.exception("settlement sweep failed")
 
 
 def _loopback(listen: str) -> str:

@@ -10,12 +10,16 @@ import socket
 import sys
 from pathlib import Path
 
+import grpc
 from google.protobuf.json_format import MessageToDict
 
 from frameproof.blender.worker import BlenderError, BlenderWorker
-from frameproof.client import coordinator_address
+from frameproof.client import FarmClient, coordinator_address
+from frameproof.identity import load_or_create_keypair
+from frameproof.v1 import farm_pb2 as pb
+from frameproof.wallet import tokens
 from render_node.daemon import NodeConfig, RenderNode
-from render_node.sysinfo import capabilities
+from render_node.sysinfo import capabilities, save_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     info = commands.add_parser("info", help="print what this node would advertise")
     info.add_argument("--threads", type=int, default=0)
 
+    bench = commands.add_parser("benchmark", help="render the reference scene and save this "
+                                "node's score in its work dir (1.0 = the reference machine)")
+    bench.add_argument("--work-dir", type=Path, required=True)
+    bench.add_argument("--threads", type=int, default=0)
+
+    earnings = commands.add_parser("earnings", help="tokens minted to this node, per epoch")
+    earnings.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    earnings.add_argument("--work-dir", type=Path, required=True)
+    earnings.add_argument("--keypair", type=Path)
+    earnings.add_argument("--tls-ca", type=Path)
+    earnings.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info(args.threads)
+    if args.command == "benchmark":
+        return _benchmark(args.work_dir, args.threads)
+    if args.command == "earnings":
+        return _earnings(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     memory = int(args.memory_limit_gb * 2**30) if args.memory_limit_gb else None
@@ -60,6 +80,48 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: node.stop())
     print(f"node {node.node_id} working for {node.config.coordinator}", flush=True)
     node.run()
+    return 0
+
+
+def _benchmark(work_dir: Path, threads: int) -> int:
+    from render_node.benchmark import run_benchmark
+
+    result = run_benchmark(threads=threads)
+    save_benchmark(work_dir, result.score, result.seconds)
+    print(json.dumps({"score": round(result.score, 4), "seconds": round(result.seconds, 3),
+                      "reference_seconds": result.reference_seconds,
+                      "blender_version": result.blender_version, "device": result.device},
+                     indent=2))
+    return 0
+
+
+def _earnings(args: argparse.Namespace) -> int:
+    keypair_path = args.keypair or args.work_dir / "node-keypair.json"
+    if not keypair_path.exists():
+        print(f"render-node: no node keypair at {keypair_path}", file=sys.stderr)
+        return 2
+    keypair = load_or_create_keypair(keypair_path)
+    node_id = str(keypair.pubkey())
+    with FarmClient(coordinator_address(args.coordinator), keypair, tls_ca=args.tls_ca) as client:
+        try:
+            earnings = client.nodes.GetEarnings(pb.EarningsRequest(node_id=node_id), timeout=60)
+        except grpc.RpcError as error:
+            print(f"render-node: {error.details()}", file=sys.stderr)
+            return 1
+    epochs = [{"epoch": e.epoch, "credits": e.credits, "minted": e.minted,
+               "signature": e.signature, "closed_unix_ms": e.closed_unix_ms}
+              for e in earnings.epochs]
+    if args.json:
+        print(json.dumps({"node_id": node_id, "epochs": epochs,
+                          "total_minted": earnings.total_minted,
+                          "open_credits": earnings.open_credits,
+                          "decimals": earnings.decimals}, indent=2))
+        return 0
+    print(f"node {node_id}: {tokens(earnings.total_minted, earnings.decimals)} tokens minted; "
+          f"{earnings.open_credits:.6f} reference-hours of work in the open epoch")
+    for epoch in epochs:
+        print(f"  epoch {epoch['epoch']}: {epoch['credits']:.6f} reference-hours, "
+              f"{tokens(epoch['minted'], earnings.decimals)} tokens  {epoch['signature']}")
     return 0
 
 

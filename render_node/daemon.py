@@ -18,14 +18,14 @@ from typing import TypeVar
 import grpc
 
 from frameproof import render_settings
-from frameproof.blender.worker import BlenderError, BlenderWorker
+from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
-from render_node.sysinfo import capabilities
+from render_node.sysinfo import benchmark_score, capabilities
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class RenderNode:
             node_id=self.node_id,
             name=self.config.name,
             capabilities=capabilities(self.blender.blender_version(), self.config.threads,
-                                      ["CPU"]),
+                                      ["CPU"], benchmark_score(self.config.work_dir)),
         )
         response = self._call(self.client.nodes.RegisterNode, request, patience=float("inf"))
         if response is None:
@@ -139,10 +139,8 @@ class RenderNode:
             if withdrawn.is_set():
                 raise LeaseWithdrawn
             try:
-                result = self.blender.render_frame(
-                    blend, frame, out_dir / f"{frame:06d}.{extension}", settings,
-                    timeout=self.config.frame_timeout,
-                )
+                result = self._render_frame(blend, frame, out_dir / f"{frame:06d}.{extension}",
+                                            settings)
             except BlenderError:
                 if withdrawn.is_set():  # the heartbeat killed Blender on purpose
                     raise LeaseWithdrawn from None
@@ -160,6 +158,12 @@ class RenderNode:
             log.info("frame %d rendered in %.2fs", frame, result.seconds)
         upload_files(self.client.blobs, images)
         return outputs
+
+    def _render_frame(self, blend: Path, frame: int, output: Path,
+                      settings: RenderSettings) -> RenderResult:
+        """Render one frame of a lease to `output`: the one place a frame's pixels come from."""
+        return self.blender.render_frame(blend, frame, output, settings,
+                                         timeout=self.config.frame_timeout)
 
     def _report_done(self, lease: pb.Lease, outputs: list[pb.FrameOutput]) -> None:
         request = pb.CompleteTaskRequest(

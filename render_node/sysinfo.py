@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
+from pathlib import Path
 
 from frameproof.v1 import farm_pb2 as pb
 
@@ -15,8 +17,26 @@ def total_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def capabilities(blender_version: str, threads: int, devices: list[str]) -> pb.NodeCapabilities:
+BENCHMARK_FILE = "benchmark.json"
+
+
+def save_benchmark(work_dir: Path, score: float, seconds: float) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / BENCHMARK_FILE).write_text(json.dumps({"score": score, "seconds": seconds}))
+
+
+def benchmark_score(work_dir: Path) -> float:
+    """The score `render-node benchmark` saved, or 1.0 (the reference) if it never ran."""
+    try:
+        return float(json.loads((work_dir / BENCHMARK_FILE).read_text())["score"])
+    except (OSError, ValueError, KeyError):
+        return 1.0
+
+
+def capabilities(blender_version: str, threads: int, devices: list[str],
+                 score: float = 1.0) -> pb.NodeCapabilities:
     return pb.NodeCapabilities(
+        benchmark_score=score,
         blender_version=blender_version,
         devices=devices,
         threads=threads or os.cpu_count() or 1,

@@ -19,7 +19,8 @@ TINY = {"resolution_percentage": 20, "samples": 4}
 
 
 def submit_sample(client: FarmClient, scene: Path, frames: str, **overrides: object) -> pb.Job:
-    args = submit.build_namespace(scene, frames=frames, **{**TINY, **overrides})
+    # A generous budget: these tests are about rendering, not about the cost estimate.
+    args = submit.build_namespace(scene, frames=frames, **{"max_cost": 1.0, **TINY, **overrides})
     return submit.submit_scene(args, client)[0]
 
 

@@ -32,7 +32,7 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     wait_until_registered(farm, ["node"])
     job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-3,7", "--chunk",
                    "2", "--samples", str(TINY["samples"]), "--resolution-percentage",
-                   str(TINY["resolution_percentage"]))
+                   str(TINY["resolution_percentage"]), "--max-cost", "1")
     assert job["frames"]["total"] == 4 and job["frames_spec"] == "1-3,7"
     assert job["state"] in {"queued", "rendering"}
 
@@ -42,7 +42,7 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     status = run_json(farm, capsys, "status", job["job_id"])
     assert status["state"] == "done"
     assert status["frames"] == {"total": 4, "done": 4, "failed": 0, "queued": 0,
-                                "rendering": 0, "cancelled": 0}
+                                "rendering": 0, "cancelled": 0, "verifying": 0}
     listed = run_json(farm, capsys, "jobs")
     assert [entry["job_id"] for entry in listed] == [job["job_id"]]
     frames = run_json(farm, capsys, "frames", job["job_id"])

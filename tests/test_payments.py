@@ -31,11 +31,11 @@ from coordinator.payments import (
     PricingConfig,
     estimate,
 )
-from coordinator.payments.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
 from coordinator.payments.epochs import allocate, split_emission
 from coordinator.payments.payments import TABLES
 from coordinator.payments.pricing import cost_usd, usd_to_tokens, work_ms
 from coordinator.storage.database import open_database, sqlite_url
+from render_node.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 PRICING = PricingConfig()  # $0.50/token, 6 decimals, Tier 2 = $1.00 per reference-hour
@@ -134,9 +134,9 @@ def test_pricing_rounds_down_and_estimates_from_the_benchmark() -> None:
     assert est.pixels_per_frame == 960 * 540
     # 960*540*128*10 pixel-samples / (320*180*24 / 2.72 s) = 1305.6 reference seconds
     assert est.work_ms == 1_305_600
-    assert est.max_tokens == usd_to_tokens(PRICING, Fraction(est.work_ms, 3_600_000) * Fraction(
-        3, 2))
-    assert (est.cost_usd, est.max_cost_usd) == (Decimal("0.362667"), Decimal("0.544000"))
+    # The suggested maximum is the estimate times the safety factor (3).
+    assert est.max_tokens == usd_to_tokens(PRICING, Fraction(est.work_ms, 3_600_000) * 3)
+    assert (est.cost_usd, est.max_cost_usd) == (Decimal("0.362667"), Decimal("1.088000"))
 
 
 def test_epoch_split_is_exact() -> None:

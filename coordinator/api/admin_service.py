@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -11,18 +12,36 @@ from coordinator.access import AccessPolicy
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.node_service import standing_message
+from coordinator.payments import Payments
+from coordinator.payments.pricing import MS_PER_HOUR
+from coordinator.payments.results import EpochSummary
+from coordinator.settlement import epoch_participants
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
+from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy) -> None:
+    def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
+                 payments: Payments) -> None:
         self.store = store
         self.proof = proof
         self.access = access
+        self.payments = payments
+
+    async def CloseEpoch(self, request, context):
+        await self._admin(context)
+        summary = await asyncio.to_thread(close_epoch_now, self.store, self.proof,
+                                          self.payments, time.time())
+        return epoch_message(summary)
+
+    async def CheckLedger(self, request, context):
+        await self._admin(context)
+        report = await asyncio.to_thread(self.payments.check)
+        return pb.LedgerReport(ok=report.ok, lines=report.lines)
 
     async def SetQuarantine(self, request, context):
         await self._admin(context)
@@ -41,3 +60,25 @@ class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "administration needs the coordinator's admin key or its "
                                 "local admin socket")
+
+
+def close_epoch_now(store: FarmStore, proof: ProofStore, payments: Payments,
+                    now: float) -> EpochSummary:
+    """Close the open epoch at once (the operator's `render-coordinator epoch close`)."""
+    nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now)
+    return payments.close_epoch(now, nodes, weights)
+
+
+def epoch_message(summary: EpochSummary) -> pb.EpochSummary:
+    return pb.EpochSummary(
+        epoch=summary.epoch,
+        emission=summary.emission,
+        fee=summary.fee,
+        availability=summary.availability_pool,
+        payouts=[pb.EpochEarning(epoch=summary.epoch, credits=p.credits / MS_PER_HOUR,
+                                 minted=p.amount, signature=p.signature or "",
+                                 closed_unix_ms=int(summary.ended_at * 1000))
+                 for p in summary.payouts],
+        node_ids=[p.node_id for p in summary.payouts],
+        closed_unix_ms=int(summary.ended_at * 1000),
+    )

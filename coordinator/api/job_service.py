@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,6 +18,9 @@ from coordinator.domain.states import TERMINAL_JOB_STATES
 from coordinator.events import JobEvents
 from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, resolve_frames
 from coordinator.intake import scene_inspection as inspection_of
+from coordinator.payments import CostEstimate, Payments, estimate
+from coordinator.payments.results import InsufficientBalance, PaymentError
+from coordinator.settlement import usd
 from coordinator.storage.models import JobRecord
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
@@ -25,18 +29,29 @@ from frameproof.v1 import farm_pb2_grpc
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_SIZE = 1000
+MAX_JOB_COST_USD = 1_000_000.0
+MAX_AIRDROP_TOKENS = 1_000_000
 MAX_NAME_LENGTH = 200
 WATCH_POLL_SECONDS = 2.0
 
 
 class JobServicer(farm_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, store: FarmStore, intake: SceneIntake, events: JobEvents, access: AccessPolicy
+        self,
+        store: FarmStore,
+        intake: SceneIntake,
+        events: JobEvents,
+        access: AccessPolicy,
+        payments: Payments,
+        *,
+        allow_airdrop: bool,
     ) -> None:
         self.store = store
         self.intake = intake
         self.events = events
         self.access = access
+        self.payments = payments
+        self.allow_airdrop = allow_airdrop
 
     async def InspectScene(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
@@ -62,13 +77,31 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         except IntakeError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         settings = convert.effective_settings(request.settings, inspection)
+        tier = request.tier or 3
+        creator = current_caller().pubkey
+        cost = self._estimate(settings, len(frames), tier)
+        max_cost = usd(request.max_cost_usd) if request.max_cost_usd > 0 else cost.max_cost_usd
+        if not request.signed_deposit:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "no escrow deposit: call PrepareDeposit for the job's maximum "
+                                f"cost (${max_cost}) and sign it (frameproof submit does this)")
+        job_id = uuid.uuid4().hex[:16]
+        try:
+            await asyncio.to_thread(self.payments.open_escrow, job_id, creator,
+                                    request.signed_deposit,
+                                    self.payments.escrow_amount(max_cost), tier=tier)
+        except InsufficientBalance as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"escrow refused: {error}")
         now = time.time()
         job = JobRecord(
-            job_id=uuid.uuid4().hex[:16],
+            job_id=job_id,
             name=request.name or scene.main_file,
             scene_id=scene_id,
-            creator=current_caller().pubkey,
-            tier=request.tier or 3,
+            creator=creator,
+            tier=tier,
+            max_cost_usd=float(max_cost),
             frames_spec=format_frames(frames),
             chunk_size=request.chunk_size or 1,
             settings_json=convert.settings_to_json(settings),
@@ -78,6 +111,82 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.store.create_job(job, chunk_frames(frames, job.chunk_size), now)
         log.info("job %s: %d frames of scene %s", job.job_id, len(frames), scene_id[:12])
         return pb.SubmitJobResponse(job=self._job_message(job.job_id))
+
+    async def EstimateJob(self, request, context):
+        scene_id = await require_id(context, request.scene_id, "scene_id")
+        if request.tier not in (0, 1, 2, 3):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tier must be 1, 2 or 3")
+        await self._check_settings(request.settings, context)
+        inspection = inspection_of(await self._accept_scene(scene_id, context))
+        try:
+            frames = resolve_frames(request.frames, inspection)
+        except IntakeError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        settings = convert.effective_settings(request.settings, inspection)
+        cost = self._estimate(settings, len(frames), request.tier or 3)
+        pricing = self.payments.pricing
+        return pb.Estimate(
+            frames=len(frames),
+            reference_seconds_per_frame=cost.work_ms / 1000 / max(1, len(frames)),
+            cost_usd=float(cost.cost_usd),
+            max_cost_usd=float(cost.max_cost_usd),
+            tokens=cost.max_tokens,
+            token_price_usd=float(pricing.token_price_usd),
+            decimals=pricing.decimals,
+        )
+
+    async def PrepareDeposit(self, request, context):
+        if not 0 < request.amount_usd <= MAX_JOB_COST_USD:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
+        creator = current_caller().pubkey
+        await self._grant_once(creator)
+        tokens = self.payments.escrow_amount(usd(request.amount_usd))
+        if tokens <= 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the amount is below one token base unit")
+        try:
+            message = await asyncio.to_thread(self.payments.deposit_message, creator, tokens)
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return pb.PrepareDepositResponse(message=message, tokens=tokens)
+
+    async def GetWallet(self, request, context):
+        creator = current_caller().pubkey
+        await self._grant_once(creator)
+        return await self._wallet(creator)
+
+    async def Airdrop(self, request, context):
+        if not self.allow_airdrop:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "airdrops exist only on the embedded chain and test clusters")
+        limit = MAX_AIRDROP_TOKENS * self.payments.pricing.base_units_per_token
+        if not 0 < request.tokens <= limit:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tokens must be in (0, {limit}] base units")
+        creator = current_caller().pubkey
+        await asyncio.to_thread(self.payments.airdrop, creator, request.tokens)
+        return await self._wallet(creator)
+
+    async def GetReceipts(self, request, context):
+        job_id = await self._existing_job_id(request.job_id, context)
+        try:
+            receipts = await asyncio.to_thread(self.payments.receipts, job_id)
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        return pb.Receipts(
+            job_id=job_id,
+            frames=[pb.FrameReceipt(frame=c.frame, node_id=c.node_id, cost_usd=float(c.cost_usd),
+                                    tokens_burned=c.tokens_burned, signature=c.signature or "")
+                    for c in receipts.frames],
+            total_cost_usd=float(receipts.total_cost_usd),
+            total_tokens_burned=receipts.total_tokens_burned,
+            escrowed=receipts.deposited,
+            refunded=receipts.refund,
+            deposit_signature=receipts.deposit_signature or "",
+            refund_signature=receipts.refund_signature or "",
+            decimals=self.payments.pricing.decimals,
+        )
 
     async def GetJob(self, request, context):
         return self._job_message(await self._existing_job_id(request.job_id, context))
@@ -120,6 +229,24 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         return pb.ListFramesResponse(frames=frames)
 
     # ------------------------------------------------------------ helpers
+
+    def _estimate(self, settings: pb.RenderSettings, frames: int, tier: int) -> CostEstimate:
+        return estimate(self.payments.pricing, width=settings.resolution_x,
+                        height=settings.resolution_y, samples=max(1, settings.samples),
+                        frames=frames, tier=tier,
+                        resolution_percentage=settings.resolution_percentage)
+
+    async def _grant_once(self, creator: str) -> None:
+        """New creators on the embedded chain and test clusters start with a grant."""
+        if self.allow_airdrop:
+            await asyncio.to_thread(self.payments.grant, creator)
+
+    async def _wallet(self, creator: str) -> pb.Wallet:
+        wallet = await asyncio.to_thread(self.payments.wallet, creator)
+        pricing = self.payments.pricing
+        return pb.Wallet(pubkey=creator, balance=wallet.balance, escrow=wallet.escrow_held,
+                         decimals=pricing.decimals,
+                         token_price_usd=float(pricing.token_price_usd))
 
     def _job_message(self, job_id: str) -> pb.Job:
         job = self.store.get_job(job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -15,6 +16,8 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
 from coordinator.events import JobEvents
+from coordinator.payments import Payments
+from coordinator.payments.pricing import MS_PER_HOUR
 from coordinator.storage.models import (
     NodeRecord,
     NodeStandingRecord,
@@ -44,6 +47,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         proof: ProofStore,
         blobs: BlobStore,
         events: JobEvents,
+        payments: Payments,
         *,
         heartbeat_seconds: float,
     ) -> None:
@@ -51,6 +55,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self.proof = proof
         self.blobs = blobs
         self.events = events
+        self.payments = payments
         self.heartbeat_seconds = heartbeat_seconds
         self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
 
@@ -159,6 +164,20 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         return pb.NodeStandingResponse(
             standing=standing_message(node, self.proof.standing_record(node_id)),
             history=[event_message(event) for event in self.proof.history(node_id, limit)],
+        )
+
+    async def GetEarnings(self, request, context):
+        node_id = await require_id(context, request.node_id, "node_id")
+        earnings = await asyncio.to_thread(self.payments.earnings, node_id)
+        return pb.Earnings(
+            node_id=node_id,
+            epochs=[pb.EpochEarning(epoch=e.epoch, credits=e.credits / MS_PER_HOUR,
+                                    minted=e.minted, signature=e.signature or "",
+                                    closed_unix_ms=int(e.ended_at * 1000))
+                    for e in earnings.epochs],
+            total_minted=earnings.total_minted,
+            open_credits=earnings.open_credits / MS_PER_HOUR,
+            decimals=self.payments.pricing.decimals,
         )
 
     # ------------------------------------------------------------ helpers

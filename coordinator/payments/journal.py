@@ -10,6 +10,7 @@ is a no-op on chain) and applied once. This is the loop described in docs/CHAIN.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class OpJournal:
                 status: TxStatus | str = self.chain.send(tx)
             except ChainError as exc:
                 status, error = "unknown", str(exc)
+            crash_point(f"after-send:{op.kind}")
             outcome = status if status in ("landed", "failed") else self.chain.reconcile(tx)
             if outcome == "landed":
                 self._landed(op_id, tx.signature)
@@ -253,3 +255,13 @@ def parse_pubkey(value: str) -> Pubkey:
         return Pubkey.from_string(value)
     except ValueError as exc:
         raise PaymentError(f"not a public key: {value!r}") from exc
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: die here, as SIGKILL would, when asked to.
+
+    `FRAMEPROOF_CRASH_AT=after-send:burn` kills the process right after a burn was sent and
+    before it is recorded: the window the journal exists for.
+    """
+    if os.environ.get("FRAMEPROOF_CRASH_AT") == name:
+        os._exit(137)

@@ -40,7 +40,7 @@ class PricingConfig:
         default=(Decimal("1.50"), Decimal("1.00"), Decimal("0.60"))
     )
     creator_grant_tokens: Decimal = Decimal("100")
-    escrow_safety_factor: Decimal = Decimal("1.5")
+    escrow_safety_factor: Decimal = Decimal("3")
 
     def __post_init__(self) -> None:
         if self.token_price_usd <= 0:
@@ -127,7 +127,7 @@ def estimate(
     """Expected cost of a job from scene facts (see the module docstring for the model)."""
     if min(width, height, samples, frames, resolution_percentage) <= 0:
         raise ValueError("width, height, samples, frames and percentage must be positive")
-    from coordinator.payments import benchmark  # lazy: `python -m ...benchmark` stays clean
+    from render_node import benchmark  # lazy: `python -m render_node.benchmark` stays clean
 
     throughput = Fraction(benchmark.REFERENCE_PIXEL_SAMPLES) / Fraction(
         str(benchmark.REFERENCE_SECONDS)

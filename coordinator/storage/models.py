@@ -35,6 +35,7 @@ class JobRecord(SQLModel, table=True):
     chunk_size: int = 1
     settings_json: str  # effective RenderSettings as JSON
     cancelled: bool = False
+    settled: bool = False  # escrow closed: the uncharged rest went back to the creator
     created_at: float
     updated_at: float
     error: str = ""
@@ -75,6 +76,7 @@ class FrameResultRecord(SQLModel, table=True):
     verdict: str = "pending"  # pending -> approved (rejected results are deleted)
     verification: str = ""  # what Proof-of-Render said, for people
     pixel_sha256: str = Field(default="", index=True)  # hash of the decoded pixels
+    charged: bool = Field(default=False, index=True)  # its burn and its node's credit are booked
     created_at: float
 
 

@@ -162,6 +162,60 @@ class FarmStore:
             )
             return {failure.task_id: failure.reason for failure in session.exec(query)}
 
+    # ------------------------------------------------------------ billing
+
+    def uncharged_frames(self, limit: int = 100) -> list[tuple[FrameResultRecord, int, float]]:
+        """Approved frames whose charge is not booked yet, with the job's tier and node score."""
+        query = (
+            select(FrameResultRecord, JobRecord.tier, NodeRecord.benchmark_score)
+            .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
+            .join(NodeRecord, col(NodeRecord.node_id) == col(FrameResultRecord.node_id))
+            .where(FrameResultRecord.verdict == "approved")
+            .where(col(FrameResultRecord.charged).is_(False))
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [(frame, tier, score) for frame, tier, score in session.exec(query)]
+
+    def uncharged_frames_of(self, job_id: str) -> bool:
+        with self._session() as session:
+            return session.exec(
+                select(FrameResultRecord.frame)
+                .where(FrameResultRecord.job_id == job_id)
+                .where(FrameResultRecord.verdict == "approved")
+                .where(col(FrameResultRecord.charged).is_(False))
+            ).first() is not None
+
+    def mark_charged(self, job_id: str, frame: int) -> None:
+        with self._session() as session:
+            session.execute(
+                update(FrameResultRecord)
+                .where(col(FrameResultRecord.job_id) == job_id)
+                .where(col(FrameResultRecord.frame) == frame)
+                .values(charged=True)
+            )
+            session.commit()
+
+    def unsettled_jobs(self) -> list[JobRecord]:
+        with self._session() as session:
+            query = select(JobRecord).where(col(JobRecord.settled).is_(False))
+            return list(session.exec(query.order_by(col(JobRecord.created_at))))
+
+    def mark_settled(self, job_id: str, now: float, error: str = "") -> None:
+        with self._session() as session:
+            values: dict[str, object] = {"settled": True, "updated_at": now}
+            if error:
+                values["error"] = error
+            session.execute(update(JobRecord).where(col(JobRecord.job_id) == job_id)
+                            .values(**values))
+            session.commit()
+
+    def set_job_error(self, job_id: str, error: str, now: float) -> None:
+        with self._session() as session:
+            session.execute(update(JobRecord).where(col(JobRecord.job_id) == job_id)
+                            .values(error=error, updated_at=now))
+            session.commit()
+
     # ------------------------------------------------------------ access
 
     def creator_may_read(self, creator: str, sha256: str) -> bool:

@@ -24,6 +24,7 @@ STATE_NAMES = {
 FRAME_STATE_NAMES = {
     pb.FRAME_STATE_QUEUED: "queued",
     pb.FRAME_STATE_RENDERING: "rendering",
+    pb.FRAME_STATE_VERIFYING: "verifying",
     pb.FRAME_STATE_DONE: "done",
     pb.FRAME_STATE_FAILED: "failed",
     pb.FRAME_STATE_CANCELLED: "cancelled",
@@ -64,10 +65,12 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "state": STATE_NAMES.get(job.state, "unknown"),
         "frames_spec": job.frames_spec,
         "chunk_size": job.chunk_size,
+        "tier": job.tier,
         "frames": {
             "total": frames.total,
             "queued": frames.queued,
             "rendering": frames.rendering,
+            "verifying": frames.verifying,
             "done": frames.done,
             "failed": frames.failed,
             "cancelled": frames.cancelled,

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from frameproof.cli import submit
-from frameproof.cli.common import err, out
+from frameproof.cli.common import STATE_NAMES, err, out
 from frameproof.cli.download import download_frames
 from frameproof.cli.watch import watch_job
 from frameproof.localfarm import LocalFarm
@@ -34,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"{args.nodes} render nodes started (logs in {farm_dir / 'logs'})")
         with farm.client() as client:
             submit_args = submit.build_namespace(SAMPLE_SCENE, frames=args.frames,
-                                                 name="demo: spinning cube")
+                                                 name="demo: spinning cube", max_cost=1.0)
             job_id = submit.submit_scene(submit_args, client)[0].job_id
             job = watch_job(client, job_id)
             frames, _ = download_frames(client, job_id, out_dir / "frames")
     if job.state != pb.JOB_STATE_DONE:
-        err.print(f"the demo job ended {job.state}; see the logs in {farm_dir / 'logs'}")
+        err.print(f"the demo job ended {STATE_NAMES.get(job.state, job.state)}: {job.error}; "
+                  f"see the logs in {farm_dir / 'logs'}")
         return 1
     sheet = write_contact_sheet(frames, out_dir / "contact_sheet.png")
     out.print(f"\n{len(frames)} frames rendered by {args.nodes} nodes in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from rich.markup import escape
 from rich.table import Table
 
 from frameproof.cli.common import FRAME_STATE_NAMES, STATE_NAMES, job_json, out, print_json
@@ -40,7 +41,8 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
     counts = job.frames
     out.print(f"job {job.job_id} ({job.name}): [bold]{STATE_NAMES.get(job.state, '?')}[/]")
     out.print(f"frames {job.frames_spec}: {counts.done}/{counts.total} done, "
-              f"{counts.rendering} rendering, {counts.queued} queued, {counts.failed} failed")
+              f"{counts.rendering} rendering, {counts.verifying} verifying, "
+              f"{counts.queued} queued, {counts.failed} failed")
     out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
               f"{job.settings.resolution_x}x{job.settings.resolution_y} "
               f"at {job.settings.resolution_percentage}%")
@@ -65,15 +67,21 @@ def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
             "sha256": frame.image.sha256,
             "attempts": frame.attempts,
             "error": frame.error,
+            "verification": frame.verification,
+            "blender_version": frame.blender_version,
+            "device": frame.device,
         }
         for frame in frames
     ]
     if args.json:
         print_json(rows)
         return 0
-    table = Table("frame", "state", "node", "seconds", "attempts", "error")
+    table = Table("frame", "state", "node", "seconds", "attempts", "verification", "blender",
+                  "device", "error")
     for row in rows:
         table.add_row(str(row["frame"]), row["state"], row["node_id"][:12],
-                      f"{row['render_seconds']:.2f}", str(row["attempts"]), row["error"][:60])
+                      f"{row['render_seconds']:.2f}", str(row["attempts"]),
+                      escape(row["verification"][:60]), row["blender_version"], row["device"],
+                      escape(row["error"][:60]))
     out.print(table)
     return 0

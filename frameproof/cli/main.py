@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from solders.keypair import Keypair
 
-from frameproof.cli import download, jobs, submit, watch
+from frameproof.cli import download, jobs, money, submit, watch
 from frameproof.cli.common import CliError, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser("download", help="download a job's frames")
     jobs.add_job_argument(fetch, False)
     fetch.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    money.add_estimate_arguments(commands.add_parser("estimate", help="what a job would cost"))
+    money.add_wallet_arguments(commands.add_parser("wallet", help="your token balance and "
+                                                   "escrow; `wallet airdrop N` on test chains"))
+    money.add_receipts_arguments(commands.add_parser("receipts", help="what a job was charged"))
     demo = commands.add_parser("demo", help="run a whole farm on this machine")
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--frames", default="1-12")
@@ -50,6 +54,9 @@ HANDLERS = {
     "cancel": jobs.run_cancel,
     "frames": jobs.run_frames,
     "download": download.run,
+    "estimate": money.run_estimate,
+    "wallet": money.run_wallet,
+    "receipts": money.run_receipts,
 }
 
 

@@ -14,6 +14,7 @@ from frameproof.client import FarmClient
 from frameproof.packing import PackingError, pack_scene
 from frameproof.transfer import upload_files
 from frameproof.v1 import farm_pb2 as pb
+from frameproof.wallet import DepositError, sign_deposit
 
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
 
@@ -30,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", default="", help="WIDTHxHEIGHT (default: the scene's)")
     parser.add_argument("--resolution-percentage", type=int, default=0)
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
+    parser.add_argument("--tier", type=int, choices=(1, 2, 3), default=3,
+                        help="1: trusted nodes only, 2: priority, 3: economy (default)")
+    parser.add_argument("--max-cost", type=float, default=0.0,
+                        help="most USD this job may cost; escrowed at submit (default: the "
+                             "estimate times the safety factor)")
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
@@ -70,6 +76,18 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
         sent = _upload(client, files)
     err.print(f"scene {packed.manifest.scene_id[:12]}: {len(files)} files, "
               f"{sent} bytes uploaded")
+    estimate = client.jobs.EstimateJob(pb.EstimateRequest(
+        scene_id=packed.manifest.scene_id, frames=args.frames, settings=settings,
+        tier=args.tier), timeout=300)
+    max_cost = args.max_cost or estimate.max_cost_usd
+    err.print(f"estimate: {estimate.frames} frames, ${estimate.cost_usd:.6f} at tier "
+              f"{args.tier}; escrowing up to ${max_cost:.6f}")
+    deposit = client.jobs.PrepareDeposit(pb.PrepareDepositRequest(amount_usd=max_cost),
+                                         timeout=60)
+    try:
+        signed = sign_deposit(deposit.message, client.keypair)
+    except DepositError as error:
+        fail(str(error))
     response = client.jobs.SubmitJob(
         pb.SubmitJobRequest(
             scene_id=packed.manifest.scene_id,
@@ -77,6 +95,9 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
             chunk_size=args.chunk,
             settings=settings,
             name=args.name or args.scene.stem,
+            tier=args.tier,
+            max_cost_usd=max_cost,
+            signed_deposit=signed,
         ),
         timeout=300,
     )
@@ -86,6 +107,8 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
 def _settings(args: argparse.Namespace) -> pb.RenderSettings:
     if args.chunk < 1:
         fail("--chunk must be at least 1", 2)
+    if args.max_cost < 0:
+        fail("--max-cost must be positive", 2)
     width = height = 0
     if args.resolution:
         match = re.fullmatch(r"(\d+)x(\d+)", args.resolution)

@@ -9,7 +9,7 @@ The scene is built procedurally with bpy (no .blend asset to ship or tamper with
 Python, then rendered through `BlenderWorker`, the same path a real job takes. A tiny border
 render first warms up Cycles (kernel load), so the timed render measures path tracing.
 
-Run it: `python -m coordinator.payments.benchmark` (prints JSON; see docs/PAYMENTS.md).
+Run it: `render-node benchmark` (or `python -m render_node.benchmark`); see docs/PAYMENTS.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SEED = 7
 REFERENCE_SECONDS = 2.72
 """Timed render of the reference scene on the reference machine (the 2-vCPU build box where
 this module was written, bpy 5.0.1, CPU): median of three runs of
-`python -m coordinator.payments.benchmark` (2.81, 2.64, 2.71 s); see docs/PAYMENTS.md."""
+`python -m render_node.benchmark` (2.81, 2.64, 2.71 s); see docs/PAYMENTS.md."""
 REFERENCE_PIXEL_SAMPLES = RESOLUTION[0] * RESOLUTION[1] * SAMPLES
 
 
@@ -59,7 +59,7 @@ def build_reference_scene(path: Path, *, timeout: float = 60.0) -> Path:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     subprocess.run(
-        [sys.executable, "-m", "coordinator.payments.benchmark", "--build", str(path)],
+        [sys.executable, "-m", "render_node.benchmark", "--build", str(path)],
         check=True,
         timeout=timeout,
         env=env,

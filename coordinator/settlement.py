@@ -1,0 +1,126 @@
+"""Money follows verified work: a sweep that books what Proof-of-Render decided.
+
+It runs on a timer rather than inside the RPC that approved a frame, so a crash
+between "approved" and "charged" only delays a charge: the next sweep (after a
+restart too) books it, and every payments call it makes is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from sqlmodel import Session, col, select
+
+from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
+from coordinator.payments import Payments
+from coordinator.payments.models import JobBillingRecord
+from coordinator.payments.results import PaymentError
+from coordinator.storage.proof import ProofStore
+from coordinator.storage.store import FarmStore
+
+log = logging.getLogger(__name__)
+
+ORPHAN_ESCROW_SECONDS = 60.0  # escrow opened, job never created (crash in between): refund
+
+
+class Settlement:
+    def __init__(self, store: FarmStore, proof: ProofStore, payments: Payments,
+                 on_change: Callable[[str], None] = lambda _job_id: None) -> None:
+        self.store = store
+        self.proof = proof
+        self.payments = payments
+        self.on_change = on_change
+
+    def sweep(self, now: float | None = None) -> None:
+        """Charge approved frames, settle ended jobs, refund orphaned escrow, close epochs."""
+        now = time.time() if now is None else now
+        self._charge_frames(now)
+        self._settle_jobs(now)
+        self._refund_orphans(now)
+        self._close_epoch(now)
+
+    def _charge_frames(self, now: float) -> None:
+        for frame, tier, score in self.store.uncharged_frames():
+            try:
+                charge = self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
+                                                    frame.render_seconds, score, tier)
+            except PaymentError as error:
+                log.error("job %s frame %d cannot be charged: %s", frame.job_id, frame.frame,
+                          error)
+                continue
+            self.store.mark_charged(frame.job_id, frame.frame)
+            if charge.over_budget:
+                log.warning("job %s is over its budget: cancelling what is left", frame.job_id)
+                self.store.cancel_job(frame.job_id, now)
+                self.store.set_job_error(
+                    frame.job_id, "the job's maximum cost is used up; the remaining frames "
+                    "were cancelled (submit again with a higher --max-cost)", now)
+            self.on_change(frame.job_id)
+
+    def _settle_jobs(self, now: float) -> None:
+        jobs = self.store.unsettled_jobs()
+        counts = self.store.frame_counts(job.job_id for job in jobs)
+        for job in jobs:
+            state = job_state_from_frames(counts[job.job_id], cancelled=job.cancelled)
+            waiting = counts[job.job_id].get(TaskState.VERIFYING, 0)
+            if state not in TERMINAL_JOB_STATES or waiting:
+                continue
+            if self.store.uncharged_frames_of(job.job_id):
+                continue  # charge every approved frame before the rest is refunded
+            try:
+                receipts = self.payments.settle_job(job.job_id)
+            except PaymentError as error:
+                log.error("job %s cannot be settled yet: %s", job.job_id, error)
+                continue
+            self.store.mark_settled(job.job_id, now)
+            log.info("job %s settled: %d burned, %d refunded", job.job_id,
+                     receipts.total_tokens_burned, receipts.refund)
+            self.on_change(job.job_id)
+
+    def _refund_orphans(self, now: float) -> None:
+        with Session(self.payments.engine) as session:
+            open_escrows = session.exec(
+                select(JobBillingRecord.job_id)
+                .where(JobBillingRecord.state == "open")
+                .where(col(JobBillingRecord.created_at) < now - ORPHAN_ESCROW_SECONDS)
+            ).all()
+        for job_id in open_escrows:
+            if self.store.get_job(job_id) is None:
+                log.warning("escrow of job %s has no job (crash at submit): refunding", job_id)
+                self.payments.settle_job(job_id)
+
+    def _close_epoch(self, now: float) -> None:
+        due = self.payments.next_epoch_due()
+        if due is None or now < due:
+            return
+        nodes, weights = epoch_participants(self.store, self.proof,
+                                            float(self.payments.epochs.length_seconds), now)
+        summary = self.payments.close_epoch_if_due(now, nodes, weights)
+        if summary is not None:
+            log.info("epoch %d closed: %d minted to %d nodes", summary.epoch,
+                     sum(p.amount for p in summary.payouts), len(summary.payouts))
+
+
+def epoch_participants(store: FarmStore, proof: ProofStore, window: float,
+                       now: float) -> tuple[list[str], dict[str, float]]:
+    """Nodes seen during the epoch (the availability share) and every node's weight.
+
+    The weight is the node's reputation score; a quarantined node weighs nothing and is not
+    available: a caught cheater earns nothing, not even for its approved frames.
+    """
+    standings = proof.standings()
+    quarantined = {node for node, record in standings.items() if record.quarantined}
+    nodes = [n.node_id for n in store.list_nodes()
+             if n.last_seen_at >= now - window and n.node_id not in quarantined]
+    weights = {n.node_id: 0.0 if n.node_id in quarantined
+               else (standings[n.node_id].score if n.node_id in standings else 0.5)
+               for n in store.list_nodes()}
+    return nodes, weights
+
+
+def usd(value: float) -> Decimal:
+    """A wire double as a USD Decimal (micro-dollar precision)."""
+    return Decimal(str(round(value, 6)))

@@ -1,0 +1,126 @@
+"""`frameproof estimate | wallet | receipts`: what a job costs and what was paid."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from rich.table import Table
+
+from frameproof.cli.common import err, fail, out, print_json
+from frameproof.cli.submit import FORMATS
+from frameproof.client import FarmClient
+from frameproof.packing import PackingError, pack_scene
+from frameproof.transfer import upload_files
+from frameproof.v1 import farm_pb2 as pb
+from frameproof.wallet import tokens
+
+
+def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scene", type=Path)
+    parser.add_argument("--frames", default="")
+    parser.add_argument("--tier", type=int, choices=(1, 2, 3), default=3)
+    parser.add_argument("--samples", type=int, default=0)
+    parser.add_argument("--resolution-percentage", type=int, default=0)
+    parser.add_argument("--format", choices=sorted(FORMATS), default="png")
+    parser.add_argument("--json", action="store_true")
+
+
+def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
+    """Estimating needs the coordinator's inspection: the scene is uploaded (only what is new)."""
+    with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
+        try:
+            packed = pack_scene(args.scene, Path(work))
+        except PackingError as error:
+            fail(f"cannot pack {args.scene}: {error}")
+        if packed.missing:
+            fail(f"{args.scene}: missing dependencies: {', '.join(packed.missing[:10])}")
+        manifest = Path(work) / "scene-manifest.json"
+        manifest.write_bytes(packed.manifest.to_bytes())
+        upload_files(client.blobs, {**packed.files, packed.manifest.scene_id: manifest})
+    estimate = client.jobs.EstimateJob(pb.EstimateRequest(
+        scene_id=packed.manifest.scene_id, frames=args.frames, tier=args.tier,
+        settings=pb.RenderSettings(samples=args.samples,
+                                   resolution_percentage=args.resolution_percentage,
+                                   output_format=FORMATS[args.format])), timeout=300)
+    result = {
+        "frames": estimate.frames,
+        "tier": args.tier,
+        "reference_seconds_per_frame": round(estimate.reference_seconds_per_frame, 3),
+        "cost_usd": estimate.cost_usd,
+        "max_cost_usd": estimate.max_cost_usd,
+        "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
+        "token_price_usd": estimate.token_price_usd,
+    }
+    if args.json:
+        print_json(result)
+    else:
+        out.print(f"{estimate.frames} frames at tier {args.tier}: about "
+                  f"${estimate.cost_usd:.4f} (≈{estimate.reference_seconds_per_frame:.1f} s "
+                  "per frame on the reference machine)")
+        out.print(f"submit escrows up to ${estimate.max_cost_usd:.4f} = "
+                  f"{result['escrow_tokens']} tokens (change with --max-cost)")
+    return 0
+
+
+def add_wallet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("show", "airdrop"), default="show")
+    parser.add_argument("amount", nargs="?", type=float, help="tokens to airdrop")
+    parser.add_argument("--json", action="store_true")
+
+
+def run_wallet(args: argparse.Namespace, client: FarmClient) -> int:
+    if args.action == "airdrop":
+        if not args.amount or args.amount <= 0:
+            fail("say how many tokens: frameproof wallet airdrop 10", 2)
+        current = client.jobs.GetWallet(pb.WalletRequest(), timeout=60)
+        wallet = client.jobs.Airdrop(pb.AirdropRequest(
+            tokens=int(args.amount * 10**current.decimals)), timeout=120)
+    else:
+        wallet = client.jobs.GetWallet(pb.WalletRequest(), timeout=60)
+    if args.json:
+        print_json({"pubkey": wallet.pubkey, "balance": wallet.balance, "escrow": wallet.escrow,
+                    "decimals": wallet.decimals, "token_price_usd": wallet.token_price_usd})
+    else:
+        out.print(f"wallet {wallet.pubkey}")
+        out.print(f"balance {tokens(wallet.balance, wallet.decimals)} tokens "
+                  f"(${wallet.balance / 10**wallet.decimals * wallet.token_price_usd:.2f}), "
+                  f"{tokens(wallet.escrow, wallet.decimals)} in escrow for unfinished jobs")
+    return 0
+
+
+def add_receipts_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job")
+    parser.add_argument("--json", action="store_true")
+
+
+def run_receipts(args: argparse.Namespace, client: FarmClient) -> int:
+    receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=args.job), timeout=60)
+    if args.json:
+        print_json({
+            "job_id": receipts.job_id,
+            "frames": [{"frame": f.frame, "node_id": f.node_id, "cost_usd": f.cost_usd,
+                        "tokens_burned": f.tokens_burned, "signature": f.signature}
+                       for f in receipts.frames],
+            "total_cost_usd": receipts.total_cost_usd,
+            "total_tokens_burned": receipts.total_tokens_burned,
+            "escrowed": receipts.escrowed,
+            "refund": receipts.refunded,
+            "deposit_signature": receipts.deposit_signature,
+            "refund_signature": receipts.refund_signature,
+            "decimals": receipts.decimals,
+        })
+        return 0
+    table = Table("frame", "node", "cost (USD)", "burned", "signature")
+    for frame in receipts.frames:
+        table.add_row(str(frame.frame), frame.node_id[:12], f"{frame.cost_usd:.6f}",
+                      tokens(frame.tokens_burned, receipts.decimals), frame.signature[:20])
+    out.print(table)
+    out.print(f"total ${receipts.total_cost_usd:.6f}, "
+              f"{tokens(receipts.total_tokens_burned, receipts.decimals)} tokens burned of "
+              f"{tokens(receipts.escrowed, receipts.decimals)} escrowed; refund "
+              f"{tokens(receipts.refunded, receipts.decimals)}")
+    if not receipts.refund_signature and receipts.escrowed:
+        err.print("the job is not settled yet: the refund comes when it ends")
+    return 0
