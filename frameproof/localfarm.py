@@ -24,7 +24,8 @@ class LocalFarm:
         self.address = ""
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start_coordinator(self, port: int = 0, extra_args: tuple[str, ...] = ()) -> str:
+    def start_coordinator(self, port: int = 0, extra_args: tuple[str, ...] = (),
+                          env: dict[str, str] | None = None) -> str:
         """Start (or restart, on the same data dir) the coordinator; return its address."""
         log = open(self.root / "logs" / "coordinator.log", "ab")  # noqa: SIM115
         self.coordinator = subprocess.Popen(
@@ -33,6 +34,7 @@ class LocalFarm:
              "--lease-seconds", str(self.lease_seconds),
              "--heartbeat-seconds", str(max(0.5, self.lease_seconds / 6)), *extra_args],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         assert self.coordinator.stdout is not None
         line = self.coordinator.stdout.readline().decode()
