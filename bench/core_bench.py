@@ -129,7 +129,7 @@ def scheduling_throughput(farm: LocalFarm, frames: int, nodes: int) -> str:
             sha = upload_bytes(client.blobs, image)
             while True:
                 lease = client.nodes.LeaseTask(
-                    pb.LeaseTaskRequest(node_id=node_id), timeout=10
+                    pb.LeaseTaskRequest(node_id=node_id), timeout=3
                 ).lease
                 if not lease.lease_id:
                     return

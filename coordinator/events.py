@@ -11,6 +11,7 @@ class JobEvents:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._work = asyncio.Event()
 
     def subscribe(self, job_id: str) -> asyncio.Event:
         """Take the event *before* reading the job, so no change slips between."""
@@ -20,6 +21,14 @@ class JobEvents:
         event = self._events.pop(job_id, None)
         if event is not None:
             event.set()
+
+    def subscribe_work(self) -> asyncio.Event:
+        """Set when tasks become leasable (a new job, a requeue): idle nodes wake on it."""
+        return self._work
+
+    def work_queued(self) -> None:
+        event, self._work = self._work, asyncio.Event()
+        event.set()
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout: float) -> None:

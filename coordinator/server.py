@@ -120,7 +120,11 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     access = AccessPolicy(store, admins, frozenset(config.verifiers))
     payments = open_payments(config, engine)
     await asyncio.to_thread(payments.reconcile_pending)
-    settlement = Settlement(store, proof, payments, on_change=events.changed)
+    loop = asyncio.get_running_loop()
+    # The sweep runs in a worker thread: asyncio events may only be set from the loop.
+    settlement = Settlement(store, proof, payments,
+                            on_change=lambda job_id: loop.call_soon_threadsafe(events.changed,
+                                                                               job_id))
     servicers = (
         JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
             None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster)),
@@ -267,6 +271,7 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
                     proof.record_outcome(task.node_id, Outcome.TIMEOUT, now, job_id=task.job_id,
                                          frame=task.first_frame)
                 events.changed(task.job_id)
+                events.work_queued()
             proof.requeue_expired_verifications(now)
         except Exception:  # the reaper must outlive a transient database error
             log.exception("reaping expired leases failed")

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import grpc
 
@@ -29,7 +28,6 @@ from render_node.sysinfo import benchmark_score, capabilities
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 RECONNECT_PATIENCE = 600.0  # how long a finished result waits for the coordinator
 
@@ -202,8 +200,7 @@ class RenderNode:
 
     # ------------------------------------------------------------ calls
 
-    def _call(self, method: Callable[..., T], request: object,
-              patience: float = 60.0) -> T | None:
+    def _call(self, method: Any, request: object, patience: float = 60.0) -> Any:
         """Call the coordinator, waiting out outages up to `patience` seconds.
 
         Returns None only when the node is stopping.
@@ -211,8 +208,17 @@ class RenderNode:
         deadline = time.monotonic() + patience
         delay = 0.5
         while True:
+            # A future, so that stop() need not wait out a long poll of LeaseTask.
+            call = method.future(request, timeout=CALL_TIMEOUT, wait_for_ready=True)
+            idle_poll = method is self.client.nodes.LeaseTask
+            while idle_poll and not call.done():
+                if self.stopping.wait(0.2):
+                    call.cancel()
+                    return None
             try:
-                return method(request, timeout=CALL_TIMEOUT, wait_for_ready=True)
+                return call.result()
+            except grpc.FutureCancelledError:
+                return None
             except grpc.RpcError as error:
                 transient = error.code() in (grpc.StatusCode.UNAVAILABLE,
                                              grpc.StatusCode.DEADLINE_EXCEEDED)

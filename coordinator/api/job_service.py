@@ -109,6 +109,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             updated_at=now,
         )
         self.store.create_job(job, chunk_frames(frames, job.chunk_size), now)
+        self.events.work_queued()
         log.info("job %s: %d frames of scene %s", job.job_id, len(frames), scene_id[:12])
         return pb.SubmitJobResponse(job=self._job_message(job.job_id))
 

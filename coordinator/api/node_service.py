@@ -32,7 +32,9 @@ from verifier.reputation import Outcome, check_probability
 
 log = logging.getLogger(__name__)
 
-IDLE_RETRY_MS = 1000
+IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
+LONG_POLL_SECONDS = 20.0
+LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
 MAX_REASON_LENGTH = 4000
 STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
@@ -73,15 +75,27 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         )
 
     async def LeaseTask(self, request, context):
+        """Long poll: an idle node waits here (up to LONG_POLL_SECONDS) until work appears.
+
+        Idle nodes then cost no requests; they wake only when tasks become leasable.
+        """
         node_id = await self._known_node(request.node_id, context)
-        now = time.time()
-        self.store.touch_node(node_id, now)
-        standing = self.proof.standing(node_id)
-        if standing.quarantined:
-            return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
-        task = self.store.lease_next_task(node_id, now, node_rank(standing))
-        if task is None:
-            return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
+        self.store.touch_node(node_id, time.time())
+        remaining = context.time_remaining()
+        wait = min(LONG_POLL_SECONDS, max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
+        deadline = time.monotonic() + wait
+        while True:
+            work = self.events.subscribe_work()
+            standing = self.proof.standing(node_id)
+            if standing.quarantined:
+                return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
+            task = self.store.lease_next_task(node_id, time.time(), node_rank(standing))
+            if task is not None:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
+            await self.events.wait(work, left)
         self.events.changed(task.job_id)
         log.info("lease %s: job %s frames %d-%d to node %s", task.lease_id, task.job_id,
                  task.first_frame, task.last_frame, node_id[:12])
@@ -142,6 +156,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             task = self.store.fail_task(lease_id, node_id, reason, time.time())
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
+        if task.state == "queued":
+            self.events.work_queued()
         outcome = Outcome.ABANDONED if reason.startswith(STOPPING_PREFIX) else Outcome.CRASH
         self.proof.record_outcome(node_id, outcome, time.time(), job_id=task.job_id,
                                   frame=task.first_frame, details={"reason": reason})

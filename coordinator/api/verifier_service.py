@@ -81,6 +81,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         self.events.changed(finished.job_id)
         if finished.rejected:
+            self.events.work_queued()  # the task is back in the queue for another node
             log.warning("job %s frame %d from node %s REJECTED: %s", finished.job_id,
                         finished.frame, finished.node_id[:12], request.reason)
         if finished.change and finished.change.tier_after != finished.change.tier_before:
