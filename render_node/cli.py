@@ -18,6 +18,7 @@ from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
+from render_node import status
 from render_node.daemon import NodeConfig, RenderNode
 from render_node.sysinfo import capabilities, save_benchmark
 
@@ -56,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     earnings.add_argument("--tls-ca", type=Path)
     earnings.add_argument("--json", action="store_true")
 
+    status.add_arguments(commands.add_parser("status", help="this node's standing and "
+                                             "reputation history"))
+
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return status.run(args)
     if args.command == "info":
         return _info(args.threads)
     if args.command == "benchmark":

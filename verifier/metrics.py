@@ -153,7 +153,9 @@ def check_frame(image: np.ndarray | None, width: int, height: int) -> FrameCheck
         got = f"{image.shape[1]}x{image.shape[0]}"
         return FrameCheck(False, f"size {got} differs from the job's {width}x{height}")
     img = to_float(image)
-    if float(img.std()) < 1.0 / 255:
+    # Per channel: a flat (0.8, 0.4, 0.1) frame has a large spread *across* channels.
+    spread = img.reshape(-1, img.shape[-1]).std(axis=0).max() if img.ndim == 3 else img.std()
+    if float(spread) < 1.0 / 255:
         return FrameCheck(False, "the frame is blank (one flat colour)")
     return FrameCheck(True, "decodes, right size, not blank")
 

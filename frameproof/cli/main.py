@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from solders.keypair import Keypair
 
-from frameproof.cli import download, jobs, money, submit, watch
+from frameproof.cli import download, jobs, money, nodes, submit, watch
 from frameproof.cli.common import CliError, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_job_argument(commands.add_parser("watch", help="follow a job live"), False)
     jobs.add_job_argument(commands.add_parser("cancel", help="cancel a job"), False)
     jobs.add_job_argument(commands.add_parser("frames", help="each frame's state and node"))
+    nodes.add_arguments(commands.add_parser("nodes", help="nodes with reputation, tier, "
+                                            "verified and failed frames"))
     fetch = commands.add_parser("download", help="download a job's frames")
     jobs.add_job_argument(fetch, False)
     fetch.add_argument("--out", type=Path, required=True, help="folder for the frames")
@@ -54,6 +56,7 @@ HANDLERS = {
     "cancel": jobs.run_cancel,
     "frames": jobs.run_frames,
     "download": download.run,
+    "nodes": nodes.run,
     "estimate": money.run_estimate,
     "wallet": money.run_wallet,
     "receipts": money.run_receipts,
