@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from coordinator.blobstore import BlobNotFound, BlobStore
+from coordinator.blobstore import BlobNotFound, BlobStore, InvalidSha256, check_sha256
 from coordinator.domain.frames import FrameSpecError, parse_frames
 from coordinator.storage.models import SceneRecord
 from coordinator.storage.store import FarmStore
@@ -22,6 +22,9 @@ from frameproof.manifest import ManifestError, SceneManifest, materialise
 
 SUPPORTED_ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+# Inspecting opens the file and reads settings: generous limits that a bomb still hits.
+INSPECT_MEMORY_BYTES = 4 * 2**30
+INSPECT_CPU_SECONDS = 120.0
 
 
 class IntakeError(ValueError):
@@ -65,7 +68,9 @@ class SceneIntake:
         blend = await asyncio.to_thread(materialise, manifest, self.blobs.path, scene_dir)
         try:
             inspection = await asyncio.to_thread(
-                inspect_scene, blend, timeout=self.inspect_timeout
+                inspect_scene, blend, timeout=self.inspect_timeout,
+                memory_limit_bytes=INSPECT_MEMORY_BYTES, cpu_seconds=INSPECT_CPU_SECONDS,
+                log_path=self.scenes_dir / f"{scene_id}.inspect.log",
             )
         except BlenderError as error:
             raise IntakeError(f"{manifest.main_file}: {error}") from error
@@ -80,6 +85,11 @@ class SceneIntake:
         return record
 
     def _load_manifest(self, scene_id: str) -> SceneManifest:
+        try:
+            check_sha256(scene_id)
+        except InvalidSha256 as error:
+            raise IntakeError(f"scene_id must be a sha256 (64 lowercase hex digits): "
+                              f"{error}") from error
         try:
             data = self.blobs.read_bytes(scene_id, limit=MAX_MANIFEST_BYTES)
         except BlobNotFound as error:

@@ -24,6 +24,7 @@ from coordinator.storage.store import FarmStore
 log = logging.getLogger(__name__)
 
 ORPHAN_ESCROW_SECONDS = 60.0  # escrow opened, job never created (crash in between): refund
+ORPHAN_SCAN_SECONDS = 30.0  # orphans are rare: look for them now and then, not every sweep
 
 
 class Settlement:
@@ -33,6 +34,7 @@ class Settlement:
         self.proof = proof
         self.payments = payments
         self.on_change = on_change
+        self._last_orphan_scan = 0.0
 
     def sweep(self, now: float | None = None) -> None:
         """Charge approved frames, settle ended jobs, refund orphaned escrow, close epochs."""
@@ -81,6 +83,9 @@ class Settlement:
             self.on_change(job.job_id)
 
     def _refund_orphans(self, now: float) -> None:
+        if now - self._last_orphan_scan < ORPHAN_SCAN_SECONDS:
+            return
+        self._last_orphan_scan = now
         with Session(self.payments.engine) as session:
             open_escrows = session.exec(
                 select(JobBillingRecord.job_id)

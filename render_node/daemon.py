@@ -8,6 +8,7 @@ they are acknowledged, and a lease the coordinator withdrew stops the render.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from frameproof.manifest import sha256_file
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
-from render_node.sysinfo import benchmark_score, capabilities
+from render_node.sysinfo import benchmark_score, capabilities, total_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class NodeConfig:
     tls_ca: Path | None = None
 
 
+def default_memory_limit() -> int:
+    """Three quarters of the machine: a scene that wants more fails, the machine survives."""
+    return int(total_memory_bytes() * 0.75)
+
+
 class LeaseWithdrawn(Exception):
     """The coordinator took the lease back (expired, re-leased or cancelled)."""
 
@@ -57,10 +63,13 @@ class RenderNode:
         self.node_id = str(keypair.pubkey())
         self.client = FarmClient(config.coordinator, keypair, tls_ca=config.tls_ca)
         self.scenes = SceneCache(config.work_dir / "cache", self.client.blobs)
+        threads = config.threads or os.cpu_count() or 1
         self.blender = BlenderWorker(
             threads=config.threads,
-            memory_limit_bytes=config.memory_limit_bytes,
+            memory_limit_bytes=config.memory_limit_bytes or default_memory_limit(),
             log_path=config.work_dir / "blender.log",
+            # CPU seconds a frame may burn, all threads together: the wall limit's worth.
+            cpu_seconds=config.frame_timeout * threads,
         )
         self.stopping = threading.Event()
         self.heartbeat_seconds = 10.0
@@ -115,14 +124,25 @@ class RenderNode:
             self._report_done(lease, outputs)
         except LeaseWithdrawn:
             log.warning("lease %s withdrawn by the coordinator; dropped", lease.lease_id)
-        except (BlenderError, TransferError, OSError, ValueError) as error:
-            log.error("lease %s failed: %s", lease.lease_id, error)
+        except (BlenderError, TransferError, OSError, ValueError, grpc.RpcError) as error:
+            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
+            log.error("lease %s failed: %s", lease.lease_id, reason)
             if not withdrawn.is_set():
-                self._call(self.client.nodes.FailTask, pb.FailTaskRequest(
-                    node_id=self.node_id, lease_id=lease.lease_id, reason=str(error)))
+                self._give_up(lease, reason)
         finally:
             withdrawn.set()  # ends the heartbeat thread
             beat.join()
+
+    def _give_up(self, lease: pb.Lease, reason: str) -> None:
+        """Tell the coordinator the lease failed; a lease it already took back is fine."""
+        try:
+            self._call(self.client.nodes.FailTask, pb.FailTaskRequest(
+                node_id=self.node_id, lease_id=lease.lease_id, reason=reason))
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.FAILED_PRECONDITION,
+                                    grpc.StatusCode.PERMISSION_DENIED):
+                raise
+            log.warning("lease %s is already gone (%s)", lease.lease_id, error.details())
 
     def _render_lease(
         self, lease: pb.Lease, withdrawn: threading.Event, done_frames: list[int]

@@ -121,8 +121,9 @@ def test_completion_records_frames_once_and_is_idempotent(store: FarmStore):
     assert task is not None and task.lease_id
     with pytest.raises(ValueError, match="covers frames"):
         store.complete_task(task.lease_id, "node", [output(1)], now=1.0)
-    store.complete_task(task.lease_id, "node", [output(1), output(2)], now=1.0)
-    store.complete_task(task.lease_id, "node", [output(1), output(2)], now=2.0)  # a retry
+    assert store.complete_task(task.lease_id, "node", [output(1), output(2)], now=1.0)[1]
+    retry = store.complete_task(task.lease_id, "node", [output(1), output(2)], now=2.0)
+    assert retry[1] is False, "a retried completion records nothing new"
     assert [r.frame for r in store.list_frame_results("job")] == [1, 2]
     # Delivered frames wait for Proof-of-Render before the task is done.
     assert store.frame_counts(["job"])["job"] == {TaskState.VERIFYING: 2}

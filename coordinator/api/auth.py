@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from frameproof.auth import AuthError, Caller, NonceCache, verify_call
 
@@ -70,7 +71,11 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
         deserialize = handler.request_deserializer
 
         def keep_raw(raw: bytes) -> _Raw:
-            return _Raw(raw, deserialize(raw) if deserialize else raw)
+            # Parse errors are answered after the signature check, never as a crash.
+            try:
+                return _Raw(raw, deserialize(raw) if deserialize else raw)
+            except DecodeError:
+                return _Raw(raw, None)
 
         async def check(context: grpc.aio.ServicerContext, raw: bytes | None) -> None:
             try:
@@ -79,11 +84,18 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
                 log.warning("refused %s: %s", method, error)
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
 
+        async def refuse_malformed(request: _Raw, context: grpc.aio.ServicerContext) -> None:
+            if request.message is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"malformed request: not a {method.rsplit('/', 1)[-1]} "
+                                    "message")
+
         if handler.unary_unary:
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
                 await check(context, request.raw)
+                await refuse_malformed(request, context)
                 return await inner_uu(request.message, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -94,6 +106,7 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
                 await check(context, request.raw)
+                await refuse_malformed(request, context)
                 async for response in inner_us(request.message, context):
                     yield response
 

@@ -118,8 +118,15 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
         try:
             return await self._upload(request_iterator)
         except _Abort as exc:
+            if exc.code == grpc.StatusCode.DATA_LOSS:
+                log.warning("upload refused: %s", exc.message)
             await context.abort(exc.code, exc.message)
+        except BlobStoreFull as exc:
+            log.error("blob store full: %s", exc)
+            await context.abort(_status_for(exc), str(exc))
         except BlobError as exc:
+            if isinstance(exc, BlobCorrupt):
+                log.warning("upload refused: %s", exc)
             await context.abort(_status_for(exc), str(exc))
         raise AssertionError("unreachable: context.abort raises")
 

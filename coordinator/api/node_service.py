@@ -26,12 +26,14 @@ from coordinator.storage.models import (
 )
 from coordinator.storage.proof import ProofStore, node_rank, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+from frameproof.manifest import is_sha256
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 from verifier.reputation import Outcome, check_probability
 
 log = logging.getLogger(__name__)
 
+TOUCH_SECONDS = 5.0
 IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
 LONG_POLL_SECONDS = 20.0
 LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
@@ -60,6 +62,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self.payments = payments
         self.heartbeat_seconds = heartbeat_seconds
         self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
+        self._touched: dict[str, float] = {}
+        self._registered: set[str] = set()
+        self._extensions: dict[str, str] = {}  # job id -> image extension (jobs never change)
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
@@ -80,7 +85,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         Idle nodes then cost no requests; they wake only when tasks become leasable.
         """
         node_id = await self._known_node(request.node_id, context)
-        self.store.touch_node(node_id, time.time())
+        self._touch(node_id)
         remaining = context.time_remaining()
         wait = min(LONG_POLL_SECONDS, max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
         deadline = time.monotonic() + wait
@@ -115,9 +120,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def CompleteTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
+        leased = self.store.task_for_lease(lease_id)
+        extension = self._extension_of_job(leased.job_id) if leased else "png"
         outputs = []
         for output in request.outputs:
             sha = output.image.sha256
+            if not is_sha256(sha):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"frame {output.frame}: image is not a sha256")
             if not self.blobs.has(sha) or self.blobs.size(sha) != output.image.size:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -128,7 +138,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     frame=output.frame,
                     sha256=sha,
                     size=output.image.size,
-                    extension=self._extension_for(lease_id),
+                    extension=extension,
                     render_seconds=max(0.0, output.render_seconds),
                     blender_version=output.blender_version[:64],
                     device=output.device[:64],
@@ -137,11 +147,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         probability = check_probability(self.proof.standing(node_id))
         sampled = frozenset(o.frame for o in outputs if self._draw.random() < probability)
         try:
-            task = self.store.complete_task(lease_id, node_id, outputs, time.time(), sampled)
+            task, recorded = self.store.complete_task(lease_id, node_id, outputs, time.time(),
+                                                      sampled)
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
         except ValueError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if not recorded:  # a retried completion: it was counted the first time
+            return pb.CompleteTaskResponse(accepted=True)
         self.proof.count_completed_lease(node_id, time.time())
         self.events.changed(task.job_id)
         log.info("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
@@ -198,6 +211,22 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ helpers
 
+    def _touch(self, node_id: str) -> None:
+        """Note that the node is alive, at most every TOUCH_SECONDS: a write per call is waste."""
+        now = time.time()
+        if now - self._touched.get(node_id, 0.0) >= TOUCH_SECONDS:
+            self._touched[node_id] = now
+            self.store.touch_node(node_id, now)
+
+    def _extension_of_job(self, job_id: str) -> str:
+        extension = self._extensions.get(job_id)
+        if extension is None:
+            job = self.store.get_job(job_id)
+            settings = convert.settings_from_json(job.settings_json) if job else None
+            extension = convert.extension_of(settings) if settings else "png"
+            self._extensions[job_id] = extension
+        return extension
+
     async def _own_node_id(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         """A node speaks only for itself: node_id must be the key that signed the call."""
         node_id = await require_id(context, node_id, "node_id")
@@ -208,18 +237,13 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     async def _known_node(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         node_id = await self._own_node_id(node_id, context)
-        if self.store.get_node(node_id) is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"
-            )
+        if node_id not in self._registered:  # nodes are never deleted: remember who exists
+            if self.store.get_node(node_id) is None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"
+                )
+            self._registered.add(node_id)
         return node_id
-
-    def _extension_for(self, lease_id: str) -> str:
-        task = self.store.task_for_lease(lease_id)
-        job = self.store.get_job(task.job_id) if task else None
-        if job is None:
-            return "png"
-        return convert.extension_of(convert.settings_from_json(job.settings_json))
 
     def _lease_message(self, task: TaskRecord) -> pb.Lease:
         job = self.store.get_job(task.job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
@@ -45,6 +46,8 @@ class TaskRecord(SQLModel, table=True):
     """One lease-able unit of work: a contiguous chunk of a job's frames."""
 
     __tablename__ = "task"
+    # Leasing walks queued tasks in this order: the index makes it a scan of a few rows.
+    __table_args__ = (Index("ix_task_queue", "state", "queued_at", "first_frame"),)
     task_id: str = Field(primary_key=True)
     job_id: str = Field(foreign_key="job.job_id", index=True)
     first_frame: int

@@ -317,9 +317,9 @@ class FarmStore:
             .where(col(JobRecord.tier) >= node_rank)
             .where(col(TaskRecord.task_id).not_in(failed_tasks))
             .where(col(TaskRecord.job_id).not_in(failed_jobs))
-            .order_by(
-                col(JobRecord.created_at), col(TaskRecord.queued_at), col(TaskRecord.first_frame)
-            )
+            # FIFO: a job's tasks are queued when it is created, a requeued task goes to the
+            # back. Ordering on the task alone lets the queue index do the work.
+            .order_by(col(TaskRecord.queued_at), col(TaskRecord.first_frame))
             .limit(8)
         )
         with self._session() as session:
@@ -359,8 +359,10 @@ class FarmStore:
         outputs: Sequence[FrameOutputRecord],
         now: float,
         tile_checks: frozenset[int] = frozenset(),
-    ) -> TaskRecord:
-        """Record a task's frames and queue their verification. Repeating the call is harmless.
+    ) -> tuple[TaskRecord, bool]:
+        """Record a task's frames and queue their verification; return (task, newly recorded).
+
+        Repeating the call is harmless: the second time nothing is recorded.
 
         Every frame gets a verification (cheap checks); those in `tile_checks` were
         sampled for a tile re-render. The task is done once every frame is approved.
@@ -369,7 +371,7 @@ class FarmStore:
             task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
             delivered = (TaskState.VERIFYING, TaskState.DONE)
             if task is not None and task.state in delivered and task.node_id == node_id:
-                return task  # a retried completion: already recorded
+                return task, False  # a retried completion: already recorded
             task = self._live_task(session, lease_id, node_id)
             expected = list(range(task.first_frame, task.last_frame + 1))
             if sorted(output.frame for output in outputs) != expected:
@@ -414,7 +416,7 @@ class FarmStore:
             task.error = ""
             session.add(task)
             session.commit()
-            return task
+            return task, True
 
     def fail_task(self, lease_id: str, node_id: str, reason: str, now: float) -> TaskRecord:
         """The node gave up on its lease: requeue the task or, past the limit, fail it."""

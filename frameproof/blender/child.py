@@ -37,6 +37,24 @@ def set_limits(memory_limit_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
 
 
+def limit_cpu(budget: float | None) -> None:
+    """Give the next command `budget` CPU seconds (all threads together); None: no limit.
+
+    The persistent child renders many frames, so the limit moves with the CPU time already
+    used. The kernel sends SIGXCPU past it and the child dies; the parent reports it. Only
+    this trusted code sets it: a scene runs no Python, so it cannot raise its own limit.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if not budget:
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime + budget) + 1
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
 class Child:
     """Command handlers; keeps one opened .blend (with its applied settings) between frames."""
 
@@ -311,6 +329,7 @@ def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
             if handler is None:
                 reply = {"ok": False, "error": f"unknown command {cmd!r}"}
             else:
+                limit_cpu(msg.get("cpu_seconds"))
                 reply = handler(msg)
         except Exception as exc:  # report any scene/command failure; stay alive
             reply = {"ok": False, "error": str(exc).strip() or type(exc).__name__}

@@ -93,9 +93,11 @@ class BlenderWorker:
         memory_limit_bytes: int | None = None,
         log_path: Path | None = None,
         device: str = "CPU",
+        cpu_seconds: float | None = None,
     ) -> None:
         self.threads = threads
         self.memory_limit_bytes = memory_limit_bytes
+        self.cpu_seconds = cpu_seconds  # CPU-time budget of each command (all threads)
         self.log_path = Path(log_path) if log_path is not None else None
         self.device = device
         self._proc: subprocess.Popen[bytes] | None = None
@@ -103,6 +105,7 @@ class BlenderWorker:
         self._reply_fd: int | None = None
         self._buffer = b""
         self._version: str | None = None
+        self._log_start = 0  # where this child's output starts in the log
         self._lock = threading.RLock()
 
     # -- public API -------------------------------------------------------------------------
@@ -121,7 +124,8 @@ class BlenderWorker:
 
     def inspect(self, blend: Path, *, timeout: float = 120.0) -> SceneInspection:
         """Open ``blend`` in the child and report its facts and missing dependencies."""
-        reply = self._call({"cmd": "inspect", "blend": str(Path(blend).resolve())}, timeout)
+        reply = self._call({"cmd": "inspect", "blend": str(Path(blend).resolve()),
+                            "cpu_seconds": self.cpu_seconds}, timeout)
         return SceneInspection(**reply["scene"])
 
     def render_frame(
@@ -151,6 +155,7 @@ class BlenderWorker:
             "threads": self.threads,
             "border": list(border) if border is not None else None,
             "device": self.device,
+            "cpu_seconds": self.cpu_seconds,
         }
         try:
             with self._lock:
@@ -216,6 +221,7 @@ class BlenderWorker:
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
         )
         log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self._log_start = log.tell() if log else 0
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -308,6 +314,17 @@ class BlenderWorker:
             self._reset(kill=True)
             raise BlenderCrashed(f"Blender child sent a malformed reply: {line[:200]!r}") from None
 
+    def _out_of_memory(self) -> bool:
+        """Blender logs "Malloc returns null" when an allocation fails (e.g. at RLIMIT_AS)."""
+        if not self.log_path or not self.memory_limit_bytes:
+            return False
+        try:
+            with open(self.log_path, "rb") as log:  # only what this child wrote
+                log.seek(max(self._log_start, log.seek(0, os.SEEK_END) - 65536))
+                return b"Malloc returns null" in log.read()
+        except OSError:
+            return False
+
     def _crashed(self) -> BlenderCrashed:
         """Build the exception for a dead child (reaping it first) and reset."""
         proc = self._proc
@@ -321,10 +338,15 @@ class BlenderWorker:
         self._reset(kill=True)
         if code is None:
             how = "stopped answering (pipe closed)"
+        elif code == -signal.SIGXCPU:
+            how = f"exceeded its CPU-time limit of {self.cpu_seconds:.0f} s"
         elif code < 0:
             how = f"was killed by signal {signal.Signals(-code).name}"
         else:
             how = f"exited with status {code}"
+        if self._out_of_memory():
+            limit = self.memory_limit_bytes or 0
+            how += f": it ran out of memory (limit {limit / 2**30:.1f} GiB)"
         where = f"; see {self.log_path}" if self.log_path else ""
         return BlenderCrashed(f"Blender child (pid {pid}) {how}{where}")
 
@@ -350,8 +372,14 @@ def _finalise(tmp: Path, fmt: str, reply: dict[str, Any]) -> tuple[int, int]:
 
 
 def inspect_scene(
-    blend: Path, *, timeout: float = 120.0, memory_limit_bytes: int | None = None
+    blend: Path,
+    *,
+    timeout: float = 120.0,
+    memory_limit_bytes: int | None = None,
+    cpu_seconds: float | None = None,
+    log_path: Path | None = None,
 ) -> SceneInspection:
     """One-shot inspection in a fresh child (used by the coordinator's intake)."""
-    with BlenderWorker(memory_limit_bytes=memory_limit_bytes) as worker:
+    with BlenderWorker(memory_limit_bytes=memory_limit_bytes, cpu_seconds=cpu_seconds,
+                       log_path=log_path) as worker:
         return worker.inspect(blend, timeout=timeout)
