@@ -104,6 +104,7 @@ def scheduling_throughput(farm: LocalFarm, frames: int, nodes: int) -> str:
     from solders.keypair import Keypair
 
     from frameproof.client import FarmClient
+    from frameproof.receipts import sign_receipt
     from frameproof.transfer import upload_bytes
 
     with farm.client() as creator:
@@ -135,7 +136,9 @@ def scheduling_throughput(farm: LocalFarm, frames: int, nodes: int) -> str:
                     return
                 outputs = [
                     pb.FrameOutput(
-                        frame=f, image=pb.BlobRef(sha256=sha, size=64), render_seconds=0.01
+                        frame=f, image=pb.BlobRef(sha256=sha, size=64), render_seconds=0.01,
+                        receipt_signature=sign_receipt(keypair, lease.job_id, f, sha,
+                                                       lease.settings),
                     )
                     for f in lease.frames
                 ]

@@ -37,6 +37,7 @@ from solders.keypair import Keypair
 
 from bench.report import write_section
 from frameproof.auth import sign_call
+from frameproof.receipts import sign_receipt
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -155,8 +156,10 @@ async def _render_lease(calls: Signed, node_id: str, lease: pb.Lease, heartbeat:
     for frame in lease.frames:
         image = f"{lease.job_id}:{frame}:{lease.lease_id}:{node_id}".encode() * 4
         ref = await calls.upload(image)
-        outputs.append(pb.FrameOutput(frame=frame, image=ref, render_seconds=1.0,
-                                      blender_version="sim", device="CPU"))
+        outputs.append(pb.FrameOutput(
+            frame=frame, image=ref, render_seconds=1.0, blender_version="sim", device="CPU",
+            receipt_signature=sign_receipt(calls.keypair, lease.job_id, frame, ref.sha256,
+                                           lease.settings)))
     try:
         await calls.unary(calls.nodes, "CompleteTask", pb.CompleteTaskRequest(
             node_id=node_id, lease_id=lease.lease_id, outputs=outputs))

@@ -22,6 +22,7 @@ from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult,
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
+from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
@@ -60,6 +61,7 @@ class RenderNode:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         keypair_path = config.keypair_path or config.work_dir / "node-keypair.json"
         keypair = load_or_create_keypair(keypair_path)
+        self.keypair = keypair
         self.node_id = str(keypair.pubkey())
         self.client = FarmClient(config.coordinator, keypair, tls_ca=config.tls_ca)
         self.scenes = SceneCache(config.work_dir / "cache", self.client.blobs)
@@ -171,6 +173,8 @@ class RenderNode:
                 render_seconds=result.seconds,
                 blender_version=result.blender_version,
                 device=result.device,
+                receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
+                                               lease.settings),
             ))
             done_frames[0] += 1
             log.info("frame %d rendered in %.2fs", frame, result.seconds)

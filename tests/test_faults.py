@@ -31,6 +31,7 @@ from solders.keypair import Keypair
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
+from frameproof.receipts import sign_receipt
 from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
 
@@ -293,8 +294,10 @@ def test_a_retried_completion_is_credited_once(farm: LocalFarm) -> None:
         assert lease.job_id == job.job_id
         image = b"\x89PNG pretend"
         sha = upload_bytes(client.blobs, image)
+        receipt = sign_receipt(node, lease.job_id, 1, sha, lease.settings)
         request = pb.CompleteTaskRequest(node_id=node_id, lease_id=lease.lease_id, outputs=[
-            pb.FrameOutput(frame=1, image=pb.BlobRef(sha256=sha, size=len(image)))])
+            pb.FrameOutput(frame=1, image=pb.BlobRef(sha256=sha, size=len(image)),
+                           receipt_signature=receipt)])
         for _ in range(3):
             assert client.nodes.CompleteTask(request, timeout=10).accepted
         standing = client.nodes.GetNodeStanding(pb.GetNodeStandingRequest(node_id=node_id),

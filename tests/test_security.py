@@ -16,6 +16,8 @@ from solders.keypair import Keypair
 from frameproof.auth import sign_call
 from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
+from frameproof.receipts import sign_receipt, verify_receipt
+from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -117,6 +119,28 @@ def test_a_node_speaks_only_for_itself_and_reads_only_leased_scenes(coordinator:
         code, _ = code_and_details(client.nodes.CompleteTask, pb.CompleteTaskRequest(
             node_id=str(honest.pubkey()), lease_id=lease.lease_id))
         assert code == grpc.StatusCode.PERMISSION_DENIED
+        # A result must carry the node's receipt over exactly what it delivers.
+        image = b"pretend pixels"
+        sha = upload_bytes(client.blobs, image)
+        forged = sign_receipt(intruder, lease.job_id, 1, "0" * 64, lease.settings)
+        code, details = code_and_details(client.nodes.CompleteTask, pb.CompleteTaskRequest(
+            node_id=str(intruder.pubkey()), lease_id=lease.lease_id, outputs=[pb.FrameOutput(
+                frame=1, image=pb.BlobRef(sha256=sha, size=len(image)),
+                receipt_signature=forged)]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "receipt" in details
+
+
+def test_every_result_keeps_the_nodes_signed_receipt(coordinator: LocalFarm):
+    coordinator.start_node("node")
+    with coordinator.client() as creator:
+        job = submit_sample(creator, SAMPLE_SCENE, "1-2")
+        wait_until_done(creator, job.job_id)
+        delivered = frames(creator, job.job_id)
+    for frame in delivered:
+        assert verify_receipt(frame.node_id, frame.receipt_signature, job.job_id, frame.frame,
+                              frame.image.sha256, job.settings)
+        assert not verify_receipt(frame.node_id, frame.receipt_signature, job.job_id,
+                                  frame.frame + 1, frame.image.sha256, job.settings)
 
 
 def test_the_local_admin_socket_sees_every_job(coordinator: LocalFarm):

@@ -127,6 +127,7 @@ def frame_messages(
                 frame.verification = result.verification or "waiting for Proof-of-Render"
                 frame.blender_version = result.blender_version
                 frame.device = result.device
+                frame.receipt_signature = result.receipt_signature
                 if result.verdict == "approved":
                     frame.state = pb.FRAME_STATE_DONE
             frames.append(frame)

@@ -27,6 +27,7 @@ from coordinator.storage.models import (
 from coordinator.storage.proof import ProofStore, node_rank, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.manifest import is_sha256
+from frameproof.receipts import verify_receipt
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 from verifier.reputation import Outcome, check_probability
@@ -122,12 +123,19 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         lease_id = await require_id(context, request.lease_id, "lease_id")
         leased = self.store.task_for_lease(lease_id)
         extension = self._extension_of_job(leased.job_id) if leased else "png"
+        settings = self._settings_of_job(leased.job_id) if leased else None
         outputs = []
         for output in request.outputs:
             sha = output.image.sha256
             if not is_sha256(sha):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"frame {output.frame}: image is not a sha256")
+            if leased is not None and leased.node_id == node_id and settings is not None and (
+                    not verify_receipt(node_id, output.receipt_signature, leased.job_id,
+                                       output.frame, sha, settings)):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"frame {output.frame}: the receipt signature does not "
+                                    "verify (sign job, frame, image sha256 and settings)")
             if not self.blobs.has(sha) or self.blobs.size(sha) != output.image.size:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -142,6 +150,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     render_seconds=max(0.0, output.render_seconds),
                     blender_version=output.blender_version[:64],
                     device=output.device[:64],
+                    receipt_signature=output.receipt_signature[:128],
                 )
             )
         probability = check_probability(self.proof.standing(node_id))
@@ -217,6 +226,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         if now - self._touched.get(node_id, 0.0) >= TOUCH_SECONDS:
             self._touched[node_id] = now
             self.store.touch_node(node_id, now)
+
+    def _settings_of_job(self, job_id: str) -> pb.RenderSettings | None:
+        job = self.store.get_job(job_id)
+        return convert.settings_from_json(job.settings_json) if job else None
 
     def _extension_of_job(self, job_id: str) -> str:
         extension = self._extensions.get(job_id)

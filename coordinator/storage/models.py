@@ -80,6 +80,7 @@ class FrameResultRecord(SQLModel, table=True):
     verification: str = ""  # what Proof-of-Render said, for people
     pixel_sha256: str = Field(default="", index=True)  # hash of the decoded pixels
     charged: bool = Field(default=False, index=True)  # its burn and its node's credit are booked
+    receipt_signature: str = ""  # the node's signed claim (frameproof.receipts), for audit
     created_at: float
 
 

@@ -43,6 +43,7 @@ class FrameOutputRecord:
     render_seconds: float
     blender_version: str = ""
     device: str = ""
+    receipt_signature: str = ""
 
 
 LEASE_EXPIRED = "lease expired: the node stopped answering"
@@ -392,6 +393,7 @@ class FarmStore:
                         render_seconds=output.render_seconds,
                         blender_version=output.blender_version,
                         device=output.device,
+                        receipt_signature=output.receipt_signature,
                         created_at=now,
                     )
                 )
