@@ -194,7 +194,7 @@ async def _supervise_verifier(config: CoordinatorConfig, address: str) -> None:
     command = [sys.executable, "-m", "verifier.cli", "--coordinator", address,
                "--work-dir", str(work_dir), "--keypair",
                str(admin_keypair_path(config.data_dir)), "--threads",
-               str(config.verifier_threads)]
+               str(config.verifier_threads), "--parent-pid", str(os.getpid())]
     if config.tls_cert and not address.startswith("unix:"):
         command += ["--tls-ca", str(config.tls_cert)]
     delay = 1.0

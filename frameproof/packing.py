@@ -162,6 +162,17 @@ class _Packer(Packer):
         self._tmpdir = tempfile.TemporaryDirectory(prefix=".bat-", dir=Path(target).parent)
         self._rewrite_in = Path(self._tmpdir.name)
 
+    def close(self) -> None:
+        """Also stop BAT's copier thread when packing failed half-way.
+
+        Otherwise it waits for more files forever, and being a non-daemon thread it keeps
+        the whole process from exiting.
+        """
+        transferer = self._file_transferer
+        if transferer is not None and transferer.is_alive():
+            transferer.abort_and_join()
+        super().close()
+
 
 class _Progress(bat_progress.Callback):
     """Turns BAT's progress callbacks into one-line messages."""

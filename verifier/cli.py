@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is gone "
+                        "(set by the coordinator that starts its own verifier)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             keypair_path=args.keypair,
             threads=args.threads,
             tls_ca=args.tls_ca,
+            parent_pid=args.parent_pid,
         )
     )
     for signum in (signal.SIGTERM, signal.SIGINT):

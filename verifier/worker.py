@@ -8,6 +8,7 @@ verifier. The same loop could run on trusted nodes of another operator.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class VerifierConfig:
     keypair_path: Path | None = None
     threads: int = 0
     tls_ca: Path | None = None
+    parent_pid: int | None = None  # stop when this process (the coordinator) is gone
 
 
 class Verifier:
@@ -56,9 +58,13 @@ class Verifier:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _orphaned(self) -> bool:
+        """The coordinator that started us died without stopping us (SIGKILL, a crash)."""
+        return self.config.parent_pid is not None and os.getppid() != self.config.parent_pid
+
     def run(self) -> None:
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and not self._orphaned():
                 try:
                     response = self.client.verifier.LeaseVerification(
                         pb.LeaseVerificationRequest(
@@ -67,7 +73,6 @@ class Verifier:
                             device=self.blender.device,
                         ),
                         timeout=CALL_TIMEOUT,
-                        wait_for_ready=True,
                     )
                 except grpc.RpcError as error:
                     log.warning("coordinator unavailable (%s); retrying", error.code())
@@ -134,6 +139,8 @@ class Verifier:
             ],
         )
         for attempt in range(10):
+            if self._orphaned():
+                return
             try:
                 self.client.verifier.SubmitVerification(
                     request, timeout=CALL_TIMEOUT, wait_for_ready=True
