@@ -70,6 +70,7 @@ def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
             "verification": frame.verification,
             "blender_version": frame.blender_version,
             "device": frame.device,
+            "receipt_signature": frame.receipt_signature,
         }
         for frame in frames
     ]
