@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import TINY, wait_until_registered
+from farm_helpers import TINY, wait_for, wait_until_registered
 
 from frameproof.cli.main import main as frameproof
 from frameproof.localfarm import LocalFarm
@@ -94,3 +94,34 @@ def test_render_node_info_prints_its_capabilities():
     assert info["blender_version"].startswith("5.0")
     assert info["threads"] >= 1 and int(info["memory_bytes"]) > 0
     assert "CPU" in info["devices"] and "CYCLES" in info["engines"]
+
+
+def test_money_commands_as_a_creator_would(farm: LocalFarm, capsys):
+    farm.start_coordinator()
+    farm.start_node("node")
+    estimate = run_json(farm, capsys, "estimate", str(SAMPLE_SCENE), "--frames", "1-2",
+                        "--samples", str(TINY["samples"]), "--resolution-percentage",
+                        str(TINY["resolution_percentage"]))
+    assert estimate["frames"] == 2 and 0 < estimate["cost_usd"] <= estimate["max_cost_usd"]
+    before = run_json(farm, capsys, "wallet")
+    assert before["pubkey"] and before["balance"] == 100 * 10**6 and before["escrow"] == 0
+    assert fp(farm, "wallet", "airdrop", "5") == 0
+    capsys.readouterr()
+    after = run_json(farm, capsys, "wallet")
+    assert after["balance"] == before["balance"] + 5 * 10**6
+    job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-2", "--samples",
+                   str(TINY["samples"]), "--resolution-percentage",
+                   str(TINY["resolution_percentage"]), "--max-cost", "0.5")
+    assert fp(farm, "watch", job["job_id"]) == 0
+    capsys.readouterr()
+
+    def settled() -> dict | None:
+        receipts = run_json(farm, capsys, "receipts", job["job_id"])
+        return receipts if receipts["refund_signature"] else None
+
+    receipts = wait_for(settled, timeout=60)
+    assert [row["frame"] for row in receipts["frames"]] == [1, 2]
+    assert all(row["tokens_burned"] > 0 and row["signature"] for row in receipts["frames"])
+    assert receipts["total_tokens_burned"] + receipts["refund"] == receipts["escrowed"]
+    final = run_json(farm, capsys, "wallet")
+    assert final["balance"] == after["balance"] - receipts["total_tokens_burned"]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from rich.table import Table
 
 from frameproof.cli.common import err, fail, out, print_json
-from frameproof.cli.submit import FORMATS
+from frameproof.cli.submit import FORMATS, upload_scene
 from frameproof.client import FarmClient
-from frameproof.packing import PackingError, pack_scene
-from frameproof.transfer import upload_files
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
 
@@ -29,18 +26,9 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
     """Estimating needs the coordinator's inspection: the scene is uploaded (only what is new)."""
-    with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
-        try:
-            packed = pack_scene(args.scene, Path(work))
-        except PackingError as error:
-            fail(f"cannot pack {args.scene}: {error}")
-        if packed.missing:
-            fail(f"{args.scene}: missing dependencies: {', '.join(packed.missing[:10])}")
-        manifest = Path(work) / "scene-manifest.json"
-        manifest.write_bytes(packed.manifest.to_bytes())
-        upload_files(client.blobs, {**packed.files, packed.manifest.scene_id: manifest})
+    scene_id, _ = upload_scene(args.scene, client)
     estimate = client.jobs.EstimateJob(pb.EstimateRequest(
-        scene_id=packed.manifest.scene_id, frames=args.frames, tier=args.tier,
+        scene_id=scene_id, frames=args.frames, tier=args.tier,
         settings=pb.RenderSettings(samples=args.samples,
                                    resolution_percentage=args.resolution_percentage,
                                    output_format=FORMATS[args.format])), timeout=300)

@@ -63,21 +63,9 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
 def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, int]:
     """Pack, upload what the coordinator lacks, and submit; return the job and bytes sent."""
     settings = _settings(args)
-    with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
-        try:
-            packed = pack_scene(args.scene, Path(work))
-        except PackingError as error:
-            fail(f"cannot pack {args.scene}: {error}")
-        if packed.missing:
-            fail(f"{args.scene}: missing dependencies: {', '.join(packed.missing[:10])}")
-        manifest_file = Path(work) / "scene-manifest.json"
-        manifest_file.write_bytes(packed.manifest.to_bytes())
-        files = {**packed.files, packed.manifest.scene_id: manifest_file}
-        sent = _upload(client, files)
-    err.print(f"scene {packed.manifest.scene_id[:12]}: {len(files)} files, "
-              f"{sent} bytes uploaded")
+    scene_id, sent = upload_scene(args.scene, client)
     estimate = client.jobs.EstimateJob(pb.EstimateRequest(
-        scene_id=packed.manifest.scene_id, frames=args.frames, settings=settings,
+        scene_id=scene_id, frames=args.frames, settings=settings,
         tier=args.tier), timeout=300)
     max_cost = args.max_cost or estimate.max_cost_usd
     err.print(f"estimate: {estimate.frames} frames, ${estimate.cost_usd:.6f} at tier "
@@ -90,7 +78,7 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
         fail(str(error))
     response = client.jobs.SubmitJob(
         pb.SubmitJobRequest(
-            scene_id=packed.manifest.scene_id,
+            scene_id=scene_id,
             frames=args.frames,
             chunk_size=args.chunk,
             settings=settings,
@@ -102,6 +90,24 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
         timeout=300,
     )
     return response.job, sent
+
+
+def upload_scene(scene: Path, client: FarmClient) -> tuple[str, int]:
+    """Pack the scene and upload what the coordinator lacks; return (scene id, bytes sent)."""
+    with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
+        try:
+            packed = pack_scene(scene, Path(work))
+        except PackingError as error:
+            fail(f"cannot pack {scene}: {error}")
+        if packed.missing:
+            fail(f"{scene}: missing dependencies: {', '.join(packed.missing[:10])}")
+        manifest_file = Path(work) / "scene-manifest.json"
+        manifest_file.write_bytes(packed.manifest.to_bytes())
+        files = {**packed.files, packed.manifest.scene_id: manifest_file}
+        sent = _upload(client, files)
+    err.print(f"scene {packed.manifest.scene_id[:12]}: {len(files)} files, "
+              f"{sent} bytes uploaded")
+    return packed.manifest.scene_id, sent
 
 
 def _settings(args: argparse.Namespace) -> pb.RenderSettings:
