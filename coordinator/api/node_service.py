@@ -65,7 +65,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
         self._touched: dict[str, float] = {}
         self._registered: set[str] = set()
-        self._extensions: dict[str, str] = {}  # job id -> image extension (jobs never change)
+        self._settings: dict[str, pb.RenderSettings] = {}  # job id -> its render settings
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
@@ -122,8 +122,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
         leased = self.store.task_for_lease(lease_id)
-        extension = self._extension_of_job(leased.job_id) if leased else "png"
-        settings = self._settings_of_job(leased.job_id) if leased else None
+        settings = self._job_settings(leased.job_id) if leased else None
+        extension = convert.extension_of(settings) if settings else "png"
         outputs = []
         for output in request.outputs:
             sha = output.image.sha256
@@ -227,18 +227,15 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             self._touched[node_id] = now
             self.store.touch_node(node_id, now)
 
-    def _settings_of_job(self, job_id: str) -> pb.RenderSettings | None:
-        job = self.store.get_job(job_id)
-        return convert.settings_from_json(job.settings_json) if job else None
-
-    def _extension_of_job(self, job_id: str) -> str:
-        extension = self._extensions.get(job_id)
-        if extension is None:
+    def _job_settings(self, job_id: str) -> pb.RenderSettings | None:
+        """A job's render settings, read once: jobs never change after submit."""
+        settings = self._settings.get(job_id)
+        if settings is None:
             job = self.store.get_job(job_id)
-            settings = convert.settings_from_json(job.settings_json) if job else None
-            extension = convert.extension_of(settings) if settings else "png"
-            self._extensions[job_id] = extension
-        return extension
+            if job is None:
+                return None
+            settings = self._settings[job_id] = convert.settings_from_json(job.settings_json)
+        return settings
 
     async def _own_node_id(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         """A node speaks only for itself: node_id must be the key that signed the call."""
