@@ -1,13 +1,18 @@
 """A render node that cheats, for tests only: it speaks the real protocol and lies in its pixels.
 
 Usage: python tests/cheating_node.py --coordinator ADDR --work-dir DIR --strategy NAME
+       [--device CLASS]
 
 It is the real :class:`render_node.daemon.RenderNode` (register, lease, heartbeat, upload,
 complete) with one method overridden: how a frame's pixels are made. Strategies:
 
 - ``quarter-samples``: renders with a quarter of the job's samples (the cheap, plausible lie);
 - ``blank``: a black frame; ``flat-colour``: the frame's mean colour everywhere;
-- ``noise``: random pixels; ``shift``: the honest frame rolled 1 px.
+- ``noise``: random pixels; ``shift``: the honest frame rolled 1 px;
+- ``honest``: no lie in the pixels (with ``--device``: an honest node of another class).
+
+``--device CUDA`` (say) makes the node claim another device class than the verifier's CPU, so
+the verifier judges its frames in statistical mode, as it would a real GPU node's.
 """
 
 from __future__ import annotations
@@ -60,25 +65,33 @@ TAMPER: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "noise": _noise,
     "shift": _shift,
 }
-STRATEGIES = ("quarter-samples", *TAMPER)
+STRATEGIES = ("quarter-samples", "honest", *TAMPER)
 
 
 class CheatingNode(RenderNode):
     """A RenderNode whose frames are wrong in a chosen way; everything else is honest."""
 
-    def __init__(self, config: NodeConfig, strategy: str) -> None:
+    def __init__(self, config: NodeConfig, strategy: str, device: str = "") -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
         super().__init__(config)
         self.strategy = strategy
+        self.device = device
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
                       settings: RenderSettings) -> RenderResult:
+        result = self._pixels(blend, frame, output, settings)
+        return dataclasses.replace(result, device=self.device) if self.device else result
+
+    def _pixels(self, blend: Path, frame: int, output: Path,
+                settings: RenderSettings) -> RenderResult:
         if self.strategy == "quarter-samples":
             samples = max(1, (settings.samples or DEFAULT_SAMPLES) // 4)
             return super()._render_frame(blend, frame, output,
                                          dataclasses.replace(settings, samples=samples))
         result = super()._render_frame(blend, frame, output, settings)
+        if self.strategy == "honest":
+            return result
         pixels = cv2.imread(str(result.output), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise ValueError(f"{result.output} does not decode; cannot tamper with it")
@@ -96,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", choices=STRATEGIES, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="cheater")
+    parser.add_argument("--device", default="", help="claim this device class (e.g. CUDA)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = CheatingNode(NodeConfig(coordinator=coordinator_address(args.coordinator),
                                    work_dir=args.work_dir, threads=args.threads,
-                                   name=args.name), args.strategy)
+                                   name=args.name), args.strategy, args.device)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())
     print(f"cheating node {node.node_id} ({args.strategy}) working for "

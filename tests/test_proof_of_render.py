@@ -42,12 +42,14 @@ FRAMES = list(range(1, 7))
 # ---------------------------------------------------------------- helpers (processes)
 
 
-def start_cheater(farm: LocalFarm, name: str, strategy: str) -> subprocess.Popen[bytes]:
+def start_cheater(farm: LocalFarm, name: str, strategy: str,
+                  device: str = "") -> subprocess.Popen[bytes]:
     """The cheating node as its own process, stopped with the farm like any other node."""
     log = open(farm.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115
     node = subprocess.Popen(
         [sys.executable, str(CHEATER), "--coordinator", farm.address, "--work-dir",
-         str(farm.root / name), "--strategy", strategy, "--name", name, "--threads", "1"],
+         str(farm.root / name), "--strategy", strategy, "--name", name, "--threads", "1",
+         "--device", device],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     farm.nodes.append(node)
@@ -175,6 +177,42 @@ def test_a_cheater_is_caught_quarantined_and_replaced_by_an_honest_node(
                             capture_output=True, text=True, timeout=120, check=True)
     minted = {p["node_id"]: p["minted"] for p in json.loads(closed.stdout)["payouts"]}
     assert minted.get(honest, 0) > 0 and minted.get(cheater, 0) == 0
+
+
+def test_statistical_mode_passes_an_honest_node_of_another_class_and_catches_a_cheater(
+    farm: LocalFarm,
+):
+    """Nodes claiming CUDA are judged statistically by the CPU verifier, with real border
+    renders at the job's seed and a second seed: the honest one is approved, the one that cut
+    its samples to a quarter is rejected."""
+    farm.start_coordinator()
+    honest_node = start_cheater(farm, "gpu-honest", "honest", device="CUDA")
+    wait_until_registered(farm, ["gpu-honest"])
+    look = {"resolution_percentage": 50, "samples": 16}  # 160x90: 40 px tiles
+    with farm.client() as client:
+        honest_job = submit_sample(client, SAMPLE_SCENE, "1-3", **look)
+        wait_until_done(client, honest_job.job_id, timeout=180)
+        approved = frames(client, honest_job.job_id)
+        honest_node.terminate()
+        honest_node.wait(30)
+        start_cheater(farm, "gpu-cheater", "quarter-samples", device="CUDA")
+        wait_until_registered(farm, ["gpu-cheater"])
+        cheater = node_id_of(farm, "gpu-cheater")
+        cheat_job = submit_sample(client, SAMPLE_SCENE, "4-5", **look)
+
+        def cheater_failed() -> list[pb.ReputationEvent]:
+            return [e for e in standing(client, cheater).history if e.kind == "failed"]
+
+        failures = wait_for(cheater_failed, timeout=180)
+        cheat_frames = frames(client, cheat_job.job_id)
+    assert [f.state for f in approved] == [pb.FRAME_STATE_DONE] * 3
+    assert all(f.device == "CUDA" for f in approved)
+    assert all(f.verification == "passed: statistical" for f in approved), approved
+    details = json.loads(failures[0].details_json)
+    assert details["mode"] == "statistical", details
+    assert failures[0].job_id == cheat_job.job_id
+    assert not any(f.state == pb.FRAME_STATE_DONE and f.node_id == cheater
+                   for f in cheat_frames), "a rejected frame is never final"
 
 
 @pytest.mark.parametrize("strategy", ["blank", "flat-colour"])

@@ -119,6 +119,8 @@ def test_cheap_checks_and_hashes() -> None:
     assert not metrics.check_frame(None, 128, 72).ok
     assert "size" in metrics.check_frame(frame, 64, 36).reason
     assert "blank" in metrics.check_frame(np.zeros_like(frame), 128, 72).reason
+    assert metrics.noise_sigma(np.zeros_like(frame)) == 0.0  # flat: no noise, not NaN
+    assert metrics.noise_ratio(np.zeros_like(frame), frame) == 0.0
     assert metrics.pixel_hash(frame) == metrics.pixel_hash(frame.copy())
     assert metrics.pixel_hash(frame) != metrics.pixel_hash(frame[:, ::-1])
     smooth = cv2.GaussianBlur(frame, (0, 0), 6)
@@ -182,6 +184,107 @@ def test_judge_frame_rules() -> None:
     assert judge.judge_frame([]).outcome is Outcome.GREY
     noisy = judge.TileVerdict(Outcome.PASS, "ok", {"noise_ratio": 1.4})
     assert judge.judge_frame([noisy] * 4).outcome is Outcome.FAIL  # pooled: samples were cut
+
+
+def test_choose_tiles_hit_every_half_of_the_frame() -> None:
+    """Latin hypercube: a cheat confined to one half of the frame always meets a tile."""
+    image = cv2.GaussianBlur(
+        np.random.default_rng(2).integers(0, 255, (180, 320, 3), dtype=np.uint8), (0, 0), 1
+    )
+    for seed in range(200):
+        for count in (3, 4):
+            picked = tiles.choose_tiles(image, count, random.Random(seed))
+            assert len(picked) == count
+            inside = {
+                "left": [t for t in picked if t.x + t.w <= 160],
+                "right": [t for t in picked if t.x >= 160],
+                "top": [t for t in picked if t.y + t.h <= 90],
+                "bottom": [t for t in picked if t.y >= 90],
+            }
+            # the outermost bands' tiles lie wholly inside their half (64 px tiles)
+            assert inside["left"] and inside["right"], (seed, count, picked)
+            if count == 4:
+                assert inside["top"] and inside["bottom"], (seed, picked)
+
+
+def synthetic_truth() -> np.ndarray:
+    """A 320x180 "scene": soft-edged squares on a gradient (structure for SSIM to align on)."""
+    yy, xx = np.mgrid[0:180, 0:320]
+    squares = cv2.GaussianBlur((((xx // 20) + (yy // 20)) % 2).astype(np.float64), (0, 0), 1.5)
+    base = np.stack([0.3 + 0.3 * xx / 320, 0.5 + 0.2 * yy / 180, 0.4 * np.ones_like(xx)], axis=2)
+    return base + 0.25 * squares[..., None]
+
+
+def synthetic_render(truth: np.ndarray, seed: int, blotches: float = 0.0) -> np.ndarray:
+    """``truth`` plus per-pixel noise shared by the channels, and optional low-frequency error."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 0.02, truth.shape[:2])[..., None]
+    smooth = cv2.GaussianBlur(rng.normal(0, 1, truth.shape[:2]), (0, 0), 3)[..., None]
+    image = truth + noise + blotches * smooth / smooth.std()
+    return metrics.to_uint8(np.clip(image, 0, 1))
+
+
+def test_lowfreq_ratio_catches_blotches_that_noise_scores_miss() -> None:
+    """A denoised frame with noise added back keeps the noise level but not the flatness."""
+    truth = synthetic_truth()
+    reference, second = synthetic_render(truth, 1), synthetic_render(truth, 2)
+    honest = synthetic_render(truth, 3)
+    forged = synthetic_render(truth, 4, blotches=0.01)
+    chosen = tiles.choose_tiles(honest, 4, random.Random(0), flat_std=0.0)
+
+    def frame(node: np.ndarray) -> judge.FrameVerdict:
+        return judge.judge_frame([
+            judge.judge_tile(
+                tiles.crop(node, t),
+                tiles.crop(reference, t),
+                exact=False,
+                second_reference=tiles.crop(second, t),
+            )
+            for t in chosen
+        ])
+
+    assert frame(honest).outcome is Outcome.PASS
+    forged_verdict = frame(forged)
+    assert forged_verdict.outcome is Outcome.FAIL, forged_verdict.reason
+    assert "low-frequency" in forged_verdict.reason
+    tile_scores = forged_verdict.tiles[0].scores
+    assert judge.DEFAULT_THRESHOLDS.ratio_pass[0] < tile_scores["noise_ratio"] < 1.2
+
+
+def test_judge_frame_grey_pooled_test_does_not_hide_a_failed_one() -> None:
+    ratio_grey = {"noise_ratio": 1.2, "lowfreq_node": 2.0, "lowfreq_honest": 1.0}
+    tile = judge.TileVerdict(Outcome.PASS, "ok", ratio_grey)
+    verdict = judge.judge_frame([tile] * 4)
+    assert verdict.outcome is Outcome.FAIL and "low-frequency" in verdict.reason
+    calm = judge.TileVerdict(Outcome.PASS, "ok", {**ratio_grey, "lowfreq_node": 1.0})
+    assert judge.judge_frame([calm] * 4).outcome is Outcome.GREY
+
+
+def test_escalation_adds_tiles_then_renders_the_whole_frame() -> None:
+    """Grey tiles ask for as many again, pooled; still grey, the whole frame decides."""
+    from verifier.checker import judge_with_escalation
+
+    truth = synthetic_truth()
+    reference, second = synthetic_render(truth, 1), synthetic_render(truth, 2)
+    asked: list[tiles.Tile] = []
+
+    def render(tile: tiles.Tile, other_seed: bool) -> np.ndarray:
+        asked.append(tile)
+        return tiles.crop(second if other_seed else reference, tile)
+
+    honest = synthetic_render(truth, 3)
+    judged = judge_with_escalation(
+        honest, exact=False, count=4, rng=random.Random(0), render=render
+    )
+    assert (judged.verdict.outcome, judged.stage, len(judged.tiles)) == (Outcome.PASS, "tiles", 4)
+    assert len(asked) == 8  # every tile twice: the job's seed and a second one
+    # nearly identical to the same-seed reference: grey in exact mode at every stage
+    nearly = reference.copy()
+    nearly[::11, ::11] = np.clip(nearly[::11, ::11].astype(int) + 3, 0, 255).astype(np.uint8)
+    asked.clear()
+    judged = judge_with_escalation(nearly, exact=True, count=3, rng=random.Random(0), render=render)
+    assert judged.stage == "whole frame" and judged.verdict.outcome is Outcome.GREY
+    assert len(judged.tiles) == 7 and asked[-1] == tiles.Tile(0, 0, 320, 180)
 
 
 # -- reputation ---------------------------------------------------------------------------

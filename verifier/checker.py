@@ -3,15 +3,17 @@
 Cheap checks on every frame (decodes, size, not blank). When the coordinator
 sampled the frame, tiles chosen with a secret RNG are re-rendered with
 Blender's border render under the job's settings and judged: exactly when the
-node shares our Blender build and device class, statistically otherwise. A grey
-verdict escalates to more tiles, then to the whole frame.
+node shares our Blender build and device class, statistically otherwise (each tile
+then also rendered with a second seed, to see what an honest difference looks like there).
+A grey verdict escalates to as many tiles again, then to the whole frame.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from verifier import metrics
 from verifier.judge import FrameVerdict, Outcome, TileVerdict, judge_frame, judge_tile
 from verifier.tiles import Tile, choose_tiles, crop, to_border
 
-ESCALATION_TILES = 3  # added when the first tiles are grey
+EXACT_TILES = 3  # one exact tile catches every cheat we tried; three cover the frame's thirds
+STATISTICAL_TILES = 4  # statistical scores are pooled over the frame: more tiles, less noise
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class FrameJob:
     node_blender_version: str
     node_device: str
     render_tiles: bool
-    tile_count: int = 3
+    tile_count: int = EXACT_TILES  # statistical mode uses at least STATISTICAL_TILES
 
 
 @dataclass
@@ -67,6 +70,58 @@ class CheckOutcome:
         }
 
 
+RenderReference = Callable[[Tile, bool], np.ndarray]
+"""``(tile, other_seed) -> pixels``: the verifier's render of ``tile`` with the job's seed, or
+with another one (statistical mode's second reference). A tile covering the whole frame asks for
+a full render."""
+
+
+@dataclass
+class Judgement:
+    """How a frame's tiles were judged, stage by stage (what the benchmark counts)."""
+
+    verdict: FrameVerdict
+    stage: str  # "tiles", "more tiles" or "whole frame"
+    tiles: list[tuple[Tile, TileVerdict]]
+
+
+def judge_with_escalation(
+    image: np.ndarray,
+    *,
+    exact: bool,
+    count: int,
+    rng: random.Random,
+    render: RenderReference,
+) -> Judgement:
+    """Tiles, then as many tiles again pooled with the first when grey, then the whole frame.
+
+    Shared by the verifier and ``bench/verification_bench.py``, so what is measured is what
+    runs. The whole-frame stage re-renders the frame on the verifier (its device class); it may
+    still be grey, and the caller decides what grey means there.
+    """
+    checked: list[tuple[Tile, TileVerdict]] = []
+    for stage in ("tiles", "more tiles"):
+        chosen = choose_tiles(image, count, rng)
+        for tile in chosen:
+            checked.append((tile, _judge_tile(image, tile, exact, render)))
+        verdict = judge_frame([v for _, v in checked])
+        if verdict.outcome is not Outcome.GREY:
+            return Judgement(verdict, stage, checked)
+        if not chosen:
+            break  # no detail anywhere: only the whole frame can tell
+    height, width = image.shape[:2]
+    whole = Tile(0, 0, width, height)
+    tile_verdict = _judge_tile(image, whole, exact, render)
+    checked.append((whole, tile_verdict))
+    return Judgement(judge_frame([tile_verdict]), "whole frame", checked)
+
+
+def _judge_tile(image: np.ndarray, tile: Tile, exact: bool, render: RenderReference) -> TileVerdict:
+    reference = render(tile, False)
+    second = None if exact else render(tile, True)
+    return judge_tile(crop(image, tile), reference, exact=exact, second_reference=second)
+
+
 def check_frame(
     job: FrameJob,
     node_image_path: Path,
@@ -82,59 +137,55 @@ def check_frame(
     pixel_sha = metrics.pixel_hash(image)
     if not job.render_tiles:
         return CheckOutcome(True, cheap.reason, "cheap", pixel_sha)
-    rng = rng or random.SystemRandom()
     exact = (
         job.node_blender_version == worker.blender_version()
         and job.node_device.upper() == worker.device.upper()
     )
     mode = "exact" if exact else "statistical"
     outcome = CheckOutcome(False, "", mode, pixel_sha)
-    tiles = choose_tiles(image, job.tile_count, rng)
-    verdict = _judge(job, image, tiles, worker, scratch, exact, outcome)
-    if verdict.outcome is Outcome.GREY and tiles:
-        more = choose_tiles(image, ESCALATION_TILES, rng)
-        verdict = _judge(job, image, more, worker, scratch, exact, outcome)
+    render = _tile_renderer(job, worker, scratch, outcome)
+    count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
+    judged = judge_with_escalation(
+        image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render
+    )
+    outcome.tiles = judged.tiles
+    verdict = judged.verdict
     if verdict.outcome is Outcome.GREY:
-        whole = Tile(0, 0, job.width, job.height)
-        verdict = _judge(job, image, [whole], worker, scratch, exact, outcome, border=False)
-        if verdict.outcome is Outcome.GREY:
-            # Still undecided on the whole frame: the benefit of the doubt goes to the node,
-            # and the grey result is recorded for the operator and the thresholds' owners.
-            outcome.passed = True
-            outcome.reason = f"grey after a full re-render, passed: {verdict.reason}"
-            return outcome
+        # Still undecided on the whole frame: the benefit of the doubt goes to the node,
+        # and the grey result is recorded for the operator and the thresholds' owners.
+        outcome.passed = True
+        outcome.reason = f"grey after a full re-render, passed: {verdict.reason}"
+        return outcome
     outcome.passed = verdict.outcome is Outcome.PASS
     outcome.reason = verdict.reason
     return outcome
 
 
-def _judge(
-    job: FrameJob,
-    image: np.ndarray,
-    tiles: list[Tile],
-    worker: BlenderWorker,
-    scratch: Path,
-    exact: bool,
-    outcome: CheckOutcome,
-    *,
-    border: bool = True,
-) -> FrameVerdict:
-    verdicts: list[TileVerdict] = []
-    for index, tile in enumerate(tiles):
-        output = scratch / f"tile-{job.frame}-{index}-{len(outcome.tiles)}.png"
+def _tile_renderer(
+    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome
+) -> RenderReference:
+    """Border renders of the job's frame under its settings, timed into ``outcome``."""
+    seed = job.settings.seed if job.settings.seed is not None else 0
+    other = replace(job.settings, seed=seed + 1)
+    count = 0
+
+    def render(tile: Tile, other_seed: bool) -> np.ndarray:
+        nonlocal count
+        count += 1
+        output = scratch / f"tile-{job.frame}-{count}.png"
+        whole = (tile.x, tile.y, tile.w, tile.h) == (0, 0, job.width, job.height)
         start = time.perf_counter()
         worker.render_frame(
             job.blend,
             job.frame,
             output,
-            job.settings,
-            border=to_border(tile, job.width, job.height) if border else None,
+            other if other_seed else job.settings,
+            border=None if whole else to_border(tile, job.width, job.height),
         )
         outcome.render_seconds += time.perf_counter() - start
         reference = metrics.decode_frame(output)
         output.unlink(missing_ok=True)
         assert reference is not None, "the verifier's own render does not decode"
-        verdict = judge_tile(crop(image, tile), reference, exact=exact, same_seed=True)
-        verdicts.append(verdict)
-        outcome.tiles.append((tile, verdict))
-    return judge_frame(verdicts)
+        return reference
+
+    return render

@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keypair",
         type=Path,
-        help="a key the coordinator trusts as verifier (default WORK_DIR/verifier-keypair.json)",
+        help="a key the coordinator trusts as verifier, or a Tier 1 node's own keypair "
+        "(NODE_DIR/node-keypair.json: peer verification of other nodes' frames) "
+        "(default WORK_DIR/verifier-keypair.json)",
     )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--tls-ca", type=Path)

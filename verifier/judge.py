@@ -5,8 +5,10 @@ Two modes. **Exact** (node and verifier share Blender build, device class and se
 must be pixel-identical up to a tiny tolerance; this catches every cheat we tried with one tile.
 **Statistical** (different device class, simulated with a different seed): the node's tile
 must look like *a* render of the same frame (blurred SSIM), carry the noise level of the job's
-sample count (noise ratio, also judged over the whole frame), and have path-tracing noise that
-is shared across colour channels (channel coherence: synthetic noise is not).
+sample count (noise ratio, also judged over the whole frame), have path-tracing noise that
+is shared across colour channels (channel coherence: synthetic noise is not), and differ from the
+reference no more at low frequencies than a second honest reference does (the denoiser's blotches
+survive any noise a cheater adds back; judged over the whole frame).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Thresholds:
     # statistical mode, whole frame: geometric mean of the tiles' noise ratios
     frame_ratio_pass: tuple[float, float] = (0.85, 1.15)
     frame_ratio_fail: tuple[float, float] = (0.75, 1.25)
+    # statistical mode, whole frame: low-frequency difference, node vs an honest second-seed
+    # pair, pooled over the tiles (:func:`frame_lowfreq_ratio`)
+    lowfreq_pass: float = 1.20
+    lowfreq_fail: float = 1.35
     # same-seed reference on another device: noise correlation (honest same-seed: 1.0)
     correlation_pass: float = 0.95
     correlation_fail: float = 0.90
@@ -83,16 +89,19 @@ def judge_tile(
     exact: bool,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     same_seed: bool = False,
+    second_reference: np.ndarray | None = None,
 ) -> TileVerdict:
     """Compare one tile of the node's frame with the verifier's re-render of it.
 
-    ``same_seed`` (statistical mode only) adds the noise-correlation test: use it when the
-    verifier rendered with the job's seed on another device class.
+    Statistical mode only: ``same_seed`` adds the noise-correlation test (for a verifier that
+    rendered with the job's seed on a device class known to share its noise: not measured yet);
+    ``second_reference``, the tile rendered again with another seed, adds the low-frequency
+    scores that :func:`judge_frame` pools.
     """
     assert node_tile.shape == reference_tile.shape, (node_tile.shape, reference_tile.shape)
     if exact:
         return _judge_exact(node_tile, reference_tile, thresholds)
-    return _judge_statistical(node_tile, reference_tile, thresholds, same_seed)
+    return _judge_statistical(node_tile, reference_tile, thresholds, same_seed, second_reference)
 
 
 def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdict:
@@ -110,7 +119,11 @@ def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdi
 
 
 def _judge_statistical(
-    node: np.ndarray, ref: np.ndarray, th: Thresholds, same_seed: bool
+    node: np.ndarray,
+    ref: np.ndarray,
+    th: Thresholds,
+    same_seed: bool,
+    second_ref: np.ndarray | None,
 ) -> TileVerdict:
     scores = {
         "ssim": metrics.blurred_ssim(node, ref),
@@ -118,6 +131,10 @@ def _judge_statistical(
         "coherence_delta": metrics.channel_coherence(node) - metrics.channel_coherence(ref),
         "alignment_gain": metrics.alignment_gain(node, ref),
     }
+    if second_ref is not None:
+        node_var, honest_var = metrics.lowfreq_variance(node, ref, second_ref)
+        scores["lowfreq_node"] = node_var
+        scores["lowfreq_honest"] = honest_var
     if same_seed:
         scores["noise_correlation"] = metrics.noise_correlation(node, ref)
     fails: list[str] = []
@@ -165,6 +182,15 @@ def _low(name: str, value: float, ok: float, bad: float, greys: list[str], fails
         greys.append(f"{name} {value:.3f} < {ok}")
 
 
+def _high(name: str, value: float, ok: float, bad: float, greys: list[str], fails: list[str]):
+    if math.isnan(value):
+        return
+    if value > bad:
+        fails.append(f"{name} {value:.3f} > {bad}")
+    elif value > ok:
+        greys.append(f"{name} {value:.3f} > {ok}")
+
+
 def _band(
     name: str,
     value: float,
@@ -188,12 +214,24 @@ def frame_noise_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]
     return math.exp(sum(logs) / len(logs)) if logs else math.nan
 
 
+def frame_lowfreq_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]) -> float:
+    """``sqrt(Σ node variance / Σ honest variance)`` over the tiles (NaN without scores)."""
+    pairs = [
+        (v.scores["lowfreq_node"], v.scores["lowfreq_honest"])
+        for v in tile_verdicts
+        if "lowfreq_node" in v.scores and "lowfreq_honest" in v.scores
+    ]
+    honest = sum(h for _, h in pairs)
+    return math.sqrt(sum(n for n, _ in pairs) / honest) if honest > 0 else math.nan
+
+
 def judge_frame(
     tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...],
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> FrameVerdict:
     """A frame fails if any tile fails; in statistical mode also if the tiles' noise, pooled,
-    says the sample count is wrong (one tile is noisy evidence, several agree). No tiles (a
+    says the sample count is wrong or their low-frequency difference says the frame was
+    denoised (one tile is noisy evidence, several agree). No tiles (a
     frame with no detail at all) is grey: the cheap checks or a full re-render must decide.
     """
     tiles = tuple(tile_verdicts)
@@ -205,19 +243,29 @@ def judge_frame(
         return FrameVerdict(
             Outcome.FAIL, f"{len(failed)}/{len(tiles)} tiles failed: {first.reason}", tiles
         )
-    pooled = frame_noise_ratio(tiles)
-    if not math.isnan(pooled):
-        lo, hi = thresholds.frame_ratio_fail
-        if not lo <= pooled <= hi:
-            return FrameVerdict(
-                Outcome.FAIL, f"pooled noise ratio {pooled:.2f} outside [{lo}, {hi}]", tiles
-            )
-        lo, hi = thresholds.frame_ratio_pass
-        if not lo <= pooled <= hi:
-            return FrameVerdict(
-                Outcome.GREY, f"pooled noise ratio {pooled:.2f} outside [{lo}, {hi}]", tiles
-            )
+    # Every pooled test is evaluated, so a grey one cannot hide another's failure.
+    fails: list[str] = []
+    greys: list[str] = []
+    _band(
+        "pooled noise ratio",
+        frame_noise_ratio(tiles),
+        thresholds.frame_ratio_pass,
+        thresholds.frame_ratio_fail,
+        greys,
+        fails,
+    )
+    _high(
+        "pooled low-frequency difference vs an honest pair's (denoised?)",
+        frame_lowfreq_ratio(tiles),
+        thresholds.lowfreq_pass,
+        thresholds.lowfreq_fail,
+        greys,
+        fails,
+    )
+    if fails:
+        return FrameVerdict(Outcome.FAIL, "; ".join(fails), tiles)
     grey = [v for v in tiles if v.outcome is Outcome.GREY]
-    if grey:
-        return FrameVerdict(Outcome.GREY, f"{len(grey)} grey tile(s): {grey[0].reason}", tiles)
+    if greys or grey:
+        reasons = greys + ([f"{len(grey)} grey tile(s): {grey[0].reason}"] if grey else [])
+        return FrameVerdict(Outcome.GREY, "; ".join(reasons), tiles)
     return FrameVerdict(Outcome.PASS, f"all {len(tiles)} tiles passed", tiles)

@@ -7,6 +7,8 @@ uint8; functions say which they need. Nothing here decides pass/fail: see :mod:`
 from __future__ import annotations
 
 import hashlib
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +77,12 @@ def noise_sigma(image: np.ndarray) -> float:
     """Wavelet (MAD) estimate of the Gaussian noise level, averaged over channels."""
     img = to_float(image)
     channel_axis = -1 if img.ndim == 3 else None
-    return float(estimate_sigma(img, channel_axis=channel_axis, average_sigmas=True))
+    with warnings.catch_warnings():
+        # skimage takes the median of the non-zero detail coefficients: a perfectly flat
+        # image has none, and gets NaN with a warning. It has no noise at all: 0.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = float(estimate_sigma(img, channel_axis=channel_axis, average_sigmas=True))
+    return 0.0 if math.isnan(sigma) else sigma
 
 
 def noise_ratio(node: np.ndarray, reference: np.ndarray) -> float:
@@ -110,6 +117,35 @@ def noise_correlation(node: np.ndarray, reference: np.ndarray) -> float:
     b -= b.mean()
     denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+LOWFREQ_SIGMA = 1.5  # blur of the difference image: keeps blotches, averages pixel noise away
+
+
+def _luminance(image: np.ndarray) -> np.ndarray:
+    img = to_float(image).astype(np.float64)
+    return img[..., :3].mean(axis=2) if img.ndim == 3 else img
+
+
+def lowfreq_variance(
+    node: np.ndarray, reference: np.ndarray, second_reference: np.ndarray,
+    sigma: float = LOWFREQ_SIGMA,
+) -> tuple[float, float]:
+    """Variance of the blurred difference to the reference: the node's, and an honest pair's.
+
+    Honest renders differ from each other by per-pixel noise, which a blur averages away. A
+    denoised low-sample frame differs also by the denoiser's blotches, which survive the blur,
+    however well the cheater restores the fine noise (own residual added back: the forgery the
+    other scores miss). ``second_reference`` is the verifier's render with another seed, so
+    ``(reference, second_reference)`` shows what an honest difference looks like in this very
+    tile. The judge pools both sums over a frame's tiles; per tile they are too noisy to decide.
+    """
+    _same_shape(node, reference)
+    _same_shape(second_reference, reference)
+    ref = _luminance(reference)
+    node_diff = cv2.GaussianBlur(_luminance(node) - ref, (0, 0), sigma)
+    honest_diff = cv2.GaussianBlur(_luminance(second_reference) - ref, (0, 0), sigma)
+    return float(node_diff.var()), float(honest_diff.var())
 
 
 def channel_coherence(image: np.ndarray) -> float:

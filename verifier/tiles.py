@@ -2,8 +2,11 @@
 
 Tiles are chosen with a secret ``random.Random`` *after* the node has committed to its frame,
 so a node cannot know which pixels will be re-rendered. Positions are stratified over the frame
-(one tile per grid cell) so a frame that is only partly rendered properly is still hit, and tiles
-with no detail are skipped: a flat region tells nothing about samples, shifts or frame swaps.
+as a Latin hypercube (``n`` tiles: one in each of ``n`` column bands and each of ``n`` row bands),
+so every half of the frame, left, right, top or bottom, holds at least ``n // 2`` tiles and a frame
+that is only partly rendered properly is still hit (a plain grid left a whole half unchecked in
+6% of draws). Tiles with no detail are skipped: a flat region tells nothing about samples, shifts
+or frame swaps.
 
 Blender's border is in fractions of the frame with Y running bottom-up and truncates the
 fraction x size product; ``(px + 0.25) / W`` lands safely inside the intended pixel (measured:
@@ -12,7 +15,6 @@ the naive ``px / W`` gave a 65-row tile for a 64-row request).
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -87,25 +89,27 @@ def choose_tiles(
     flat_std: float = FLAT_STD,
     tries: int = 24,
 ) -> list[Tile]:
-    """Pick ``count`` random, non-flat tiles of the node's frame, one per cell of a grid.
+    """Pick ``count`` random, non-flat tiles of the node's frame, stratified as a Latin hypercube.
 
-    ``image`` is the node's decoded frame (HxW or HxWxC). Cells that have only flat tiles fall
-    back to anywhere in the frame; a frame with no detail at all gets no tiles (the cheap
-    checks judge it). Tiles never overlap the frame edge.
+    ``image`` is the node's decoded frame (HxW or HxWxC). Tile ``i`` has its centre in column
+    band ``i`` and row band ``perm[i]`` (a secret permutation). A cell with only flat tiles falls
+    back to anywhere in the frame; a frame with no detail at all gets no tiles (the cheap checks
+    judge it). Tiles never overlap the frame edge.
     """
     height, width = image.shape[:2]
     size = size or default_tile_size(width, height)
     size = min(size, width, height)
     assert size >= MIN_TILE, f"frame {width}x{height} is too small for {MIN_TILE}px tiles"
-    cols = max(1, round(math.sqrt(count * width / height)))
-    rows = max(1, math.ceil(count / cols))
-    cells = [(c, r) for r in range(rows) for c in range(cols)]
-    rng.shuffle(cells)
+    if count <= 0:
+        return []
+    rows = list(range(count))
+    rng.shuffle(rows)
     chosen: list[Tile] = []
-    for c, r in cells[:count]:
-        tile = _pick(image, rng, size, tries, flat_std, chosen, cell=(c, r, cols, rows))
+    for column, row in enumerate(rows):
+        cell = (column / count, (column + 1) / count, row / count, (row + 1) / count)
+        tile = _pick(image, rng, size, tries, flat_std, chosen, cell)
         if tile is None:
-            tile = _pick(image, rng, size, tries * 2, flat_std, chosen, cell=None)
+            tile = _pick(image, rng, size, tries * 2, flat_std, chosen, (0.0, 1.0, 0.0, 1.0))
         if tile is not None:
             chosen.append(tile)
     return chosen
@@ -118,17 +122,14 @@ def _pick(
     tries: int,
     flat_std: float,
     taken: list[Tile],
-    cell: tuple[int, int, int, int] | None,
+    cell: tuple[float, float, float, float],
 ) -> Tile | None:
-    """A random non-flat tile whose centre lies in ``cell`` (None: anywhere), or None."""
+    """A random non-flat tile whose centre lies in ``cell`` (x0, x1, y0, y1 as fractions)."""
     height, width = image.shape[:2]
+    x0, x1, y0, y1 = cell
     for _ in range(tries):
-        if cell is None:
-            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        else:
-            c, r, cols, rows = cell
-            cx = rng.uniform(c * width / cols, (c + 1) * width / cols)
-            cy = rng.uniform(r * height / rows, (r + 1) * height / rows)
+        cx = rng.uniform(x0 * width, x1 * width)
+        cy = rng.uniform(y0 * height, y1 * height)
         x = min(max(0, int(cx - size / 2)), width - size)
         y = min(max(0, int(cy - size / 2)), height - size)
         tile = Tile(x, y, size, size)

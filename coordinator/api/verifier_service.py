@@ -1,4 +1,10 @@
-"""VerifierService: hands out Proof-of-Render checks and applies their verdicts."""
+"""VerifierService: hands out Proof-of-Render checks and applies their verdicts.
+
+Two kinds of verifier call it: the coordinator's own (its key in ``--verifier-pubkey``, or the
+built-in child) and *peers*, Tier 1 nodes that verify other nodes' frames with the same
+`render-verifier` and their node key, so verification grows with the network
+(:class:`coordinator.storage.proof.Peer` says what a peer may check, and how it is audited).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from coordinator.api import convert
 from coordinator.api.auth import LOCAL_ADMIN, current_caller
 from coordinator.api.errors import require_id
 from coordinator.events import JobEvents
-from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.proof import Peer, ProofStore, VerificationGone, VerificationResult
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
@@ -33,8 +39,15 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         self.lease_seconds = lease_seconds
 
     async def LeaseVerification(self, request, context):
-        verifier_id = await self._verifier(request.verifier_id, context)
-        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds)
+        verifier_id, is_peer = await self._verifier(request.verifier_id, context)
+        peer = None
+        if is_peer:
+            if not request.blender_version or not request.device:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a peer verifier must "
+                                    "say its blender_version and device")
+            peer = Peer(verifier_id, request.blender_version[:64], request.device[:64])
+        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds,
+                                              peer)
         if check is None:
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
         job = self.store.get_job(check.job_id)
@@ -61,7 +74,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         ))
 
     async def SubmitVerification(self, request, context):
-        verifier_id = await self._verifier(request.verifier_id, context)
+        verifier_id, is_peer = await self._verifier(request.verifier_id, context)
         verification_id = await require_id(context, request.verification_id, "verification_id")
         details = {
             "render_seconds": request.render_seconds,
@@ -76,10 +89,18 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                                     details=details)
         try:
             finished = self.proof.finish_verification(verification_id, verifier_id, result,
-                                                      time.time())
+                                                      time.time(), peer=is_peer)
         except VerificationGone as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         self.events.changed(finished.job_id)
+        if finished.audit:
+            log.info("job %s frame %d: peer %s said %s; a coordinator verifier decides",
+                     finished.job_id, finished.frame, verifier_id[:12],
+                     "pass" if request.passed else "FAIL")
+        if finished.contradicted_peer:
+            peer_id, change = finished.contradicted_peer
+            log.warning("peer verifier %s contradicted by the audit of job %s frame %d: now %s",
+                        peer_id[:12], finished.job_id, finished.frame, change.tier_after)
         if finished.rejected:
             self.events.work_queued()  # the task is back in the queue for another node
             log.warning("job %s frame %d from node %s REJECTED: %s", finished.job_id,
@@ -89,14 +110,19 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                      finished.change.tier_after)
         return pb.SubmitVerificationResponse(accepted=True)
 
-    async def _verifier(self, verifier_id: str, context: grpc.aio.ServicerContext) -> str:
+    async def _verifier(self, verifier_id: str,
+                        context: grpc.aio.ServicerContext) -> tuple[str, bool]:
+        """The calling verifier's id, and whether it is a peer (a Tier 1 node)."""
         caller = current_caller()
-        if not self.access.is_verifier(caller):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "this key is not a verifier of this coordinator")
         if caller == LOCAL_ADMIN:  # the local socket: the OS vouched, the id is the verifier's
-            return await require_id(context, verifier_id, "verifier_id")
+            return await require_id(context, verifier_id, "verifier_id"), False
         if verifier_id and verifier_id != caller.pubkey:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "verifier_id is not the public key that signed this call")
-        return caller.pubkey
+        if self.access.is_verifier(caller):
+            return caller.pubkey, False
+        if self.proof.peer_may_verify(caller.pubkey):
+            return caller.pubkey, True
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            "this key is neither a verifier of this coordinator nor a Tier 1 node")
+        raise AssertionError("unreachable")

@@ -8,26 +8,41 @@ crash can never leave a frame approved without its node's record, or the reverse
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
 from coordinator.storage.models import (
     FrameResultRecord,
+    JobRecord,
     NodeStandingRecord,
+    PeerVerdictRecord,
     ReputationEventRecord,
     TaskRecord,
     VerificationRecord,
 )
-from coordinator.storage.store import SchedulingPolicy, record_task_failure
+from coordinator.storage.store import SchedulingPolicy, record_task_failure, scene_holds
 from verifier import reputation
 from verifier.reputation import NodeStanding, Outcome, ReputationChange
 
 TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
+PEER_TIER = "tier1"  # the standing a node needs to verify other nodes' frames
+PEER_AUDIT_RATE = 0.10  # share of a peer's passes that a coordinator verifier checks again
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A trusted node verifying others' frames: it gets only frames of *other* nodes rendered
+    with its own Blender build and device class, so it always checks exactly."""
+
+    node_id: str
+    blender_version: str
+    device: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class FinishedVerification:
     escalated: bool  # the frame was not sampled but needs tiles after all (duplicate pixels)
     task_done: bool
     change: ReputationChange | None
+    audit: bool = False  # a peer's verdict waits for a coordinator verifier's second opinion
+    contradicted_peer: tuple[str, ReputationChange] | None = None  # the audit disagreed
 
 
 class VerificationGone(Exception):
@@ -75,9 +92,13 @@ def node_rank(standing: NodeStanding) -> int:
 
 
 class ProofStore:
-    def __init__(self, engine: Engine, policy: SchedulingPolicy | None = None) -> None:
+    def __init__(self, engine: Engine, policy: SchedulingPolicy | None = None, *,
+                 peer_audit_rate: float = PEER_AUDIT_RATE,
+                 rng: random.Random | None = None) -> None:
         self.engine = engine
         self.policy = policy or SchedulingPolicy()
+        self.peer_audit_rate = peer_audit_rate
+        self._rng = rng or random.SystemRandom()  # secret: a peer cannot tell which pass is audited
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -144,14 +165,39 @@ class ProofStore:
 
     # ------------------------------------------------------------ verification queue
 
-    def lease_verification(self, verifier_id: str, now: float,
-                           lease_seconds: float) -> VerificationRecord | None:
+    def peer_may_verify(self, node_id: str) -> bool:
+        """Only a Tier 1 node that is not quarantined verifies others."""
+        standing = self.standing(node_id)
+        return standing.tier == PEER_TIER and not standing.quarantined
+
+    def peer_may_read(self, peer_id: str, sha256: str) -> bool:
+        """A peer reads the frame and the scene of the checks leased to it, nothing else."""
+        held = select(VerificationRecord.job_id).where(
+            VerificationRecord.verifier_id == peer_id, VerificationRecord.state == "leased")
+        frame = select(VerificationRecord.verification_id).where(
+            col(VerificationRecord.job_id).in_(held), VerificationRecord.image_sha256 == sha256)
+        scenes = select(JobRecord.scene_id).where(col(JobRecord.job_id).in_(held))
         with self._session() as session:
+            return bool(session.exec(frame).first()) or scene_holds(session, scenes, sha256)
+
+    def lease_verification(self, verifier_id: str, now: float, lease_seconds: float,
+                           peer: Peer | None = None) -> VerificationRecord | None:
+        """The oldest queued check; a peer gets only tile checks it can judge exactly, of
+        other nodes' frames, and never one another peer has judged (those await an audit)."""
+        with self._session() as session:
+            query = select(VerificationRecord.verification_id).where(
+                VerificationRecord.state == "queued")
+            if peer is not None:
+                judged = select(PeerVerdictRecord.verification_id)
+                query = query.where(
+                    col(VerificationRecord.render_tiles).is_(True),
+                    VerificationRecord.node_id != peer.node_id,
+                    VerificationRecord.blender_version == peer.blender_version,
+                    func.upper(VerificationRecord.device) == peer.device.upper(),
+                    col(VerificationRecord.verification_id).not_in(judged),
+                )
             candidates = session.exec(
-                select(VerificationRecord.verification_id)
-                .where(VerificationRecord.state == "queued")
-                .order_by(col(VerificationRecord.created_at))
-                .limit(8)
+                query.order_by(col(VerificationRecord.created_at)).limit(8)
             ).all()
             for verification_id in candidates:
                 claimed = session.execute(
@@ -178,22 +224,35 @@ class ProofStore:
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def finish_verification(self, verification_id: str, verifier_id: str,
-                            result: VerificationResult, now: float) -> FinishedVerification:
-        """Apply a verifier's verdict: approve or reject the frame, move the task and the node."""
+                            result: VerificationResult, now: float, *,
+                            peer: bool = False) -> FinishedVerification:
+        """Apply a verifier's verdict: approve or reject the frame, move the task and the node.
+
+        A peer's pass approves the frame unless the secret draw audits it; a peer's failure,
+        and an audited pass, go back to the queue for a coordinator verifier (``peer=False``),
+        whose verdict settles the frame and, if it contradicts the peer, cuts the peer.
+        """
         with self._session() as session:
             check = session.get(VerificationRecord, verification_id)
             if check is None or check.state != "leased" or check.verifier_id != verifier_id:
                 raise VerificationGone(f"verification {verification_id} is not leased to you")
+            if peer:
+                audited = not result.passed or self._rng.random() < self.peer_audit_rate
+                session.add(PeerVerdictRecord(
+                    verification_id=verification_id, peer_id=verifier_id, passed=result.passed,
+                    reason=result.reason[:2000], audited=audited, at=now))
+                if audited:
+                    _requeue(session, check)
+                    session.commit()
+                    return FinishedVerification(check.job_id, check.frame, check.node_id, False,
+                                                False, False, False, None, audit=True)
             if result.passed and not check.render_tiles and self._duplicate(session, check,
                                                                              result):
                 # Identical pixels elsewhere may be an honest still frame or a copied one:
                 # only a re-render can tell, so the frame is sampled after all.
                 check.render_tiles = True
-                check.state = "queued"
-                check.verifier_id = ""
-                check.lease_expires_at = None
                 check.pixel_sha256 = result.pixel_sha256
-                session.add(check)
+                _requeue(session, check)
                 session.commit()
                 return FinishedVerification(check.job_id, check.frame, check.node_id, False,
                                             False, True, False, None)
@@ -209,6 +268,9 @@ class ProofStore:
             assert task is not None
             details = {"verification_id": verification_id, "tiles_checked": check.render_tiles,
                        "mode": result.mode, "reason": result.reason}
+            if peer:
+                details["peer"] = verifier_id
+            contradicted = None if peer else self._audit_peer(session, check, result, now)
             if result.passed:
                 outcome = Outcome.VERIFIED if check.render_tiles else Outcome.DELIVERED
                 change = _apply(session, check.node_id, outcome, now, check.job_id, check.frame,
@@ -216,7 +278,8 @@ class ProofStore:
                 task_done = self._approve(session, check, result, now)
                 session.commit()
                 return FinishedVerification(check.job_id, check.frame, check.node_id, True,
-                                            False, False, task_done, change)
+                                            False, False, task_done, change,
+                                            contradicted_peer=contradicted)
             change = _apply(session, check.node_id, Outcome.FAILED, now, check.job_id,
                             check.frame, details)
             self._reject(session, check, task, result.reason, now)
@@ -224,7 +287,26 @@ class ProofStore:
                 self._sample_pending(session, check.node_id, change.recheck_recent)
             session.commit()
             return FinishedVerification(check.job_id, check.frame, check.node_id, False, True,
-                                        False, False, change)
+                                        False, False, change, contradicted_peer=contradicted)
+
+    def _audit_peer(self, session: Session, check: VerificationRecord,
+                    result: VerificationResult,
+                    now: float) -> tuple[str, ReputationChange] | None:
+        """Compare a peer's earlier verdict on this check with ours; a wrong one cuts the peer
+        as hard as a failed frame (it drops out of Tier 1, so it verifies no more)."""
+        verdict = session.get(PeerVerdictRecord, check.verification_id)
+        if verdict is None or verdict.agreed is not None:
+            return None
+        verdict.agreed = verdict.passed == result.passed
+        session.add(verdict)
+        if verdict.agreed:
+            return None
+        said = "passed" if verdict.passed else "failed"
+        change = _apply(session, verdict.peer_id, Outcome.FAILED, now, check.job_id, check.frame, {
+            "peer_verdict": said, "audit": result.reason, "verification_id": check.verification_id,
+            "checked_node": check.node_id,
+        })
+        return verdict.peer_id, change
 
     def _duplicate(self, session: Session, check: VerificationRecord,
                    result: VerificationResult) -> bool:
@@ -295,6 +377,14 @@ class ProofStore:
             query = (select(VerificationRecord).where(VerificationRecord.job_id == job_id)
                      .order_by(col(VerificationRecord.created_at)))
             return list(session.exec(query))
+
+
+def _requeue(session: Session, check: VerificationRecord) -> None:
+    """Back to the queue, for the next verifier that may take it."""
+    check.state = "queued"
+    check.verifier_id = ""
+    check.lease_expires_at = None
+    session.add(check)
 
 
 def _apply(session: Session, node_id: str, outcome: Outcome, now: float, job_id: str,
