@@ -6,8 +6,11 @@ not images, so a Proof-of-Render check could only reject them; frames therefore 
 `grpc.aio` clients play ``--nodes`` nodes, each with its own keypair and channel: register,
 lease, heartbeat while "rendering" (1-5 s per frame), upload a tiny unique blob, complete.
 Creators keep enough frames queued that nodes never run dry. Afterwards every frame of every
-job is checked: exactly one accepted result per rendered frame, nothing lost, and the
-coordinator's RSS (sampled every 10 s from /proc) is compared between the first and last third.
+job is checked: exactly one accepted result per rendered frame, nothing lost. Memory: the
+coordinator's RSS is sampled every 10 s from /proc and judged by its trend over the second
+half of the run (the first half includes warm-up: connections, the replay cache filling its
+window); the coordinator also logs what malloc, SQLite and the Python heap hold
+(coordinator/diagnostics.py), which tells a leak from allocator noise.
 
     .venv/bin/python -m bench.load_bench --minutes 10 --nodes 500
 """
@@ -21,7 +24,6 @@ import contextlib
 import hashlib
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +38,7 @@ import grpc
 from solders.keypair import Keypair
 
 from bench.report import write_section
+from coordinator import diagnostics
 from frameproof.auth import sign_call
 from frameproof.receipts import sign_receipt
 from frameproof.v1 import farm_pb2 as pb
@@ -46,6 +49,8 @@ SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 SCENE_FRAMES = (1, 24)  # the sample scene's range
 CALL_TIMEOUT = 60.0
 RSS_INTERVAL = 10.0
+MEMORY_LOG_SECONDS = 30.0  # the coordinator's own memory log (a gc pass each time)
+STABLE_MIB_PER_MINUTE = 1.0  # RSS trend over the second half below which memory is "stable"
 
 
 @dataclass
@@ -222,26 +227,34 @@ async def run_creators(address: str, scene_id: str, stats: Stats, stop: asyncio.
             await channel.close()
 
 
-def rss_kib(pid: int) -> int:
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) if match else 0
-
-
 async def sample_rss(pid: int, samples: list[tuple[float, int]], stop: asyncio.Event) -> None:
     start = time.monotonic()
     while not stop.is_set():
-        samples.append((time.monotonic() - start, rss_kib(pid)))
+        samples.append((time.monotonic() - start, diagnostics.rss_kib(pid)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RSS_INTERVAL)
 
 
-def start_coordinator(data_dir: Path, lease_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
+def rss_trend(samples: list[tuple[float, int]]) -> float:
+    """RSS growth in MiB per minute over the second half of the samples (least squares)."""
+    half = samples[len(samples) // 2:]
+    if len(half) < 3:
+        return 0.0
+    fit = statistics.linear_regression([t / 60 for t, _ in half], [v / 1024 for _, v in half])
+    return fit.slope
+
+
+def start_coordinator(data_dir: Path, lease_seconds: float,
+                      memory_log: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = open(data_dir.parent / "coordinator.log", "ab")  # noqa: SIM115
+    env = {**os.environ}
+    env.setdefault(diagnostics.LOG_ENV, str(memory_log))  # a caller's own folder wins
+    env.setdefault(diagnostics.INTERVAL_ENV, str(MEMORY_LOG_SECONDS))
     process = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "serve", "--listen", "127.0.0.1:0",
          "--data-dir", str(data_dir), "--lease-seconds", str(lease_seconds),
          "--heartbeat-seconds", str(lease_seconds / 6), "--no-verifier"],
-        stdout=subprocess.PIPE, stderr=log, cwd=ROOT, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=log, cwd=ROOT, start_new_session=True, env=env)
     assert process.stdout is not None
     line = process.stdout.readline().decode()
     if not line.startswith("listening on "):
@@ -302,7 +315,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main_async(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="frameproof-load-"))
-    coordinator, address = start_coordinator(work / "coordinator", args.lease_seconds)
+    coordinator, address = start_coordinator(work / "coordinator", args.lease_seconds,
+                                             work / "memory")
     print(f"coordinator pid {coordinator.pid} on {address}; data in {work}", flush=True)
     stats = Stats()
     rss: list[tuple[float, int]] = []
@@ -336,9 +350,16 @@ async def main_async(args: argparse.Namespace) -> int:
         coordinator.terminate()
         coordinator.wait(30)
     tracebacks = log_text.count("Traceback")
-    third = max(1, len(rss) // 3)
-    first_mib = statistics.mean(v for _, v in rss[:third]) / 1024
-    last_mib = statistics.mean(v for _, v in rss[-third:]) / 1024
+    trend = rss_trend(rss)
+    stable = "stable" if trend < STABLE_MIB_PER_MINUTE else "GROWING"
+    rss_row = (f"{rss[0][1] / 1024:.0f} MiB / {rss[-1][1] / 1024:.0f} MiB / "
+               f"{trend:+.1f} MiB per minute: {stable}")
+    heap = diagnostics.read_memory_log(
+        Path(os.environ.get(diagnostics.LOG_ENV, work / "memory")) / "memory.log")
+    heap_row = (f"malloc in use {heap[0].malloc_used:.0f} → {heap[-1].malloc_used:.0f} MiB, "
+                f"SQLite {heap[0].sqlite:.1f} → {heap[-1].sqlite:.1f} MiB, Python objects "
+                f"{heap[0].objects} → {heap[-1].objects} ({heap[0].elapsed:.0f} s → "
+                f"{heap[-1].elapsed:.0f} s)" if heap else "no memory log")
     total_rpcs = sum(len(v) for v in rpc_latencies.values())
     states = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "problems")
     rate = f"{stats.delivered / elapsed:.1f}/s"
@@ -363,7 +384,8 @@ The load client and the coordinator share the machine's cores.
 | lost or duplicated frames | {counts.get('problems', 0)} |
 | RPCs | {total_rpcs} ({total_rpcs / elapsed:.0f}/s) |
 | RPC errors | {dict(stats.errors) or 'none'} |
-| coordinator RSS, first third / last third | {first_mib:.0f} MiB / {last_mib:.0f} MiB |
+| coordinator RSS, start / end / trend over the second half | {rss_row} |
+| coordinator heap, first / last memory-log sample | {heap_row} |
 | coordinator RSS samples (MiB, every {RSS_INTERVAL:.0f} s) | {rss_series} |
 | tracebacks in the coordinator log | {tracebacks} |
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 
 
 class JobEvents:
     """One event per watched job; `changed` wakes every current watcher of it."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        # Weak values: an event lives only while a watcher waits on it, so jobs that were
+        # watched once (the watcher gone, the job finished) leave nothing behind.
+        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary())
         self._work = asyncio.Event()
 
     def subscribe(self, job_id: str) -> asyncio.Event:

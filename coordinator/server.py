@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from coordinator import diagnostics
 from coordinator.access import AccessPolicy
 from coordinator.api.admin_service import AdminServicer
 from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
@@ -33,7 +34,7 @@ from coordinator.payments import Payments
 from coordinator.payments.epochs import EpochConfig
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
-from coordinator.storage.proof import ProofStore
+from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
 from frameproof.auth import NonceCache
 from frameproof.identity import load_or_create_keypair
@@ -68,6 +69,7 @@ class CoordinatorConfig:
     verifiers: tuple[str, ...] = ()  # public keys allowed to verify, besides the admins
     run_verifier: bool = True  # start a verifier worker beside the coordinator
     verifier_threads: int = 0
+    peer_audit_rate: float = PEER_AUDIT_RATE  # share of peer verifiers' passes checked again
     cluster: str | None = None  # None: the embedded chain under data_dir/chain
     treasury_keypair: Path | None = None  # RPC clusters: the mint authority's keypair
     mint: str | None = None  # RPC clusters: the farm token's mint address
@@ -108,7 +110,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     resumed = store.grant_grace(time.time())
     if resumed:
         log.info("resumed %d live lease(s) with a fresh grace period", resumed)
-    proof = ProofStore(engine, policy)
+    proof = ProofStore(engine, policy, peer_audit_rate=config.peer_audit_rate)
     # Checks in flight died with the old process (the built-in verifier is its child).
     proof.requeue_expired_verifications(float("inf"))
     blobs = BlobStore(config.data_dir / "blobs")
@@ -117,7 +119,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
 
     admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
-    access = AccessPolicy(store, admins, frozenset(config.verifiers))
+    access = AccessPolicy(store, admins, frozenset(config.verifiers), proof)
     payments = open_payments(config, engine)
     await asyncio.to_thread(payments.reconcile_pending)
     loop = asyncio.get_running_loop()
@@ -157,6 +159,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     background = [reaper, asyncio.create_task(_settle(settlement))]
     if config.run_verifier:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
+    if (tracing := diagnostics.start_from_env()) is not None:
+        background.append(tracing)
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments)
 

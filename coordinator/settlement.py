@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
 from coordinator.payments import Payments
 from coordinator.payments.models import JobBillingRecord
 from coordinator.payments.results import PaymentError
+from coordinator.storage.models import JobRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 
@@ -63,7 +65,7 @@ class Settlement:
             self.on_change(frame.job_id)
 
     def _settle_jobs(self, now: float) -> None:
-        jobs = self.store.unsettled_jobs()
+        jobs = self.store.jobs_ready_to_settle()
         counts = self.store.frame_counts(job.job_id for job in jobs)
         for job in jobs:
             state = job_state_from_frames(counts[job.job_id], cancelled=job.cancelled)
@@ -86,16 +88,18 @@ class Settlement:
         if now - self._last_orphan_scan < ORPHAN_SCAN_SECONDS:
             return
         self._last_orphan_scan = now
+        # Every unsettled job has an open escrow: ask for those without a job in one query
+        # rather than looking each one up.
         with Session(self.payments.engine) as session:
-            open_escrows = session.exec(
+            orphans = session.exec(
                 select(JobBillingRecord.job_id)
                 .where(JobBillingRecord.state == "open")
                 .where(col(JobBillingRecord.created_at) < now - ORPHAN_ESCROW_SECONDS)
+                .where(~exists().where(col(JobRecord.job_id) == col(JobBillingRecord.job_id)))
             ).all()
-        for job_id in open_escrows:
-            if self.store.get_job(job_id) is None:
-                log.warning("escrow of job %s has no job (crash at submit): refunding", job_id)
-                self.payments.settle_job(job_id)
+        for job_id in orphans:
+            log.warning("escrow of job %s has no job (crash at submit): refunding", job_id)
+            self.payments.settle_job(job_id)
 
     def _close_epoch(self, now: float) -> None:
         due = self.payments.next_epoch_due()

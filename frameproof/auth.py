@@ -56,7 +56,13 @@ def sign_call(keypair: Keypair, method: str, request_bytes: bytes | None,
 
 
 class NonceCache:
-    """Nonces seen within the clock-skew window; older ones are rejected by timestamp anyway."""
+    """Nonces seen within the clock-skew window; older ones are rejected by timestamp anyway.
+
+    A call's timestamp may be up to MAX_CLOCK_SKEW_SECONDS ahead of its arrival and is accepted
+    until that long after it, so a nonce is kept for twice the skew after it arrived. Expired
+    nonces are dropped on every call: the cache holds about (calls per second x window)
+    entries, whatever the uptime.
+    """
 
     def __init__(self, window_seconds: float = 2 * MAX_CLOCK_SKEW_SECONDS,
                  max_entries: int = 1_000_000) -> None:
@@ -74,6 +80,9 @@ class NonceCache:
                 return False
             self._seen[key] = now
             return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 Blender Asset Tracer (BAT) does the tracing and path rewriting: it plans with
 `strategise()` and acts with `execute()`. The pack's project root is the
 blend's own folder; dependencies outside it (`//../lib.blend`, absolute paths)
-land under BAT's `_outside_project/` folder, and BAT rewrites the paths in the
-copied .blend files to point there.
+land under `_outside_project/<folder hash>/` (not BAT's copy of their absolute path), and
+BAT rewrites the paths in the copied .blend files to point there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -161,6 +162,19 @@ class _Packer(Packer):
         self._tmpdir.cleanup()
         self._tmpdir = tempfile.TemporaryDirectory(prefix=".bat-", dir=Path(target).parent)
         self._rewrite_in = Path(self._tmpdir.name)
+
+    def _find_new_paths(self) -> None:
+        """Outside files go to ``_outside_project/<hash of their folder>/<name>``.
+
+        BAT keeps the whole absolute path there (``_outside_project/home/alice/clients/...``),
+        which would show every node the creator's user name and folder layout. A hash of the
+        folder keeps files of one folder together (sequences, UDIMs) and apart from files of
+        the same name elsewhere; BAT rewrites the .blend paths to the new place either way.
+        """
+        for path in self._new_location_paths:
+            action = self._actions[path]
+            folder = hashlib.sha256(str(path.parent).encode()).hexdigest()[:16]
+            action.new_path = Path(self._target_path, "_outside_project", folder, path.name)
 
     def close(self) -> None:
         """Also stop BAT's copier thread when packing failed half-way.

@@ -396,3 +396,39 @@ def test_full_disk_discards_the_partial(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("FULL 0 False"), result.stdout
     assert "is full" in result.stdout and "Free disk space" in result.stdout
+
+
+def test_scene_cache_hashes_a_cached_blob_once_per_process_and_refetches_damage(
+    stub: farm_pb2_grpc.BlobStoreStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frameproof.manifest import ManifestEntry, SceneManifest
+    from frameproof.scene_cache import SceneCache
+
+    files = {"scene.blend": b"BLENDER-v500" + os.urandom(4000), "tex/wood.png": os.urandom(9000)}
+    entries = tuple(
+        ManifestEntry(path=name, sha256=transfer.upload_bytes(stub, data), size=len(data))
+        for name, data in files.items()
+    )
+    manifest = SceneManifest(main_file="scene.blend", files=entries)
+    scene_id = transfer.upload_bytes(stub, manifest.to_bytes())
+    hashed: list[Path] = []
+    real_hash = transfer.sha256_file
+    monkeypatch.setattr(transfer, "sha256_file", lambda p: hashed.append(Path(p)) or real_hash(p))
+
+    cache = SceneCache(tmp_path / "node", stub)
+    main = cache.fetch(scene_id)
+    assert main.read_bytes() == files["scene.blend"]
+    first = len(hashed)
+    assert first >= 3  # manifest and both files, each checked once downloaded
+    assert cache.fetch(scene_id) == main
+    assert len(hashed) == first, "the same process does not hash its cached blobs again"
+
+    # A new process (say, after a crash that damaged a blob) checks and heals its cache.
+    # Same size, so only the hash can tell; the scene's hard link must not keep the damage.
+    damaged = cache.blob_path(entries[1].sha256)
+    damaged.chmod(0o644)
+    damaged.write_bytes(bytes(len(files["tex/wood.png"])))
+    fresh = SceneCache(tmp_path / "node", stub)
+    main = fresh.fetch(scene_id)
+    assert damaged.read_bytes() == files["tex/wood.png"]
+    assert (main.parent / "tex" / "wood.png").read_bytes() == files["tex/wood.png"]

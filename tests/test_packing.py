@@ -55,6 +55,10 @@ def test_libraries_above_the_blend_are_packed_outside_project(tmp_path):
     assert packed.manifest.main_file == "doubly_linked_up.blend"
     outside = [p for p in paths(packed) if p.startswith("_outside_project/")]
     assert {Path(p).name for p in outside} == {"basic_file.blend", "linked_cube.blend"}
+    # Nodes must not learn where the creator keeps files: no absolute path in the pack.
+    private = {part for part in SCENES.resolve().parts if part != "/"}
+    assert all(not private & set(Path(p).parts[1:-1]) for p in outside), outside
+    assert all(len(Path(p).parts) == 3 for p in outside), outside
     # BAT rewrote the main file to point at the new location.
     original = sha256_file(SCENES / "subdir" / "doubly_linked_up.blend")
     assert sha256_file(packed.root / "doubly_linked_up.blend") != original
@@ -117,3 +121,16 @@ def test_absent_file_and_folder_are_packing_errors(tmp_path):
     (tmp_path / "dir.blend").mkdir()
     with pytest.raises(PackingError, match="folder"):
         pack_scene(tmp_path / "dir.blend", tmp_path / "work")
+
+
+@needs_scenes
+def test_packed_outside_libraries_resolve_at_their_new_place(tmp_path):
+    """Blender, opening the pack, finds the libraries BAT moved under _outside_project/."""
+    from frameproof.blender import BlenderWorker
+
+    packed = pack_scene(SCENES / "subdir" / "doubly_linked_up.blend", tmp_path / "pack")
+    with BlenderWorker(threads=1) as worker:
+        info = worker.inspect(packed.root / packed.manifest.main_file)
+    assert any("_outside_project/" in lib for lib in info.libraries), info.libraries
+    # the one library that was missing at the source is still the only one missing
+    assert len(info.missing) == 1 and "material_textures.blend" in info.missing[0]

@@ -8,6 +8,7 @@ exceptions thrown by a chain subclass right before or after a real send.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
@@ -34,7 +35,11 @@ from coordinator.payments import (
 from coordinator.payments.epochs import allocate, split_emission
 from coordinator.payments.payments import TABLES
 from coordinator.payments.pricing import cost_usd, usd_to_tokens, work_ms
+from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.models import JobRecord, SceneRecord
+from coordinator.storage.proof import ProofStore
+from coordinator.storage.store import FarmStore
 from render_node.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -189,6 +194,21 @@ def test_full_job_flow_balances_exact(payments: Payments, chain: CrashingChain) 
     assert payments.wallet(pub).escrow_held == 0
     report = payments.check()
     assert report.ok, report.lines
+
+
+def test_escrow_without_a_job_is_refunded_and_a_live_job_keeps_its_own(
+        payments: Payments, engine: Engine) -> None:
+    store = FarmStore(engine)
+    store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
+                                 created_at=0.0))
+    store.create_job(JobRecord(job_id="live", scene_id="scene", frames_spec="1",
+                               settings_json="{}", created_at=0.0, updated_at=0.0), [[1]], 0.0)
+    orphaned = fund_and_escrow(payments, "crashed-at-submit", 1_000_000)
+    kept = fund_and_escrow(payments, "live", 1_000_000)
+    Settlement(store, ProofStore(engine), payments).sweep(time.time() + 120)
+    assert payments.wallet(str(orphaned.pubkey())).escrow_held == 0
+    assert payments.receipts("crashed-at-submit").refund == 1_000_000
+    assert payments.wallet(str(kept.pubkey())).escrow_held == 1_000_000
 
 
 def test_insufficient_balance_is_a_clear_error(payments: Payments, chain: CrashingChain) -> None:

@@ -130,6 +130,25 @@ def test_a_node_speaks_only_for_itself_and_reads_only_leased_scenes(coordinator:
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "receipt" in details
 
 
+def test_a_self_reported_benchmark_score_is_clamped(coordinator: LocalFarm):
+    """A node cannot claim to be a supercomputer (or break the scheduler with NaN)."""
+    claims = {"boaster": 1e9, "negative": -5.0, "nan": float("nan"), "honest": 2.5}
+    ids = {}
+    for name, score in claims.items():
+        key = Keypair()
+        ids[name] = str(key.pubkey())
+        with FarmClient(coordinator.address, key) as client:
+            client.nodes.RegisterNode(pb.RegisterNodeRequest(
+                node_id=ids[name], name=name,
+                capabilities=pb.NodeCapabilities(benchmark_score=score)), timeout=10)
+    with coordinator.client() as client:
+        listed = {n.node_id: n.benchmark_score
+                  for n in client.nodes.ListNodes(pb.ListNodesRequest(), timeout=10).nodes}
+    assert listed[ids["boaster"]] == 20.0
+    assert listed[ids["negative"]] == listed[ids["nan"]] == 0.05
+    assert listed[ids["honest"]] == 2.5
+
+
 def test_every_result_keeps_the_nodes_signed_receipt(coordinator: LocalFarm):
     coordinator.start_node("node")
     with coordinator.client() as creator:

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlmodel import SQLModel
+from sqlalchemy import text, update
+from sqlmodel import Session, SQLModel, col
 
 from coordinator.domain.states import TaskState
 from coordinator.storage.database import open_database, sqlite_url
-from coordinator.storage.models import JobRecord, SceneRecord
+from coordinator.storage.models import JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost, SchedulingPolicy
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -149,3 +149,30 @@ def test_a_restart_gives_live_leases_a_fresh_grace_period(store: FarmStore):
     assert task is not None
     assert store.grant_grace(now=100.0) == 1
     assert store.requeue_expired(now=105.0) == []
+
+
+def _set_task_state(store: FarmStore, job_id: str, first_frame: int, state: TaskState) -> None:
+    with Session(store.engine) as session:
+        session.execute(update(TaskRecord).where(col(TaskRecord.job_id) == job_id)
+                        .where(col(TaskRecord.first_frame) == first_frame).values(state=state))
+        session.commit()
+
+
+def test_only_jobs_with_nothing_in_flight_are_offered_for_settlement(store: FarmStore):
+    add_job(store, "queued", [[1]], now=0.0)
+    add_job(store, "verifying", [[1], [2]], now=1.0)
+    _set_task_state(store, "verifying", 1, TaskState.DONE)
+    _set_task_state(store, "verifying", 2, TaskState.VERIFYING)
+    add_job(store, "cancelled", [[1], [2]], now=2.0)
+    store.cancel_job("cancelled", now=2.0)
+    add_job(store, "cancelled-verifying", [[1], [2]], now=3.0)
+    _set_task_state(store, "cancelled-verifying", 1, TaskState.VERIFYING)
+    store.cancel_job("cancelled-verifying", now=3.0)
+    add_job(store, "ended", [[1], [2]], now=4.0)
+    _set_task_state(store, "ended", 1, TaskState.DONE)
+    _set_task_state(store, "ended", 2, TaskState.FAILED)
+    add_job(store, "settled", [[1]], now=5.0)
+    _set_task_state(store, "settled", 1, TaskState.DONE)
+    store.mark_settled("settled", now=5.0)
+    # Jobs still rendering or being verified are not even read: the sweep stays small.
+    assert [job.job_id for job in store.jobs_ready_to_settle()] == ["cancelled", "ended"]

@@ -9,6 +9,7 @@ import secrets
 import time
 
 import grpc
+from cachetools import LRUCache
 from google.protobuf.json_format import MessageToDict
 
 from coordinator.api import convert
@@ -41,6 +42,8 @@ LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
 MAX_REASON_LENGTH = 4000
 STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
+KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
+JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
 # Self-reported benchmark scores are clamped: a node cannot claim to be a supercomputer.
 MIN_BENCHMARK_SCORE, MAX_BENCHMARK_SCORE = 0.05, 20.0
 
@@ -63,9 +66,11 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self.payments = payments
         self.heartbeat_seconds = heartbeat_seconds
         self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
-        self._touched: dict[str, float] = {}
-        self._registered: set[str] = set()
-        self._settings: dict[str, pb.RenderSettings] = {}  # job id -> its render settings
+        # Bounded: the coordinator runs for months while nodes and jobs keep coming.
+        self._touched: dict[str, float] = {}  # node id -> last liveness write (recent only)
+        self._last_prune = 0.0
+        self._registered: LRUCache[str, bool] = LRUCache(maxsize=KNOWN_NODES_CACHED)
+        self._settings: LRUCache[str, pb.RenderSettings] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
@@ -86,7 +91,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         Idle nodes then cost no requests; they wake only when tasks become leasable.
         """
         node_id = await self._known_node(request.node_id, context)
-        self._touch(node_id)
+        self._touch(node_id, time.time())
         remaining = context.time_remaining()
         wait = min(LONG_POLL_SECONDS, max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
         deadline = time.monotonic() + wait
@@ -220,21 +225,29 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _touch(self, node_id: str) -> None:
-        """Note that the node is alive, at most every TOUCH_SECONDS: a write per call is waste."""
-        now = time.time()
+    def _touch(self, node_id: str, now: float) -> None:
+        """Note that the node is alive, at most every TOUCH_SECONDS: a write per call is waste.
+
+        Entries older than TOUCH_SECONDS no longer save a write, so they are dropped: the map
+        holds the nodes seen in the last few seconds, not every node that ever called.
+        """
+        if now - self._last_prune >= TOUCH_SECONDS:
+            self._touched = {n: at for n, at in self._touched.items() if now - at < TOUCH_SECONDS}
+            self._last_prune = now
         if now - self._touched.get(node_id, 0.0) >= TOUCH_SECONDS:
             self._touched[node_id] = now
             self.store.touch_node(node_id, now)
 
     def _job_settings(self, job_id: str) -> pb.RenderSettings | None:
-        """A job's render settings, read once: jobs never change after submit."""
+        """A job's render settings; jobs never change after submit, so the recently used ones
+        are kept (a bounded cache: an evicted job is read again from the database)."""
         settings = self._settings.get(job_id)
         if settings is None:
             job = self.store.get_job(job_id)
             if job is None:
                 return None
-            settings = self._settings[job_id] = convert.settings_from_json(job.settings_json)
+            settings = convert.settings_from_json(job.settings_json)
+            self._settings[job_id] = settings
         return settings
 
     async def _own_node_id(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
@@ -247,12 +260,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     async def _known_node(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         node_id = await self._own_node_id(node_id, context)
-        if node_id not in self._registered:  # nodes are never deleted: remember who exists
+        # Nodes are never deleted: remember who exists (the recently active ones; a node
+        # evicted from the cache is looked up again).
+        if self._registered.get(node_id) is None:
             if self.store.get_node(node_id) is None:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"
                 )
-            self._registered.add(node_id)
+            self._registered[node_id] = True
         return node_id
 
     def _lease_message(self, task: TaskRecord) -> pb.Lease:

@@ -163,3 +163,21 @@ class VerificationRecord(SQLModel, table=True):
     pixel_sha256: str = ""
     created_at: float
     finished_at: float | None = None
+
+
+class PeerVerdictRecord(SQLModel, table=True):
+    """A trusted node's verdict on another node's frame (peer verification).
+
+    Peers scale verification with the network, but one peer's word never punishes a node and
+    a secret share of its passes is audited: failed and audited checks go back to the queue for
+    a coordinator verifier, whose verdict settles the frame and is compared with the peer's.
+    """
+
+    __tablename__ = "peer_verdict"
+    verification_id: str = Field(primary_key=True)
+    peer_id: str = Field(index=True)
+    passed: bool
+    reason: str = ""
+    audited: bool = False  # sent to a coordinator verifier for a second opinion
+    agreed: bool | None = None  # the audit's finding, once it is known
+    at: float

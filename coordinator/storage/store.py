@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import Exists, Select, exists, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -197,10 +197,26 @@ class FarmStore:
             )
             session.commit()
 
-    def unsettled_jobs(self) -> list[JobRecord]:
+    def jobs_ready_to_settle(self) -> list[JobRecord]:
+        """Unsettled jobs with no frame being verified and (unless cancelled) none to render.
+
+        Only these can settle; the caller still derives each one's state. Jobs with work in
+        flight stay in the database: loading every unsettled job each sweep made the sweep's
+        time and memory grow with the backlog of unfinished jobs.
+        """
+        def tasks_in(*states: TaskState) -> Exists:
+            return exists().where(col(TaskRecord.job_id) == col(JobRecord.job_id)).where(
+                col(TaskRecord.state).in_(states))
+
+        query = (
+            select(JobRecord)
+            .where(col(JobRecord.settled).is_(False))
+            .where(~tasks_in(TaskState.VERIFYING))
+            .where(col(JobRecord.cancelled) | ~tasks_in(TaskState.QUEUED, TaskState.LEASED))
+            .order_by(col(JobRecord.created_at))
+        )
         with self._session() as session:
-            query = select(JobRecord).where(col(JobRecord.settled).is_(False))
-            return list(session.exec(query.order_by(col(JobRecord.created_at))))
+            return list(session.exec(query))
 
     def mark_settled(self, job_id: str, now: float, error: str = "") -> None:
         with self._session() as session:
@@ -222,11 +238,6 @@ class FarmStore:
     def creator_may_read(self, creator: str, sha256: str) -> bool:
         """A creator reads their scenes' files and their jobs' frames."""
         own_scenes = select(JobRecord.scene_id).where(JobRecord.creator == creator)
-        scene_file = (
-            select(SceneFileRecord.sha256)
-            .where(col(SceneFileRecord.scene_id).in_(own_scenes))
-            .where(SceneFileRecord.sha256 == sha256)
-        )
         frame = (
             select(FrameResultRecord.blob_sha256)
             .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
@@ -234,9 +245,7 @@ class FarmStore:
             .where(FrameResultRecord.blob_sha256 == sha256)
         )
         with self._session() as session:
-            if session.exec(own_scenes.where(JobRecord.scene_id == sha256)).first():
-                return True
-            return bool(session.exec(scene_file).first() or session.exec(frame).first())
+            return scene_holds(session, own_scenes, sha256) or bool(session.exec(frame).first())
 
     def node_may_read(self, node_id: str, sha256: str) -> bool:
         """A node reads only the scenes of tasks it holds a live lease on."""
@@ -247,17 +256,7 @@ class FarmStore:
             .where(TaskRecord.state == TaskState.LEASED)
         )
         with self._session() as session:
-            scenes = set(session.exec(leased_scenes).all())
-            if sha256 in scenes:
-                return True
-            if not scenes:
-                return False
-            hit = session.exec(
-                select(SceneFileRecord.sha256)
-                .where(col(SceneFileRecord.scene_id).in_(scenes))
-                .where(SceneFileRecord.sha256 == sha256)
-            ).first()
-            return hit is not None
+            return scene_holds(session, leased_scenes, sha256)
 
     # ------------------------------------------------------------ nodes
 
@@ -495,3 +494,15 @@ def record_task_failure(
         task.state = TaskState.QUEUED
         task.queued_at = now
     session.add(task)
+
+
+def scene_holds(session: Session, scene_ids: Select, sha256: str) -> bool:
+    """True if ``sha256`` is the manifest or a file of one of the scenes ``scene_ids`` selects.
+
+    The one question behind every "may this caller download this blob" rule.
+    """
+    manifest = select(SceneRecord.scene_id).where(
+        SceneRecord.scene_id == sha256, col(SceneRecord.scene_id).in_(scene_ids))
+    scene_file = select(SceneFileRecord.sha256).where(
+        SceneFileRecord.sha256 == sha256, col(SceneFileRecord.scene_id).in_(scene_ids))
+    return bool(session.exec(manifest).first() or session.exec(scene_file).first())
