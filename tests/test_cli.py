@@ -117,7 +117,7 @@ def test_money_commands_as_a_creator_would(farm: LocalFarm, capsys):
 
     def settled() -> dict | None:
         receipts = run_json(farm, capsys, "receipts", job["job_id"])
-        return receipts if receipts["refund_signature"] else None
+        return receipts if receipts["refund_state"] == "landed" else None
 
     receipts = wait_for(settled, timeout=60)
     assert [row["frame"] for row in receipts["frames"]] == [1, 2]

@@ -22,11 +22,15 @@ GRANT = 100 * 10**6  # the new-creator grant: 100 tokens of 6 decimals
 
 
 def settled_receipts(client: FarmClient, job_id: str) -> pb.Receipts:
-    """Receipts once the job's escrow is settled (the refund is booked a moment after done)."""
+    """Receipts once the job's refund has landed on chain (a moment after the job is done).
+
+    The refund's signature is recorded before the transaction is sent, so waiting for the
+    signature alone races the wallet's escrow balance.
+    """
     def settled() -> pb.Receipts | None:
         receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=job_id), timeout=30,
                                            wait_for_ready=True)
-        return receipts if receipts.refund_signature else None
+        return receipts if receipts.refund_state == "landed" else None
 
     return wait_for(settled, timeout=60)
 
@@ -52,6 +56,7 @@ def test_a_job_burns_for_each_approved_frame_and_refunds_the_rest(farm: LocalFar
         wait_until_done(client, job.job_id)
         receipts = settled_receipts(client, job.job_id)
         wallet = client.jobs.GetWallet(pb.WalletRequest(), timeout=30)
+    assert receipts.state == "settled" and receipts.refund_signature
     assert [f.frame for f in receipts.frames] == [1, 2, 3]
     assert all(f.tokens_burned > 0 and f.signature and f.cost_usd > 0 for f in receipts.frames)
     assert receipts.total_tokens_burned == sum(f.tokens_burned for f in receipts.frames)

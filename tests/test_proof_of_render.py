@@ -168,7 +168,7 @@ def test_a_cheater_is_caught_quarantined_and_replaced_by_an_honest_node(
     # The cheater's rejected frames cost the creator nothing and earn the cheater nothing.
     with farm.client() as client:
         receipts = wait_for(lambda: (r := client.jobs.GetReceipts(
-            pb.ReceiptsRequest(job_id=job.job_id), timeout=10)).refund_signature and r,
+            pb.ReceiptsRequest(job_id=job.job_id), timeout=10)).refund_state == "landed" and r,
             timeout=60)
     assert sorted(f.frame for f in receipts.frames) == FRAMES
     assert {f.node_id for f in receipts.frames} == {honest}

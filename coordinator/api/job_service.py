@@ -187,6 +187,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             deposit_signature=receipts.deposit_signature or "",
             refund_signature=receipts.refund_signature or "",
             decimals=self.payments.pricing.decimals,
+            state=receipts.state,
+            refund_state=receipts.refund_state or "",
         )
 
     async def GetJob(self, request, context):

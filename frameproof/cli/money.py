@@ -97,6 +97,8 @@ def run_receipts(args: argparse.Namespace, client: FarmClient) -> int:
             "refund": receipts.refunded,
             "deposit_signature": receipts.deposit_signature,
             "refund_signature": receipts.refund_signature,
+            "refund_state": receipts.refund_state,
+            "state": receipts.state,
             "decimals": receipts.decimals,
         })
         return 0
@@ -109,6 +111,10 @@ def run_receipts(args: argparse.Namespace, client: FarmClient) -> int:
               f"{tokens(receipts.total_tokens_burned, receipts.decimals)} tokens burned of "
               f"{tokens(receipts.escrowed, receipts.decimals)} escrowed; refund "
               f"{tokens(receipts.refunded, receipts.decimals)}")
-    if not receipts.refund_signature and receipts.escrowed:
+    if receipts.state != "settled":
         err.print("the job is not settled yet: the refund comes when it ends")
+    elif receipts.refund_state in ("new", "sent"):
+        err.print(f"the refund is pending on chain (transaction {receipts.refund_signature})")
+    elif receipts.refund_state == "failed":
+        err.print("the refund transaction failed; the coordinator's operator must look into it")
     return 0
