@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 from solders.keypair import Keypair
 
+from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
 from coordinator.storage.proof import PEER_AUDIT_RATE
 from frameproof.client import FarmClient
@@ -59,6 +61,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
+def _at_least_one(text: str) -> float:
+    """argparse type: a finite number >= 1."""
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than 1")
+    return value
+
+
 def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
     run.add_argument("--data-dir", type=Path, default=Path(".farm"),
@@ -84,6 +102,12 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--peer-audit-rate", type=_fraction, default=PEER_AUDIT_RATE,
                      help="share of Tier 1 peers' passes a coordinator verifier checks again "
                      f"(default {PEER_AUDIT_RATE})")
+    run.add_argument("--rate-limit", type=_non_negative, default=DEFAULT_CALLS_PER_SECOND,
+                     metavar="CALLS_PER_S", help="calls per second allowed to each key, admins "
+                     f"and verifiers excepted (default {DEFAULT_CALLS_PER_SECOND:g}; 0: no limit)")
+    run.add_argument("--rate-burst", type=_at_least_one, default=DEFAULT_BURST, metavar="CALLS",
+                     help=f"calls a key may make at once above its rate (default "
+                     f"{DEFAULT_BURST:g})")
     run.add_argument("--cluster", help="devnet, testnet, mainnet-beta, localnet or an RPC URL "
                      "(default: the embedded chain in the data dir)")
     run.add_argument("--treasury-keypair", type=Path,
@@ -117,6 +141,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tls_key=args.tls_key,
         verifiers=tuple(args.verifier_pubkey),
         peer_audit_rate=args.peer_audit_rate,
+        calls_per_second=args.rate_limit,
+        call_burst=args.rate_burst,
         run_verifier=not args.no_verifier,
         verifier_threads=args.verifier_threads,
         cluster=args.cluster,

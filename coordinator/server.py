@@ -25,6 +25,8 @@ from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
 from coordinator.api.blob_service import BlobStoreServicer
 from coordinator.api.job_service import JobServicer
 from coordinator.api.node_service import NodeServicer
+from coordinator.api.nonce_journal import NonceJournal
+from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, CallRateLimiter
 from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
 from coordinator.chain import open_chain
@@ -36,7 +38,7 @@ from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
-from frameproof.auth import NonceCache
+from frameproof.auth import MAX_CLOCK_SKEW_SECONDS, NonceCache
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 from verifier.reputation import Outcome
@@ -51,6 +53,9 @@ SERVICE_NAMES = tuple(
 )
 VERIFICATION_LEASE_SECONDS = 120.0
 SETTLE_SECONDS = 1.0
+# A call is fresh for MAX_CLOCK_SKEW_SECONDS either side of its timestamp: its nonce is
+# remembered (in memory and in data_dir/nonces) for that whole span.
+NONCE_WINDOW_SECONDS = 2 * MAX_CLOCK_SKEW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class CoordinatorConfig:
     run_verifier: bool = True  # start a verifier worker beside the coordinator
     verifier_threads: int = 0
     peer_audit_rate: float = PEER_AUDIT_RATE  # share of peer verifiers' passes checked again
+    calls_per_second: float = DEFAULT_CALLS_PER_SECOND  # per caller key; 0: no limit
+    call_burst: float = DEFAULT_BURST
     cluster: str | None = None  # None: the embedded chain under data_dir/chain
     treasury_keypair: Path | None = None  # RPC clusters: the mint authority's keypair
     mint: str | None = None  # RPC clusters: the farm token's mint address
@@ -92,6 +99,7 @@ class RunningCoordinator:
     background: list[asyncio.Task]
     admin_address: str
     payments: Payments
+    nonce_journal: NonceJournal
 
     async def stop(self, grace: float = 5.0) -> None:
         for task in self.background:
@@ -99,6 +107,7 @@ class RunningCoordinator:
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
         self.payments.chain.close()
+        self.nonce_journal.close()
 
 
 async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
@@ -136,8 +145,13 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         VerifierServicer(store, proof, access, events, lease_seconds=VERIFICATION_LEASE_SECONDS),
         AdminServicer(store, proof, access, payments),
     )
-    nonces = NonceCache()
-    server, health = _build_server(servicers, SignedCallInterceptor(nonces))
+    nonce_journal = NonceJournal(config.data_dir / "nonces", NONCE_WINDOW_SECONDS)
+    nonces = NonceCache(NONCE_WINDOW_SECONDS, log=nonce_journal)
+    limiter = None
+    if config.calls_per_second > 0:
+        limiter = CallRateLimiter(config.calls_per_second, config.call_burst,
+                                  exempt=frozenset({*admins, *config.verifiers}))
+    server, health = _build_server(servicers, SignedCallInterceptor(nonces, limiter=limiter))
     port = _listen(server, config)
     servers = [server]
     socket_path = admin_socket_path(config.data_dir)
@@ -162,7 +176,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     if (tracing := diagnostics.start_from_env()) is not None:
         background.append(tracing)
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
-                              admin_address=admin_address, payments=payments)
+                              admin_address=admin_address, payments=payments,
+                              nonce_journal=nonce_journal)
 
 
 def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:

@@ -10,11 +10,13 @@ Streaming uploads sign a fixed digest: their content is bound by its sha256.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -26,10 +28,23 @@ NONCE = "x-frameproof-nonce"
 SIGNATURE = "x-frameproof-signature"
 STREAM_DIGEST = hashlib.sha256(b"frameproof client stream").digest()
 MAX_CLOCK_SKEW_SECONDS = 60.0
+NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # one token: safe in the nonce journal
 
 
 class AuthError(Exception):
     """The call is not authentic; the message says why, for the caller's operator."""
+
+
+class TooManyCalls(AuthError):
+    """More calls inside the replay window than the nonce cache holds: refused, not forgotten."""
+
+
+class NonceLog(Protocol):
+    """Where accepted nonces outlive the process (coordinator/api/nonce_journal.py)."""
+
+    def load(self, since: float) -> list[tuple[str, float]]: ...
+
+    def record(self, key: str, now: float) -> None: ...
 
 
 def signing_payload(method: str, request_digest: bytes, timestamp_ms: int, nonce: str) -> bytes:
@@ -61,24 +76,36 @@ class NonceCache:
     A call's timestamp may be up to MAX_CLOCK_SKEW_SECONDS ahead of its arrival and is accepted
     until that long after it, so a nonce is kept for twice the skew after it arrived. Expired
     nonces are dropped on every call: the cache holds about (calls per second x window)
-    entries, whatever the uptime.
+    entries, whatever the uptime. When full it refuses new calls (TooManyCalls) rather than
+    forget a live nonce, which would let that call be replayed. With a `log`, accepted nonces
+    are written down and read back on start, so a restart does not reopen the window.
     """
 
     def __init__(self, window_seconds: float = 2 * MAX_CLOCK_SKEW_SECONDS,
-                 max_entries: int = 1_000_000) -> None:
+                 max_entries: int = 1_000_000, log: NonceLog | None = None,
+                 now: float | None = None) -> None:
         self.window = window_seconds
         self.max_entries = max_entries
+        self.log = log
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        if log is not None:
+            since = (time.time() if now is None else now) - window_seconds
+            for key, seen_at in sorted(log.load(since), key=lambda entry: entry[1]):
+                self._seen[key] = seen_at
 
     def first_use(self, key: str, now: float) -> bool:
         with self._lock:
-            while self._seen and (next(iter(self._seen.values())) < now - self.window
-                                  or len(self._seen) >= self.max_entries):
+            while self._seen and next(iter(self._seen.values())) < now - self.window:
                 self._seen.popitem(last=False)
             if key in self._seen:
                 return False
+            if len(self._seen) >= self.max_entries:
+                raise TooManyCalls(f"more than {self.max_entries} calls in {self.window:.0f}s; "
+                                   "try again shortly")
             self._seen[key] = now
+            if self.log is not None:
+                self.log.record(key, now)
             return True
 
     def __len__(self) -> int:
@@ -105,8 +132,8 @@ def verify_call(metadata: dict[str, str], method: str, request_bytes: bytes | No
     except ValueError as error:
         raise AuthError(f"malformed authentication headers: {error}") from error
     nonce = metadata[NONCE]
-    if not 16 <= len(nonce) <= 64:
-        raise AuthError("malformed nonce")
+    if not NONCE_PATTERN.fullmatch(nonce):
+        raise AuthError("malformed nonce: 16 to 64 letters, digits, '-' or '_'")
     if abs(now - timestamp_ms / 1000) > MAX_CLOCK_SKEW_SECONDS:
         raise AuthError(f"stale call: timestamp is more than {MAX_CLOCK_SKEW_SECONDS:.0f}s "
                         "from the coordinator's clock; check this machine's clock")

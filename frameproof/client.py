@@ -42,6 +42,18 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
+RATE_LIMIT_PREFIX = "rate limit:"  # how the coordinator starts a rate-limit refusal
+
+
+def rate_limited(error: grpc.RpcError) -> bool:
+    """The call was refused for its key's rate limit: the same call, signed again later, passes.
+
+    Not in the retry policy above: gRPC would resend the same signature, a replay by then.
+    """
+    return (error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and (error.details() or "").startswith(RATE_LIMIT_PREFIX))
+
+
 def coordinator_address(explicit: str | None) -> str:
     return explicit or os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR
 

@@ -16,11 +16,11 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile.exceptions import BlendFileError
-from blender_asset_tracer.pack import Aborted, Packer
+from blender_asset_tracer.pack import Aborted, Packer, filesystem, transfer
 from blender_asset_tracer.pack import progress as bat_progress
 
 from frameproof.manifest import ManifestEntry, ManifestError, SceneManifest, sha256_file
@@ -176,6 +176,9 @@ class _Packer(Packer):
             folder = hashlib.sha256(str(path.parent).encode()).hexdigest()[:16]
             action.new_path = Path(self._target_path, "_outside_project", folder, path.name)
 
+    def _create_file_transferer(self) -> transfer.FileTransferer:
+        return FileCopier()
+
     def close(self) -> None:
         """Also stop BAT's copier thread when packing failed half-way.
 
@@ -186,6 +189,25 @@ class _Packer(Packer):
         if transferer is not None and transferer.is_alive():
             transferer.abort_and_join()
         super().close()
+
+
+class FileCopier(filesystem.FileCopier):
+    """BAT's copier, taking a file's size before it queues the file's move.
+
+    BAT 1.x queues the move first and then reads the size, so its copier thread can move
+    the file away in between: "No such file or directory: .../pack-info.txt" (seen in CI).
+    """
+
+    def queue_move(self, src: Path, dst: PurePath) -> None:
+        if src.is_dir():
+            raise TypeError(f"only files can be moved, not directories: {src}")
+        assert not self.done.is_set(), "Queueing not allowed after done_and_join() was called"
+        assert not self._abort.is_set(), "Queueing not allowed after abort_and_join() was called"
+        if self.has_error:
+            return
+        size = src.stat().st_size
+        self.queue.put((src, dst, transfer.Action.MOVE))
+        self.total_queued_bytes += size
 
 
 class _Progress(bat_progress.Callback):

@@ -20,6 +20,7 @@ from typing import BinaryIO, TypeVar
 
 import grpc
 
+from frameproof.client import rate_limited
 from frameproof.manifest import is_sha256, sha256_file
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
@@ -240,7 +241,7 @@ def _retrying(what: str, call: Callable[[int], T]) -> T:
             return call(number)
         except grpc.RpcError as exc:
             code = exc.code()
-            if code not in _RETRYABLE or number == ATTEMPTS:
+            if (code not in _RETRYABLE and not rate_limited(exc)) or number == ATTEMPTS:
                 raise TransferError(f"{what} failed: {code.name}: {exc.details()}") from exc
         except _Interrupted as exc:
             if number == ATTEMPTS:

@@ -19,7 +19,7 @@ import grpc
 
 from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
-from frameproof.client import FarmClient
+from frameproof.client import FarmClient, rate_limited
 from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
@@ -244,8 +244,8 @@ class RenderNode:
             except grpc.FutureCancelledError:
                 return None
             except grpc.RpcError as error:
-                transient = error.code() in (grpc.StatusCode.UNAVAILABLE,
-                                             grpc.StatusCode.DEADLINE_EXCEEDED)
+                transient = rate_limited(error) or error.code() in (
+                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                 if not transient or time.monotonic() > deadline:
                     raise
                 log.warning("coordinator unavailable (%s); retrying", error.code())

@@ -45,6 +45,8 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
                                 "rendering": 0, "cancelled": 0, "verifying": 0}
     listed = run_json(farm, capsys, "jobs")
     assert [entry["job_id"] for entry in listed] == [job["job_id"]]
+    assert fp(farm, "jobs", "--limit", "0") == 2
+    assert "--limit" in capsys.readouterr().err
     frames = run_json(farm, capsys, "frames", job["job_id"])
     assert [row["frame"] for row in frames] == [1, 2, 3, 7]
     assert all(row["state"] == "done" and row["node_id"] for row in frames)

@@ -267,6 +267,13 @@ def test_complete_task_with_a_malformed_image_sha_is_invalid_argument(fuzz_farm:
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
 
 
+@pytest.mark.parametrize("limit", [-1, 1001])
+def test_a_job_listing_beyond_its_limits_is_invalid_argument(fuzz_farm: Farm, limit: int) -> None:
+    code, details = outcome(fuzz_farm.callers[0], pb.DESCRIPTOR.services_by_name["JobService"]
+                            .methods_by_name["ListJobs"], pb.ListJobsRequest(limit=limit))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in details, (code, details)
+
+
 def test_y_coordinator_log_has_no_traceback_after_typed_fuzzing(fuzz_farm: Farm) -> None:
     log = Path(fuzz_farm.local.root / "logs" / "coordinator.log").read_text(errors="replace")
     assert "Traceback" not in log, log[log.index("Traceback") - 500:][:3000]

@@ -134,3 +134,25 @@ def test_packed_outside_libraries_resolve_at_their_new_place(tmp_path):
     assert any("_outside_project/" in lib for lib in info.libraries), info.libraries
     # the one library that was missing at the source is still the only one missing
     assert len(info.missing) == 1 and "material_textures.blend" in info.missing[0]
+
+
+def test_a_move_the_copier_finishes_at_once_is_still_counted(tmp_path):
+    """BAT's copier thread may move a file before queue_move returns (a CI failure)."""
+    import queue
+    import shutil
+
+    from frameproof.packing import FileCopier
+
+    class MovesAtOnce(queue.Queue):
+        def put(self, item, block=True, timeout=None):  # type: ignore[no-untyped-def]
+            src, dst, _action = item
+            shutil.move(src, dst)  # the copier thread winning the race
+            super().put(item, block, timeout)
+
+    source = tmp_path / "pack-info.txt"
+    source.write_text("This is a Blender Asset Tracer pack.\n")
+    copier = FileCopier()
+    copier.queue = MovesAtOnce()
+    copier.queue_move(source, tmp_path / "moved.txt")
+    assert copier.total_queued_bytes == len("This is a Blender Asset Tracer pack.\n")
+    assert (tmp_path / "moved.txt").exists()

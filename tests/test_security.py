@@ -72,6 +72,22 @@ def test_forged_stale_and_replayed_calls_are_refused(coordinator: LocalFarm):
         assert code == grpc.StatusCode.UNAUTHENTICATED and "replayed" in details
 
 
+def test_a_call_replayed_after_a_coordinator_restart_is_refused(coordinator: LocalFarm):
+    """Nonces are journalled: a restart inside the freshness window does not reopen it."""
+    request = pb.GetJobRequest(job_id="0123456789abcdef")
+    captured = sign_call(Keypair(), GET_JOB, request.SerializeToString())
+    channel, jobs = raw_jobs(coordinator.address)
+    with channel:
+        code, _ = code_and_details(jobs.GetJob, request, captured)
+        assert code == grpc.StatusCode.NOT_FOUND  # accepted once
+    coordinator.kill_coordinator()
+    coordinator.start_coordinator()
+    channel, jobs = raw_jobs(coordinator.address)
+    with channel:
+        code, details = code_and_details(jobs.GetJob, request, captured)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "replayed" in details
+
+
 def test_a_creator_sees_only_their_own_jobs_and_frames(coordinator: LocalFarm, tmp_path: Path):
     coordinator.start_node("node")
     with coordinator.client() as alice:

@@ -176,3 +176,31 @@ def test_only_jobs_with_nothing_in_flight_are_offered_for_settlement(store: Farm
     store.mark_settled("settled", now=5.0)
     # Jobs still rendering or being verified are not even read: the sweep stays small.
     assert [job.job_id for job in store.jobs_ready_to_settle()] == ["cancelled", "ended"]
+
+
+def test_a_listing_holds_the_newest_jobs_oldest_first_and_counts_them_all(store: FarmStore):
+    for n in range(5):
+        add_job(store, f"job-{n}", [[1]], now=float(n))
+    with Session(store.engine) as session:
+        session.exec(update(JobRecord).where(col(JobRecord.job_id) == "job-4")  # type: ignore
+                     .values(creator="someone-else"))
+        session.commit()
+    jobs, total = store.list_jobs(limit=3)
+    assert ([job.job_id for job in jobs], total) == (["job-2", "job-3", "job-4"], 5)
+    jobs, total = store.list_jobs(creator="", limit=2)
+    assert ([job.job_id for job in jobs], total) == (["job-2", "job-3"], 4)
+    jobs, total = store.list_jobs(creator="nobody", limit=2)
+    assert (jobs, total) == ([], 0)
+
+
+def test_an_index_declared_later_is_added_to_an_existing_database(tmp_path: Path):
+    engine = open_database(sqlite_url(tmp_path))
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_job_settled"))  # a database from before it
+    engine.dispose()
+    engine = open_database(sqlite_url(tmp_path))
+    with engine.connect() as connection:
+        plan = connection.execute(text(
+            "EXPLAIN QUERY PLAN SELECT job_id FROM job WHERE settled = 0")).all()
+    engine.dispose()
+    assert any("ix_job_settled" in str(row) for row in plan), plan

@@ -15,7 +15,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from frameproof.auth import AuthError, Caller, NonceCache, verify_call
+from coordinator.api.rate_limit import CallRateLimiter
+from frameproof.auth import AuthError, Caller, NonceCache, TooManyCalls, verify_call
+from frameproof.client import RATE_LIMIT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,17 @@ class _Raw:
 
 
 class SignedCallInterceptor(grpc.aio.ServerInterceptor):
-    """Refuse unsigned, stale, replayed or forged calls with UNAUTHENTICATED."""
+    """Refuse unsigned, stale, replayed or forged calls with UNAUTHENTICATED.
 
-    def __init__(self, nonces: NonceCache | None = None, *, trust_all_as: Caller | None = None):
-        self.nonces = nonces or NonceCache()
+    A flood beyond what the nonce cache holds, or beyond a key's rate limit, is refused with
+    RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, nonces: NonceCache | None = None, *, trust_all_as: Caller | None = None,
+                 limiter: CallRateLimiter | None = None):
+        self.nonces = NonceCache() if nonces is None else nonces  # (empty is falsy: __len__)
         self.trust_all_as = trust_all_as  # the local admin socket: the OS already vouched
+        self.limiter = limiter
 
     async def intercept_service(
         self,
@@ -79,10 +87,20 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
 
         async def check(context: grpc.aio.ServicerContext, raw: bytes | None) -> None:
             try:
-                _caller.set(self._authenticate(context, method, raw))
+                caller = self._authenticate(context, method, raw)
+            except TooManyCalls as error:
+                log.warning("refused %s: %s", method, error)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
             except AuthError as error:
                 log.warning("refused %s: %s", method, error)
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+            limiter = self.limiter
+            if limiter is not None and (wait := limiter.retry_after(caller.pubkey)) > 0:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{RATE_LIMIT_PREFIX} more than {limiter.rate:g} calls/s from this key "
+                    f"(bursts of {limiter.burst:g}); retry in {wait:.2f}s")
+            _caller.set(caller)
 
         async def refuse_malformed(request: _Raw, context: grpc.aio.ServicerContext) -> None:
             if request.message is None:

@@ -33,6 +33,8 @@ MAX_JOB_COST_USD = 1_000_000.0
 MAX_AIRDROP_TOKENS = 1_000_000
 MAX_NAME_LENGTH = 200
 WATCH_POLL_SECONDS = 2.0
+DEFAULT_LIST_JOBS = 100  # a creator with years of jobs still gets a small, fast answer
+MAX_LIST_JOBS = 1000
 
 
 class JobServicer(farm_pb2_grpc.JobServiceServicer):
@@ -196,10 +198,15 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def ListJobs(self, request, context):
         caller = current_caller()
-        jobs = self.store.list_jobs(None if self.access.is_admin(caller) else caller.pubkey)
+        if not 0 <= request.limit <= MAX_LIST_JOBS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"limit must be in [0, {MAX_LIST_JOBS}] (0: {DEFAULT_LIST_JOBS})")
+        creator = None if self.access.is_admin(caller) else caller.pubkey
+        jobs, total = self.store.list_jobs(creator, request.limit or DEFAULT_LIST_JOBS)
         counts = self.store.frame_counts(job.job_id for job in jobs)
         return pb.ListJobsResponse(
-            jobs=[convert.job_message(job, counts[job.job_id], None) for job in jobs]
+            jobs=[convert.job_message(job, counts[job.job_id], None) for job in jobs],
+            total=total,
         )
 
     async def WatchJob(self, request, context):

@@ -29,7 +29,19 @@ def open_database(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    create_missing_indexes(engine)
     return engine
+
+
+def create_missing_indexes(engine: Engine) -> None:
+    """Add indexes declared after a database was created.
+
+    `create_all` skips tables that already exist, indexes included; an index is safe to add
+    at any time, so this is the one schema change that needs no migration tool.
+    """
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

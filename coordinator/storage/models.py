@@ -36,7 +36,9 @@ class JobRecord(SQLModel, table=True):
     chunk_size: int = 1
     settings_json: str  # effective RenderSettings as JSON
     cancelled: bool = False
-    settled: bool = False  # escrow closed: the uncharged rest went back to the creator
+    # Escrow closed: the uncharged rest went back to the creator. Indexed because settlement
+    # looks for the few unsettled jobs every second.
+    settled: bool = Field(default=False, index=True)
     created_at: float
     updated_at: float
     error: str = ""

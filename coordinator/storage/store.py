@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Exists, Select, exists, func, update
+from sqlalchemy import Exists, Select, exists, false, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -100,13 +100,24 @@ class FarmStore:
         with self._session() as session:
             return session.get(JobRecord, job_id)
 
-    def list_jobs(self, creator: str | None = None) -> list[JobRecord]:
-        """All jobs, or only one creator's."""
-        query = select(JobRecord).order_by(col(JobRecord.created_at))
+    def list_jobs(self, creator: str | None = None,
+                  limit: int | None = None) -> tuple[list[JobRecord], int]:
+        """The newest `limit` jobs (all, or one creator's), oldest first, and how many exist.
+
+        Bounded so that a creator with years of jobs gets a small answer and one short query.
+        """
+        newest = select(JobRecord).order_by(col(JobRecord.created_at).desc(),
+                                            col(JobRecord.job_id).desc())
+        total = select(func.count()).select_from(JobRecord)
         if creator is not None:
-            query = query.where(JobRecord.creator == creator)
+            newest = newest.where(JobRecord.creator == creator)
+            total = total.where(JobRecord.creator == creator)
+        if limit is not None:
+            newest = newest.limit(limit)
         with self._session() as session:
-            return list(session.exec(query))
+            jobs = list(session.exec(newest))
+            count = session.exec(total).one()
+        return jobs[::-1], int(count)
 
     def frame_counts(self, job_ids: Iterable[str]) -> dict[str, dict[TaskState, int]]:
         """Frames per task state for each job, in one query."""
@@ -210,7 +221,7 @@ class FarmStore:
 
         query = (
             select(JobRecord)
-            .where(col(JobRecord.settled).is_(False))
+            .where(col(JobRecord.settled) == false())  # "= false": the index serves it
             .where(~tasks_in(TaskState.VERIFYING))
             .where(col(JobRecord.cancelled) | ~tasks_in(TaskState.QUEUED, TaskState.LEASED))
             .order_by(col(JobRecord.created_at))

@@ -8,9 +8,18 @@ import time
 from rich.markup import escape
 from rich.table import Table
 
-from frameproof.cli.common import FRAME_STATE_NAMES, STATE_NAMES, job_json, out, print_json
+from frameproof.cli.common import (
+    FRAME_STATE_NAMES,
+    STATE_NAMES,
+    err,
+    job_json,
+    out,
+    print_json,
+)
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
+
+MAX_LIMIT = 1000  # the coordinator's cap on one listing
 
 
 def add_job_argument(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
@@ -20,7 +29,11 @@ def add_job_argument(parser: argparse.ArgumentParser, json_flag: bool = True) ->
 
 
 def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
-    jobs = client.jobs.ListJobs(pb.ListJobsRequest(), timeout=30).jobs
+    if not 1 <= args.limit <= MAX_LIMIT:
+        err.print(f"--limit must be between 1 and {MAX_LIMIT}")
+        return 2
+    listing = client.jobs.ListJobs(pb.ListJobsRequest(limit=args.limit), timeout=30)
+    jobs = listing.jobs
     if args.json:
         print_json([job_json(job) for job in jobs])
         return 0
@@ -30,6 +43,8 @@ def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
                       str(job.frames.done), str(job.frames.failed), str(job.frames.total),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_unix_ms / 1000)))
     out.print(table)
+    if listing.total > len(jobs):
+        err.print(f"the newest {len(jobs)} of {listing.total} jobs (--limit N for more)")
     return 0
 
 

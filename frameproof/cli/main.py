@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit.add_arguments(commands.add_parser("submit", help="pack, upload and start a job"))
-    listing = commands.add_parser("jobs", help="list jobs")
+    listing = commands.add_parser("jobs", help="list your newest jobs")
+    listing.add_argument("--limit", type=int, default=20, metavar="N",
+                         help="how many of the newest jobs to list (1-1000, default 20)")
     listing.add_argument("--json", action="store_true")
     jobs.add_job_argument(commands.add_parser("status", help="one job's progress"))
     jobs.add_job_argument(commands.add_parser("watch", help="follow a job live"), False)
