@@ -22,7 +22,7 @@ from frameproof.manifest import is_sha256
 DEFAULT_MAX_BLOB_BYTES = 8 * 1024**3
 _HASH_BLOCK = 1024 * 1024
 # Errors that mean "no room": a full disk, a quota, a file-size limit.
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk full, quota, file size limit
 
 
 class BlobError(Exception):
@@ -139,7 +139,7 @@ class BlobStore:
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as exc:
-                if exc.errno in _FULL_ERRNOS:
+                if exc.errno in FULL_ERRNOS:
                     raise BlobStoreFull(_full_message(self.root, sha256)) from exc
                 raise
             self._install(Path(tmp), sha256)
@@ -259,7 +259,7 @@ class BlobUpload:
         self.close()
 
     def _fail_if_full(self, exc: OSError) -> None:
-        if exc.errno in _FULL_ERRNOS:
+        if exc.errno in FULL_ERRNOS:
             self._discard()
             raise BlobStoreFull(_full_message(self._store.root, self.sha256)) from exc
 

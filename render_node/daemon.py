@@ -245,10 +245,12 @@ class RenderNode:
                 return None
             except grpc.RpcError as error:
                 transient = rate_limited(error) or error.code() in (
-                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.ABORTED)  # e.g. the coordinator's disk was full
                 if not transient or time.monotonic() > deadline:
                     raise
-                log.warning("coordinator unavailable (%s); retrying", error.code())
+                log.warning("coordinator busy or unreachable (%s: %s); retrying",
+                            error.code().name, error.details())
             if self.stopping.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)

@@ -385,3 +385,69 @@ def test_full_blob_store_is_logged(full_disk: tuple[TmpfsCoordinator, grpc.RpcEr
     coordinator, _ = full_disk
     log = coordinator_log(coordinator.root)
     assert re.search(r"ERROR.*blob store full", log), log[-2000:]
+
+
+# ------------------------------------------------------------ full disk under SQLite
+
+
+def register(client: FarmClient, keypair: Keypair) -> None:
+    """Register `keypair` as a node (a call that must write), signed by that same key."""
+    client.nodes.RegisterNode(pb.RegisterNodeRequest(
+        node_id=str(keypair.pubkey()), name="disk-full-probe",
+        capabilities=pb.NodeCapabilities(threads=1, devices=["CPU"])), timeout=30)
+
+
+@pytest.mark.parametrize("room", ["none", "journal"], ids=["no-file-may-grow",
+                                                        "only-the-database-is-full"])
+def test_a_full_disk_is_aborted_with_a_reason_and_loses_nothing(farm: LocalFarm,
+                                                                room: str) -> None:
+    """The coordinator's files may not grow (RLIMIT_FSIZE, as on a full disk): calls that
+    must write are refused with ABORTED and a reason, the coordinator keeps serving, and once
+    there is room again everything committed before is still there. "journal": the small
+    files (nonce journal, log) still have room and the database's write-ahead log does not,
+    so SQLite itself fails."""
+    import resource
+
+    farm.start_coordinator()
+    assert farm.coordinator is not None
+    pid = farm.coordinator.pid
+    before = [Keypair() for _ in range(3)]
+    for keypair in before:
+        with FarmClient(farm.address, keypair) as node:
+            register(node, keypair)
+    journal = farm.root / "coordinator" / "nonces" / "nonces.log"
+    limit = 0 if room == "none" else journal.stat().st_size + 20_000
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
+    except OSError as error:
+        pytest.skip(f"cannot lower another process's file-size limit here: {error}")
+    try:
+        refusals = []
+        for _ in range(20):
+            keypair = Keypair()
+            try:
+                with FarmClient(farm.address, keypair) as node:
+                    register(node, keypair)
+            except grpc.RpcError as error:
+                refusals.append(error)
+            if len(refusals) == 3:
+                break
+        assert refusals, "no call failed although no file may grow"
+        expected = "storage full" if room == "none" else "database error"
+        for refusal in refusals:
+            assert refusal.code() == grpc.StatusCode.ABORTED, (refusal.code(), refusal.details())
+            assert "could not complete this call" in refusal.details(), refusal.details()
+            assert expected in refusal.details(), refusal.details()
+        assert farm.coordinator.poll() is None, "the coordinator is still running"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+    after = Keypair()
+    with FarmClient(farm.address, after) as node:
+        register(node, after)
+    with farm.client() as creator:
+        listed = {n.node_id for n in creator.nodes.ListNodes(pb.ListNodesRequest(),
+                                                               timeout=30).nodes}
+    assert {str(k.pubkey()) for k in [*before, after]} <= listed, "nothing committed was lost"
+    if room == "journal":
+        assert re.search(r"ERROR.*RegisterNode failed: database error", coordinator_log(farm.root))

@@ -150,6 +150,7 @@ class Verifier:
                 if error.code() not in (
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.ABORTED,
                 ) and not rate_limited(error):
                     log.warning("verdict for %s refused: %s", task.verification_id, error.details())
                     return

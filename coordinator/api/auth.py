@@ -7,15 +7,18 @@ Health and reflection stay open, as load balancers and grpcurl expect.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from sqlalchemy.exc import OperationalError
 
 from coordinator.api.rate_limit import CallRateLimiter
+from coordinator.blobstore import FULL_ERRNOS
 from frameproof.auth import AuthError, Caller, NonceCache, TooManyCalls, verify_call
 from frameproof.client import RATE_LIMIT_PREFIX
 
@@ -32,6 +35,31 @@ def current_caller() -> Caller:
     if caller is None:
         raise RuntimeError("no authenticated caller in this context")
     return caller
+
+
+@contextlib.asynccontextmanager
+async def storage_failures_answered(context: grpc.aio.ServicerContext,
+                                    method: str) -> AsyncIterator[None]:
+    """Answer a failing database or full disk with ABORTED and what failed, not UNKNOWN.
+
+    The coordinator stays up and nothing committed is lost; the caller may try again once
+    the operator has made room. Not UNAVAILABLE: gRPC's retry policy would send the very same
+    signed call again, which is by then a replay. Clients retry ABORTED with a new signature.
+    """
+    try:
+        yield
+    except OperationalError as error:
+        reason = f"database error: {error.orig}"
+    except OSError as error:
+        if error.errno not in FULL_ERRNOS:
+            raise
+        reason = f"storage full: {error.strerror}"
+    else:
+        return
+    log.error("%s failed: %s", method, reason)
+    await context.abort(grpc.StatusCode.ABORTED,
+                        f"the coordinator could not complete this call ({reason}); "
+                        "try again later")
 
 
 class _Raw:
@@ -112,9 +140,10 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
-                await check(context, request.raw)
-                await refuse_malformed(request, context)
-                return await inner_uu(request.message, context)
+                async with storage_failures_answered(context, method):
+                    await check(context, request.raw)
+                    await refuse_malformed(request, context)
+                    return await inner_uu(request.message, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, request_deserializer=keep_raw,
@@ -123,10 +152,11 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
             inner_us = handler.unary_stream
 
             async def unary_stream(request: _Raw, context: grpc.aio.ServicerContext) -> Any:
-                await check(context, request.raw)
-                await refuse_malformed(request, context)
-                async for response in inner_us(request.message, context):
-                    yield response
+                async with storage_failures_answered(context, method):
+                    await check(context, request.raw)
+                    await refuse_malformed(request, context)
+                    async for response in inner_us(request.message, context):
+                        yield response
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, request_deserializer=keep_raw,
@@ -135,8 +165,9 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                await check(context, None)
-                return await inner_su(requests, context)
+                async with storage_failures_answered(context, method):
+                    await check(context, None)
+                    return await inner_su(requests, context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, request_deserializer=deserialize,
@@ -144,9 +175,10 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
         inner_ss = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            await check(context, None)
-            async for response in inner_ss(requests, context):
-                yield response
+            async with storage_failures_answered(context, method):
+                await check(context, None)
+                async for response in inner_ss(requests, context):
+                    yield response
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=deserialize,
