@@ -38,7 +38,7 @@ from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
-from frameproof.auth import MAX_CLOCK_SKEW_SECONDS, NonceCache
+from frameproof.auth import NONCE_WINDOW_SECONDS, NonceCache
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 from verifier.reputation import Outcome
@@ -53,9 +53,6 @@ SERVICE_NAMES = tuple(
 )
 VERIFICATION_LEASE_SECONDS = 120.0
 SETTLE_SECONDS = 1.0
-# A call is fresh for MAX_CLOCK_SKEW_SECONDS either side of its timestamp: its nonce is
-# remembered (in memory and in data_dir/nonces) for that whole span.
-NONCE_WINDOW_SECONDS = 2 * MAX_CLOCK_SKEW_SECONDS
 
 
 @dataclass(frozen=True)

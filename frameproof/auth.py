@@ -28,6 +28,9 @@ NONCE = "x-frameproof-nonce"
 SIGNATURE = "x-frameproof-signature"
 STREAM_DIGEST = hashlib.sha256(b"frameproof client stream").digest()
 MAX_CLOCK_SKEW_SECONDS = 60.0
+# A call is fresh for MAX_CLOCK_SKEW_SECONDS either side of its timestamp: its nonce is
+# remembered for that whole span.
+NONCE_WINDOW_SECONDS = 2 * MAX_CLOCK_SKEW_SECONDS
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # one token: safe in the nonce journal
 
 
@@ -81,7 +84,7 @@ class NonceCache:
     are written down and read back on start, so a restart does not reopen the window.
     """
 
-    def __init__(self, window_seconds: float = 2 * MAX_CLOCK_SKEW_SECONDS,
+    def __init__(self, window_seconds: float = NONCE_WINDOW_SECONDS,
                  max_entries: int = 1_000_000, log: NonceLog | None = None,
                  now: float | None = None) -> None:
         self.window = window_seconds

@@ -54,6 +54,13 @@ def rate_limited(error: grpc.RpcError) -> bool:
             and (error.details() or "").startswith(RATE_LIMIT_PREFIX))
 
 
+def transient(error: grpc.RpcError) -> bool:
+    """Worth trying again later with a fresh signature: the coordinator is unreachable, slow,
+    busy (ABORTED: e.g. its disk was full) or rate-limiting this key."""
+    return rate_limited(error) or error.code() in (
+        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
+
+
 def coordinator_address(explicit: str | None) -> str:
     return explicit or os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR
 

@@ -19,7 +19,7 @@ import grpc
 
 from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
-from frameproof.client import FarmClient, rate_limited
+from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
@@ -244,10 +244,7 @@ class RenderNode:
             except grpc.FutureCancelledError:
                 return None
             except grpc.RpcError as error:
-                transient = rate_limited(error) or error.code() in (
-                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.ABORTED)  # e.g. the coordinator's disk was full
-                if not transient or time.monotonic() > deadline:
+                if not transient(error) or time.monotonic() > deadline:
                     raise
                 log.warning("coordinator busy or unreachable (%s: %s); retrying",
                             error.code().name, error.details())

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from frameproof.blender.worker import BlenderError, BlenderWorker
-from frameproof.client import FarmClient, rate_limited
+from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
 from frameproof.render_settings import frame_size, from_proto
 from frameproof.scene_cache import SceneCache
@@ -147,11 +147,7 @@ class Verifier:
                 )
                 break
             except grpc.RpcError as error:
-                if error.code() not in (
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.ABORTED,
-                ) and not rate_limited(error):
+                if not transient(error):
                     log.warning("verdict for %s refused: %s", task.verification_id, error.details())
                     return
                 time.sleep(min(2**attempt * 0.2, 5))

@@ -41,9 +41,10 @@ class NonceJournal:
 
     def record(self, key: str, now: float) -> None:
         with self._lock:
-            if self._file is None or now - self._segment_started >= self.window:
+            if self._file is None:
+                raise RuntimeError("load() the journal before recording: it starts the segment")
+            if now - self._segment_started >= self.window:
                 self._rotate()
-            assert self._file is not None
             self._file.write(f"{now:.3f} {key}\n")
             self._file.flush()
 
@@ -54,10 +55,9 @@ class NonceJournal:
                 self._file = None
 
     def _rotate(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self.current.exists():
-            os.replace(self.current, self.previous)
+        assert self._file is not None
+        self._file.close()
+        os.replace(self.current, self.previous)
         self._open()
 
     def _start_segment(self, live: list[tuple[str, float]]) -> None:

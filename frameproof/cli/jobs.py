@@ -12,6 +12,7 @@ from frameproof.cli.common import (
     FRAME_STATE_NAMES,
     STATE_NAMES,
     err,
+    fail,
     job_json,
     out,
     print_json,
@@ -30,8 +31,7 @@ def add_job_argument(parser: argparse.ArgumentParser, json_flag: bool = True) ->
 
 def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
     if not 1 <= args.limit <= MAX_LIMIT:
-        err.print(f"--limit must be between 1 and {MAX_LIMIT}")
-        return 2
+        fail(f"--limit must be between 1 and {MAX_LIMIT}", 2)
     listing = client.jobs.ListJobs(pb.ListJobsRequest(limit=args.limit), timeout=30)
     jobs = listing.jobs
     if args.json:
