@@ -45,11 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     ledger_commands = ledger.add_subparsers(dest="action", required=True)
     _admin_arguments(ledger_commands.add_parser("check", help="prove the ledger and the chain "
                                                 "agree; exit 1 when they do not"))
+    doctor = commands.add_parser("doctor", help="list the records quarantined out of the "
+                                 "money path; exit 1 when there are any")
+    doctor.add_argument("--data-dir", type=Path, default=Path(".farm"))
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--release", nargs=2, metavar=("KIND", "KEY"),
+                        help="let the next sweep try this record again (after fixing it)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args, parser)
     if args.command == "epoch":
         return _epoch_close(args)
+    if args.command == "doctor":
+        return _doctor(args)
     return _ledger_check(args)
 
 
@@ -242,6 +250,46 @@ def _epoch_close(args: argparse.Namespace) -> int:
         for node, minted, signature in payouts:
             print(f"  {node}  {minted}  {signature}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Quarantined records, read straight from the database (SQLite's WAL lets a running
+    coordinator go on writing meanwhile; PostgreSQL is shared anyway)."""
+    from datetime import UTC, datetime
+
+    from coordinator.quarantine import Quarantine
+    from coordinator.storage.database import open_database, sqlite_url
+
+    saved = json.loads((args.data_dir / SAVED_CONFIG).read_text()) if (
+        args.data_dir / SAVED_CONFIG).exists() else {}
+    if not saved.get("db_url") and not (args.data_dir / "farm.db").exists():
+        print(f"render-coordinator: no farm database in {args.data_dir}", file=sys.stderr)
+        return 2
+    engine = open_database(saved.get("db_url") or sqlite_url(args.data_dir))
+    try:
+        quarantine = Quarantine(engine)
+        if args.release:
+            kind, key = args.release
+            if not quarantine.release(kind, key):
+                print(f"render-coordinator: no quarantined {kind} {key}", file=sys.stderr)
+                return 2
+            print(f"released {kind} {key}: the next settlement sweep tries it again")
+        held = quarantine.held()
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"quarantined": [
+            {"kind": h.kind, "key": h.key, "reason": h.reason, "at": h.at} for h in held]},
+            indent=2))
+    elif not held:
+        print("no quarantined records: every frame, job and node goes through settlement")
+    else:
+        print(f"{len(held)} record(s) quarantined out of the money path "
+              "(fix the cause, then --release KIND KEY):")
+        for h in held:
+            when = datetime.fromtimestamp(h.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"  {h.kind:<18} {h.key}  since {when} UTC\n    {h.reason}")
+    return 1 if held else 0
 
 
 def _ledger_check(args: argparse.Namespace) -> int:

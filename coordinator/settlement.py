@@ -8,6 +8,7 @@ restart too) books it, and every payments call it makes is idempotent.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,9 +18,18 @@ from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
 from coordinator.payments import Payments
-from coordinator.payments.models import JobBillingRecord
+from coordinator.payments.journal import parse_pubkey
+from coordinator.payments.models import JobBillingRecord, WorkCreditRecord
 from coordinator.payments.results import PaymentError
-from coordinator.storage.models import JobRecord
+from coordinator.quarantine import (
+    EPOCH_PARTICIPANT,
+    FRAME_CHARGE,
+    JOB_SETTLE,
+    ORPHAN_REFUND,
+    TRANSIENT,
+    Quarantine,
+)
+from coordinator.storage.models import FrameResultRecord, JobRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 
@@ -27,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ORPHAN_ESCROW_SECONDS = 60.0  # escrow opened, job never created (crash in between): refund
 ORPHAN_SCAN_SECONDS = 30.0  # orphans are rare: look for them now and then, not every sweep
+CHARGE_BATCH = 100  # approved frames charged per sweep (plus as many as are quarantined)
 
 
 class Settlement:
@@ -36,53 +47,78 @@ class Settlement:
         self.proof = proof
         self.payments = payments
         self.on_change = on_change
+        self.quarantine = Quarantine(payments.engine)
         self._last_orphan_scan = 0.0
 
     def sweep(self, now: float | None = None) -> None:
         """Charge approved frames, settle ended jobs, refund orphaned escrow, close epochs."""
         now = time.time() if now is None else now
-        self._charge_frames(now)
-        self._settle_jobs(now)
-        self._refund_orphans(now)
-        self._close_epoch(now)
+        for step in (self._charge_frames, self._settle_jobs, self._refund_orphans,
+                     self._close_epoch):
+            try:
+                step(now)
+            except Exception:  # e.g. the database is down: the other steps still run
+                log.exception("settlement step %s failed; the next sweep retries",
+                              step.__name__)
 
     def _charge_frames(self, now: float) -> None:
-        for frame, tier, score in self.store.uncharged_frames():
-            try:
-                charge = self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
-                                                    frame.render_seconds, score, tier)
-            except PaymentError as error:
-                log.error("job %s frame %d cannot be charged: %s", frame.job_id, frame.frame,
-                          error)
-                continue
-            self.store.mark_charged(frame.job_id, frame.frame)
-            if charge.over_budget:
-                log.warning("job %s is over its budget: cancelling what is left", frame.job_id)
-                self.store.cancel_job(frame.job_id, now)
-                self.store.set_job_error(
-                    frame.job_id, "the job's maximum cost is used up; the remaining frames "
-                    "were cancelled (submit again with a higher --max-cost)", now)
-            self.on_change(frame.job_id)
+        # Each frame on its own: one that cannot be charged is quarantined, not retried
+        # forever in front of the others (coordinator.quarantine).
+        held = self.quarantine.keys(FRAME_CHARGE)
+        for frame, tier, score in self.store.uncharged_frames(CHARGE_BATCH + len(held)):
+            key = f"{frame.job_id}:{frame.frame}"
+            if key not in held:
+                with self.quarantine.isolated(FRAME_CHARGE, key, now=now):
+                    self._charge_frame(frame, tier, score, now)
+
+    def _charge_frame(self, frame: FrameResultRecord, tier: int, score: float,
+                      now: float) -> None:
+        try:
+            charge = self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
+                                                frame.render_seconds, score, tier)
+        except PaymentError as error:
+            log.error("job %s frame %d cannot be charged: %s", frame.job_id, frame.frame, error)
+            return
+        self.store.mark_charged(frame.job_id, frame.frame)
+        if charge.over_budget:
+            log.warning("job %s is over its budget: cancelling what is left", frame.job_id)
+            self.store.cancel_job(frame.job_id, now)
+            self.store.set_job_error(
+                frame.job_id, "the job's maximum cost is used up; the remaining frames "
+                "were cancelled (submit again with a higher --max-cost)", now)
+        self.on_change(frame.job_id)
 
     def _settle_jobs(self, now: float) -> None:
         jobs = self.store.jobs_ready_to_settle()
-        counts = self.store.frame_counts(job.job_id for job in jobs)
+        try:
+            counts = self.store.frame_counts(job.job_id for job in jobs)
+        except TRANSIENT:
+            raise
+        except Exception:  # one job's tasks do not read back: count each job on its own
+            counts = None
+        held = self.quarantine.keys(JOB_SETTLE)
         for job in jobs:
-            state = job_state_from_frames(counts[job.job_id], cancelled=job.cancelled)
-            waiting = counts[job.job_id].get(TaskState.VERIFYING, 0)
-            if state not in TERMINAL_JOB_STATES or waiting:
-                continue
-            if self.store.uncharged_frames_of(job.job_id):
-                continue  # charge every approved frame before the rest is refunded
-            try:
-                receipts = self.payments.settle_job(job.job_id)
-            except PaymentError as error:
-                log.error("job %s cannot be settled yet: %s", job.job_id, error)
-                continue
-            self.store.mark_settled(job.job_id, now)
-            log.info("job %s settled: %d burned, %d refunded", job.job_id,
-                     receipts.total_tokens_burned, receipts.refund)
-            self.on_change(job.job_id)
+            if job.job_id not in held:
+                with self.quarantine.isolated(JOB_SETTLE, job.job_id, now=now):
+                    self._settle_job(job, self.store.frame_counts([job.job_id])[job.job_id]
+                                     if counts is None else counts[job.job_id], now)
+
+    def _settle_job(self, job: JobRecord, counts: dict[TaskState, int], now: float) -> None:
+        state = job_state_from_frames(counts, cancelled=job.cancelled)
+        waiting = counts.get(TaskState.VERIFYING, 0)
+        if state not in TERMINAL_JOB_STATES or waiting:
+            return
+        if self.store.uncharged_frames_of(job.job_id):
+            return  # charge every approved frame before the rest is refunded
+        try:
+            receipts = self.payments.settle_job(job.job_id)
+        except PaymentError as error:
+            log.error("job %s cannot be settled yet: %s", job.job_id, error)
+            return
+        self.store.mark_settled(job.job_id, now)
+        log.info("job %s settled: %d burned, %d refunded", job.job_id,
+                 receipts.total_tokens_burned, receipts.refund)
+        self.on_change(job.job_id)
 
     def _refund_orphans(self, now: float) -> None:
         if now - self._last_orphan_scan < ORPHAN_SCAN_SECONDS:
@@ -97,16 +133,20 @@ class Settlement:
                 .where(col(JobBillingRecord.created_at) < now - ORPHAN_ESCROW_SECONDS)
                 .where(~exists().where(col(JobRecord.job_id) == col(JobBillingRecord.job_id)))
             ).all()
+        held = self.quarantine.keys(ORPHAN_REFUND)
         for job_id in orphans:
+            if job_id in held:
+                continue
             log.warning("escrow of job %s has no job (crash at submit): refunding", job_id)
-            self.payments.settle_job(job_id)
+            with self.quarantine.isolated(ORPHAN_REFUND, job_id, now=now):
+                self.payments.settle_job(job_id)
 
     def _close_epoch(self, now: float) -> None:
         due = self.payments.next_epoch_due()
         if due is None or now < due:
             return
-        nodes, weights = epoch_participants(self.store, self.proof,
-                                            float(self.payments.epochs.length_seconds), now)
+        nodes, weights = screened_participants(self.store, self.proof, self.payments,
+                                               self.quarantine, now)
         summary = self.payments.close_epoch_if_due(now, nodes, weights)
         if summary is not None:
             log.info("epoch %d closed: %d minted to %d nodes", summary.epoch,
@@ -128,6 +168,36 @@ def epoch_participants(store: FarmStore, proof: ProofStore, window: float,
                else (standings[n.node_id].score if n.node_id in standings else 0.5)
                for n in store.list_nodes()}
     return nodes, weights
+
+
+def screened_participants(store: FarmStore, proof: ProofStore, payments: Payments,
+                          quarantine: Quarantine, now: float) -> tuple[list[str], dict[str, float]]:
+    """`epoch_participants`, each node checked on its own before the epoch is planned.
+
+    A node the mint could not pay (its id is no public key) or whose weight is not a number
+    in [0, 1] would fail the whole epoch's close for every node: it is quarantined instead,
+    weighs 0 and is not available, and the others are paid.
+    """
+    nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now)
+    with Session(payments.engine) as session:
+        earners = set(session.exec(select(WorkCreditRecord.node_id)
+                                   .where(col(WorkCreditRecord.epoch).is_(None))
+                                   .distinct()).all())
+    held = quarantine.keys(EPOCH_PARTICIPANT)
+    for node in sorted(set(nodes) | set(weights) | earners):
+        if node not in held:
+            with quarantine.isolated(EPOCH_PARTICIPANT, node, now=now):
+                _check_participant(node, weights.get(node, 1.0))
+                continue
+            held.add(node)
+    return ([n for n in nodes if n not in held],
+            {**weights, **{node: 0.0 for node in held}})
+
+
+def _check_participant(node: str, weight: float) -> None:
+    parse_pubkey(node)
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and 0 <= weight <= 1):
+        raise ValueError(f"reputation weight {weight!r} is not a number in [0, 1]")
 
 
 def usd(value: float) -> Decimal:

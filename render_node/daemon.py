@@ -21,6 +21,7 @@ from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
+from frameproof.limits import FAIL_REASON_BYTES, clip_utf8
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
@@ -139,7 +140,8 @@ class RenderNode:
         """Tell the coordinator the lease failed; a lease it already took back is fine."""
         try:
             self._call(self.client.nodes.FailTask, pb.FailTaskRequest(
-                node_id=self.node_id, lease_id=lease.lease_id, reason=reason))
+                node_id=self.node_id, lease_id=lease.lease_id,
+                reason=clip_utf8(reason, FAIL_REASON_BYTES)))
         except grpc.RpcError as error:
             if error.code() not in (grpc.StatusCode.FAILED_PRECONDITION,
                                     grpc.StatusCode.PERMISSION_DENIED):

@@ -148,8 +148,15 @@ def test_a_node_speaks_only_for_itself_and_reads_only_leased_scenes(coordinator:
 
 def test_a_self_reported_benchmark_score_is_clamped(coordinator: LocalFarm):
     """A node cannot claim to be a supercomputer (or break the scheduler with NaN)."""
-    claims = {"boaster": 1e9, "negative": -5.0, "nan": float("nan"), "honest": 2.5}
+    claims = {"boaster": 1e9, "negative": -5.0, "honest": 2.5}
     ids = {}
+    with FarmClient(coordinator.address, Keypair()) as client, pytest.raises(
+            grpc.RpcError) as caught:
+        client.nodes.RegisterNode(pb.RegisterNodeRequest(
+            node_id=client.pubkey, capabilities=pb.NodeCapabilities(
+                benchmark_score=float("nan"))), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "benchmark_score must be a finite number" in (caught.value.details() or "")
     for name, score in claims.items():
         key = Keypair()
         ids[name] = str(key.pubkey())
@@ -161,7 +168,7 @@ def test_a_self_reported_benchmark_score_is_clamped(coordinator: LocalFarm):
         listed = {n.node_id: n.benchmark_score
                   for n in client.nodes.ListNodes(pb.ListNodesRequest(), timeout=10).nodes}
     assert listed[ids["boaster"]] == 20.0
-    assert listed[ids["negative"]] == listed[ids["nan"]] == 0.05
+    assert listed[ids["negative"]] == 0.05
     assert listed[ids["honest"]] == 2.5
 
 

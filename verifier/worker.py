@@ -19,6 +19,7 @@ import grpc
 from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
+from frameproof.limits import TILE_REASON_BYTES, VERDICT_REASON_BYTES, clip_utf8
 from frameproof.render_settings import frame_size, from_proto
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, download_blob
@@ -81,7 +82,11 @@ class Verifier:
                 if not response.HasField("task"):
                     self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
                     continue
-                self.verify(response.task)
+                try:
+                    self.verify(response.task)
+                except Exception:  # one frame that cannot be checked must not stop the rest
+                    log.exception("verification %s failed; its lease will lapse",
+                                  response.task.verification_id)
         finally:
             self.blender.close()
             self.client.close()
@@ -120,7 +125,7 @@ class Verifier:
             verifier_id=self.verifier_id,
             verification_id=task.verification_id,
             passed=outcome.passed,
-            reason=outcome.reason,
+            reason=clip_utf8(outcome.reason, VERDICT_REASON_BYTES),
             pixel_sha256=outcome.pixel_sha256,
             render_seconds=outcome.render_seconds,
             mode=outcome.mode,
@@ -133,7 +138,7 @@ class Verifier:
                     mode=outcome.mode,
                     outcome=v.outcome.value,
                     scores=v.scores,
-                    reason=v.reason,
+                    reason=clip_utf8(v.reason, TILE_REASON_BYTES),
                 )
                 for t, v in outcome.tiles
             ],

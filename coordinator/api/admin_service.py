@@ -15,7 +15,8 @@ from coordinator.api.node_service import standing_message
 from coordinator.payments import Payments
 from coordinator.payments.pricing import MS_PER_HOUR
 from coordinator.payments.results import EpochSummary
-from coordinator.settlement import epoch_participants
+from coordinator.quarantine import Quarantine
+from coordinator.settlement import screened_participants
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
@@ -65,7 +66,8 @@ class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
 def close_epoch_now(store: FarmStore, proof: ProofStore, payments: Payments,
                     now: float) -> EpochSummary:
     """Close the open epoch at once (the operator's `render-coordinator epoch close`)."""
-    nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now)
+    nodes, weights = screened_participants(store, proof, payments, Quarantine(payments.engine),
+                                           now)
     return payments.close_epoch(now, nodes, weights)
 
 

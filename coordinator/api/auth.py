@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from sqlalchemy.exc import OperationalError
 
 from coordinator.api.rate_limit import CallRateLimiter
+from coordinator.api.validation import problem
 from coordinator.blobstore import FULL_ERRNOS
 from frameproof.auth import AuthError, Caller, NonceCache, TooManyCalls, verify_call
 from frameproof.client import RATE_LIMIT_PREFIX
@@ -60,6 +61,12 @@ async def storage_failures_answered(context: grpc.aio.ServicerContext,
     await context.abort(grpc.StatusCode.ABORTED,
                         f"the coordinator could not complete this call ({reason}); "
                         "try again later")
+
+
+async def refuse_invalid(message: Any, context: grpc.aio.ServicerContext) -> None:
+    """INVALID_ARGUMENT when a field is over its bound (coordinator/api/validation.py)."""
+    if isinstance(message, Message) and (found := problem(message)) is not None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, found)
 
 
 class _Raw:
@@ -135,6 +142,13 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"malformed request: not a {method.rsplit('/', 1)[-1]} "
                                     "message")
+            await refuse_invalid(request.message, context)
+
+        async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            # A client stream: every message is bounded, not just the first.
+            async for message in requests:
+                await refuse_invalid(message, context)
+                yield message
 
         if handler.unary_unary:
             inner_uu = handler.unary_unary
@@ -167,7 +181,7 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with storage_failures_answered(context, method):
                     await check(context, None)
-                    return await inner_su(requests, context)
+                    return await inner_su(checked(requests, context), context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, request_deserializer=deserialize,
@@ -177,7 +191,7 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             async with storage_failures_answered(context, method):
                 await check(context, None)
-                async for response in inner_ss(requests, context):
+                async for response in inner_ss(checked(requests, context), context):
                     yield response
 
         return grpc.stream_stream_rpc_method_handler(

@@ -13,6 +13,7 @@ from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
+from coordinator.api.validation import MAX_JOB_COST_USD
 from coordinator.domain.frames import chunk_frames, format_frames
 from coordinator.domain.states import TERMINAL_JOB_STATES
 from coordinator.events import JobEvents
@@ -29,7 +30,6 @@ from frameproof.v1 import farm_pb2_grpc
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_SIZE = 1000
-MAX_JOB_COST_USD = 1_000_000.0
 MAX_AIRDROP_TOKENS = 1_000_000
 MAX_NAME_LENGTH = 200
 WATCH_POLL_SECONDS = 2.0

@@ -18,6 +18,7 @@ from coordinator.api import convert
 from coordinator.api.auth import LOCAL_ADMIN, current_caller
 from coordinator.api.errors import require_id
 from coordinator.events import JobEvents
+from coordinator.quarantine import TRANSIENT, VERIFICATION, Quarantine
 from coordinator.storage.proof import Peer, ProofStore, VerificationGone, VerificationResult
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
@@ -37,6 +38,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         self.access = access
         self.events = events
         self.lease_seconds = lease_seconds
+        self.quarantine = Quarantine(proof.engine)
 
     async def LeaseVerification(self, request, context):
         verifier_id, is_peer = await self._verifier(request.verifier_id, context)
@@ -87,11 +89,19 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         result = VerificationResult(passed=request.passed, reason=request.reason[:2000],
                                     mode=request.mode[:32], pixel_sha256=request.pixel_sha256[:64],
                                     details=details)
+        finished = None
         try:
-            finished = self.proof.finish_verification(verification_id, verifier_id, result,
-                                                      time.time(), peer=is_peer)
+            with self.quarantine.isolated(VERIFICATION, verification_id,
+                                          expected=(VerificationGone, *TRANSIENT)):
+                finished = self.proof.finish_verification(verification_id, verifier_id,
+                                                          result, time.time(), peer=is_peer)
         except VerificationGone as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        if finished is None:  # it raised: quarantined, its frame waits for the operator
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"verification {verification_id} could not be applied; it is "
+                                "held for the operator (render-coordinator doctor)")
+        assert finished is not None
         self.events.changed(finished.job_id)
         if finished.audit:
             log.info("job %s frame %d: peer %s said %s; a coordinator verifier decides",

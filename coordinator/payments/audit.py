@@ -22,6 +22,7 @@ from coordinator.payments.models import (
     PostingRecord,
 )
 from coordinator.payments.results import CheckReport
+from coordinator.quarantine import quarantine_lines
 
 if TYPE_CHECKING:
     from coordinator.payments.payments import Payments
@@ -115,4 +116,4 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
     if not any(line.startswith("MISMATCH job") for line in lines):
         verdict(True, f"{len(jobs)} jobs: escrow accounts match their billing")
     ok = not any(line.startswith("MISMATCH") for line in lines)
-    return CheckReport(ok, lines)
+    return CheckReport(ok, lines + quarantine_lines(payments.engine))

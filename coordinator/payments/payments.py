@@ -7,6 +7,7 @@ intent to a final state exactly once, surviving crashes (see journal.py, docs/PA
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -62,6 +63,8 @@ from coordinator.payments.results import (
     Payout,
     Wallet,
 )
+
+log = logging.getLogger(__name__)
 
 TABLES = [
     ChainOpRecord.__table__,
@@ -397,7 +400,12 @@ class Payments:
             if op.kind == "grant" and op.state == OP_NEW:
                 state = "unresolved"
             else:
-                state = self._journal.drive(op.op_id)
+                try:
+                    state = self._journal.drive(op.op_id)
+                except PaymentError as error:  # one op that cannot be sent must not stop the
+                    log.error("chain operation %s (%s) cannot be driven: %s", op.op_id,
+                              op.purpose, error)  # others, nor the coordinator's start
+                    state = "error"
             counts[state] = counts.get(state, 0) + 1
         return counts
 

@@ -1,0 +1,358 @@
+"""Every request field has a bound, checked in one place before any handler runs.
+
+The signed-call interceptor (coordinator/api/auth.py) calls `problem()` on every request
+message, and on every message of a client stream, after the signature check and before the
+servicer. A field over its bound is answered INVALID_ARGUMENT with a short message naming the
+field and the bound, never the value (an echo of a multi-megabyte input would itself fail).
+
+The bounds are a generic walk of the message descriptor with a default per type, plus the
+override table `FIELDS` keyed by "Message.field":
+
+- strings: at most DEFAULT_STRING_BYTES bytes of UTF-8, no NUL (PostgreSQL cannot store it);
+- bytes: at most DEFAULT_BYTES;
+- repeated fields and maps: at most DEFAULT_ITEMS entries, each entry bounded like a field;
+- doubles and floats: finite (no NaN, no infinity), within a range where one is given;
+- enums: one of the declared values;
+- integers: within a range where one is given.
+
+proto3 does not send a field at its zero value, so 0 and "" always pass here: "unset" is
+the handler's to interpret (usually "the default"), as are rules between fields.
+`python -m coordinator.api.validation` prints the table as docs/API-LIMITS.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from frameproof.limits import FAIL_REASON_BYTES, TILE_REASON_BYTES, VERDICT_REASON_BYTES
+from frameproof.v1 import farm_pb2
+
+DEFAULT_STRING_BYTES = 256
+DEFAULT_BYTES = 64 * 1024
+DEFAULT_ITEMS = 100
+MAX_JOB_COST_USD = 1_000_000.0  # SubmitJob's max_cost_usd and PrepareDeposit's amount_usd
+MAX_RENDER_SECONDS = 7 * 86_400.0  # a node's (or verifier's) reported time for one frame
+MAX_CHUNK_FRAMES = 1000  # frames per task; a completion carries at most this many outputs
+MAX_BLENDER_FRAME = 1_048_574  # Blender's own frame limit (MAXFRAME)
+MAX_RESOLUTION = 65_536
+SOLANA_TX_BYTES = 1232  # a Solana transaction's size limit: the signed deposit
+UPLOAD_CHUNK_BYTES = 4 * 1024 * 1024  # clients send 1 MiB; the message limit is 8 MiB
+SERVICES = ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
+
+PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
+    "sha256": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex digits (a sha256)"),
+    "pubkey": (re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}"), "a base58 public key"),
+    "hex-id": (re.compile(r"[0-9a-f]{1,64}"), "1-64 lowercase hex digits"),
+    "signature": (re.compile(r"[1-9A-HJ-NP-Za-km-z]{64,88}"), "a base58 ed25519 signature"),
+}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What one field may hold; None: the type's default applies (see the module docstring)."""
+
+    max_bytes: int | None = None  # strings and bytes (each element of a repeated field)
+    max_items: int | None = None  # repeated fields and maps
+    low: float | None = None  # numbers
+    high: float | None = None
+    pattern: str | None = None  # a key of PATTERNS, for non-empty strings
+    finite: bool = True  # doubles (map values: the map's bound says)
+    note: str = ""  # why, for docs/API-LIMITS.md
+
+
+FIELDS: dict[str, Bound] = {
+    # blobs
+    "BlobRef.sha256": Bound(pattern="sha256"),
+    "BlobRef.size": Bound(low=0, note="the per-blob limit is the blob store's: "
+                          "RESOURCE_EXHAUSTED"),
+    "FindMissingBlobsRequest.blobs": Bound(max_items=10_000),
+    "UploadChunk.offset": Bound(low=0),
+    "UploadChunk.data": Bound(max_bytes=UPLOAD_CHUNK_BYTES, note="clients send 1 MiB chunks"),
+    "DownloadBlobRequest.sha256": Bound(pattern="sha256"),
+    "DownloadBlobRequest.offset": Bound(low=0),
+    # jobs
+    "RenderSettings.engine": Bound(max_bytes=64, note="the engine names are checked by intake"),
+    "RenderSettings.samples": Bound(low=0, high=1_000_000, note="0: the scene's own"),
+    "RenderSettings.resolution_x": Bound(low=0, high=MAX_RESOLUTION, note="0: the scene's own"),
+    "RenderSettings.resolution_y": Bound(low=0, high=MAX_RESOLUTION, note="0: the scene's own"),
+    "RenderSettings.resolution_percentage": Bound(low=0, high=1000, note="0: the scene's own"),
+    "SubmitJobRequest.scene_id": Bound(pattern="sha256"),
+    "SubmitJobRequest.frames": Bound(max_bytes=10_000, note="a frame list such as 1-250,300"),
+    "SubmitJobRequest.chunk_size": Bound(low=0, high=MAX_CHUNK_FRAMES, note="0: 1"),
+    "SubmitJobRequest.name": Bound(max_bytes=200),
+    "SubmitJobRequest.tier": Bound(low=0, high=3, note="0: 3"),
+    "SubmitJobRequest.max_cost_usd": Bound(low=0, high=MAX_JOB_COST_USD,
+                                           note="0: the estimate x the safety factor; the "
+                                           "same cap as PrepareDeposit"),
+    "SubmitJobRequest.signed_deposit": Bound(max_bytes=SOLANA_TX_BYTES,
+                                             note="a Solana transaction's size limit"),
+    "InspectSceneRequest.scene_id": Bound(pattern="sha256"),
+    "EstimateRequest.scene_id": Bound(pattern="sha256"),
+    "EstimateRequest.frames": Bound(max_bytes=10_000),
+    "EstimateRequest.tier": Bound(low=0, high=3, note="0: 3"),
+    "PrepareDepositRequest.amount_usd": Bound(low=0, high=MAX_JOB_COST_USD,
+                                              note="must be > 0 (the handler)"),
+    "AirdropRequest.tokens": Bound(low=0, note="the upper limit is the handler's "
+                                   "(1,000,000 tokens)"),
+    "ReceiptsRequest.job_id": Bound(pattern="hex-id"),
+    "GetJobRequest.job_id": Bound(pattern="hex-id"),
+    "CancelJobRequest.job_id": Bound(pattern="hex-id"),
+    "ListFramesRequest.job_id": Bound(pattern="hex-id"),
+    "ListJobsRequest.limit": Bound(low=0, high=1000, note="0: 100"),
+    # nodes
+    "NodeCapabilities.blender_version": Bound(max_bytes=64),
+    "NodeCapabilities.devices": Bound(max_items=16, max_bytes=64),
+    "NodeCapabilities.threads": Bound(low=0, high=65_536),
+    "NodeCapabilities.memory_bytes": Bound(low=0),
+    "NodeCapabilities.engines": Bound(max_items=16, max_bytes=64),
+    "NodeCapabilities.benchmark_score": Bound(note="clamped to 0.05..20 by the handler"),
+    "RegisterNodeRequest.node_id": Bound(pattern="pubkey"),
+    "RegisterNodeRequest.name": Bound(max_bytes=200),
+    "LeaseTaskRequest.node_id": Bound(pattern="pubkey"),
+    "HeartbeatRequest.node_id": Bound(pattern="pubkey"),
+    "HeartbeatRequest.lease_id": Bound(pattern="hex-id"),
+    "HeartbeatRequest.frames_done": Bound(low=0, high=MAX_CHUNK_FRAMES),
+    "FrameOutput.frame": Bound(low=-MAX_BLENDER_FRAME, high=MAX_BLENDER_FRAME),
+    "FrameOutput.render_seconds": Bound(low=0, high=MAX_RENDER_SECONDS,
+                                        note="a week; prices do not rest on it"),
+    "FrameOutput.blender_version": Bound(max_bytes=64),
+    "FrameOutput.device": Bound(max_bytes=64),
+    "FrameOutput.receipt_signature": Bound(pattern="signature"),
+    "CompleteTaskRequest.node_id": Bound(pattern="pubkey"),
+    "CompleteTaskRequest.lease_id": Bound(pattern="hex-id"),
+    "CompleteTaskRequest.outputs": Bound(max_items=MAX_CHUNK_FRAMES),
+    "FailTaskRequest.node_id": Bound(pattern="pubkey"),
+    "FailTaskRequest.lease_id": Bound(pattern="hex-id"),
+    "FailTaskRequest.reason": Bound(max_bytes=FAIL_REASON_BYTES,
+                                    note="nodes clip their reasons to this"),
+    "GetNodeStandingRequest.node_id": Bound(pattern="pubkey"),
+    "GetNodeStandingRequest.history_limit": Bound(low=0, note="0: 50; more than 1000 "
+                                                  "is read as 1000"),
+    "EarningsRequest.node_id": Bound(pattern="pubkey"),
+    # Proof-of-Render
+    "LeaseVerificationRequest.verifier_id": Bound(pattern="pubkey"),
+    "LeaseVerificationRequest.blender_version": Bound(max_bytes=64),
+    "LeaseVerificationRequest.device": Bound(max_bytes=64),
+    "TileCheck.x": Bound(low=0, high=MAX_RESOLUTION),
+    "TileCheck.y": Bound(low=0, high=MAX_RESOLUTION),
+    "TileCheck.width": Bound(low=0, high=MAX_RESOLUTION),
+    "TileCheck.height": Bound(low=0, high=MAX_RESOLUTION),
+    "TileCheck.mode": Bound(max_bytes=32),
+    "TileCheck.outcome": Bound(max_bytes=32),
+    "TileCheck.scores": Bound(max_items=32, max_bytes=64, finite=False,
+                             note="informational: NaN is a metric without a value"),
+    "TileCheck.reason": Bound(max_bytes=TILE_REASON_BYTES),
+    "SubmitVerificationRequest.verifier_id": Bound(pattern="pubkey"),
+    "SubmitVerificationRequest.verification_id": Bound(pattern="hex-id"),
+    "SubmitVerificationRequest.reason": Bound(max_bytes=VERDICT_REASON_BYTES,
+                                              note="verifiers clip their reasons to this"),
+    "SubmitVerificationRequest.pixel_sha256": Bound(pattern="sha256"),
+    "SubmitVerificationRequest.tiles": Bound(max_items=64),
+    "SubmitVerificationRequest.render_seconds": Bound(low=0, high=MAX_RENDER_SECONDS),
+    "SubmitVerificationRequest.mode": Bound(max_bytes=32),
+    # administration
+    "SetQuarantineRequest.node_id": Bound(pattern="pubkey"),
+    "SetQuarantineRequest.reason": Bound(max_bytes=500),
+}
+
+_NUMBERS = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+_TYPE_NAMES = {
+    FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_BYTES: "bytes",
+    FieldDescriptor.TYPE_BOOL: "bool", FieldDescriptor.TYPE_DOUBLE: "double",
+    FieldDescriptor.TYPE_FLOAT: "float", FieldDescriptor.TYPE_ENUM: "enum",
+    FieldDescriptor.TYPE_INT32: "int32", FieldDescriptor.TYPE_INT64: "int64",
+    FieldDescriptor.TYPE_UINT32: "uint32", FieldDescriptor.TYPE_UINT64: "uint64",
+    FieldDescriptor.TYPE_MESSAGE: "message",
+}
+
+
+def problem(message: Message) -> str | None:
+    """What is wrong with this request, in a short sentence that names the field; None: fine."""
+    return _walk(message, "")
+
+
+def bound_of(field: FieldDescriptor) -> Bound:
+    return FIELDS.get(f"{field.containing_type.name}.{field.name}", _NO_OVERRIDE)
+
+
+_NO_OVERRIDE = Bound()
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf >= 6: `label` is gone
+        return bool(field.is_repeated)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _walk(message: Message, prefix: str) -> str | None:
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        bound = bound_of(field)
+        if _is_repeated(field):
+            items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
+            if len(value) > items:
+                return f"{name} has more than {items} entries"
+            if _is_map(field):
+                key_field = field.message_type.fields_by_name["key"]
+                value_field = field.message_type.fields_by_name["value"]
+                for key, item in value.items():
+                    found = (_check(key_field, key, f"{name} key", bound)
+                             or _check(value_field, item, f"{name} value",
+                                       Bound(finite=bound.finite)))
+                    if found:
+                        return found
+                continue
+            for index, item in enumerate(value):
+                if found := _check(field, item, f"{name}[{index}]", bound):
+                    return found
+        elif found := _check(field, value, name, bound):
+            return found
+    return None
+
+
+def _check(field: FieldDescriptor, value: Any, name: str, bound: Bound) -> str | None:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        return _walk(value, name + ".")
+    if kind == FieldDescriptor.TYPE_STRING:
+        limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_STRING_BYTES
+        if len(value) > limit or len(value.encode("utf-8")) > limit:
+            return f"{name} is longer than {limit} bytes"
+        if "\x00" in value:
+            return f"{name} contains a NUL character"
+        if bound.pattern and value:
+            regex, description = PATTERNS[bound.pattern]
+            if not regex.fullmatch(value):
+                return f"{name} must be {description}"
+        return None
+    if kind == FieldDescriptor.TYPE_BYTES:
+        limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_BYTES
+        return f"{name} is longer than {limit} bytes" if len(value) > limit else None
+    if kind == FieldDescriptor.TYPE_ENUM:
+        if value not in field.enum_type.values_by_number:
+            return f"{name} must be one of {', '.join(field.enum_type.values_by_name)}"
+        return None
+    if kind in _NUMBERS and not math.isfinite(value):
+        return f"{name} must be a finite number" if bound.finite else None
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return None
+    if (bound.low is not None and value < bound.low) or (
+            bound.high is not None and value > bound.high):
+        return f"{name} must be in {_range(bound)}"
+    return None
+
+
+def _range(bound: Bound) -> str:
+    low = "-inf" if bound.low is None else _number(bound.low)
+    high = "inf" if bound.high is None else _number(bound.high)
+    return f"[{low}, {high}]"
+
+
+def _number(value: float) -> str:
+    return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
+
+
+# ---------------------------------------------------------------- the documented table
+
+
+def request_messages() -> list[Descriptor]:
+    """Every message type a client can send, in the order the services declare them."""
+    seen: dict[str, Descriptor] = {}
+
+    def visit(descriptor: Descriptor) -> None:
+        if descriptor.full_name in seen or descriptor.GetOptions().map_entry:
+            return
+        seen[descriptor.full_name] = descriptor
+        for field in descriptor.fields:
+            if field.message_type is not None:
+                visit(field.message_type)
+
+    for service in SERVICES:
+        for method in farm_pb2.DESCRIPTOR.services_by_name[service].methods:
+            visit(method.input_type)
+    return list(seen.values())
+
+
+def rule(field: FieldDescriptor) -> str:
+    """The bound of one field in words (the docs' table)."""
+    bound = bound_of(field)
+    parts = []
+    if _is_repeated(field):
+        items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
+        parts.append(f"at most {items} entries")
+        if _is_map(field):
+            values = "finite" if bound.finite else "any double"
+            return "; ".join([*parts, f"keys at most {bound.max_bytes or DEFAULT_STRING_BYTES} "
+                              f"bytes, values {values}"])
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_STRING:
+        parts.append(f"at most {bound.max_bytes or DEFAULT_STRING_BYTES} bytes, no NUL")
+        if bound.pattern:
+            parts.append(PATTERNS[bound.pattern][1] + " (or empty)")
+    elif kind == FieldDescriptor.TYPE_BYTES:
+        parts.append(f"at most {bound.max_bytes or DEFAULT_BYTES} bytes")
+    elif kind == FieldDescriptor.TYPE_ENUM:
+        parts.append("one of " + ", ".join(field.enum_type.values_by_name))
+    elif kind == FieldDescriptor.TYPE_MESSAGE:
+        parts.append(f"each field as in {field.message_type.name}")
+    elif kind in _NUMBERS:
+        parts.append("finite" + (f", in {_range(bound)}" if bound.low is not None
+                                 or bound.high is not None else ""))
+    elif kind != FieldDescriptor.TYPE_BOOL and (bound.low is not None or bound.high is not None):
+        parts.append(f"in {_range(bound)}")
+    elif kind != FieldDescriptor.TYPE_BOOL:
+        parts.append("any")
+    return "; ".join(parts) or "any"
+
+
+def fields_table() -> Iterator[tuple[str, str, str, str]]:
+    """(Message.field, type, bound, note) for every field of every request message."""
+    for descriptor in request_messages():
+        for field in descriptor.fields:
+            kind = "map" if _is_map(field) else _TYPE_NAMES.get(field.type, "int")
+            if _is_repeated(field) and not _is_map(field):
+                kind = f"repeated {kind}"
+            yield (f"{descriptor.name}.{field.name}", kind, rule(field),
+                   bound_of(field).note)
+
+
+def limits_markdown() -> str:
+    """docs/API-LIMITS.md, generated from this module (a test keeps the file current)."""
+    lines = [
+        "# API limits",
+        "",
+        "Generated by `python -m coordinator.api.validation > docs/API-LIMITS.md` from",
+        "`coordinator/api/validation.py`; `tests/test_validation.py` fails when it is stale.",
+        "",
+        "Every request field of every RPC is checked against this table by the signed-call",
+        "interceptor before any handler runs (each message of an upload stream too). A field",
+        "over its bound is answered `INVALID_ARGUMENT` with the field's name and the bound,",
+        "never its value. Zero and empty values are \"unset\" in proto3 and always pass here;",
+        "the handlers decide what unset means (the notes) and check rules between fields.",
+        "",
+        f"Defaults: strings at most {DEFAULT_STRING_BYTES} bytes of UTF-8 without NUL; bytes at",
+        f"most {DEFAULT_BYTES} bytes; repeated fields and maps at most {DEFAULT_ITEMS} entries;",
+        "doubles finite; enums one of their declared values.",
+        "",
+        "| field | type | bound | note |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{name}` | {kind} | {bound} | {note} |"
+              for name, kind, bound, note in fields_table()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(limits_markdown())

@@ -1,0 +1,20 @@
+"""Sizes the coordinator accepts that clients must respect when they send free text.
+
+The coordinator refuses (INVALID_ARGUMENT) a request field over its bound rather than storing
+it (coordinator/api/validation.py, docs/API-LIMITS.md). Nodes and verifiers send error text
+they do not control (Blender's messages), so they clip it to these sizes before sending.
+"""
+
+from __future__ import annotations
+
+FAIL_REASON_BYTES = 4000  # FailTaskRequest.reason
+VERDICT_REASON_BYTES = 2000  # SubmitVerificationRequest.reason
+TILE_REASON_BYTES = 500  # TileCheck.reason
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, never in the middle of a character."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", errors="ignore")
