@@ -2,7 +2,8 @@
 
 `serve` runs the gRPC service. `epoch close` and `ledger check` act on the
 coordinator that owns a data dir: through its local admin socket when it is
-running, directly on its database and chain when it is stopped.
+running, directly on its database and chain when it is stopped. `doctor` lists
+the records the money path quarantined, straight from the database.
 """
 
 from __future__ import annotations

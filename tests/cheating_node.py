@@ -11,6 +11,7 @@ complete) with one method overridden: how a frame's pixels are made. Strategies:
 - ``noise``: random pixels; ``shift``: the honest frame rolled 1 px;
 - ``honest``: no lie in the pixels (with ``--device``: an honest node of another class).
 
+``--claim-seconds inf`` (say) reports that render time for every frame, whatever it was.
 ``--device CUDA`` (say) makes the node claim another device class than the verifier's CPU, so
 the verifier judges its frames in statistical mode, as it would a real GPU node's.
 """
@@ -71,16 +72,20 @@ STRATEGIES = ("quarter-samples", "honest", *TAMPER)
 class CheatingNode(RenderNode):
     """A RenderNode whose frames are wrong in a chosen way; everything else is honest."""
 
-    def __init__(self, config: NodeConfig, strategy: str, device: str = "") -> None:
+    def __init__(self, config: NodeConfig, strategy: str, device: str = "",
+                 claim_seconds: float | None = None) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
         super().__init__(config)
         self.strategy = strategy
         self.device = device
+        self.claim_seconds = claim_seconds
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
                       settings: RenderSettings) -> RenderResult:
         result = self._pixels(blend, frame, output, settings)
+        if self.claim_seconds is not None:
+            result = dataclasses.replace(result, seconds=self.claim_seconds)
         return dataclasses.replace(result, device=self.device) if self.device else result
 
     def _pixels(self, blend: Path, frame: int, output: Path,
@@ -110,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="cheater")
     parser.add_argument("--device", default="", help="claim this device class (e.g. CUDA)")
+    parser.add_argument("--claim-seconds", type=float,
+                        help="report this render time for every frame (e.g. inf)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = CheatingNode(NodeConfig(coordinator=coordinator_address(args.coordinator),
                                    work_dir=args.work_dir, threads=args.threads,
-                                   name=args.name), args.strategy, args.device)
+                                   name=args.name), args.strategy, args.device,
+                       args.claim_seconds)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())
     print(f"cheating node {node.node_id} ({args.strategy}) working for "

@@ -4,8 +4,9 @@ One coordinator process serves the whole module. Hypothesis builds protobuf requ
 messages' descriptors (unicode, huge and path-like strings, the farm's real ids, extreme
 numbers, unknown enum values, random bytes) and sends them signed by a random keypair, a
 registered node or the admin key. Every answer must be OK or a deliberate status with a
-message: never INTERNAL or UNKNOWN (a handler that raised). Afterwards the coordinator must
-still serve the legitimate creator's jobs, and its log must hold no traceback.
+message: never INTERNAL or UNKNOWN (a handler that raised). After every case another key can
+still list nodes and jobs and the coordinator's log holds no traceback; afterwards the
+coordinator still serves the legitimate creator's jobs and settles another creator's job.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solders.keypair import Keypair
+from test_payments_e2e import settled_receipts
 
 from frameproof.auth import sign_call
 from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
@@ -60,12 +63,12 @@ class Farm:
                         (Keypair(), Keypair(), Keypair(), node, admin)]
         self.known_ids = [job.job_id, job.scene_id, str(node.pubkey()), str(admin.pubkey()),
                           str(Keypair().pubkey())]
+        self.bystander = FarmClient(local.address, Keypair())  # never fuzzes, only checks
+        self.log = local.root / "logs" / "coordinator.log"
 
 
 @pytest.fixture(scope="module")
 def fuzz_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
-    from frameproof.identity import load_or_create_keypair
-
     root = tmp_path_factory.mktemp("fuzz")
     with LocalFarm(root / "farm", lease_seconds=30.0) as local:
         local.start_coordinator()
@@ -78,7 +81,7 @@ def fuzz_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         admin = load_or_create_keypair(local.data_dir / "admin-keypair.json")
         farm = Farm(local, job, node, admin)
         yield farm
-        for client in farm.callers:
+        for client in [*farm.callers, farm.bystander]:
             client.close()
 
 
@@ -232,6 +235,16 @@ def test_rpc_handlers_never_crash(fuzz_farm: Farm, method: MethodDescriptor,
         request.node_id = client.pubkey  # get past the identity check, into the handler
     code, details = outcome(client, method, request)
     check_answer(method, code, details, request)
+    still_serves_everyone(fuzz_farm, request)
+
+
+def still_serves_everyone(farm: Farm, request: Any) -> None:
+    """After each case: listings answer another key, and the coordinator logged no traceback."""
+    shown = str(request)[:300]
+    farm.bystander.nodes.ListNodes(pb.ListNodesRequest(), timeout=20)
+    farm.bystander.jobs.ListJobs(pb.ListJobsRequest(), timeout=20)
+    log = farm.log.read_text(errors="replace")
+    assert "Traceback" not in log, f"after {shown}: {log[log.index('Traceback'):][:2000]}"
 
 
 @FUZZ
@@ -246,6 +259,7 @@ def test_upload_streams_never_crash(fuzz_farm: Farm, data: st.DataObject) -> Non
     except grpc.RpcError as error:
         code, details = error.code(), error.details() or ""
     check_answer(method, code, details, chunks)
+    still_serves_everyone(fuzz_farm, chunks)
 
 
 def test_oversized_message_is_refused_with_resource_exhausted(fuzz_farm: Farm) -> None:
@@ -323,3 +337,11 @@ def test_zz_coordinator_survived_the_fuzzing(fuzz_farm: Farm) -> None:
         frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=fuzz_farm.job.job_id),
                                          timeout=10).frames
         assert [frame.frame for frame in frames] == [1, 2, 3]
+    # The money path still works for another creator: a job's escrow goes back on cancel.
+    other = local.root / "other-creator.json"
+    load_or_create_keypair(other)
+    with local.client(other) as creator:
+        job = submit_sample(creator, SAMPLE_SCENE, "1")
+        creator.jobs.CancelJob(pb.CancelJobRequest(job_id=job.job_id), timeout=10)
+        receipts = settled_receipts(creator, job.job_id)
+        assert receipts.state == "settled" and receipts.refunded == receipts.escrowed > 0

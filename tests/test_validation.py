@@ -80,3 +80,35 @@ def test_hostile_fields_are_named_with_their_bound_and_never_echoed(
 ])
 def test_ordinary_requests_pass(request_message: Message) -> None:
     assert problem(request_message) is None
+
+
+def test_stored_records_have_hard_size_limits(tmp_path: Path) -> None:
+    """The backstop under the edge: whatever path writes a record, its text is bounded."""
+    import json
+    import time
+
+    from coordinator.storage.database import open_database, sqlite_url
+    from coordinator.storage.limits import STORED_LIMITS, TRUNCATED_JSON
+    from coordinator.storage.models import JobRecord, NodeRecord, SceneRecord
+    from coordinator.storage.store import FarmStore
+
+    engine = open_database(sqlite_url(tmp_path))
+    store = FarmStore(engine)
+    now = time.time()
+    huge = json.dumps({"devices": ["C" * 1024] * 3000})
+    store.register_node("node", "é" * 1_000_000, huge, now)
+    node = store.get_node("node")
+    assert node is not None
+    assert len(node.name.encode()) <= STORED_LIMITS[NodeRecord]["name"]
+    assert node.capabilities_json == TRUNCATED_JSON  # clipped JSON would not parse
+    store.register_node("node", "plain", json.dumps({"devices": ["CPU"]}), now)
+    node = store.get_node("node")
+    assert node is not None and node.name == "plain" and "CPU" in node.capabilities_json
+    store.save_scene(SceneRecord(scene_id="a" * 64, main_file="s.blend", info_json="{}",
+                                 created_at=now))
+    store.create_job(JobRecord(job_id="j", scene_id="a" * 64, frames_spec="1",
+                               settings_json="{}", created_at=now, updated_at=now), [[1]], now)
+    store.set_job_error("j", "x" * 5_000_000, now)
+    job = store.get_job("j")
+    assert job is not None and len(job.error) == STORED_LIMITS[JobRecord]["error"]
+    engine.dispose()

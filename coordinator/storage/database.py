@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
-from coordinator.storage import models  # noqa: F401  (registers the tables)
+from coordinator.storage import limits, models  # noqa: F401  (tables; stored-size limits)
 
 SQLITE_CACHE_KIB = 2048  # page cache per SQLite connection (SQLite's own default is ~2 MB)
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
+from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
     JobRecord,
@@ -25,6 +26,8 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
+
+JOB_ERROR_BYTES = STORED_LIMITS[JobRecord]["error"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class FarmStore:
         with self._session() as session:
             values: dict[str, object] = {"settled": True, "updated_at": now}
             if error:
-                values["error"] = error
+                values["error"] = clip_stored(error, JOB_ERROR_BYTES)
             session.execute(update(JobRecord).where(col(JobRecord.job_id) == job_id)
                             .values(**values))
             session.commit()
@@ -241,7 +244,7 @@ class FarmStore:
     def set_job_error(self, job_id: str, error: str, now: float) -> None:
         with self._session() as session:
             session.execute(update(JobRecord).where(col(JobRecord.job_id) == job_id)
-                            .values(error=error, updated_at=now))
+                            .values(error=clip_stored(error, JOB_ERROR_BYTES), updated_at=now))
             session.commit()
 
     # ------------------------------------------------------------ access
