@@ -8,8 +8,10 @@ listing for everyone, money fields answered UNKNOWN with a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,4 +137,21 @@ def test_money_fields_beyond_the_cap_are_invalid_argument(coordinator: tuple[Loc
         details = refused(creator.jobs.SubmitJob, pb.SubmitJobRequest(
             scene_id=scene, name="n" * (3 * 1024 * 1024)))
         assert details == "name is longer than 200 bytes"
+    no_traceback(farm)
+
+
+def test_every_message_of_an_upload_stream_is_bounded(coordinator: tuple[LocalFarm, str]) -> None:
+    """Not only the first chunk: a later one naming a path instead of a sha256 is refused by
+    the edge, by name, before the blob service sees (and used to echo) it."""
+    farm, _ = coordinator
+    data = b"a blob in two chunks"
+    sha = hashlib.sha256(data).hexdigest()
+    chunks = [pb.UploadChunk(blob=pb.BlobRef(sha256=sha, size=len(data)), offset=0,
+                             data=data[:5], crc32=zlib.crc32(data[:5])),
+              pb.UploadChunk(blob=pb.BlobRef(sha256="../../" + "x" * 100_000), offset=5,
+                             data=data[5:], crc32=zlib.crc32(data[5:]))]
+    with farm.client() as creator:
+        details = refused(lambda request, timeout: creator.blobs.UploadBlob(
+            iter(request), timeout=timeout), chunks)
+    assert details.startswith("blob.sha256 ")
     no_traceback(farm)

@@ -22,6 +22,7 @@ the handler's to interpret (usually "the default"), as are rules between fields.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -176,7 +177,8 @@ _TYPE_NAMES = {
 
 def problem(message: Message) -> str | None:
     """What is wrong with this request, in a short sentence that names the field; None: fine."""
-    return _walk(message, "")
+    found = _walk(message)
+    return None if found is None else f"{found[0]} {found[1]}"
 
 
 def bound_of(field: FieldDescriptor) -> Bound:
@@ -196,61 +198,74 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
-def _walk(message: Message, prefix: str) -> str | None:
+@functools.cache
+def _plan(field: FieldDescriptor) -> tuple[Bound, bool, bool, bool]:
+    """(bound, repeated, map, message) of a field, worked out once: requests are many."""
+    return (bound_of(field), _is_repeated(field), _is_map(field),
+            field.type == FieldDescriptor.TYPE_MESSAGE)
+
+
+def _walk(message: Message) -> tuple[str, str] | None:
+    """(path of the first field over its bound, the rule it breaks); names are built only
+    on the way back up from a failure, so a good request costs no string work."""
     for field, value in message.ListFields():
-        name = prefix + field.name
-        bound = bound_of(field)
-        if _is_repeated(field):
-            items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
-            if len(value) > items:
-                return f"{name} has more than {items} entries"
-            if _is_map(field):
-                key_field = field.message_type.fields_by_name["key"]
-                value_field = field.message_type.fields_by_name["value"]
-                for key, item in value.items():
-                    found = (_check(key_field, key, f"{name} key", bound)
-                             or _check(value_field, item, f"{name} value",
-                                       Bound(finite=bound.finite)))
-                    if found:
-                        return found
-                continue
-            for index, item in enumerate(value):
-                if found := _check(field, item, f"{name}[{index}]", bound):
-                    return found
-        elif found := _check(field, value, name, bound):
-            return found
+        bound, repeated, is_map, nested = _plan(field)
+        if not repeated:
+            if nested:
+                if (inner := _walk(value)) is not None:
+                    return f"{field.name}.{inner[0]}", inner[1]
+            elif (rule := _check(field, value, bound)) is not None:
+                return field.name, rule
+            continue
+        items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
+        if len(value) > items:
+            return field.name, f"has more than {items} entries"
+        if is_map:
+            key_field = field.message_type.fields_by_name["key"]
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                if (rule := _check(key_field, key, bound)) is not None:
+                    return f"{field.name} key", rule
+                if (rule := _check(value_field, item, Bound(finite=bound.finite))) is not None:
+                    return f"{field.name} value", rule
+            continue
+        for index, item in enumerate(value):
+            if nested:
+                if (inner := _walk(item)) is not None:
+                    return f"{field.name}[{index}].{inner[0]}", inner[1]
+            elif (rule := _check(field, item, bound)) is not None:
+                return f"{field.name}[{index}]", rule
     return None
 
 
-def _check(field: FieldDescriptor, value: Any, name: str, bound: Bound) -> str | None:
+def _check(field: FieldDescriptor, value: Any, bound: Bound) -> str | None:
+    """The rule a scalar value breaks, or None."""
     kind = field.type
-    if kind == FieldDescriptor.TYPE_MESSAGE:
-        return _walk(value, name + ".")
     if kind == FieldDescriptor.TYPE_STRING:
         limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_STRING_BYTES
         if len(value) > limit or len(value.encode("utf-8")) > limit:
-            return f"{name} is longer than {limit} bytes"
+            return f"is longer than {limit} bytes"
         if "\x00" in value:
-            return f"{name} contains a NUL character"
+            return "contains a NUL character"
         if bound.pattern and value:
             regex, description = PATTERNS[bound.pattern]
             if not regex.fullmatch(value):
-                return f"{name} must be {description}"
+                return f"must be {description}"
         return None
     if kind == FieldDescriptor.TYPE_BYTES:
         limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_BYTES
-        return f"{name} is longer than {limit} bytes" if len(value) > limit else None
+        return f"is longer than {limit} bytes" if len(value) > limit else None
     if kind == FieldDescriptor.TYPE_ENUM:
         if value not in field.enum_type.values_by_number:
-            return f"{name} must be one of {', '.join(field.enum_type.values_by_name)}"
+            return f"must be one of {', '.join(field.enum_type.values_by_name)}"
         return None
     if kind in _NUMBERS and not math.isfinite(value):
-        return f"{name} must be a finite number" if bound.finite else None
+        return "must be a finite number" if bound.finite else None
     if kind == FieldDescriptor.TYPE_BOOL:
         return None
     if (bound.low is not None and value < bound.low) or (
             bound.high is not None and value > bound.high):
-        return f"{name} must be in {_range(bound)}"
+        return f"must be in {_range(bound)}"
     return None
 
 
