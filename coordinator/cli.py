@@ -258,8 +258,9 @@ def _doctor(args: argparse.Namespace) -> int:
     coordinator go on writing meanwhile; PostgreSQL is shared anyway)."""
     from datetime import UTC, datetime
 
-    from coordinator.quarantine import Quarantine
+    from coordinator.quarantine import VERIFICATION, Quarantine
     from coordinator.storage.database import open_database, sqlite_url
+    from coordinator.storage.proof import ProofStore
 
     saved = json.loads((args.data_dir / SAVED_CONFIG).read_text()) if (
         args.data_dir / SAVED_CONFIG).exists() else {}
@@ -274,6 +275,8 @@ def _doctor(args: argparse.Namespace) -> int:
             if not quarantine.release(kind, key):
                 print(f"render-coordinator: no quarantined {kind} {key}", file=sys.stderr)
                 return 2
+            if kind == VERIFICATION:  # held out of the queue: back in for the next verifier
+                ProofStore(engine).requeue_held_verification(key)
             print(f"released {kind} {key}: the next settlement sweep tries it again")
         held = quarantine.held()
     finally:

@@ -9,6 +9,7 @@ listing for everyone, money fields answered UNKNOWN with a traceback.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 import zlib
@@ -26,6 +27,8 @@ from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
+from frameproof.receipts import sign_receipt
+from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
 
 CHEATER = Path(__file__).with_name("cheating_node.py")
@@ -154,4 +157,67 @@ def test_every_message_of_an_upload_stream_is_bounded(coordinator: tuple[LocalFa
         details = refused(lambda request, timeout: creator.blobs.UploadBlob(
             iter(request), timeout=timeout), chunks)
     assert details.startswith("blob.sha256 ")
+    no_traceback(farm)
+
+
+def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
+        farm: LocalFarm) -> None:
+    """The verifier's submit path: a check whose records are damaged is quarantined with its
+    reason (FAILED_PRECONDITION to the verifier, not UNKNOWN); the coordinator goes on."""
+    verifier = Keypair()
+    farm.start_coordinator(extra_args=("--no-verifier", "--verifier-pubkey",
+                                       str(verifier.pubkey())))
+    with farm.client() as creator:
+        job = submit_sample(creator, SAMPLE_SCENE, "1")
+    node = Keypair()
+    with FarmClient(farm.address, node) as client:
+        client.nodes.RegisterNode(pb.RegisterNodeRequest(node_id=client.pubkey), timeout=10)
+        lease = client.nodes.LeaseTask(pb.LeaseTaskRequest(node_id=client.pubkey),
+                                       timeout=10).lease
+        image = b"pretend pixels"
+        sha = upload_bytes(client.blobs, image)
+        client.nodes.CompleteTask(pb.CompleteTaskRequest(
+            node_id=client.pubkey, lease_id=lease.lease_id, outputs=[pb.FrameOutput(
+                frame=1, image=pb.BlobRef(sha256=sha, size=len(image)), render_seconds=2.0,
+                receipt_signature=sign_receipt(node, job.job_id, 1, sha, lease.settings))]),
+            timeout=10)
+    with FarmClient(farm.address, verifier) as client:
+        check = client.verifier.LeaseVerification(pb.LeaseVerificationRequest(
+            verifier_id=client.pubkey), timeout=10).task
+        assert check.job_id == job.job_id
+        with sqlite3.connect(farm.data_dir / "farm.db") as db:  # the damage: a lost task link
+            db.execute("UPDATE verification SET task_id = 'gone' WHERE verification_id = ?",
+                       (check.verification_id,))
+        with pytest.raises(grpc.RpcError) as caught:
+            client.verifier.SubmitVerification(pb.SubmitVerificationRequest(
+                verifier_id=client.pubkey, verification_id=check.verification_id, passed=True,
+                reason="identical", mode="exact", pixel_sha256="0" * 64), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "held for the operator" in (caught.value.details() or "")
+    doctor = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
+                             str(farm.data_dir)], capture_output=True, text=True, timeout=60)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert any(line.split()[:2] == ["verification", check.verification_id]
+               for line in doctor.stdout.splitlines() if line.strip()), doctor.stdout
+    assert "AssertionError" in doctor.stdout
+    with sqlite3.connect(farm.data_dir / "farm.db") as db:  # no verifier re-renders it in vain
+        state, = db.execute("SELECT state FROM verification WHERE verification_id = ?",
+                            (check.verification_id,)).fetchone()
+        assert state == "held"
+        db.execute("UPDATE verification SET task_id = (SELECT task_id FROM task LIMIT 1)")
+    released = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
+                               str(farm.data_dir), "--release", "verification",
+                               check.verification_id], capture_output=True, text=True,
+                              timeout=60)
+    assert released.returncode == 0, released.stdout + released.stderr
+    with FarmClient(farm.address, verifier) as client:  # repaired and released: it applies
+        again = client.verifier.LeaseVerification(pb.LeaseVerificationRequest(
+            verifier_id=client.pubkey), timeout=10).task
+        assert again.verification_id == check.verification_id
+        client.verifier.SubmitVerification(pb.SubmitVerificationRequest(
+            verifier_id=client.pubkey, verification_id=check.verification_id, passed=True,
+            reason="identical", mode="exact", pixel_sha256="0" * 64), timeout=10)
+    with farm.client() as creator:  # everything else still answers
+        creator.nodes.ListNodes(pb.ListNodesRequest(), timeout=10)
+        creator.jobs.ListJobs(pb.ListJobsRequest(), timeout=10)
     no_traceback(farm)

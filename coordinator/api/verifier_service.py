@@ -98,6 +98,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         except VerificationGone as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         if finished is None:  # it raised: quarantined, its frame waits for the operator
+            self.proof.hold_verification(verification_id)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"verification {verification_id} could not be applied; it is "
                                 "held for the operator (render-coordinator doctor)")

@@ -223,6 +223,26 @@ class ProofStore:
             session.commit()
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def hold_verification(self, verification_id: str) -> None:
+        """Keep a check the store could not apply out of the queue (it is quarantined):
+        no verifier re-renders it in vain each time its lease lapses."""
+        with self._session() as session:
+            session.execute(update(VerificationRecord)
+                            .where(col(VerificationRecord.verification_id) == verification_id)
+                            .values(state="held", lease_expires_at=None))
+            session.commit()
+
+    def requeue_held_verification(self, verification_id: str) -> bool:
+        """The operator released a held check: back in the queue for the next verifier."""
+        with self._session() as session:
+            moved = session.execute(
+                update(VerificationRecord)
+                .where(col(VerificationRecord.verification_id) == verification_id)
+                .where(col(VerificationRecord.state) == "held")
+                .values(state="queued", verifier_id="", lease_expires_at=None))
+            session.commit()
+            return bool(moved.rowcount)  # type: ignore[attr-defined]
+
     def finish_verification(self, verification_id: str, verifier_id: str,
                             result: VerificationResult, now: float, *,
                             peer: bool = False) -> FinishedVerification:
