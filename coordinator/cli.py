@@ -125,6 +125,8 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--epoch-seconds", type=float, default=86_400.0,
                      help="length of a payout epoch (default one day)")
     run.add_argument("--log-level", default="INFO")
+    run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
+                     "Prometheus format (default: no HTTP)")
 
 
 def _admin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +160,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         treasury_keypair=args.treasury_keypair,
         mint=args.mint,
         epoch_seconds=args.epoch_seconds,
+        http_listen=args.http,
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)
     (args.data_dir / SAVED_CONFIG).write_text(json.dumps({

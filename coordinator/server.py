@@ -32,6 +32,7 @@ from coordinator.blobstore import BlobStore
 from coordinator.chain import open_chain
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
+from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
 from coordinator.payments import Payments
 from coordinator.payments.epochs import EpochConfig
 from coordinator.settlement import Settlement
@@ -78,6 +79,7 @@ class CoordinatorConfig:
     treasury_keypair: Path | None = None  # RPC clusters: the mint authority's keypair
     mint: str | None = None  # RPC clusters: the farm token's mint address
     epoch_seconds: float = 86_400.0
+    http_listen: str | None = None  # HOST:PORT of /metrics (and the dashboard); None: off
 
 
 def admin_keypair_path(data_dir: Path) -> Path:
@@ -97,6 +99,7 @@ class RunningCoordinator:
     admin_address: str
     payments: Payments
     nonce_journal: NonceJournal
+    http_port: int | None = None  # where /metrics is served, when --http is given
 
     async def stop(self, grace: float = 5.0) -> None:
         for task in self.background:
@@ -150,6 +153,11 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                   exempt=frozenset({*admins, *config.verifiers}))
     server, health = _build_server(servicers, SignedCallInterceptor(nonces, limiter=limiter))
     port = _listen(server, config)
+    http_socket = None
+    if config.http_listen:
+        from coordinator import web
+
+        http_socket = web.bind(config.http_listen)
     servers = [server]
     socket_path = admin_socket_path(config.data_dir)
     if config.admin_socket and len(str(socket_path.resolve())) < MAX_UNIX_SOCKET_PATH:
@@ -172,15 +180,20 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
     if (tracing := diagnostics.start_from_env()) is not None:
         background.append(tracing)
+    http_port = None
+    if http_socket is not None:
+        app = web.build_app(coordinator_registry(engine))
+        background.append(asyncio.create_task(web.serve_http(app, http_socket)))
+        http_port = http_socket.getsockname()[1]
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
-                              nonce_journal=nonce_journal)
+                              nonce_journal=nonce_journal, http_port=http_port)
 
 
 def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:
     """The chain (embedded by default) and the payments ledger over the farm's database."""
-    chain = open_chain(config.cluster, data_dir=config.data_dir,
-                       treasury_keypair=config.treasury_keypair, mint=config.mint)
+    chain = CountingChain(open_chain(config.cluster, data_dir=config.data_dir,
+                                     treasury_keypair=config.treasury_keypair, mint=config.mint))
     return Payments(engine, chain, epochs=EpochConfig(length_seconds=config.epoch_seconds))
 
 
@@ -236,7 +249,7 @@ def _build_server(
     servicers: tuple[Any, ...], interceptor: SignedCallInterceptor
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        interceptors=[RpcMetricsInterceptor(), interceptor],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -301,6 +314,10 @@ async def serve(config: CoordinatorConfig) -> None:
     log.info("coordinator listening on %s:%d (%s), data in %s", host, running.port, scheme,
              config.data_dir)
     print(f"listening on {host}:{running.port}", flush=True)
+    if running.http_port is not None:
+        http_host = (config.http_listen or "").rpartition(":")[0]
+        log.info("HTTP (/metrics) on %s:%d", http_host, running.http_port)
+        print(f"http on {http_host}:{running.http_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

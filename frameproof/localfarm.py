@@ -61,11 +61,13 @@ class LocalFarm:
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
-    def start_node(self, name: str, *, threads: int = 1) -> subprocess.Popen[bytes]:
+    def start_node(self, name: str, *, threads: int = 1,
+                   extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         node = subprocess.Popen(
             [sys.executable, "-m", "render_node.cli", "run", "--coordinator", self.address,
-             "--work-dir", str(self.root / name), "--threads", str(threads), "--name", name],
+             "--work-dir", str(self.root / name), "--threads", str(threads), "--name", name,
+             *extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.nodes.append(node)

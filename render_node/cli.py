@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="address-space limit for the Blender child")
     run.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
     run.add_argument("--log-level", default="INFO")
+    run.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) here: "
+                     "frames, render seconds, failures (default: off)")
 
     info = commands.add_parser("info", help="print what this node would advertise")
     info.add_argument("--threads", type=int, default=0)
@@ -84,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     ))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())
+    if args.metrics:
+        from render_node import metrics
+
+        try:
+            port = metrics.serve(args.metrics)
+        except (OSError, ValueError) as error:
+            print(f"render-node: cannot serve metrics on {args.metrics}: {error}",
+                  file=sys.stderr)
+            return 2
+        host = args.metrics.rpartition(":")[0]
+        print(f"metrics on http://{host}:{port}/metrics", flush=True)
     print(f"node {node.node_id} working for {node.config.coordinator}", flush=True)
     node.run()
     return 0

@@ -27,6 +27,7 @@ from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
+from render_node import metrics
 from render_node.sysinfo import benchmark_score, capabilities, total_memory_bytes
 
 log = logging.getLogger(__name__)
@@ -122,17 +123,23 @@ class RenderNode:
             target=self._heartbeat, args=(lease, withdrawn, done_frames), daemon=True
         )
         beat.start()
+        metrics.RENDERING.set(1)
         try:
             outputs = self._render_lease(lease, withdrawn, done_frames)
             self._report_done(lease, outputs)
+            metrics.LEASES.labels("delivered").inc()
         except LeaseWithdrawn:
+            metrics.LEASES.labels("withdrawn").inc()
             log.warning("lease %s withdrawn by the coordinator; dropped", lease.lease_id)
         except (BlenderError, TransferError, OSError, ValueError, grpc.RpcError) as error:
+            metrics.LEASES.labels("failed").inc()
+            metrics.FAILURES.labels(metrics.failure_kind(error)).inc()
             reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
             log.error("lease %s failed: %s", lease.lease_id, reason)
             if not withdrawn.is_set():
                 self._give_up(lease, reason)
         finally:
+            metrics.RENDERING.set(0)
             withdrawn.set()  # ends the heartbeat thread
             beat.join()
 
@@ -186,8 +193,11 @@ class RenderNode:
     def _render_frame(self, blend: Path, frame: int, output: Path,
                       settings: RenderSettings) -> RenderResult:
         """Render one frame of a lease to `output`: the one place a frame's pixels come from."""
-        return self.blender.render_frame(blend, frame, output, settings,
-                                         timeout=self.config.frame_timeout)
+        result = self.blender.render_frame(blend, frame, output, settings,
+                                           timeout=self.config.frame_timeout)
+        metrics.FRAMES.inc()
+        metrics.RENDER_SECONDS.observe(result.seconds)
+        return result
 
     def _report_done(self, lease: pb.Lease, outputs: list[pb.FrameOutput]) -> None:
         request = pb.CompleteTaskRequest(
