@@ -25,6 +25,7 @@ from solders.keypair import Keypair
 from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
 from coordinator.storage.proof import PEER_AUDIT_RATE
+from frameproof import config
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 
@@ -34,6 +35,21 @@ MALLOC_ARENAS = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    role = None
+    if config.command_of(argv) == "serve":
+        role = config.coordinator_role(config.subcommand_parsers(parser)["serve"])
+    args = config.parse_args(parser, argv, role)
+    if args.command == "serve":
+        return _serve(args, parser)
+    if args.command == "epoch":
+        return _epoch_close(args)
+    if args.command == "doctor":
+        return _doctor(args)
+    return _ledger_check(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="render-coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,14 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--release", nargs=2, metavar=("KIND", "KEY"),
                         help="let the next sweep try this record again (after fixing it)")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args, parser)
-    if args.command == "epoch":
-        return _epoch_close(args)
-    if args.command == "doctor":
-        return _doctor(args)
-    return _ledger_check(args)
+    return parser
 
 
 def _fraction(text: str) -> float:
@@ -87,6 +96,8 @@ def _at_least_one(text: str) -> float:
 
 
 def _serve_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of these "
+                     "settings (docs/CONFIG.md); variables and flags override it")
     run.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
     run.add_argument("--data-dir", type=Path, default=Path(".farm"),
                      help="database, blobs, scenes and the embedded chain live here")
@@ -94,7 +105,8 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                                   "(default: SQLite in the data dir)")
     run.add_argument("--lease-seconds", type=float, default=60.0,
                      help="a node that stops heartbeating loses its task after this long")
-    run.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    run.add_argument("--heartbeat-seconds", type=float, default=10.0,
+                     help="how often nodes report progress (at most a third of the lease)")
     run.add_argument("--max-attempts", type=int, default=3,
                      help="failed leases before a frame is given up")
     run.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS instead of "
@@ -105,7 +117,8 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                           "admin-keypair.json and the local admin.sock always have them")
     run.add_argument("--no-verifier", action="store_true",
                      help="do not start a verifier beside the coordinator")
-    run.add_argument("--verifier-threads", type=int, default=0)
+    run.add_argument("--verifier-threads", type=int, default=0,
+                     help="render threads of the built-in verifier (0: all cores)")
     run.add_argument("--verifier-pubkey", action="append", default=[],
                      help="a public key allowed to run render-verifier (repeatable)")
     run.add_argument("--peer-audit-rate", type=_fraction, default=PEER_AUDIT_RATE,
@@ -124,7 +137,7 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--mint", help="RPC clusters: the farm token's mint address")
     run.add_argument("--epoch-seconds", type=float, default=86_400.0,
                      help="length of a payout epoch (default one day)")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
                      "Prometheus format (default: no HTTP)")
 

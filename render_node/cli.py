@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from frameproof import config
 from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
@@ -24,15 +25,34 @@ from render_node.sysinfo import capabilities, save_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    role = None
+    if config.command_of(argv) == "run":
+        role = config.node_role(config.subcommand_parsers(parser)["run"])
+    args = config.parse_args(parser, argv, role)
+    if args.command == "status":
+        return status.run(args)
+    if args.command == "info":
+        return _info(args.threads)
+    if args.command == "benchmark":
+        return _benchmark(args.work_dir, args.threads)
+    if args.command == "earnings":
+        return _earnings(args)
+    return _run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="render-node", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="lease and render frames until stopped")
+    run.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of these "
+                     "settings (docs/CONFIG.md); variables and flags override it")
     run.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
     run.add_argument("--work-dir", type=Path, required=True,
                      help="identity, scene cache, outputs and logs live here")
     run.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
-    run.add_argument("--name", default=socket.gethostname())
+    run.add_argument("--name", help="how the farm shows this node (default: the hostname)")
     run.add_argument("--keypair", type=Path,
                      help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")
     run.add_argument("--frame-timeout", type=float, default=3600.0,
@@ -40,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--memory-limit-gb", type=float,
                      help="address-space limit for the Blender child")
     run.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) here: "
                      "frames, render seconds, failures (default: off)")
 
@@ -61,16 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     status.add_arguments(commands.add_parser("status", help="this node's standing and "
                                              "reputation history"))
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "status":
-        return status.run(args)
-    if args.command == "info":
-        return _info(args.threads)
-    if args.command == "benchmark":
-        return _benchmark(args.work_dir, args.threads)
-    if args.command == "earnings":
-        return _earnings(args)
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     memory = int(args.memory_limit_gb * 2**30) if args.memory_limit_gb else None
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         coordinator=coordinator_address(args.coordinator),
         work_dir=args.work_dir,
         threads=args.threads,
-        name=args.name,
+        name=args.name or socket.gethostname(),
         keypair_path=args.keypair,
         frame_timeout=args.frame_timeout,
         memory_limit_bytes=memory,

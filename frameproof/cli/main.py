@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 from solders.keypair import Keypair
 
+from frameproof import config
 from frameproof.cli import download, jobs, money, nodes, submit, watch
 from frameproof.cli.common import CliError, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
@@ -17,6 +18,9 @@ from frameproof.identity import creator_keypair_path, load_or_create_keypair
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frameproof", description=__doc__)
+    parser.add_argument("--config", type=Path, metavar="FILE", help="defaults for these "
+                        "options (docs/CONFIG.md; default $FRAMEPROOF_CONFIG or "
+                        "~/.config/frameproof/config.toml, if present)")
     parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR "
                         "or 127.0.0.1:50051)")
     parser.add_argument("--keypair", type=Path, help="your Solana keypair (default "
@@ -66,7 +70,9 @@ HANDLERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = config.parse_args(parser, argv, config.creator_role(parser),
+                             default_path=config.default_creator_config())
     if args.command == "demo":
         from frameproof.cli import demo  # imports the coordinator: only when asked
 
