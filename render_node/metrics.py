@@ -21,8 +21,11 @@ FAILURES = Counter("frameproof_node_failures", "Failed leases by kind: blender, 
                    "io, scene, rpc", ["kind"], registry=REGISTRY)
 RENDERING = Gauge("frameproof_node_rendering", "1 while the node holds a lease",
                   registry=REGISTRY)
+# Exported as 0 from the start, so rates and dashboards work from the first scrape.
 for _outcome in ("delivered", "failed", "withdrawn"):
-    LEASES.labels(_outcome)  # exported as 0 from the start, so rates work from the first scrape
+    LEASES.labels(_outcome)
+for _kind in ("blender", "transfer", "io", "scene", "rpc"):
+    FAILURES.labels(_kind)
 
 
 def failure_kind(error: BaseException) -> str:

@@ -31,6 +31,12 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def metric_names(url: str) -> set[str]:
+    """The metric names a /metrics page declares (its # TYPE lines)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return set(re.findall(r"^# TYPE (\S+) ", response.read().decode(), re.M))
+
+
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -122,6 +128,13 @@ def test_metrics_move_during_a_job(tmp_path: Path) -> None:
         last = scrape(coordinator_url)
         assert value(last, "frameproof_rpc_calls_total", method="JobService/ListJobs",
                      code="UNAUTHENTICATED") == 1
+
+        # Every series the Grafana dashboard charts exists on one of the two endpoints.
+        declared = metric_names(coordinator_url) | metric_names(node_url)
+        dashboard = (ROOT / "docs" / "grafana-dashboard.json").read_text()
+        charted = {re.sub(r"_(bucket|sum|count)$", "", name)
+                   for name in re.findall(r"\b(frameproof_\w+)", dashboard)}
+        assert charted and charted <= declared, charted - declared
 
 
 def test_coordinator_refuses_a_busy_http_port(tmp_path: Path) -> None:
