@@ -2,9 +2,14 @@
 
 Layout: `root/objects/ab/abcdef...` holds complete, verified blobs (read-only,
 because render nodes on the same host may hard-link them into scene folders);
-`root/incoming/<sha>.part` holds interrupted uploads so a client can resume.
+`root/incoming/<sha>[.<uploader>].part` holds interrupted uploads so a client can
+resume; each uploader has its own, so one key's progress never shows another.
 A blob only appears under `objects/` through an atomic rename after its
 sha256 and size were checked: a crash leaves at most a `.part` file.
+
+Uploading a blob that is already stored is a *proof of possession*
+(:class:`BlobProof`): the bytes are compared with the stored copy as they arrive,
+nothing is written, and only the end of the stream says whether they all matched.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -89,9 +95,13 @@ class BlobStore:
         check_sha256(sha256)
         return self._objects / sha256[:2] / sha256
 
-    def _part_path(self, sha256: str) -> Path:
+    def _part_path(self, sha256: str, uploader: str = "") -> Path:
         check_sha256(sha256)
-        return self._incoming / f"{sha256}.part"
+        return self._incoming / f"{sha256}{_uploader_tag(uploader)}.part"
+
+    def _proof_path(self, sha256: str, uploader: str) -> Path:
+        check_sha256(sha256)
+        return self._incoming / f"{sha256}{_uploader_tag(uploader)}.proof"
 
     def has(self, sha256: str) -> bool:
         return self._object_path(sha256).is_file()
@@ -105,15 +115,25 @@ class BlobStore:
     def size(self, sha256: str) -> int:
         return self.path(sha256).stat().st_size
 
-    def received_bytes(self, sha256: str) -> int:
-        """Size of the partial upload of this blob (0 if none)."""
+    def received_bytes(self, sha256: str, uploader: str = "") -> int:
+        """How far this uploader's upload (or proof) of this blob got (0 if none)."""
         try:
-            return self._part_path(sha256).stat().st_size
+            return self._part_path(sha256, uploader).stat().st_size
         except FileNotFoundError:
-            return 0
+            pass
+        if uploader and self.has(sha256):
+            return _read_proof_state(self._proof_path(sha256, uploader))[0]
+        return 0
 
-    def open_upload(self, sha256: str, size: int, offset: int) -> BlobUpload:
-        """Start or resume an upload; offset must be exactly received_bytes()."""
+    def open_upload(self, sha256: str, size: int, offset: int,
+                    uploader: str = "") -> BlobUpload | BlobProof:
+        """Start or resume this uploader's upload; offset must be exactly received_bytes().
+
+        A blob already stored is not written again: an uploader without a partial of its own
+        gets a BlobProof, which compares the bytes with the stored copy. An uploader that had
+        begun before the blob was stored finishes its own upload (the same answers either
+        way, so the switch does not tell it that someone else stored the blob meanwhile).
+        """
         check_sha256(sha256)
         if size < 0:
             raise BlobError(f"blob size {size} is negative")
@@ -122,7 +142,9 @@ class BlobStore:
                 f"blob {sha256} is {size} bytes; this store accepts at most "
                 f"{self.max_blob_bytes} bytes per blob"
             )
-        return BlobUpload(self, sha256, size, offset)
+        if uploader and self.has(sha256) and not self._part_path(sha256, uploader).exists():
+            return BlobProof(self, sha256, size, offset, uploader)
+        return BlobUpload(self, sha256, size, offset, uploader)
 
     def put_bytes(self, data: bytes) -> str:
         """Store a small blob (a manifest) in one go; returns its sha256."""
@@ -158,8 +180,15 @@ class BlobStore:
         return data
 
     def _install(self, source: Path, sha256: str) -> None:
-        """Atomically move a verified file into objects/ and make it read-only."""
+        """Atomically move a verified file into objects/ and make it read-only.
+
+        If another uploader stored the same content first, the verified copy is dropped:
+        each blob is stored once.
+        """
         target = self._object_path(sha256)
+        if target.is_file():
+            source.unlink(missing_ok=True)
+            return
         target.parent.mkdir(exist_ok=True)
         os.chmod(source, 0o444)
         os.replace(source, target)
@@ -174,11 +203,12 @@ class BlobUpload:
     goes away with the process if the coordinator crashes.
     """
 
-    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int) -> None:
+    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int,
+                 uploader: str = "") -> None:
         self.sha256 = sha256
         self.size = size
         self._store = store
-        self._part = store._part_path(sha256)
+        self._part = store._part_path(sha256, uploader)
         self._hash = hashlib.sha256()
         fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -238,14 +268,9 @@ class BlobUpload:
         except OSError as exc:
             self._fail_if_full(exc)
             raise
-        actual = self._hash.hexdigest()
-        if self.received != self.size or actual != self.sha256:
+        if self.received != self.size or self._hash.hexdigest() != self.sha256:
             self._discard()
-            raise BlobCorrupt(
-                f"uploaded content is {self.received} bytes with sha256 {actual}, but the "
-                f"upload declared {self.size} bytes with sha256 {self.sha256}; nothing was "
-                "stored, upload the blob again from offset 0"
-            )
+            raise BlobCorrupt(_mismatch_message(self.sha256, self.size))
         self._store._install(self._part, self.sha256)
         self.close()
 
@@ -273,6 +298,119 @@ class BlobUpload:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class BlobProof:
+    """An upload of a blob that is already stored: the bytes are compared, not written.
+
+    Same protocol and answers as :class:`BlobUpload` (offsets, resume, overrun, the one
+    mismatch message at the end), so an uploader cannot tell whether it is storing a new
+    blob or proving an old one. Each chunk is compared with the stored copy at the same
+    offset; a difference is remembered but not reported until the stream is complete, so
+    the comparison is no oracle for guessing the content piece by piece. Progress (offset
+    and "all equal so far") lives in `incoming/<sha>.<uploader>.proof` for a resume.
+    """
+
+    def __init__(self, store: BlobStore, sha256: str, size: int, offset: int,
+                 uploader: str) -> None:
+        self.sha256 = sha256
+        self.size = size
+        self._state_path = store._proof_path(sha256, uploader)
+        fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlobBusy(
+                f"another upload of blob {sha256} is in progress; retry in a moment"
+            ) from None
+        self._lock = fd
+        try:
+            received, equal = _read_proof_state(self._state_path)
+            if received > size:
+                received, equal = 0, True
+            if offset != received:
+                raise BlobOffsetMismatch(
+                    f"upload of blob {sha256} must resume at offset {received}, not {offset}",
+                    received,
+                )
+            self._stored = open(store.path(sha256), "rb")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._stored_size = os.fstat(self._stored.fileno()).st_size
+        self._equal = equal
+        self.received = received
+
+    def write(self, data: bytes) -> None:
+        """Compare data with the stored copy at the current offset."""
+        if self.received + len(data) > self.size:
+            raise BlobOverrun(
+                f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
+            )
+        if self._equal:
+            self._stored.seek(self.received)
+            self._equal = self._stored.read(len(data)) == data
+        self.received += len(data)
+
+    def commit(self) -> None:
+        """All bytes sent: they proved possession if every one matched the stored copy."""
+        proven = self._equal and self.received == self.size == self._stored_size
+        self._state_path.unlink(missing_ok=True)
+        self.received, self._equal = 0, True
+        self.close()
+        if not proven:
+            raise BlobCorrupt(_mismatch_message(self.sha256, self.size))
+
+    def close(self) -> None:
+        """Remember how far the proof got (for a resume) and release the lock."""
+        if self._stored.closed:
+            return
+        self._stored.close()
+        try:
+            if self.received:
+                state = json.dumps({"received": self.received, "equal": self._equal})
+                os.ftruncate(self._lock, 0)
+                os.pwrite(self._lock, state.encode(), 0)  # torn by a crash: read as 0
+            else:
+                self._state_path.unlink(missing_ok=True)
+        finally:
+            os.close(self._lock)
+
+    def __enter__(self) -> BlobProof:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _uploader_tag(uploader: str) -> str:
+    """A file-name-safe tag per uploader key ("" for uploads not tied to a key)."""
+    if not uploader:
+        return ""
+    return "." + hashlib.sha256(uploader.encode()).hexdigest()[:32]
+
+
+def _read_proof_state(path: Path) -> tuple[int, bool]:
+    try:
+        state = json.loads(path.read_text() or "{}")
+        return int(state.get("received", 0)), bool(state.get("equal", True))
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return 0, True
+
+
+def _mismatch_message(sha256: str, size: int) -> str:
+    """One message for every upload whose content is not what it declared (new or stored
+    blob alike: the wording must not say which)."""
+    return (
+        f"uploaded content does not match the declared sha256 {sha256} and size {size}; "
+        "nothing was stored, upload the blob again from offset 0"
+    )
 
 
 def _full_message(root: Path, sha256: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from coordinator.blobstore import BlobNotFound, BlobStore, InvalidSha256, check_sha256
 from coordinator.domain.frames import FrameSpecError, parse_frames
 from coordinator.storage.models import SceneRecord
+from coordinator.storage.owners import BlobOwners
 from coordinator.storage.store import FarmStore
 from frameproof.blender.worker import BlenderError, SceneInspection, inspect_scene
 from frameproof.manifest import ManifestError, SceneManifest, materialise
@@ -46,15 +47,24 @@ class SceneIntake:
         *,
         engines: tuple[str, ...] = SUPPORTED_ENGINES,
         inspect_timeout: float = 120.0,
+        owners: BlobOwners | None = None,
     ) -> None:
+        self.owners = owners
         self.store = store
         self.blobs = blobs
         self.scenes_dir = scenes_dir
         self.engines = engines
         self.inspect_timeout = inspect_timeout
 
-    async def accept_scene(self, scene_id: str) -> SceneRecord:
-        """Return the scene's inspection record, inspecting it on first sight."""
+    async def accept_scene(self, scene_id: str, owner: str | None = None) -> SceneRecord:
+        """Return the scene's inspection record, inspecting it on first sight.
+
+        With an ``owner`` (every creator but an admin), the scene must be theirs first: they
+        uploaded (or proved they hold) the manifest and every file it lists. A manifest they
+        do not own is "unknown", word for word as one that was never uploaded.
+        """
+        if owner is not None and self.owners is not None:
+            await asyncio.to_thread(self._require_owner, scene_id, owner)
         known = self.store.get_scene(scene_id)
         if known is not None:
             return known
@@ -84,18 +94,26 @@ class SceneIntake:
         self.store.save_scene(record, [scene_id, *(entry.sha256 for entry in manifest.files)])
         return record
 
+    def _require_owner(self, scene_id: str, owner: str) -> None:
+        assert self.owners is not None
+        _check_scene_id(scene_id)
+        if not self.owners.owns(owner, scene_id):
+            raise MissingBlobsError(_unknown_scene(scene_id))
+        manifest = self._load_manifest(scene_id)
+        owned = self.owners.owned(owner, (entry.sha256 for entry in manifest.files))
+        lacking = [entry.path for entry in manifest.files if entry.sha256 not in owned]
+        if lacking:
+            raise MissingBlobsError(
+                f"{len(lacking)} file(s) of the scene were never uploaded by you, e.g. "
+                f"{lacking[0]}; upload them (frameproof submit does)"
+            )
+
     def _load_manifest(self, scene_id: str) -> SceneManifest:
-        try:
-            check_sha256(scene_id)
-        except InvalidSha256 as error:
-            raise IntakeError(f"scene_id must be a sha256 (64 lowercase hex digits): "
-                              f"{error}") from error
+        _check_scene_id(scene_id)
         try:
             data = self.blobs.read_bytes(scene_id, limit=MAX_MANIFEST_BYTES)
         except BlobNotFound as error:
-            raise MissingBlobsError(
-                f"scene {scene_id} is unknown: upload its manifest first"
-            ) from error
+            raise MissingBlobsError(_unknown_scene(scene_id)) from error
         try:
             return SceneManifest.from_bytes(data)
         except ManifestError as error:
@@ -121,6 +139,19 @@ class SceneIntake:
             raise IntakeError(
                 f"render engine {engine!r} is not supported; use one of {', '.join(self.engines)}"
             )
+
+
+def _check_scene_id(scene_id: str) -> None:
+    try:
+        check_sha256(scene_id)
+    except InvalidSha256 as error:
+        raise IntakeError(f"scene_id must be a sha256 (64 lowercase hex digits): "
+                          f"{error}") from error
+
+
+def _unknown_scene(scene_id: str) -> str:
+    """Said alike for a scene never uploaded and one someone else uploaded."""
+    return f"scene {scene_id} is unknown: upload its manifest first"
 
 
 def scene_inspection(record: SceneRecord) -> SceneInspection:

@@ -37,6 +37,7 @@ from coordinator.payments import Payments
 from coordinator.payments.epochs import EpochConfig
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.owners import BlobOwners
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
 from frameproof.auth import NONCE_WINDOW_SECONDS, NonceCache
@@ -124,11 +125,16 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     proof.requeue_expired_verifications(float("inf"))
     blobs = BlobStore(config.data_dir / "blobs")
     events = JobEvents()
-    intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines)
+    owners = BlobOwners(engine)
+    adopted = owners.adopt_existing_jobs()
+    if adopted:
+        log.info("recorded %d blob owner(s) from existing jobs", adopted)
+    intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines,
+                         owners=owners)
 
     admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
-    access = AccessPolicy(store, admins, frozenset(config.verifiers), proof)
+    access = AccessPolicy(store, admins, frozenset(config.verifiers), proof, owners)
     payments = open_payments(config, engine)
     await asyncio.to_thread(payments.reconcile_pending)
     loop = asyncio.get_running_loop()
@@ -140,8 +146,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
             None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster)),
         NodeServicer(store, proof, blobs, events, payments,
-                     heartbeat_seconds=config.heartbeat_seconds),
-        BlobStoreServicer(blobs, may_download=access.may_read_blob),
+                     heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
+        BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners),
         VerifierServicer(store, proof, access, events, lease_seconds=VERIFICATION_LEASE_SECONDS),
         AdminServicer(store, proof, access, payments),
     )

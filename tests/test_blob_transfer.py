@@ -23,6 +23,7 @@ from coordinator.blobstore import (
     BlobNotFound,
     BlobOffsetMismatch,
     BlobOverrun,
+    BlobProof,
     BlobStore,
     BlobTooLarge,
     InvalidSha256,
@@ -432,3 +433,77 @@ def test_scene_cache_hashes_a_cached_blob_once_per_process_and_refetches_damage(
     main = fresh.fetch(scene_id)
     assert damaged.read_bytes() == files["tex/wood.png"]
     assert (main.parent / "tex" / "wood.png").read_bytes() == files["tex/wood.png"]
+
+
+# ---------------------------------------------------------------- per-uploader views
+
+
+def test_partial_uploads_are_per_uploader(store):
+    """One key's progress never shows in another's view, nor do their bytes mix."""
+    data = os.urandom(10_000)
+    sha = hashlib.sha256(data).hexdigest()
+    with store.open_upload(sha, len(data), 0, "alice") as up:
+        up.write(data[:4000])
+    assert store.received_bytes(sha, "alice") == 4000
+    assert store.received_bytes(sha, "bob") == 0 and store.received_bytes(sha) == 0
+    bob = store.open_upload(sha, len(data), 0, "bob")  # not BlobBusy, not at offset 4000
+    bob.write(data)
+    bob.commit()
+    assert store.path(sha).read_bytes() == data
+    # Alice finishes her own upload: verified, and the blob is still stored once.
+    inode = store.path(sha).stat().st_ino
+    alice = store.open_upload(sha, len(data), 4000, "alice")
+    alice.write(data[4000:])
+    alice.commit()
+    assert store.path(sha).stat().st_ino == inode
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+def test_uploading_a_stored_blob_proves_possession_resumably_without_storing_it_again(store):
+    data = os.urandom(3 * 1024**2 + 5)
+    sha = store.put_bytes(data)
+    inode = store.path(sha).stat().st_ino
+    proof = store.open_upload(sha, len(data), 0, "bob")
+    assert isinstance(proof, BlobProof)
+    proof.write(data[:1024**2])
+    proof.close()  # interrupted: bob resumes where he stopped, like any upload
+    assert store.received_bytes(sha, "bob") == 1024**2
+    assert store.received_bytes(sha, "carol") == 0
+    with pytest.raises(BlobOffsetMismatch):
+        store.open_upload(sha, len(data), 0, "bob")
+    proof = store.open_upload(sha, len(data), 1024**2, "bob")
+    proof.write(data[1024**2:])
+    proof.commit()
+    assert store.path(sha).stat().st_ino == inode  # compared, never rewritten
+    assert store.received_bytes(sha, "bob") == 0
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+def test_a_failed_proof_is_told_only_at_the_end_and_alike_for_new_blobs(store):
+    """A wrong byte is not reported when it arrives (no oracle to guess content piece by
+    piece), and the final refusal reads exactly like a wrong upload of a blob never stored."""
+    data = os.urandom(10_000)
+    sha = store.put_bytes(data)
+    wrong = bytes([data[0] ^ 1]) + data[1:]
+    proof = store.open_upload(sha, len(data), 0, "mallory")
+    proof.write(wrong[:10])
+    proof.close()
+    assert store.received_bytes(sha, "mallory") == 10  # the same as for a new blob
+    proof = store.open_upload(sha, len(data), 10, "mallory")
+    proof.write(wrong[10:])
+    with pytest.raises(BlobCorrupt) as stored_error:
+        proof.commit()
+    assert store.received_bytes(sha, "mallory") == 0
+
+    other = os.urandom(10_000)
+    new_sha = hashlib.sha256(other).hexdigest()
+    upload = store.open_upload(new_sha, len(other), 0, "mallory")
+    upload.write(bytes([other[0] ^ 1]) + other[1:])
+    with pytest.raises(BlobCorrupt) as new_error:
+        upload.commit()
+    assert str(stored_error.value).replace(sha, new_sha) == str(new_error.value)
+    # A declared size that is not the stored one fails the same way, at the end.
+    proof = store.open_upload(sha, len(data) + 1, 0, "mallory")
+    proof.write(data + b"x")
+    with pytest.raises(BlobCorrupt):
+        proof.commit()

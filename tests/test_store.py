@@ -204,3 +204,21 @@ def test_an_index_declared_later_is_added_to_an_existing_database(tmp_path: Path
             "EXPLAIN QUERY PLAN SELECT job_id FROM job WHERE settled = 0")).all()
     engine.dispose()
     assert any("ix_job_settled" in str(row) for row in plan), plan
+
+
+def test_a_node_reads_a_scene_only_while_its_lease_is_live(store: FarmStore):
+    """Live: leased to this node and not expired, even if the reaper has not run yet."""
+    add_job(store, "job", [[1], [2]])
+    task = store.lease_next_task("node-a", now=0.0)
+    assert task is not None and task.lease_id
+    assert store.node_may_read("node-a", "scene", now=5.0)
+    assert not store.node_may_read("node-b", "scene", now=5.0), "no lease, no read"
+    assert not store.node_may_read("node-a", "scene", now=10.5), "expired, not yet reaped"
+    store.extend_lease(task.lease_id, "node-a", now=6.0)  # a heartbeat keeps it readable
+    assert store.node_may_read("node-a", "scene", now=15.0)
+    store.complete_task(task.lease_id, "node-a", [output(1)], now=7.0)
+    assert not store.node_may_read("node-a", "scene", now=7.5), "delivered: the lease is over"
+    other = store.lease_next_task("node-b", now=8.0)
+    assert other is not None and other.lease_id
+    store.fail_task(other.lease_id, "node-b", "gave up", now=9.0)
+    assert not store.node_may_read("node-b", "scene", now=9.5), "given back: over too"

@@ -5,6 +5,11 @@ sha256 update costs about a millisecond, but a client may send chunks up to
 the 4 MiB message limit, resuming re-hashes a partial of up to gigabytes, and
 commit fsyncs, so none of it runs on the event loop that serves other nodes.
 The thread hop costs tens of microseconds per chunk, negligible at 1 MiB.
+
+With an ownership record (``owners``), deduplication is per caller: FindMissingBlobs reports
+a stored blob as stored only to a key that owns it, partial uploads are the uploader's own,
+and sending the bytes of a blob that is already stored proves possession (compared, not
+stored again) and makes the caller an owner. A sha256 alone opens nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from coordinator.blobstore import (
     BlobNotFound,
     BlobOffsetMismatch,
     BlobOverrun,
+    BlobProof,
     BlobStore,
     BlobStoreFull,
     BlobTooLarge,
@@ -33,6 +39,7 @@ from coordinator.blobstore import (
     InvalidSha256,
     check_sha256,
 )
+from coordinator.storage.owners import BlobOwners
 from frameproof.auth import Caller
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
@@ -76,11 +83,18 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
         *,
         max_request_blobs: int = DEFAULT_MAX_REQUEST_BLOBS,
         may_download: Callable[[Caller, str], bool] | None = None,
+        owners: BlobOwners | None = None,
     ) -> None:
         self._store = store
         self._max_request_blobs = max_request_blobs
         # Who may read which blob (see coordinator.access); None: anyone who reached us.
         self._may_download = may_download
+        # Who holds which blob; None: one shared view for every caller (a bare blob store).
+        self._owners = owners
+
+    def _uploader(self) -> str:
+        """The key whose view of the store this call sees ("" without ownership)."""
+        return current_caller().pubkey if self._owners is not None else ""
 
     async def FindMissingBlobs(
         self, request: farm_pb2.FindMissingBlobsRequest, context: grpc.aio.ServicerContext
@@ -96,15 +110,21 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
                 _check_ref(ref)
         except _Abort as exc:
             await context.abort(exc.code, exc.message)
-        missing = await asyncio.to_thread(self._find_missing, list(request.blobs))
+        missing = await asyncio.to_thread(self._find_missing, list(request.blobs),
+                                          self._uploader())
         return farm_pb2.FindMissingBlobsResponse(missing=missing)
 
-    def _find_missing(self, refs: list[farm_pb2.BlobRef]) -> list[farm_pb2.BlobStatus]:
+    def _find_missing(self, refs: list[farm_pb2.BlobRef],
+                      uploader: str) -> list[farm_pb2.BlobStatus]:
+        """What this caller still has to send: a blob it does not own counts as missing
+        whether or not someone else stored it, so the answer says nothing about others."""
+        owned = (self._owners.owned(uploader, (ref.sha256 for ref in refs))
+                 if self._owners is not None else None)
         missing = []
         for ref in refs:
-            if self._store.has(ref.sha256):
+            if (owned is None or ref.sha256 in owned) and self._store.has(ref.sha256):
                 continue
-            received = self._store.received_bytes(ref.sha256)
+            received = self._store.received_bytes(ref.sha256, uploader)
             if received > ref.size:  # stale partial that open_upload will discard
                 received = 0
             missing.append(farm_pb2.BlobStatus(blob=ref, received_bytes=received))
@@ -143,12 +163,13 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
             )
         ref = farm_pb2.BlobRef(sha256=first.blob.sha256, size=first.blob.size)
         _check_ref(ref)
-        if await asyncio.to_thread(self._store.has, ref.sha256):
-            # Already stored (by this client earlier, or by another creator):
-            # answer now and let gRPC drop whatever else the client sends.
+        uploader = self._uploader()
+        if await asyncio.to_thread(self._holds, uploader, ref.sha256):
+            # Already stored and this caller's (or no ownership kept): answer now and let
+            # gRPC drop whatever else the client sends.
             return farm_pb2.UploadBlobResponse(blob=ref, stored=True, received_bytes=ref.size)
         upload = await asyncio.to_thread(
-            self._store.open_upload, ref.sha256, ref.size, first.offset
+            self._store.open_upload, ref.sha256, ref.size, first.offset, uploader
         )
         try:
             await self._write(upload, first, is_first=True)
@@ -162,11 +183,24 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
             await asyncio.to_thread(upload.commit)
         finally:
             upload.close()
-        log.info("stored blob %s (%d bytes)", ref.sha256, ref.size)
+        if self._owners is not None:
+            await asyncio.to_thread(self._owners.add, uploader, ref.sha256)
+        if isinstance(upload, BlobProof):
+            log.info("blob %s (%d bytes): possession proven by %s", ref.sha256, ref.size,
+                     uploader[:12])
+        else:
+            log.info("stored blob %s (%d bytes)", ref.sha256, ref.size)
         return farm_pb2.UploadBlobResponse(blob=ref, stored=True, received_bytes=ref.size)
 
+    def _holds(self, uploader: str, sha256: str) -> bool:
+        """Stored, and (when ownership is kept) already this uploader's."""
+        if not self._store.has(sha256):
+            return False
+        return self._owners is None or self._owners.owns(uploader, sha256)
+
     @staticmethod
-    async def _write(upload: BlobUpload, chunk: farm_pb2.UploadChunk, *, is_first: bool) -> None:
+    async def _write(upload: BlobUpload | BlobProof, chunk: farm_pb2.UploadChunk, *,
+                     is_first: bool) -> None:
         position = upload.received
         if not is_first and chunk.HasField("blob") and chunk.blob.sha256 != upload.sha256:
             raise _Abort(

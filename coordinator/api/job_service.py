@@ -275,8 +275,12 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         return job_id
 
     async def _accept_scene(self, scene_id: str, context: grpc.aio.ServicerContext):
+        """The scene, if the caller may use it: its files must be the caller's own (uploaded
+        or proven), so a scene id learnt elsewhere neither works nor is confirmed to exist."""
+        caller = current_caller()
+        owner = None if self.access.may_use_any_scene(caller) else caller.pubkey
         try:
-            return await self.intake.accept_scene(scene_id)
+            return await self.intake.accept_scene(scene_id, owner)
         except MissingBlobsError as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except IntakeError as error:

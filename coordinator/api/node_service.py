@@ -12,6 +12,7 @@ import grpc
 from cachetools import LRUCache
 from google.protobuf.json_format import MessageToDict
 
+from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
@@ -25,6 +26,7 @@ from coordinator.storage.models import (
     ReputationEventRecord,
     TaskRecord,
 )
+from coordinator.storage.owners import BlobOwners
 from coordinator.storage.proof import ProofStore, node_rank, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.manifest import is_sha256
@@ -58,8 +60,12 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         payments: Payments,
         *,
         heartbeat_seconds: float,
+        access: AccessPolicy | None = None,
+        owners: BlobOwners | None = None,
     ) -> None:
         self.store = store
+        self.access = access  # who sees which job ids in a node's history; None: everyone
+        self.owners = owners  # a node delivers only images it uploaded; None: any stored one
         self.proof = proof
         self.blobs = blobs
         self.events = events
@@ -141,7 +147,11 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"frame {output.frame}: the receipt signature does not "
                                     "verify (sign job, frame, image sha256 and settings)")
-            if not self.blobs.has(sha) or self.blobs.size(sha) != output.image.size:
+            # The node must hold the image itself (uploaded or proven): naming a stored
+            # blob it only knows the sha256 of (another creator's texture, say) would make
+            # that blob this job's frame, readable by this job's creator.
+            if (not self.blobs.has(sha) or self.blobs.size(sha) != output.image.size
+                    or (self.owners is not None and not self.owners.owns(node_id, sha))):
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"frame {output.frame}: image {sha[:12]} was not uploaded; upload it first",
@@ -204,9 +214,13 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         if node is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node_id}")
         limit = min(max(request.history_limit, 0) or 50, 1000)
+        events = self.proof.history(node_id, limit)
+        creators = self.store.job_creators(event.job_id for event in events if event.job_id)
+        caller = current_caller()
         return pb.NodeStandingResponse(
             standing=standing_message(node, self.proof.standing_record(node_id)),
-            history=[event_message(event) for event in self.proof.history(node_id, limit)],
+            history=[event_message(event, named=self.access is None or self.access.may_see_job_id(
+                caller, node_id, creators.get(event.job_id, ""))) for event in events],
         )
 
     async def GetEarnings(self, request, context):
@@ -309,7 +323,27 @@ def standing_message(node: NodeRecord, record: NodeStandingRecord | None) -> pb.
     )
 
 
-def event_message(event: ReputationEventRecord) -> pb.ReputationEvent:
+# What anyone may see of an event's details: how it was checked, not what or for whom.
+PUBLIC_EVENT_DETAILS = ("mode", "tiles_checked")
+
+
+def event_message(event: ReputationEventRecord, *, named: bool = True) -> pb.ReputationEvent:
+    """One reputation event; unless ``named``, without whose job it was.
+
+    Scores and counts are public (creators choose tiers by them); which jobs a node rendered
+    is the node's, the job's creator's and the operator's business: others get the event with
+    no job id, and details cut to PUBLIC_EVENT_DETAILS (a failure reason or a verifier's words
+    may name files or paths of the creator's scene).
+    """
+    details_json = event.details_json
+    if not named:
+        try:
+            details = json.loads(event.details_json or "{}")
+        except ValueError:
+            details = {}
+        public = ({key: details[key] for key in PUBLIC_EVENT_DETAILS if key in details}
+                  if isinstance(details, dict) else {})
+        details_json = json.dumps(public)
     return pb.ReputationEvent(
         at_unix_ms=int(event.at * 1000),
         kind=event.kind,
@@ -317,7 +351,7 @@ def event_message(event: ReputationEventRecord) -> pb.ReputationEvent:
         reputation_after=event.score_after,
         tier_after=event.tier_after,
         reason=event.reason,
-        job_id=event.job_id,
+        job_id=event.job_id if named else "",
         frame=event.frame,
-        details_json=event.details_json,
+        details_json=details_json,
     )

@@ -183,3 +183,17 @@ class PeerVerdictRecord(SQLModel, table=True):
     audited: bool = False  # sent to a coordinator verifier for a second opinion
     agreed: bool | None = None  # the audit's finding, once it is known
     at: float
+
+
+class BlobOwnerRecord(SQLModel, table=True):
+    """A key that has shown it holds a blob's bytes: it uploaded them, or proved it could.
+
+    Content addressing stores a file once however many creators upload it; this table keeps
+    the sha256 from becoming a read key: what a caller may reuse, and what FindMissingBlobs
+    tells it is stored, is only what it owns (coordinator/storage/owners.py).
+    """
+
+    __tablename__ = "blob_owner"
+    sha256: str = Field(primary_key=True)
+    owner: str = Field(primary_key=True, index=True)  # the uploader's public key
+    at: float

@@ -171,7 +171,8 @@ class ProofStore:
         return standing.tier == PEER_TIER and not standing.quarantined
 
     def peer_may_read(self, peer_id: str, sha256: str) -> bool:
-        """A peer reads the frame and the scene of the checks leased to it, nothing else."""
+        """A verifier (the coordinator's by key, or a peer) reads the frames and the scene of
+        the jobs whose checks are leased to it, nothing else."""
         held = select(VerificationRecord.job_id).where(
             VerificationRecord.verifier_id == peer_id, VerificationRecord.state == "leased")
         frame = select(VerificationRecord.verification_id).where(

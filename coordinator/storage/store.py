@@ -261,16 +261,30 @@ class FarmStore:
         with self._session() as session:
             return scene_holds(session, own_scenes, sha256) or bool(session.exec(frame).first())
 
-    def node_may_read(self, node_id: str, sha256: str) -> bool:
-        """A node reads only the scenes of tasks it holds a live lease on."""
+    def node_may_read(self, node_id: str, sha256: str, now: float) -> bool:
+        """A node reads only the scenes of tasks it holds a live lease on at ``now``.
+
+        Live: leased to it and not yet expired. An expired lease that the sweep has not taken
+        back yet opens nothing, nor does a delivered, failed or re-leased one.
+        """
         leased_scenes = (
             select(JobRecord.scene_id)
             .join(TaskRecord, col(TaskRecord.job_id) == col(JobRecord.job_id))
             .where(TaskRecord.node_id == node_id)
             .where(TaskRecord.state == TaskState.LEASED)
+            .where(col(TaskRecord.lease_expires_at) >= now)
         )
         with self._session() as session:
             return scene_holds(session, leased_scenes, sha256)
+
+    def job_creators(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """job id -> creator key, for the jobs that exist (one query)."""
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        query = select(JobRecord.job_id, JobRecord.creator).where(col(JobRecord.job_id).in_(ids))
+        with self._session() as session:
+            return dict(session.exec(query).all())
 
     # ------------------------------------------------------------ nodes
 
