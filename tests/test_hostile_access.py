@@ -306,3 +306,37 @@ def test_a_node_renders_a_new_lease_from_its_scene_cache_after_a_restart(
     assert {p: p.stat().st_ino for p in before} == before, "cached files were fetched again"
     node.send_signal(signal.SIGTERM)
     node.wait(30)
+
+
+def test_a_verifier_key_reads_a_frame_and_its_scene_only_while_it_holds_the_check(
+        farm: LocalFarm):
+    """A coordinator verifier by key (not the admin socket) is trusted with verdicts, not with
+    every creator's files: it reads what the check it holds needs, while it holds it."""
+    verifier = Keypair()
+    farm.start_coordinator(extra_args=("--no-verifier", "--verifier-pubkey",
+                                       str(verifier.pubkey())))
+    with farm.client() as creator:
+        job = submit_sample(creator, SAMPLE_SCENE, "1")
+    node = Keypair()
+    image = os.urandom(1000)  # stands in for the node's frame
+    with FarmClient(farm.address, node) as client:
+        client.nodes.RegisterNode(pb.RegisterNodeRequest(node_id=client.pubkey), timeout=10)
+        lease = client.nodes.LeaseTask(pb.LeaseTaskRequest(node_id=client.pubkey),
+                                       timeout=10).lease
+        sha = upload_bytes(client.blobs, image)
+        client.nodes.CompleteTask(pb.CompleteTaskRequest(
+            node_id=client.pubkey, lease_id=lease.lease_id, outputs=[pb.FrameOutput(
+                frame=1, image=pb.BlobRef(sha256=sha, size=len(image)), render_seconds=2.0,
+                receipt_signature=sign_receipt(node, job.job_id, 1, sha, lease.settings))]),
+            timeout=10)
+        assert not can_download(client, job.scene_id), "delivered: the lease is over"
+    with FarmClient(farm.address, verifier) as client:
+        assert not can_download(client, sha) and not can_download(client, job.scene_id)
+        check = client.verifier.LeaseVerification(pb.LeaseVerificationRequest(
+            verifier_id=client.pubkey), timeout=10).task
+        assert check.image.sha256 == sha
+        assert can_download(client, sha) and can_download(client, job.scene_id)
+        client.verifier.SubmitVerification(pb.SubmitVerificationRequest(
+            verifier_id=client.pubkey, verification_id=check.verification_id, passed=True,
+            reason="identical", mode="exact", pixel_sha256="0" * 64), timeout=10)
+        assert not can_download(client, sha) and not can_download(client, job.scene_id)

@@ -222,3 +222,22 @@ def test_a_node_reads_a_scene_only_while_its_lease_is_live(store: FarmStore):
     assert other is not None and other.lease_id
     store.fail_task(other.lease_id, "node-b", "gave up", now=9.0)
     assert not store.node_may_read("node-b", "scene", now=9.5), "given back: over too"
+
+
+def test_blob_owners_are_per_key_and_existing_jobs_adopt_their_scenes(store: FarmStore):
+    from coordinator.storage.owners import BlobOwners
+
+    owners = BlobOwners(store.engine)
+    store.save_scene(SceneRecord(scene_id="m" * 64, main_file="a.blend", info_json="{}",
+                                 created_at=0.0), ["m" * 64, "f" * 64])
+    for job_id in ("j1", "j2"):  # two jobs of one creator: adopted once
+        store.create_job(JobRecord(job_id=job_id, scene_id="m" * 64, creator="alice",
+                                   frames_spec="1", settings_json="{}", created_at=0.0,
+                                   updated_at=0.0), [[1]], 0.0)
+    assert owners.adopt_existing_jobs() == 2
+    assert owners.adopt_existing_jobs() == 0
+    assert owners.owned("alice", ["m" * 64, "f" * 64, "e" * 64]) == {"m" * 64, "f" * 64}
+    owners.add("bob", "e" * 64)
+    owners.add("bob", "e" * 64)  # twice is harmless
+    assert owners.owns("bob", "e" * 64) and not owners.owns("alice", "e" * 64)
+    assert owners.owned("bob", ["m" * 64]) == set()
