@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 SCENE_FRAMES = (1, 24)  # the sample scene's range
 CALL_TIMEOUT = 60.0
+CREATORS = 4  # creator keys submitting jobs
 RSS_INTERVAL = 10.0
 MEMORY_LOG_SECONDS = 30.0  # the coordinator's own memory log (a gc pass each time)
 STABLE_MIB_PER_MINUTE = 1.0  # RSS trend over the second half below which memory is "stable"
@@ -194,10 +195,12 @@ async def submit_paid(calls: Signed, request: pb.SubmitJobRequest,
 
 
 async def run_creators(address: str, scene_id: str, stats: Stats, stop: asyncio.Event,
-                       backlog: int, creators: int = 4) -> None:
+                       backlog: int, keypairs: list[Keypair]) -> None:
     """Creators submit paid 24-frame jobs whenever fewer than `backlog` frames wait."""
+    creators = len(keypairs)
     channels = [grpc.aio.insecure_channel(address) for _ in range(creators)]
-    everyone = [Signed(channel, Keypair(), stats) for channel in channels]
+    everyone = [Signed(channel, keypair, stats) for channel, keypair in zip(channels, keypairs,
+                                                                           strict=True)]
     spec = f"{SCENE_FRAMES[0]}-{SCENE_FRAMES[1]}"
     estimate = await everyone[0].unary(everyone[0].jobs, "EstimateJob", pb.EstimateRequest(
         scene_id=scene_id, frames=spec))
@@ -262,19 +265,23 @@ def start_coordinator(data_dir: Path, lease_seconds: float,
     return process, line.split()[-1]
 
 
-def upload_scene(address: str) -> str:
-    """Pack and upload the sample scene once (inspected once by real Blender)."""
+def upload_scene(address: str, keypairs: list[Keypair]) -> str:
+    """Pack the sample scene; each creator uploads it (a job needs its scene's files to be
+    the creator's: the first stores them, the others prove they hold them). Inspected once
+    by real Blender."""
     from frameproof.client import FarmClient
     from frameproof.packing import pack_scene
     from frameproof.transfer import upload_files
 
-    with FarmClient(address, Keypair()) as client, tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work:
         packed = pack_scene(SAMPLE_SCENE, Path(work))
         manifest = Path(work) / "scene-manifest.json"
         manifest.write_bytes(packed.manifest.to_bytes())
-        upload_files(client.blobs, {**packed.files, packed.manifest.scene_id: manifest})
-        client.jobs.InspectScene(pb.InspectSceneRequest(scene_id=packed.manifest.scene_id),
-                                 timeout=300)
+        for keypair in keypairs:
+            with FarmClient(address, keypair) as client:
+                upload_files(client.blobs, {**packed.files, packed.manifest.scene_id: manifest})
+                client.jobs.InspectScene(pb.InspectSceneRequest(
+                    scene_id=packed.manifest.scene_id), timeout=300)
         return packed.manifest.scene_id
 
 
@@ -321,12 +328,14 @@ async def main_async(args: argparse.Namespace) -> int:
     stats = Stats()
     rss: list[tuple[float, int]] = []
     try:
-        scene_id = await asyncio.to_thread(upload_scene, address)
+        creator_keys = [Keypair() for _ in range(CREATORS)]
+        scene_id = await asyncio.to_thread(upload_scene, address, creator_keys)
         stop = asyncio.Event()
         monitor_stop = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(coordinator.pid, rss, monitor_stop))
         creators = asyncio.create_task(run_creators(address, scene_id, stats, stop,
-                                                    backlog=args.nodes * 2))
+                                                    backlog=args.nodes * 2,
+                                                    keypairs=creator_keys))
         nodes = [asyncio.create_task(run_node(address, stats, stop, i))
                  for i in range(args.nodes)]
         started = time.monotonic()
