@@ -140,6 +140,19 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
                      "Prometheus format (default: no HTTP)")
+    run.add_argument("--machine-score", type=_positive_score, default=None, metavar="SCORE",
+                     help="this machine's benchmark score, if already measured (default: "
+                     "measure it once with the reference scene and cache it in the data dir)")
+
+
+def _positive_score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1000):
+        raise argparse.ArgumentTypeError("a benchmark score is a number in (0, 1000]")
+    return value
 
 
 def _admin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +187,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         mint=args.mint,
         epoch_seconds=args.epoch_seconds,
         http_listen=args.http,
+        machine_score=args.machine_score,
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)
     (args.data_dir / SAVED_CONFIG).write_text(json.dumps({

@@ -108,6 +108,12 @@ class SceneIntake:
                 f"{lacking[0]}; upload them (frameproof submit does)"
             )
 
+    async def blend_path(self, scene_id: str) -> Path:
+        """The accepted scene's main .blend on this machine, laid out again if it was removed."""
+        manifest = self._load_manifest(scene_id)
+        return await asyncio.to_thread(materialise, manifest, self.blobs.path,
+                                       self.scenes_dir / scene_id)
+
     def _load_manifest(self, scene_id: str) -> SceneManifest:
         _check_scene_id(scene_id)
         try:

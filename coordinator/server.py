@@ -35,9 +35,11 @@ from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
 from coordinator.payments import Payments
 from coordinator.payments.epochs import EpochConfig
+from coordinator.probe import MachineScore, Prober
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.owners import BlobOwners
+from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
 from frameproof.auth import NONCE_WINDOW_SECONDS, NonceCache
@@ -81,6 +83,7 @@ class CoordinatorConfig:
     mint: str | None = None  # RPC clusters: the farm token's mint address
     epoch_seconds: float = 86_400.0
     http_listen: str | None = None  # HOST:PORT of /metrics (and the dashboard); None: off
+    machine_score: float | None = None  # this machine's benchmark score; None: measure it once
 
 
 def admin_keypair_path(data_dir: Path) -> Path:
@@ -144,7 +147,10 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                                                                job_id))
     servicers = (
         JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
-            None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster)),
+            None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster),
+            prober=Prober(PricingStore(engine),
+                          MachineScore(config.data_dir, config.machine_score),
+                          logs_dir=config.data_dir / "scenes")),
         NodeServicer(store, proof, blobs, events, payments,
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
         BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners),

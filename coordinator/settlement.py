@@ -20,6 +20,13 @@ from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_
 from coordinator.payments import Payments
 from coordinator.payments.journal import parse_pubkey
 from coordinator.payments.models import JobBillingRecord, WorkCreditRecord
+from coordinator.payments.pricing import (
+    claim_mismatch,
+    claimed_work_ratio,
+    finite_positive,
+    frame_work_ms,
+    relative_factor,
+)
 from coordinator.payments.results import PaymentError
 from coordinator.quarantine import (
     EPOCH_PARTICIPANT,
@@ -30,6 +37,7 @@ from coordinator.quarantine import (
     Quarantine,
 )
 from coordinator.storage.models import FrameResultRecord, JobRecord
+from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 
@@ -48,6 +56,7 @@ class Settlement:
         self.payments = payments
         self.on_change = on_change
         self.quarantine = Quarantine(payments.engine)
+        self.pricing = PricingStore(store.engine)
         self._last_orphan_scan = 0.0
 
     def sweep(self, now: float | None = None) -> None:
@@ -73,13 +82,16 @@ class Settlement:
 
     def _charge_frame(self, frame: FrameResultRecord, tier: int, score: float,
                       now: float) -> None:
+        work = self._network_work(frame)
         try:
             charge = self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
-                                                frame.render_seconds, score, tier)
+                                                frame.render_seconds, score, tier, work=work)
         except PaymentError as error:
             log.error("job %s frame %d cannot be charged: %s", frame.job_id, frame.frame, error)
             return
         self.store.mark_charged(frame.job_id, frame.frame)
+        if work is not None:
+            self._compare_claims(frame, score, work, now)
         if charge.over_budget:
             log.warning("job %s is over its budget: cancelling what is left", frame.job_id)
             self.store.cancel_job(frame.job_id, now)
@@ -87,6 +99,36 @@ class Settlement:
                 frame.job_id, "the job's maximum cost is used up; the remaining frames "
                 "were cancelled (submit again with a higher --max-cost)", now)
         self.on_change(frame.job_id)
+
+    def _network_work(self, frame: FrameResultRecord) -> int | None:
+        """The frame's work from the job's quote and its node's timing shape (pricing.py).
+
+        None for jobs submitted before quotes existed: those are still priced from claims.
+        """
+        quote = self.pricing.quote(frame.job_id)
+        if quote is None:
+            return None
+        factor = relative_factor(frame.render_seconds,
+                                 self.pricing.node_job_seconds(frame.job_id, frame.node_id))
+        return frame_work_ms(quote.ms_per_frame, factor)
+
+    def _compare_claims(self, frame: FrameResultRecord, score: float, work: int,
+                        now: float) -> None:
+        """Keep the network's measure next to the claims; flag a node whose claims are far off."""
+        self.pricing.set_work(frame.job_id, frame.frame, work)
+        ratio = claimed_work_ratio(frame.render_seconds, score, work)
+        if not claim_mismatch(ratio) or self.pricing.flagged(frame.node_id, frame.job_id):
+            return
+        assert ratio is not None
+        claimed = frame.render_seconds * score
+        reason = (f"claimed {frame.render_seconds:.2f} s x score {score:.2f} = {claimed:.2f} "
+                  f"reference s for frame {frame.frame}; the network measured "
+                  f"{work / 1000:.2f} reference s ({ratio:.1f}x)")
+        log.warning("node %s: %s", frame.node_id[:12], reason)
+        self.pricing.flag_claim_mismatch(
+            frame.node_id, frame.job_id, frame.frame, reason,
+            {"claimed_seconds": frame.render_seconds, "claimed_score": score,
+             "network_reference_seconds": work / 1000, "ratio": ratio}, now)
 
     def _settle_jobs(self, now: float) -> None:
         jobs = self.store.jobs_ready_to_settle()

@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _benchmark(work_dir: Path, threads: int) -> int:
-    from render_node.benchmark import run_benchmark
+    from frameproof.benchmark import run_benchmark
 
     result = run_benchmark(threads=threads)
     save_benchmark(work_dir, result.score, result.seconds)

@@ -103,6 +103,10 @@ def print_status(standing: pb.NodeStanding, history: list[pb.ReputationEvent],
     console.print(f"next frame checked with probability {standing.check_probability:.0%}; "
                   f"leases {standing.leases_completed} completed, "
                   f"{standing.leases_abandoned} abandoned")
+    measured = (f"{standing.measured_speed:.2f} reference s per s" if standing.measured_speed > 0
+                else "not measured yet")
+    console.print(f"speed measured by the coordinator: {measured} (self-reported benchmark "
+                  f"score {standing.benchmark_score:.2f}: a hint, never a price)")
     if standing.quarantined:
         console.print("[red]quarantined: this coordinator gives the node no more work; the "
                       "failed verifications below say why[/]")

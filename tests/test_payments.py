@@ -34,13 +34,18 @@ from coordinator.payments import (
 )
 from coordinator.payments.epochs import allocate, split_emission
 from coordinator.payments.payments import TABLES
-from coordinator.payments.pricing import cost_usd, usd_to_tokens, work_ms
+from coordinator.payments.pricing import (
+    cost_usd,
+    pixel_sample_estimate,
+    usd_to_tokens,
+    work_ms,
+)
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
-from render_node.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
+from frameproof.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 PRICING = PricingConfig()  # $0.50/token, 6 decimals, Tier 2 = $1.00 per reference-hour
@@ -133,15 +138,15 @@ def test_pricing_rounds_down_and_estimates_from_the_benchmark() -> None:
     assert usd_to_tokens(PRICING, cost_usd(PRICING, 1, 3)) == 0
     assert sum(usd_to_tokens(PRICING, cost_usd(PRICING, 1, 3)) for _ in range(3)) <= (
         usd_to_tokens(PRICING, cost_usd(PRICING, 3, 3)))
-    # 1920x1080 at 50% = 960x540, 128 samples, 10 frames on Tier 2.
-    est = estimate(PRICING, width=1920, height=1080, resolution_percentage=50, samples=128,
-                   frames=10, tier=2)
-    assert est.pixels_per_frame == 960 * 540
-    # 960*540*128*10 pixel-samples / (320*180*24 / 2.72 s) = 1305.6 reference seconds
-    assert est.work_ms == 1_305_600
-    # The suggested maximum is the estimate times the safety factor (3).
-    assert est.max_tokens == usd_to_tokens(PRICING, Fraction(est.work_ms, 3_600_000) * 3)
-    assert (est.cost_usd, est.max_cost_usd) == (Decimal("0.362667"), Decimal("1.088000"))
+    # Without a probe: 1920x1080 at 50% = 960x540, 128 samples, 10 frames on Tier 2.
+    quote = pixel_sample_estimate(width=1920, height=1080, resolution_percentage=50,
+                                  samples=128)
+    est = estimate(PRICING, quote, frames=10, tier=2)
+    # 960*540*128 pixel-samples / (320*180*24 / 2.72 s) = 130.56 reference seconds a frame
+    assert quote.ms_per_frame == 130_560 and est.work_ms == 1_305_600
+    # The suggested maximum is the top of the range (4x without a probe).
+    assert est.max_tokens == usd_to_tokens(PRICING, Fraction(130_560 * 4 * 10, 3_600_000))
+    assert (est.cost_usd, est.max_cost_usd) == (Decimal("0.362667"), Decimal("1.450667"))
 
 
 def test_epoch_split_is_exact() -> None:

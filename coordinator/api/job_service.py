@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -21,8 +22,9 @@ from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, reso
 from coordinator.intake import scene_inspection as inspection_of
 from coordinator.payments import CostEstimate, Payments, estimate
 from coordinator.payments.results import InsufficientBalance, PaymentError
+from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
-from coordinator.storage.models import JobRecord
+from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
@@ -47,6 +49,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         payments: Payments,
         *,
         allow_airdrop: bool,
+        prober: Prober,
     ) -> None:
         self.store = store
         self.intake = intake
@@ -54,6 +57,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.access = access
         self.payments = payments
         self.allow_airdrop = allow_airdrop
+        self.prober = prober
 
     async def InspectScene(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
@@ -81,7 +85,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         settings = convert.effective_settings(request.settings, inspection)
         tier = request.tier or 3
         creator = current_caller().pubkey
-        cost = self._estimate(settings, len(frames), tier)
+        probe = await self._probe(scene_id, settings, frames)
+        cost = self._estimate(probe, len(frames), tier)
         max_cost = usd(request.max_cost_usd) if request.max_cost_usd > 0 else cost.max_cost_usd
         if not request.signed_deposit:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -110,6 +115,12 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             created_at=now,
             updated_at=now,
         )
+        self.prober.store.save_quote(JobQuoteRecord(
+            job_id=job_id, probe_key=probe.probe_key, method=probe.method,
+            ms_per_frame=probe.ms_per_frame, low_ms_per_frame=probe.low_ms_per_frame,
+            high_ms_per_frame=probe.high_ms_per_frame, frames=len(frames),
+            cost_usd=float(cost.cost_usd), cost_low_usd=float(cost.cost_low_usd),
+            cost_high_usd=float(cost.cost_high_usd), created_at=now))
         self.store.create_job(job, chunk_frames(frames, job.chunk_size), now)
         self.events.work_queued()
         log.info("job %s: %d frames of scene %s", job.job_id, len(frames), scene_id[:12])
@@ -126,16 +137,24 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         except IntakeError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         settings = convert.effective_settings(request.settings, inspection)
-        cost = self._estimate(settings, len(frames), request.tier or 3)
+        probe = await self._probe(scene_id, settings, frames)
+        cost = self._estimate(probe, len(frames), request.tier or 3)
         pricing = self.payments.pricing
         return pb.Estimate(
             frames=len(frames),
-            reference_seconds_per_frame=cost.work_ms / 1000 / max(1, len(frames)),
+            reference_seconds_per_frame=cost.quote.ms_per_frame / 1000,
             cost_usd=float(cost.cost_usd),
             max_cost_usd=float(cost.max_cost_usd),
             tokens=cost.max_tokens,
             token_price_usd=float(pricing.token_price_usd),
             decimals=pricing.decimals,
+            cost_low_usd=float(cost.cost_low_usd),
+            cost_high_usd=float(cost.cost_high_usd),
+            reference_seconds_low_per_frame=cost.quote.low_ms_per_frame / 1000,
+            reference_seconds_high_per_frame=cost.quote.high_ms_per_frame / 1000,
+            method=cost.quote.method,
+            probe_frames=json.loads(probe.frames_json),
+            note=probe.note,
         )
 
     async def PrepareDeposit(self, request, context):
@@ -240,11 +259,14 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _estimate(self, settings: pb.RenderSettings, frames: int, tier: int) -> CostEstimate:
-        return estimate(self.payments.pricing, width=settings.resolution_x,
-                        height=settings.resolution_y, samples=max(1, settings.samples),
-                        frames=frames, tier=tier,
-                        resolution_percentage=settings.resolution_percentage)
+    def _estimate(self, probe: PriceProbeRecord, frames: int, tier: int) -> CostEstimate:
+        return estimate(self.payments.pricing, quote_of(probe), frames=frames, tier=tier)
+
+    async def _probe(self, scene_id: str, settings: pb.RenderSettings,
+                     frames: list[int]) -> PriceProbeRecord:
+        """The scene measured at these settings (cached: submit reuses the estimate's)."""
+        blend = await self.intake.blend_path(scene_id)
+        return await self.prober.probe(scene_id, blend, settings, frames)
 
     async def _grant_once(self, creator: str) -> None:
         """New creators on the embedded chain and test clusters start with a grant."""

@@ -27,6 +27,7 @@ from coordinator.storage.models import (
     TaskRecord,
 )
 from coordinator.storage.owners import BlobOwners
+from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore, node_rank, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.manifest import is_sha256
@@ -77,6 +78,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self._last_prune = 0.0
         self._registered: LRUCache[str, bool] = LRUCache(maxsize=KNOWN_NODES_CACHED)
         self._settings: LRUCache[str, pb.RenderSettings] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
+        # The network's own clock on each lease: node speed measured here, not claimed.
+        self.pricing = PricingStore(store.engine)
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
@@ -113,6 +116,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             if left <= 0:
                 return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
             await self.events.wait(work, left)
+        assert task.lease_id is not None
+        self.pricing.lease_started(task.lease_id, node_id, task.job_id,
+                                   task.last_frame - task.first_frame + 1, time.time())
         self.events.changed(task.job_id)
         log.info("lease %s: job %s frames %d-%d to node %s", task.lease_id, task.job_id,
                  task.first_frame, task.last_frame, node_id[:12])
@@ -180,6 +186,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         if not recorded:  # a retried completion: it was counted the first time
             return pb.CompleteTaskResponse(accepted=True)
         self.proof.count_completed_lease(node_id, time.time())
+        node = self.store.get_node(node_id)
+        self.pricing.lease_completed(lease_id, node_id, task.job_id,
+                                     [(o.frame, o.render_seconds) for o in outputs],
+                                     node.benchmark_score if node else 1.0, time.time())
         self.events.changed(task.job_id)
         log.info("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
                  task.job_id, task.first_frame, task.last_frame, len(sampled))
@@ -205,7 +215,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def ListNodes(self, request, context):
         standings = self.proof.standings()
         return pb.ListNodesResponse(nodes=[
-            standing_message(node, standings.get(node.node_id)) for node in self.store.list_nodes()
+            standing_message(node, standings.get(node.node_id),
+                             self.pricing.node_speed(node.node_id))
+            for node in self.store.list_nodes()
         ])
 
     async def GetNodeStanding(self, request, context):
@@ -218,7 +230,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         creators = self.store.job_creators(event.job_id for event in events if event.job_id)
         caller = current_caller()
         return pb.NodeStandingResponse(
-            standing=standing_message(node, self.proof.standing_record(node_id)),
+            standing=standing_message(node, self.proof.standing_record(node_id),
+                                      self.pricing.node_speed(node_id)),
             history=[event_message(event, named=self.access is None or self.access.may_see_job_id(
                 caller, node_id, creators.get(event.job_id, ""))) for event in events],
         )
@@ -301,7 +314,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         )
 
 
-def standing_message(node: NodeRecord, record: NodeStandingRecord | None) -> pb.NodeStanding:
+def standing_message(node: NodeRecord, record: NodeStandingRecord | None,
+                     measured_speed: float | None = None) -> pb.NodeStanding:
     standing = standing_of(record)
     capabilities = json.loads(node.capabilities_json or "{}")
     return pb.NodeStanding(
@@ -320,6 +334,7 @@ def standing_message(node: NodeRecord, record: NodeStandingRecord | None) -> pb.
         last_seen_unix_ms=int(node.last_seen_at * 1000),
         benchmark_score=node.benchmark_score,
         devices=capabilities.get("devices", []),
+        measured_speed=round(measured_speed, 4) if measured_speed else 0.0,
     )
 
 

@@ -218,13 +218,21 @@ class Payments:
         render_seconds: float,
         node_score: float,
         tier: int,
+        *,
+        work: int | None = None,
     ) -> FrameCharge:
         """Burn the USD price of an approved frame from the job's escrow; credit the node.
 
+        `work`: the frame's network-derived reference ms (pricing.frame_work_ms); None prices
+        the node's claims (seconds x score), for jobs made before quotes. The claims are kept
+        on the charge either way, for audit.
         Call it for approved frames only: rejected or failed frames are never charged.
         Idempotent per (job, frame). See `FrameCharge.over_budget` for an exhausted escrow.
         """
-        work = work_ms(render_seconds, node_score)
+        if work is None:
+            work = work_ms(render_seconds, node_score)
+        if work < 0:
+            raise PaymentError(f"work must be non-negative, got {work}")
         usd = cost_usd(self.pricing, work, tier)
         cost_tokens = usd_to_tokens(self.pricing, usd)
         usd_micro = int(usd * 1_000_000)

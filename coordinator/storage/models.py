@@ -196,4 +196,65 @@ class BlobOwnerRecord(SQLModel, table=True):
     __tablename__ = "blob_owner"
     sha256: str = Field(primary_key=True)
     owner: str = Field(primary_key=True, index=True)  # the uploader's public key
+
+
+class PriceProbeRecord(SQLModel, table=True):
+    """A probe: the coordinator's own timed renders of a scene at a job's settings.
+
+    Keyed by (scene, effective settings, probed frames), so SubmitJob reuses EstimateJob's.
+    """
+
+    __tablename__ = "price_probe"
+    probe_key: str = Field(primary_key=True)  # sha256 of scene id, settings digest, frames
+    scene_id: str = Field(index=True)
+    frames_json: str  # the probed frames
+    seconds_json: str  # this machine's seconds per probed frame (extrapolated for tiles)
+    machine_score: float  # the coordinator's own benchmark score when it probed
+    method: str  # full, tiles or fallback
+    ms_per_frame: int  # reference milliseconds
+    low_ms_per_frame: int
+    high_ms_per_frame: int
+    note: str = ""
+    created_at: float
+
+
+class JobQuoteRecord(SQLModel, table=True):
+    """The quote a job was submitted with: what each of its frames' work is derived from."""
+
+    __tablename__ = "job_quote"
+    job_id: str = Field(primary_key=True)
+    probe_key: str
+    method: str
+    ms_per_frame: int
+    low_ms_per_frame: int
+    high_ms_per_frame: int
+    frames: int
+    cost_usd: float
+    cost_low_usd: float
+    cost_high_usd: float
+    created_at: float
+
+
+class LeaseStartRecord(SQLModel, table=True):
+    """When a lease began, on the coordinator's clock (for network-measured node speed)."""
+
+    __tablename__ = "lease_start"
+    lease_id: str = Field(primary_key=True)
+    node_id: str
+    job_id: str
+    frames: int
+    leased_at: float = Field(index=True)
+
+
+class FrameTimingRecord(SQLModel, table=True):
+    """A frame's timings: the node's claims next to the network's own measure and price."""
+
+    __tablename__ = "frame_timing"
+    job_id: str = Field(primary_key=True)
+    frame: int = Field(primary_key=True)
+    node_id: str = Field(index=True)
+    wall_seconds: float  # lease to completion on the coordinator's clock, per frame of the lease
+    claimed_seconds: float
+    claimed_score: float
+    work_ms: int = 0  # network-derived work, set when the frame is charged
     at: float

@@ -32,24 +32,47 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
         settings=pb.RenderSettings(samples=args.samples,
                                    resolution_percentage=args.resolution_percentage,
                                    output_format=FORMATS[args.format])), timeout=300)
-    result = {
-        "frames": estimate.frames,
-        "tier": args.tier,
-        "reference_seconds_per_frame": round(estimate.reference_seconds_per_frame, 3),
-        "cost_usd": estimate.cost_usd,
-        "max_cost_usd": estimate.max_cost_usd,
-        "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
-        "token_price_usd": estimate.token_price_usd,
-    }
+    result = estimate_json(estimate, args.tier)
     if args.json:
         print_json(result)
     else:
         out.print(f"{estimate.frames} frames at tier {args.tier}: about "
-                  f"${estimate.cost_usd:.4f} (≈{estimate.reference_seconds_per_frame:.1f} s "
+                  f"${estimate.cost_usd:.4f}, range ${estimate.cost_low_usd:.4f}.."
+                  f"${estimate.cost_high_usd:.4f} (≈{estimate.reference_seconds_per_frame:.2f} s "
                   "per frame on the reference machine)")
+        out.print(probe_line(estimate))
         out.print(f"submit escrows up to ${estimate.max_cost_usd:.4f} = "
                   f"{result['escrow_tokens']} tokens (change with --max-cost)")
     return 0
+
+
+def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
+    """The estimate as plain JSON (`frameproof estimate --json`)."""
+    return {
+        "frames": estimate.frames,
+        "tier": tier,
+        "reference_seconds_per_frame": round(estimate.reference_seconds_per_frame, 3),
+        "reference_seconds_per_frame_low": round(estimate.reference_seconds_low_per_frame, 3),
+        "reference_seconds_per_frame_high": round(estimate.reference_seconds_high_per_frame, 3),
+        "cost_usd": estimate.cost_usd,
+        "cost_low_usd": estimate.cost_low_usd,
+        "cost_high_usd": estimate.cost_high_usd,
+        "max_cost_usd": estimate.max_cost_usd,
+        "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
+        "token_price_usd": estimate.token_price_usd,
+        "method": estimate.method,
+        "probe_frames": list(estimate.probe_frames),
+        "note": estimate.note,
+    }
+
+
+def probe_line(estimate: pb.Estimate) -> str:
+    """How the estimate was measured, in one line."""
+    frames = ", ".join(str(f) for f in estimate.probe_frames)
+    if estimate.method == "fallback":
+        return f"not measured: {estimate.note}"
+    how = "whole frames" if estimate.method == "full" else "tiles, extrapolated"
+    return f"measured by the coordinator rendering frame(s) {frames} ({how})"
 
 
 def add_wallet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,8 @@ def standing_json(standing: pb.NodeStanding) -> dict[str, Any]:
         "consecutive_verified": standing.consecutive_verified,
         "leases_completed": standing.leases_completed,
         "leases_abandoned": standing.leases_abandoned,
-        "benchmark_score": standing.benchmark_score,
+        "benchmark_score": standing.benchmark_score,  # self-reported: a hint only
+        "measured_speed": standing.measured_speed or None,  # the coordinator's measure
         "devices": list(standing.devices),
         "last_seen_unix_ms": standing.last_seen_unix_ms,
     }
@@ -73,6 +74,11 @@ def tier_label(standing: pb.NodeStanding) -> str:
     return standing.tier
 
 
+def speed_label(standing: pb.NodeStanding) -> str:
+    """The network-measured speed (reference seconds per second), or a dash until measured."""
+    return f"{standing.measured_speed:.2f}" if standing.measured_speed > 0 else "-"
+
+
 def ago(unix_ms: int, now: float | None = None) -> str:
     """How long ago, in the largest unit that fits: a node unseen for hours is likely gone."""
     if unix_ms <= 0:
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
     if not nodes:
         out.print("no node has registered with this coordinator yet")
         return 0
-    # Nine narrow columns fit an 80-column terminal; the rest is in --json.
+    # Ten narrow columns fit an 80-column terminal; the rest is in --json.
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("node", no_wrap=True)
     table.add_column("name", overflow="ellipsis", no_wrap=True, max_width=12)
@@ -102,11 +108,12 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
     table.add_column("failed", justify="right", no_wrap=True)
     table.add_column("leases", justify="right", no_wrap=True)
     table.add_column("lost", justify="right", no_wrap=True)
+    table.add_column("speed", justify="right", no_wrap=True)
     table.add_column("seen", justify="right", no_wrap=True)
     for node in nodes:
         table.add_row(node.node_id[:8], escape(node.name), f"{node.reputation:.3f}",
                       tier_label(node), str(node.frames_verified), str(node.frames_failed),
                       str(node.leases_completed), str(node.leases_abandoned),
-                      ago(node.last_seen_unix_ms))
+                      speed_label(node), ago(node.last_seen_unix_ms))
     out.print(table)
     return 0

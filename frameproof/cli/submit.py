@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1: trusted nodes only, 2: priority, 3: economy (default)")
     parser.add_argument("--max-cost", type=float, default=0.0,
                         help="most USD this job may cost; escrowed at submit (default: the "
-                             "estimate times the safety factor)")
+                             "top of the estimate's range)")
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
@@ -69,7 +69,8 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
         tier=args.tier), timeout=300)
     max_cost = args.max_cost or estimate.max_cost_usd
     err.print(f"estimate: {estimate.frames} frames, ${estimate.cost_usd:.6f} at tier "
-              f"{args.tier}; escrowing up to ${max_cost:.6f}")
+              f"{args.tier} (range ${estimate.cost_low_usd:.6f}..${estimate.cost_high_usd:.6f}, "
+              f"{estimate.method}); escrowing up to ${max_cost:.6f}")
     deposit = client.jobs.PrepareDeposit(pb.PrepareDepositRequest(amount_usd=max_cost),
                                          timeout=60)
     try:

@@ -1,0 +1,208 @@
+"""The probe: the coordinator times the scene itself before a job's escrow is asked for.
+
+Up to three of the job's frames (first, middle, last) are rendered at the job's effective
+settings in a Blender child on the coordinator's machine (scripts off, the intake's memory and
+CPU limits). Small frames are rendered whole; for big ones two centred tiles per frame (border
+renders of two sizes, the small one twice) separate the frame's fixed cost (scene sync, BVH,
+writing) from its per-pixel cost, and the full frame is extrapolated (`tile_frame_seconds`).
+
+Seconds on this machine become reference seconds through the coordinator's own benchmark
+score (`frameproof.benchmark`, measured once and cached under the data dir): the network
+measures, nobody claims. Probes are cached by (scene, effective settings, probed frames) so
+SubmitJob reuses EstimateJob's probe and quote. See docs/PRICING.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from coordinator.payments.pricing import (
+    Quote,
+    finite_positive,
+    pixel_sample_estimate,
+    quote_from_probe,
+    tile_frame_seconds,
+)
+from coordinator.storage.models import PriceProbeRecord
+from coordinator.storage.pricing_store import PricingStore
+from frameproof import benchmark
+from frameproof.blender.worker import BlenderError, BlenderWorker, RenderSettings
+from frameproof.render_settings import frame_size, from_proto
+from frameproof.v1 import farm_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+MAX_PROBE_FRAMES = 3
+# Frames up to this many pixel-samples are probed whole (320x180 at 64 samples); bigger ones
+# by tiles whose large size holds about this many pixel-samples.
+FULL_FRAME_PIXEL_SAMPLES = 320 * 180 * 64
+TILE_AREA_BOUNDS = (1 / 64, 1 / 4)  # the large tile's share of the frame; the small is 1/4 of it
+PROBE_RENDER_TIMEOUT = 120.0  # seconds of wall time per probe render
+PROBE_MEMORY_BYTES = 4 * 2**30  # as for intake
+PROBE_CPU_SECONDS = 600.0  # CPU seconds per probe render, all threads together
+MACHINE_BENCHMARK_FILE = "machine-benchmark.json"
+
+
+def probe_frames(frames: list[int]) -> list[int]:
+    """First, middle and last of the job's frames (fewer for short jobs), in order."""
+    if not frames:
+        raise ValueError("a job has at least one frame")
+    ordered = sorted(frames)
+    picks = {ordered[0], ordered[len(ordered) // 2], ordered[-1]}
+    return sorted(picks)[:MAX_PROBE_FRAMES]
+
+
+def settings_digest(settings: pb.RenderSettings) -> str:
+    """The effective settings as a stable digest (every field, defaults included)."""
+    fields = {f.name: getattr(settings, f.name) for f in settings.DESCRIPTOR.fields}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def probe_key(scene_id: str, settings: pb.RenderSettings, frames: list[int]) -> str:
+    text = json.dumps([scene_id, settings_digest(settings), sorted(frames)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tile_areas(pixels: int, samples: int) -> tuple[float, float] | None:
+    """(small, large) tile area fractions for a big frame; None: probe the whole frame."""
+    pixel_samples = pixels * max(1, samples)
+    if pixel_samples <= FULL_FRAME_PIXEL_SAMPLES:
+        return None
+    low, high = TILE_AREA_BOUNDS
+    large = min(high, max(low, FULL_FRAME_PIXEL_SAMPLES / pixel_samples))
+    return large / 4, large
+
+
+def centred_border(area: float) -> tuple[float, float, float, float]:
+    side = math.sqrt(area)
+    return (0.5 - side / 2, 0.5 + side / 2, 0.5 - side / 2, 0.5 + side / 2)
+
+
+def time_frames(blend: Path, settings: RenderSettings, frames: list[int],
+                tiles: tuple[float, float] | None, *, log_path: Path | None = None,
+                timeout: float = PROBE_RENDER_TIMEOUT) -> list[float]:
+    """This machine's seconds for each frame (extrapolated from tiles when `tiles` is set)."""
+    seconds: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="fp-probe-") as tmp, BlenderWorker(
+            memory_limit_bytes=PROBE_MEMORY_BYTES, cpu_seconds=PROBE_CPU_SECONDS,
+            log_path=log_path) as worker:
+        out = Path(tmp) / "probe.png"
+        for frame in frames:
+            if tiles is None:
+                seconds.append(worker.render_frame(blend, frame, out, settings,
+                                                   timeout=timeout).seconds)
+                continue
+            small, large = tiles
+            first = worker.render_frame(blend, frame, out, settings,
+                                        border=centred_border(small), timeout=timeout).seconds
+            big = worker.render_frame(blend, frame, out, settings,
+                                      border=centred_border(large), timeout=timeout).seconds
+            again = worker.render_frame(blend, frame, out, settings,
+                                        border=centred_border(small), timeout=timeout).seconds
+            seconds.append(tile_frame_seconds(max(0.0, first - again), (small, again),
+                                              (large, big)))
+    return seconds
+
+
+class MachineScore:
+    """The coordinator's own benchmark score: measured on first need, then read from disk."""
+
+    def __init__(self, data_dir: Path, fixed: float | None = None) -> None:
+        self.path = data_dir / MACHINE_BENCHMARK_FILE
+        self.fixed = fixed
+        self._lock = threading.Lock()
+
+    def get(self) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        with self._lock:
+            try:
+                score = float(json.loads(self.path.read_text())["score"])
+                if math.isfinite(score) and score > 0:
+                    return score
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            log.info("measuring this machine's benchmark score (once; cached in %s)", self.path)
+            result = benchmark.run_benchmark()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(result)))
+            tmp.replace(self.path)
+            return result.score
+
+
+class Prober:
+    """Probes scenes (one at a time: a probe uses the whole machine) and caches the result."""
+
+    def __init__(self, store: PricingStore, machine: MachineScore, *,
+                 logs_dir: Path | None = None) -> None:
+        self.store = store
+        self.machine = machine
+        self.logs_dir = logs_dir
+        self._running = asyncio.Lock()
+
+    async def probe(self, scene_id: str, blend: Path, settings: pb.RenderSettings,
+                    job_frames: list[int]) -> PriceProbeRecord:
+        """The cached probe for these settings and frames, probing now if there is none."""
+        frames = probe_frames(job_frames)
+        key = probe_key(scene_id, settings, frames)
+        known = self.store.probe(key)
+        if known is not None:
+            return known
+        async with self._running:  # waiting callers of the same key find it cached
+            known = self.store.probe(key)
+            if known is not None:
+                return known
+            record = await asyncio.to_thread(self._measure, key, scene_id, blend, settings,
+                                             frames)
+            self.store.save_probe(record)
+            return record
+
+    def _measure(self, key: str, scene_id: str, blend: Path, settings: pb.RenderSettings,
+                 frames: list[int]) -> PriceProbeRecord:
+        width, height = frame_size(settings)
+        tiles = tile_areas(width * height, settings.samples)
+        started = time.monotonic()
+        note = ""
+        seconds: list[float] = []
+        score = 0.0
+        try:
+            score = self.machine.get()
+            log_path = self.logs_dir / f"{scene_id}.probe.log" if self.logs_dir else None
+            seconds = time_frames(blend, from_proto(settings), frames, tiles, log_path=log_path)
+            quote = quote_from_probe(seconds, score, tiled=tiles is not None)
+        except (BlenderError, ValueError, OSError, subprocess.SubprocessError) as error:
+            note = f"the probe render failed ({error}); estimated from pixels x samples instead"
+            log.warning("probe of scene %s: %s", scene_id[:12], note)
+            quote = self._fallback(settings)
+        log.info("probe of scene %s frames %s: %s ms/frame (%s..%s, %s) in %.1f s",
+                 scene_id[:12], frames, quote.ms_per_frame, quote.low_ms_per_frame,
+                 quote.high_ms_per_frame, quote.method, time.monotonic() - started)
+        return PriceProbeRecord(
+            probe_key=key, scene_id=scene_id, frames_json=json.dumps(frames),
+            seconds_json=json.dumps([s for s in seconds if finite_positive(s)]),
+            machine_score=score, method=quote.method, ms_per_frame=quote.ms_per_frame,
+            low_ms_per_frame=quote.low_ms_per_frame, high_ms_per_frame=quote.high_ms_per_frame,
+            note=note, created_at=time.time())
+
+    @staticmethod
+    def _fallback(settings: pb.RenderSettings) -> Quote:
+        return pixel_sample_estimate(
+            width=max(1, settings.resolution_x), height=max(1, settings.resolution_y),
+            samples=max(1, settings.samples),
+            resolution_percentage=max(1, settings.resolution_percentage))
+
+
+def quote_of(record: PriceProbeRecord) -> Quote:
+    return Quote(record.ms_per_frame, record.low_ms_per_frame, record.high_ms_per_frame,
+                 record.method)

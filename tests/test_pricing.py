@@ -1,0 +1,142 @@
+"""Pricing arithmetic (pure): the probe's quote, a frame's network-derived work, claim checks.
+
+Exact values, the clamps, and that no input (NaN, infinity, zero, absurd times) reaches a
+price as anything but "no information".
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from coordinator.payments.pricing import (
+    MODEL_UNCERTAINTY_FULL,
+    PricingConfig,
+    Quote,
+    claim_mismatch,
+    claimed_work_ratio,
+    cost_usd,
+    estimate,
+    frame_work_ms,
+    measured_speed,
+    quote_from_probe,
+    relative_factor,
+    tile_frame_seconds,
+    usd_to_tokens,
+)
+from coordinator.probe import centred_border, probe_frames, probe_key, tile_areas
+from frameproof.v1 import farm_pb2 as pb
+
+PRICING = PricingConfig()  # Tier 3: $0.60 per reference-hour; $0.50 a token, 6 decimals
+BAD_TIMES = (math.nan, math.inf, -math.inf, -1.0, 0.0, 1e12)
+
+
+def test_quote_from_full_frame_probe_is_exact() -> None:
+    # 2 s, 3 s, 4 s on a machine scoring 0.5: 1000, 1500, 2000 reference ms.
+    quote = quote_from_probe([2.0, 3.0, 4.0], 0.5, tiled=False)
+    assert quote == Quote(1500, 750, 2500, "full")  # band: 1000 x 0.75 .. 2000 x 1.25
+    assert MODEL_UNCERTAINTY_FULL == Fraction(1, 4)
+    tiled = quote_from_probe([2.0], 1.0, tiled=True)
+    assert (tiled.low_ms_per_frame, tiled.ms_per_frame, tiled.high_ms_per_frame) == (
+        1000, 2000, 3000)
+    for bad in BAD_TIMES:
+        with pytest.raises(ValueError):
+            quote_from_probe([1.0, bad], 1.0, tiled=False)
+        with pytest.raises(ValueError):
+            quote_from_probe([1.0], bad if bad != 1e12 else -2.0, tiled=False)
+    with pytest.raises(ValueError):
+        quote_from_probe([], 1.0, tiled=False)
+
+
+def test_estimate_escrows_the_top_of_the_range() -> None:
+    quote = Quote(1500, 750, 2500, "full")
+    est = estimate(PRICING, quote, frames=8, tier=3)
+    # 8 x 1500 ms = 12 s = 1/300 h at $0.60 = $0.002; range $0.001 .. $0.003333.
+    assert est.work_ms == 12_000
+    assert est.cost_usd == Decimal("0.002000")
+    assert (est.cost_low_usd, est.cost_high_usd) == (Decimal("0.001000"), Decimal("0.003334"))
+    assert est.max_cost_usd == est.cost_high_usd
+    assert est.max_tokens == usd_to_tokens(PRICING, cost_usd(PRICING, 20_000, 3)) == 6666
+    with pytest.raises(ValueError):
+        estimate(PRICING, quote, frames=0, tier=3)
+    with pytest.raises(ValueError):
+        Quote(10, 20, 30, "full")  # low above the point
+
+
+def test_tiles_separate_fixed_and_per_pixel_cost() -> None:
+    # Fixed 0.5 s, 8 s per full frame of pixels, 1 s of sync: tiles of 1/16 and 1/4.
+    small, large = (1 / 16, 0.5 + 8 / 16), (1 / 4, 0.5 + 8 / 4)
+    assert tile_frame_seconds(1.0, small, large) == pytest.approx(1.0 + 0.5 + 8.0)
+    # Noise that makes the large tile faster: per-pixel clamps at 0, never negative.
+    assert tile_frame_seconds(0.0, (0.1, 2.0), (0.4, 1.0)) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        tile_frame_seconds(0.0, (0.5, 1.0), (0.25, 2.0))
+    with pytest.raises(ValueError):
+        tile_frame_seconds(math.nan, small, large)
+    assert tile_areas(160 * 90, 16) is None  # small frames are probed whole
+    small_area, large_area = tile_areas(1920 * 1080, 128)  # type: ignore[misc]
+    assert large_area == pytest.approx(4 * small_area) and 1 / 64 <= large_area <= 1 / 4
+    x0, x1, y0, y1 = centred_border(1 / 4)
+    assert (x0, x1, y0, y1) == pytest.approx((0.25, 0.75, 0.25, 0.75))
+
+
+def test_probe_frames_and_key() -> None:
+    assert probe_frames([5]) == [5]
+    assert probe_frames([1, 2]) == [1, 2]
+    assert probe_frames(list(range(1, 9))) == [1, 5, 8]
+    settings = pb.RenderSettings(engine="CYCLES", samples=16, resolution_x=160)
+    key = probe_key("a" * 64, settings, [1, 5, 8])
+    assert key == probe_key("a" * 64, settings, [8, 1, 5])
+    assert key != probe_key("a" * 64, pb.RenderSettings(engine="CYCLES", samples=17,
+                                                        resolution_x=160), [1, 5, 8])
+    assert key != probe_key("b" * 64, settings, [1, 5, 8])
+
+
+def test_relative_factor_follows_the_shape_and_clamps() -> None:
+    times = [2.0, 4.0, 6.0]  # median 4
+    assert relative_factor(4.0, times) == 1
+    assert relative_factor(5.0, times) == Fraction(5, 4)
+    assert relative_factor(100.0, times) == Fraction(3, 2)  # clamped high
+    assert relative_factor(0.5, times) == Fraction(1, 2)  # clamped low
+    # Claims scaled by any factor cancel out: 50x every time gives the same factors.
+    assert relative_factor(250.0, [t * 50 for t in times]) == Fraction(5, 4)
+    # No information -> 1, never NaN or infinity.
+    for bad in BAD_TIMES:
+        assert relative_factor(bad, times) == 1
+        assert relative_factor(4.0, [bad, bad]) == 1
+    assert relative_factor(4.0, []) == 1
+    assert relative_factor(4.0, [math.nan, 4.0, math.inf]) == 1  # the bad ones are skipped
+
+
+def test_frame_work_is_the_quote_within_the_bounds() -> None:
+    assert frame_work_ms(1500, Fraction(1)) == 1500
+    assert frame_work_ms(1500, Fraction(5, 4)) == 1875
+    assert frame_work_ms(1001, Fraction(3, 2)) == 1501  # rounded down
+    assert frame_work_ms(1500, Fraction(100)) == 2250  # the bounds hold even if asked for more
+    assert frame_work_ms(1500, Fraction(0)) == 750
+    with pytest.raises(ValueError):
+        frame_work_ms(-1, Fraction(1))
+
+
+def test_claim_mismatch_compares_claims_with_the_network() -> None:
+    # 50x the real 2 s at score 20 against 2 reference seconds: 1000x.
+    ratio = claimed_work_ratio(100.0, 20.0, 2000)
+    assert ratio == pytest.approx(1000.0) and claim_mismatch(ratio)
+    assert claimed_work_ratio(2.0, 1.0, 2000) == pytest.approx(1.0)
+    assert not claim_mismatch(2.9) and not claim_mismatch(1 / 2.9)
+    assert claim_mismatch(3.1) and claim_mismatch(1 / 3.1)
+    for bad in BAD_TIMES:
+        assert claimed_work_ratio(bad, 1.0, 2000) is None
+    assert claimed_work_ratio(2.0, math.nan, 2000) is None
+    assert claimed_work_ratio(2.0, 1.0, 0) is None
+    assert not claim_mismatch(None)
+
+
+def test_measured_speed_is_a_median_on_the_network_clock() -> None:
+    # (work ms, wall s): 2, 1 and 4 reference seconds per second -> median 2.
+    assert measured_speed([(2000, 1.0), (1000, 1.0), (4000, 1.0)]) == pytest.approx(2.0)
+    assert measured_speed([(2000, math.nan), (0, 1.0), (1000, 0.0)]) is None
+    assert measured_speed([]) is None
