@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -116,19 +117,23 @@ class Settlement:
                         now: float) -> None:
         """Keep the network's measure next to the claims; flag a node whose claims are far off."""
         self.pricing.set_work(frame.job_id, frame.frame, work)
-        ratio = claimed_work_ratio(frame.render_seconds, score, work)
-        if not claim_mismatch(ratio) or self.pricing.flagged(frame.node_id, frame.job_id):
+        quote = self.pricing.quote(frame.job_id)
+        if quote is None or self.pricing.flagged(frame.node_id, frame.job_id):
+            return
+        claims = self.pricing.node_job_seconds(frame.job_id, frame.node_id)
+        ratio = claimed_work_ratio(claims, score, quote.ms_per_frame)
+        if not claim_mismatch(ratio):
             return
         assert ratio is not None
-        claimed = frame.render_seconds * score
-        reason = (f"claimed {frame.render_seconds:.2f} s x score {score:.2f} = {claimed:.2f} "
-                  f"reference s for frame {frame.frame}; the network measured "
-                  f"{work / 1000:.2f} reference s ({ratio:.1f}x)")
-        log.warning("node %s: %s", frame.node_id[:12], reason)
+        median = statistics.median(t for t in claims if finite_positive(t))
+        reason = (f"claimed {median:.2f} s x score {score:.2f} = {median * score:.2f} "
+                  f"reference s per frame (median of {len(claims)} frames); the network "
+                  f"measured {quote.ms_per_frame / 1000:.2f} reference s ({ratio:.1f}x)")
+        log.warning("node %s, job %s: %s", frame.node_id[:12], frame.job_id, reason)
         self.pricing.flag_claim_mismatch(
             frame.node_id, frame.job_id, frame.frame, reason,
-            {"claimed_seconds": frame.render_seconds, "claimed_score": score,
-             "network_reference_seconds": work / 1000, "ratio": ratio}, now)
+            {"claimed_seconds_median": median, "claimed_score": score,
+             "network_reference_seconds": quote.ms_per_frame / 1000, "ratio": ratio}, now)
 
     def _settle_jobs(self, now: float) -> None:
         jobs = self.store.jobs_ready_to_settle()

@@ -14,6 +14,9 @@ complete) with one method overridden: how a frame's pixels are made. Strategies:
 ``--claim-seconds inf`` (say) reports that render time for every frame, whatever it was.
 ``--device CUDA`` (say) makes the node claim another device class than the verifier's CPU, so
 the verifier judges its frames in statistical mode, as it would a real GPU node's.
+
+``--time-factor 50 --claim-score 20`` make it lie about its work instead: it reports 50x its
+real render time and a benchmark score of 20 (written where `render-node benchmark` saves it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from frameproof.blender.worker import RenderResult, RenderSettings
 from frameproof.client import coordinator_address
 from render_node.daemon import NodeConfig, RenderNode
+from render_node.sysinfo import save_benchmark
 
 DEFAULT_SAMPLES = 16  # what "the scene's own" is taken to be when a lease leaves samples at 0
 
@@ -73,19 +77,22 @@ class CheatingNode(RenderNode):
     """A RenderNode whose frames are wrong in a chosen way; everything else is honest."""
 
     def __init__(self, config: NodeConfig, strategy: str, device: str = "",
-                 claim_seconds: float | None = None) -> None:
+                 claim_seconds: float | None = None, time_factor: float = 1.0) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
         super().__init__(config)
         self.strategy = strategy
         self.device = device
         self.claim_seconds = claim_seconds
+        self.time_factor = time_factor
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
                       settings: RenderSettings) -> RenderResult:
         result = self._pixels(blend, frame, output, settings)
         if self.claim_seconds is not None:
             result = dataclasses.replace(result, seconds=self.claim_seconds)
+        if self.time_factor != 1.0:
+            result = dataclasses.replace(result, seconds=result.seconds * self.time_factor)
         return dataclasses.replace(result, device=self.device) if self.device else result
 
     def _pixels(self, blend: Path, frame: int, output: Path,
@@ -117,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="", help="claim this device class (e.g. CUDA)")
     parser.add_argument("--claim-seconds", type=float,
                         help="report this render time for every frame (e.g. inf)")
+    parser.add_argument("--time-factor", type=float, default=1.0,
+                        help="report this many times the real render time")
+    parser.add_argument("--claim-score", type=float, default=0.0,
+                        help="claim this benchmark score (0: whatever was measured)")
     args = parser.parse_args(argv)
+    if args.claim_score > 0:
+        save_benchmark(args.work_dir, args.claim_score, 0.01)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = CheatingNode(NodeConfig(coordinator=coordinator_address(args.coordinator),
                                    work_dir=args.work_dir, threads=args.threads,
                                    name=args.name), args.strategy, args.device,
-                       args.claim_seconds)
+                        args.claim_seconds, args.time_factor)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())
     print(f"cheating node {node.node_id} ({args.strategy}) working for "

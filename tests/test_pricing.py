@@ -38,7 +38,7 @@ def test_quote_from_full_frame_probe_is_exact() -> None:
     # 2 s, 3 s, 4 s on a machine scoring 0.5: 1000, 1500, 2000 reference ms.
     quote = quote_from_probe([2.0, 3.0, 4.0], 0.5, tiled=False)
     assert quote == Quote(1500, 750, 2500, "full")  # band: 1000 x 0.75 .. 2000 x 1.25
-    assert MODEL_UNCERTAINTY_FULL == Fraction(1, 4)
+    assert Fraction(1, 4) == MODEL_UNCERTAINTY_FULL
     tiled = quote_from_probe([2.0], 1.0, tiled=True)
     assert (tiled.low_ms_per_frame, tiled.ms_per_frame, tiled.high_ms_per_frame) == (
         1000, 2000, 3000)
@@ -122,16 +122,19 @@ def test_frame_work_is_the_quote_within_the_bounds() -> None:
 
 
 def test_claim_mismatch_compares_claims_with_the_network() -> None:
-    # 50x the real 2 s at score 20 against 2 reference seconds: 1000x.
-    ratio = claimed_work_ratio(100.0, 20.0, 2000)
+    # 50x the real 2 s at score 20 against a quote of 2 reference seconds: 1000x.
+    ratio = claimed_work_ratio([100.0, 100.0, 150.0], 20.0, 2000)
     assert ratio == pytest.approx(1000.0) and claim_mismatch(ratio)
-    assert claimed_work_ratio(2.0, 1.0, 2000) == pytest.approx(1.0)
+    # The median: one slow first frame (the scene's sync) does not make an honest node a liar.
+    assert claimed_work_ratio([9.0, 2.0, 2.0, 1.8], 1.0, 2000) == pytest.approx(1.0)
+    assert claimed_work_ratio([2.0, 2.0], 1.0, 2000) is None  # too few frames to judge
     assert not claim_mismatch(2.9) and not claim_mismatch(1 / 2.9)
     assert claim_mismatch(3.1) and claim_mismatch(1 / 3.1)
     for bad in BAD_TIMES:
-        assert claimed_work_ratio(bad, 1.0, 2000) is None
-    assert claimed_work_ratio(2.0, math.nan, 2000) is None
-    assert claimed_work_ratio(2.0, 1.0, 0) is None
+        assert claimed_work_ratio([bad, bad, bad], 1.0, 2000) is None
+    for bad_score in (math.nan, math.inf, -1.0, 0.0):
+        assert claimed_work_ratio([2.0, 2.0, 2.0], bad_score, 2000) is None
+    assert claimed_work_ratio([2.0, 2.0, 2.0], 1.0, 0) is None
     assert not claim_mismatch(None)
 
 

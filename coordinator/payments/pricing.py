@@ -50,8 +50,10 @@ MODEL_UNCERTAINTY_TILES = Fraction(1, 2)
 FALLBACK_BAND = (Fraction(1, 4), Fraction(4))
 # A frame's price follows its node's timing shape on the job within these bounds only.
 RELATIVE_FACTOR_BOUNDS = (Fraction(1, 2), Fraction(3, 2))
-# A node's claimed work (seconds x score) this far from the network's measure is flagged.
+# A node's claimed work (seconds x score) this far from the network's measure is flagged,
+# once it has delivered this many frames of the job (fewer say too little).
 CLAIM_MISMATCH_RATIO = 3.0
+MIN_CLAIM_FRAMES = 3
 # Times beyond this are not information (a day per frame at most; anything else is a lie).
 MAX_PLAUSIBLE_SECONDS = 86_400.0
 
@@ -280,14 +282,20 @@ def frame_work_ms(quote_ms_per_frame: int, factor: Fraction) -> int:
     return math.floor(quote_ms_per_frame * min(high, max(low, factor)))
 
 
-def claimed_work_ratio(claimed_seconds: float, claimed_score: float,
-                       network_work_ms: int) -> float | None:
-    """Claimed reference work (seconds x score) / the network's measure; None: no information."""
-    if network_work_ms <= 0 or not finite_positive(claimed_seconds):
+def claimed_work_ratio(claimed_seconds: Sequence[float], claimed_score: float,
+                       quote_ms_per_frame: int) -> float | None:
+    """A node's claimed reference work per frame on a job / the job's quote.
+
+    Claimed work is the median of the node's reported seconds on the job times its reported
+    score (a median: a node's first frame of a job also pays the scene's sync). None (no
+    information) below MIN_CLAIM_FRAMES usable times, or with an unusable score or quote.
+    """
+    usable = [t for t in claimed_seconds if finite_positive(t)]
+    if quote_ms_per_frame <= 0 or len(usable) < MIN_CLAIM_FRAMES:
         return None
     if not (math.isfinite(claimed_score) and claimed_score > 0):
         return None
-    return claimed_seconds * claimed_score * 1000 / network_work_ms
+    return statistics.median(usable) * claimed_score * 1000 / quote_ms_per_frame
 
 
 def claim_mismatch(ratio: float | None) -> bool:
