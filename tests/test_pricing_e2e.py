@@ -20,6 +20,7 @@ from conftest import SAMPLE_SCENE
 from farm_helpers import TINY, submit_sample, wait_for, wait_until_done, wait_until_registered
 from sqlmodel import Session, select
 
+from coordinator.cli import MACHINE_SCORE_ENV
 from coordinator.payments.models import WorkCreditRecord
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobQuoteRecord
@@ -58,7 +59,7 @@ def settled(client: FarmClient, job_id: str) -> pb.Receipts:
 def test_an_inflating_node_is_priced_like_an_honest_one_and_flagged(
     farm: LocalFarm, capsys: pytest.CaptureFixture[str]
 ):
-    farm.start_coordinator()
+    farm.start_coordinator(env={MACHINE_SCORE_ENV: ""})  # measure the machine's score
     farm.start_node("honest")
     start_inflating_node(farm, "inflater")
     wait_until_registered(farm, ["honest", "inflater"])
