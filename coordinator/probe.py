@@ -36,7 +36,7 @@ from coordinator.payments.pricing import (
 from coordinator.storage.models import PriceProbeRecord
 from coordinator.storage.pricing_store import PricingStore
 from frameproof import benchmark
-from frameproof.blender.worker import BlenderError, BlenderWorker, RenderSettings
+from frameproof.blender.worker import BlenderError, BlenderTimeout, BlenderWorker, RenderSettings
 from frameproof.render_settings import frame_size, from_proto
 from frameproof.v1 import farm_pb2 as pb
 
@@ -46,8 +46,10 @@ MAX_PROBE_FRAMES = 3
 # Frames up to this many pixel-samples are probed whole (320x180 at 64 samples); bigger ones
 # by tiles whose large size holds about this many pixel-samples.
 FULL_FRAME_PIXEL_SAMPLES = 320 * 180 * 64
-TILE_AREA_BOUNDS = (1 / 64, 1 / 4)  # the large tile's share of the frame; the small is 1/4 of it
-PROBE_RENDER_TIMEOUT = 120.0  # seconds of wall time per probe render
+TILE_AREA_MAX = 1 / 4  # the large tile's share of the frame at most; the small is 1/4 of it
+MIN_TILE_PIXELS = 4 * 1024  # the large tile's pixels at least (the small one: 32x32)
+MAX_TILE_PIXEL_SAMPLES = 4 * FULL_FRAME_PIXEL_SAMPLES
+PROBE_DEADLINE = 120.0  # seconds of wall time for a whole probe; past it, the estimate falls back
 PROBE_MEMORY_BYTES = 4 * 2**30  # as for intake
 PROBE_CPU_SECONDS = 600.0  # CPU seconds per probe render, all threads together
 MACHINE_BENCHMARK_FILE = "machine-benchmark.json"
@@ -73,13 +75,25 @@ def probe_key(scene_id: str, settings: pb.RenderSettings, frames: list[int]) -> 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class ProbeTooBig(ValueError):
+    """Even the smallest tiles would take too long: the estimate falls back (and says why)."""
+
+
 def tile_areas(pixels: int, samples: int) -> tuple[float, float] | None:
-    """(small, large) tile area fractions for a big frame; None: probe the whole frame."""
+    """(small, large) tile area fractions for a big frame; None: probe the whole frame.
+
+    The large tile holds about FULL_FRAME_PIXEL_SAMPLES (at most a quarter of the frame, at
+    least MIN_TILE_PIXELS pixels); a frame whose smallest tile would still exceed
+    MAX_TILE_PIXEL_SAMPLES (absurd sample counts) raises ProbeTooBig.
+    """
     pixel_samples = pixels * max(1, samples)
     if pixel_samples <= FULL_FRAME_PIXEL_SAMPLES:
         return None
-    low, high = TILE_AREA_BOUNDS
-    large = min(high, max(low, FULL_FRAME_PIXEL_SAMPLES / pixel_samples))
+    large = min(TILE_AREA_MAX, max(MIN_TILE_PIXELS / pixels,
+                                   FULL_FRAME_PIXEL_SAMPLES / pixel_samples))
+    if large * pixel_samples > MAX_TILE_PIXEL_SAMPLES:
+        raise ProbeTooBig(f"{pixels} pixels x {samples} samples is too much to probe in "
+                          f"{PROBE_DEADLINE:.0f} s")
     return large / 4, large
 
 
@@ -90,25 +104,33 @@ def centred_border(area: float) -> tuple[float, float, float, float]:
 
 def time_frames(blend: Path, settings: RenderSettings, frames: list[int],
                 tiles: tuple[float, float] | None, *, log_path: Path | None = None,
-                timeout: float = PROBE_RENDER_TIMEOUT) -> list[float]:
-    """This machine's seconds for each frame (extrapolated from tiles when `tiles` is set)."""
+                deadline: float = PROBE_DEADLINE) -> list[float]:
+    """This machine's seconds for each frame (extrapolated from tiles when `tiles` is set).
+
+    All renders together get `deadline` seconds of wall time (BlenderTimeout past it).
+    """
     seconds: list[float] = []
+    end = time.monotonic() + deadline
+
+    def render(frame: int, out: Path, border: tuple[float, float, float, float] | None) -> float:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise BlenderTimeout(f"the probe took longer than {deadline:.0f} s")
+        return worker.render_frame(blend, frame, out, settings, border=border,
+                                   timeout=left).seconds
+
     with tempfile.TemporaryDirectory(prefix="fp-probe-") as tmp, BlenderWorker(
             memory_limit_bytes=PROBE_MEMORY_BYTES, cpu_seconds=PROBE_CPU_SECONDS,
             log_path=log_path) as worker:
         out = Path(tmp) / "probe.png"
         for frame in frames:
             if tiles is None:
-                seconds.append(worker.render_frame(blend, frame, out, settings,
-                                                   timeout=timeout).seconds)
+                seconds.append(render(frame, out, None))
                 continue
             small, large = tiles
-            first = worker.render_frame(blend, frame, out, settings,
-                                        border=centred_border(small), timeout=timeout).seconds
-            big = worker.render_frame(blend, frame, out, settings,
-                                      border=centred_border(large), timeout=timeout).seconds
-            again = worker.render_frame(blend, frame, out, settings,
-                                        border=centred_border(small), timeout=timeout).seconds
+            first = render(frame, out, centred_border(small))
+            big = render(frame, out, centred_border(large))
+            again = render(frame, out, centred_border(small))
             seconds.append(tile_frame_seconds(max(0.0, first - again), (small, again),
                                               (large, big)))
     return seconds
@@ -171,12 +193,13 @@ class Prober:
     def _measure(self, key: str, scene_id: str, blend: Path, settings: pb.RenderSettings,
                  frames: list[int]) -> PriceProbeRecord:
         width, height = frame_size(settings)
-        tiles = tile_areas(width * height, settings.samples)
         started = time.monotonic()
         note = ""
         seconds: list[float] = []
         score = 0.0
+        tiles = None
         try:
+            tiles = tile_areas(max(1, width * height), settings.samples)
             score = self.machine.get()
             log_path = self.logs_dir / f"{scene_id}.probe.log" if self.logs_dir else None
             seconds = time_frames(blend, from_proto(settings), frames, tiles, log_path=log_path)

@@ -27,7 +27,14 @@ from coordinator.payments.pricing import (
     tile_frame_seconds,
     usd_to_tokens,
 )
-from coordinator.probe import centred_border, probe_frames, probe_key, tile_areas
+from coordinator.probe import (
+    FULL_FRAME_PIXEL_SAMPLES,
+    ProbeTooBig,
+    centred_border,
+    probe_frames,
+    probe_key,
+    tile_areas,
+)
 from frameproof.v1 import farm_pb2 as pb
 
 PRICING = PricingConfig()  # Tier 3: $0.60 per reference-hour; $0.50 a token, 6 decimals
@@ -78,7 +85,10 @@ def test_tiles_separate_fixed_and_per_pixel_cost() -> None:
         tile_frame_seconds(math.nan, small, large)
     assert tile_areas(160 * 90, 16) is None  # small frames are probed whole
     small_area, large_area = tile_areas(1920 * 1080, 128)  # type: ignore[misc]
-    assert large_area == pytest.approx(4 * small_area) and 1 / 64 <= large_area <= 1 / 4
+    assert large_area == pytest.approx(4 * small_area) and large_area <= 1 / 4
+    assert large_area * 1920 * 1080 * 128 == pytest.approx(FULL_FRAME_PIXEL_SAMPLES)
+    with pytest.raises(ProbeTooBig):  # bounded work: absurd settings are not probed
+        tile_areas(65536 * 65536, 1_000_000)
     x0, x1, y0, y1 = centred_border(1 / 4)
     assert (x0, x1, y0, y1) == pytest.approx((0.25, 0.75, 0.25, 0.75))
 
