@@ -140,8 +140,6 @@ def work_ms(render_seconds: float, node_score: float) -> int:
     """
     if render_seconds < 0 or node_score <= 0:
         raise ValueError("render_seconds must be >= 0 and node_score > 0")
-    if not (math.isfinite(render_seconds) and math.isfinite(node_score)):
-        raise ValueError("render_seconds and node_score must be finite")
     return math.floor(Fraction(render_seconds) * Fraction(node_score) * 1000)
 
 
