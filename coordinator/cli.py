@@ -140,14 +140,12 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
                      "Prometheus format (default: no HTTP)")
-    run.add_argument("--machine-score", type=_positive_score,
-                     default=os.environ.get(MACHINE_SCORE_ENV) or None, metavar="SCORE",
+    run.add_argument("--machine-score", type=_positive_score, metavar="SCORE",
                      help="this machine's benchmark score, if already measured (default: "
-                     f"${MACHINE_SCORE_ENV}, else measure it once with the reference scene and "
-                     "cache it in the data dir)")
+                     "measure it once with the reference scene and cache it in the data dir)")
 
 
-MACHINE_SCORE_ENV = "FRAMEPROOF_MACHINE_SCORE"
+MACHINE_SCORE_ENV = "RENDER_COORDINATOR_MACHINE_SCORE"  # what frameproof.config derives
 
 
 def _positive_score(text: str) -> float:

@@ -16,7 +16,7 @@ SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 SHARED_SCENES = ROOT.parent / "shared" / "scenes" / "bat"
 
 # Coordinators started by tests take this as their machine's benchmark score instead of
-# measuring it (10-30 s each on a loaded box). tests/test_pricing_e2e.py clears it and measures.
+# measuring it (10-30 s each on a loaded box). tests/test_pricing_e2e.py removes it and measures.
 os.environ.setdefault(MACHINE_SCORE_ENV, "1.0")
 
 

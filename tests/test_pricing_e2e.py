@@ -57,9 +57,10 @@ def settled(client: FarmClient, job_id: str) -> pb.Receipts:
 
 
 def test_an_inflating_node_is_priced_like_an_honest_one_and_flagged(
-    farm: LocalFarm, capsys: pytest.CaptureFixture[str]
+    farm: LocalFarm, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    farm.start_coordinator(env={MACHINE_SCORE_ENV: ""})  # measure the machine's score
+    monkeypatch.delenv(MACHINE_SCORE_ENV)  # this coordinator measures its machine's score
+    farm.start_coordinator()
     farm.start_node("honest")
     start_inflating_node(farm, "inflater")
     wait_until_registered(farm, ["honest", "inflater"])
