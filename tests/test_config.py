@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,3 +185,18 @@ def test_every_setting_is_documented_and_the_examples_are_valid(tmp_path: Path) 
         uncommented = tmp_path / Path(example).name
         uncommented.write_text(re.sub(r"^# (\w+ = )", r"\1", text, flags=re.M))
         config.apply(role, uncommented, environ={})
+
+
+def test_deploy_docs_and_units_use_real_settings_and_commands() -> None:
+    """The coordinator.toml in docs/DEPLOY.md is valid, and the units run commands we ship."""
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text()
+    (snippet,) = re.findall(r"```toml\n(.*?)```", deploy, re.S)
+    roles = {name: role for role, name, _ in config.all_roles()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "coordinator.toml"
+        path.write_text(snippet)
+        config.apply(roles["coordinator.toml"], path, environ={})  # raises on a bad line
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for unit in sorted((ROOT / "deploy").glob("*.service")):
+        command = re.search(r"^ExecStart=/opt/frameproof/venv/bin/(\S+)", unit.read_text(), re.M)
+        assert command and f"\n{command.group(1)} = " in pyproject, unit.name
