@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,10 @@ SAMPLE_SCENE = Path(__file__).resolve().parents[2] / "samples" / "spinning_cube.
 
 
 def run(args: argparse.Namespace) -> int:
+    if not SAMPLE_SCENE.exists():  # an installed wheel has no samples/: the demo needs a checkout
+        print(f"frameproof demo: the sample scene {SAMPLE_SCENE} is missing; run the demo from "
+              "a checkout (`make demo`)", file=sys.stderr)
+        return 2
     out_dir: Path = args.out.resolve()
     if out_dir.exists():
         shutil.rmtree(out_dir)
