@@ -79,11 +79,13 @@ def main() -> None:
                     f"{seconds:.0f} s | {WHAT[role]} |")
     body.append("")
     body.append("Fresh venv per role (its own pip and setuptools included, ~25 MB), the wheel "
-                "built by `make dist`; install times are with a warm pip cache. The creator's "
-                "install has no bpy, OpenCV, NumPy or database driver (tests/test_packaging.py "
-                "checks it stays under 150 MB).")
+                "built as `make dist` does. Install times include downloads (bpy once, then "
+                "pip's cache) and vary with the network and the machine's load; the sizes do "
+                "not. The creator's install has no bpy, OpenCV, NumPy or database driver "
+                "(tests/test_packaging.py checks it stays under 150 MB).")
     if not args.no_write:
-        write_section("install size", "python bench/install_size_bench.py", "\n".join(body))
+        write_section("install size", ".venv/bin/python bench/install_size_bench.py",
+                      "\n".join(body))
 
 
 if __name__ == "__main__":
