@@ -325,6 +325,7 @@ class BlobProof:
                 f"another upload of blob {sha256} is in progress; retry in a moment"
             ) from None
         self._lock = fd
+        received = 0
         try:
             received, equal = _read_proof_state(self._state_path)
             if received > size:
@@ -336,6 +337,8 @@ class BlobProof:
                 )
             self._stored = open(store.path(sha256), "rb")  # noqa: SIM115 - closed in close()
         except BaseException:
+            if received == 0:  # this open created the (empty) state file: leave nothing
+                self._state_path.unlink(missing_ok=True)
             os.close(fd)
             raise
         self._stored_size = os.fstat(self._stored.fileno()).st_size

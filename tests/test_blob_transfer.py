@@ -471,6 +471,9 @@ def test_uploading_a_stored_blob_proves_possession_resumably_without_storing_it_
     assert store.received_bytes(sha, "carol") == 0
     with pytest.raises(BlobOffsetMismatch):
         store.open_upload(sha, len(data), 0, "bob")
+    with pytest.raises(BlobOffsetMismatch):
+        store.open_upload(sha, len(data), 5, "carol")
+    assert store.received_bytes(sha, "carol") == 0
     proof = store.open_upload(sha, len(data), 1024**2, "bob")
     proof.write(data[1024**2:])
     proof.commit()
