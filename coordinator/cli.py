@@ -79,6 +79,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
 def _non_negative(text: str) -> float:
     """argparse type: a finite number >= 0."""
     value = float(text)
@@ -119,6 +130,9 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                      help="do not start a verifier beside the coordinator")
     run.add_argument("--verifier-threads", type=int, default=0,
                      help="render threads of the built-in verifier (0: all cores)")
+    run.add_argument("--verifier-workers", type=_positive_int, default=1,
+                     help="checks the built-in verifier runs at once, each in its own Blender "
+                          "(default 1; more keep small jobs moving behind slow checks)")
     run.add_argument("--verifier-pubkey", action="append", default=[],
                      help="a public key allowed to run render-verifier (repeatable)")
     run.add_argument("--peer-audit-rate", type=_fraction, default=PEER_AUDIT_RATE,
@@ -185,6 +199,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         call_burst=args.rate_burst,
         run_verifier=not args.no_verifier,
         verifier_threads=args.verifier_threads,
+        verifier_workers=args.verifier_workers,
         cluster=args.cluster,
         treasury_keypair=args.treasury_keypair,
         mint=args.mint,

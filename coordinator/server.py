@@ -55,7 +55,6 @@ SERVICE_NAMES = tuple(
     farm_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
 )
-VERIFICATION_LEASE_SECONDS = 120.0
 SETTLE_SECONDS = 1.0
 
 
@@ -75,6 +74,7 @@ class CoordinatorConfig:
     verifiers: tuple[str, ...] = ()  # public keys allowed to verify, besides the admins
     run_verifier: bool = True  # start a verifier worker beside the coordinator
     verifier_threads: int = 0
+    verifier_workers: int = 1  # checks the built-in verifier runs at once
     peer_audit_rate: float = PEER_AUDIT_RATE  # share of peer verifiers' passes checked again
     calls_per_second: float = DEFAULT_CALLS_PER_SECOND  # per caller key; 0: no limit
     call_burst: float = DEFAULT_BURST
@@ -124,8 +124,9 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     if resumed:
         log.info("resumed %d live lease(s) with a fresh grace period", resumed)
     proof = ProofStore(engine, policy, peer_audit_rate=config.peer_audit_rate)
-    # Checks in flight died with the old process (the built-in verifier is its child).
-    proof.requeue_expired_verifications(float("inf"))
+    # Checks in flight died with the old process (the built-in verifier is its child): not
+    # their fault, so no failure is counted.
+    proof.requeue_expired_verifications(float("inf"), count_failures=False)
     blobs = BlobStore(config.data_dir / "blobs")
     events = JobEvents()
     owners = BlobOwners(engine)
@@ -150,11 +151,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
             None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster),
             prober=Prober(PricingStore(engine),
                           MachineScore(config.data_dir, config.machine_score),
-                          logs_dir=config.data_dir / "scenes")),
+                          logs_dir=config.data_dir / "scenes"),
+            proof=proof),
         NodeServicer(store, proof, blobs, events, payments,
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
         BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners),
-        VerifierServicer(store, proof, access, events, lease_seconds=VERIFICATION_LEASE_SECONDS),
+        VerifierServicer(store, proof, access, events),
         AdminServicer(store, proof, access, payments),
     )
     nonce_journal = NonceJournal(config.data_dir / "nonces", NONCE_WINDOW_SECONDS)
@@ -235,7 +237,8 @@ async def _supervise_verifier(config: CoordinatorConfig, address: str) -> None:
     command = [sys.executable, "-m", "verifier.cli", "--coordinator", address,
                "--work-dir", str(work_dir), "--keypair",
                str(admin_keypair_path(config.data_dir)), "--threads",
-               str(config.verifier_threads), "--parent-pid", str(os.getpid())]
+               str(config.verifier_threads), "--workers", str(config.verifier_workers),
+               "--parent-pid", str(os.getpid())]
     if config.tls_cert and not address.startswith("unix:"):
         command += ["--tls-ca", str(config.tls_cert)]
     delay = 1.0
@@ -314,6 +317,10 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
                 events.changed(task.job_id)
                 events.work_queued()
             proof.requeue_expired_verifications(now)
+            for job_id in proof.drop_cancelled_checks(now):
+                log.info("job %s cancelled: its checks are dropped, unverified frames are "
+                         "not charged", job_id)
+                events.changed(job_id)
         except Exception:  # the reaper must outlive a transient database error
             log.exception("reaping expired leases failed")
 

@@ -7,8 +7,10 @@ verifier. The same loop could run on trusted nodes of another operator.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from verifier.checker import FrameJob, check_frame
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
+HEARTBEAT_MAX_SECONDS = 30.0  # renew at least this often, and at a third of the lease left
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,36 @@ class Verifier:
                     continue
                 try:
                     self.verify(response.task)
-                except Exception:  # one frame that cannot be checked must not stop the rest
-                    log.exception("verification %s failed; its lease will lapse",
+                except Exception as error:  # one check that cannot run must not stop the rest
+                    log.exception("verification %s failed; handing it back",
                                   response.task.verification_id)
+                    self._release(response.task, f"{type(error).__name__}: {error}")
         finally:
             self.blender.close()
             self.client.close()
+
+    def _release(self, task: pb.VerificationTask, reason: str) -> None:
+        try:
+            self.client.verifier.ReleaseVerification(pb.ReleaseVerificationRequest(
+                verifier_id=self.verifier_id, verification_id=task.verification_id,
+                reason=clip_utf8(reason, VERDICT_REASON_BYTES)), timeout=CALL_TIMEOUT)
+        except grpc.RpcError as error:  # the lease lapses instead, which counts the same
+            log.warning("could not hand back %s: %s", task.verification_id, error.code())
+
+    def abort_render(self) -> None:
+        """Kill the Blender child mid-render (the check was dropped); the next check starts
+        a fresh one."""
+        pid = self.blender.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
     def verify(self, task: pb.VerificationTask) -> None:
         scratch = self.config.work_dir / "scratch"
         scratch.mkdir(exist_ok=True)
         image = scratch / f"node-{task.image.sha256}"
+        heartbeat = Heartbeat(self, task)
+        heartbeat.start()
         try:
             download_blob(self.client.blobs, task.image.sha256, image)
             blend = self.scenes.fetch(task.scene_id) if task.render_tiles else Path()
@@ -116,11 +138,21 @@ class Verifier:
                 scratch,
             )
         except (TransferError, BlenderError, OSError) as error:
-            # Our own trouble, not the node's: let the lease lapse and try again later.
+            if heartbeat.stop_reason:
+                log.info("verification %s stopped: %s", task.verification_id,
+                         heartbeat.stop_reason)
+                return
+            # Our own trouble, not the node's: hand the check back at once (it counts
+            # towards the check being held as stuck, never against the node).
             log.error("verification %s could not run: %s", task.verification_id, error)
+            self._release(task, f"{type(error).__name__}: {error}")
             return
         finally:
+            heartbeat.finish()
             image.unlink(missing_ok=True)
+        if heartbeat.stop_reason:
+            log.info("verification %s dropped: %s", task.verification_id, heartbeat.stop_reason)
+            return
         request = pb.SubmitVerificationRequest(
             verifier_id=self.verifier_id,
             verification_id=task.verification_id,
@@ -164,3 +196,47 @@ class Verifier:
             outcome.mode,
             outcome.reason,
         )
+
+
+class Heartbeat:
+    """Renews a check's lease while the verifier works on it (`ExtendVerification`), so a
+    check that takes minutes is never re-leased under the verifier's feet; when the
+    coordinator says stop (its job was cancelled, or the check is gone) the render is killed."""
+
+    def __init__(self, verifier: Verifier, task: pb.VerificationTask) -> None:
+        self.verifier = verifier
+        self.task = task
+        self.expires = task.expires_unix_ms / 1000 if task.expires_unix_ms else 0.0
+        self.stop_reason = ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="verification-heartbeat",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=CALL_TIMEOUT + 5)
+
+    def interval(self) -> float:
+        left = self.expires - time.time() if self.expires else HEARTBEAT_MAX_SECONDS
+        return max(1.0, min(HEARTBEAT_MAX_SECONDS, left / 3))
+
+    def _run(self) -> None:
+        client = self.verifier.client
+        while not self._done.wait(self.interval()):
+            try:
+                answer = client.verifier.ExtendVerification(pb.ExtendVerificationRequest(
+                    verifier_id=self.verifier.verifier_id,
+                    verification_id=self.task.verification_id), timeout=CALL_TIMEOUT)
+            except grpc.RpcError as error:  # try again sooner; the lease has headroom
+                log.warning("lease renewal of %s failed (%s)", self.task.verification_id,
+                            error.code())
+                continue
+            if answer.keep_going:
+                self.expires = answer.expires_unix_ms / 1000
+                continue
+            self.stop_reason = answer.reason or "the coordinator said stop"
+            self.verifier.abort_render()
+            return

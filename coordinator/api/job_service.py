@@ -16,7 +16,7 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
 from coordinator.domain.frames import chunk_frames, format_frames
-from coordinator.domain.states import TERMINAL_JOB_STATES
+from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
 from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, resolve_frames
 from coordinator.intake import scene_inspection as inspection_of
@@ -25,7 +25,9 @@ from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
 from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
+from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
+from coordinator.storage.verification_queue import QueueStanding
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -50,8 +52,10 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         *,
         allow_airdrop: bool,
         prober: Prober,
+        proof: ProofStore | None = None,
     ) -> None:
         self.store = store
+        self.proof = proof  # where frames stand in the verification queue
         self.intake = intake
         self.events = events
         self.access = access
@@ -284,7 +288,10 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         job = self.store.get_job(job_id)
         assert job is not None
         counts = self.store.frame_counts([job_id])[job_id]
-        return convert.job_message(job, counts, self.store.get_scene(job.scene_id))
+        message = convert.job_message(job, counts, self.store.get_scene(job.scene_id))
+        if self.proof is not None and counts.get(TaskState.VERIFYING, 0):
+            message.verification.CopyFrom(verification_queue(self.proof.queue_standing(job_id)))
+        return message
 
     async def _existing_job_id(self, job_id: str, context: grpc.aio.ServicerContext) -> str:
         job_id = await require_id(context, job_id, "job_id")
@@ -330,5 +337,12 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
 
 def _progress(job: pb.Job) -> tuple:
-    return (job.state, job.frames.SerializeToString())
+    return (job.state, job.frames.SerializeToString(), job.verification.SerializeToString())
+
+
+def verification_queue(standing: QueueStanding) -> pb.VerificationQueue:
+    return pb.VerificationQueue(waiting=standing.waiting, in_progress=standing.in_progress,
+                                position=standing.position, stuck=standing.stuck,
+                                stuck_reason=standing.stuck_reason[:500],
+                                verifiers_busy=standing.verifiers_busy)
 

@@ -159,6 +159,11 @@ FIELDS: dict[str, Bound] = {
     "SubmitVerificationRequest.tiles": Bound(max_items=64),
     "SubmitVerificationRequest.render_seconds": Bound(low=0, high=MAX_RENDER_SECONDS),
     "SubmitVerificationRequest.mode": Bound(max_bytes=32),
+    "ExtendVerificationRequest.verifier_id": Bound(pattern="pubkey"),
+    "ExtendVerificationRequest.verification_id": Bound(pattern="hex-id"),
+    "ReleaseVerificationRequest.verifier_id": Bound(pattern="pubkey"),
+    "ReleaseVerificationRequest.verification_id": Bound(pattern="hex-id"),
+    "ReleaseVerificationRequest.reason": Bound(max_bytes=VERDICT_REASON_BYTES),
     # administration
     "SetQuarantineRequest.node_id": Bound(pattern="pubkey"),
     "SetQuarantineRequest.reason": Bound(max_bytes=500),

@@ -32,12 +32,12 @@ IDLE_RETRY_MS = 500
 
 class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
     def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
-                 events: JobEvents, *, lease_seconds: float) -> None:
+                 events: JobEvents, *, lease_seconds: float | None = None) -> None:
         self.store = store
         self.proof = proof
         self.access = access
         self.events = events
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds  # None: sized from the check's measured cost
         self.quarantine = Quarantine(proof.engine)
 
     async def LeaseVerification(self, request, context):
@@ -120,6 +120,27 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             log.info("node %s: %s -> %s", finished.node_id[:12], finished.change.tier_before,
                      finished.change.tier_after)
         return pb.SubmitVerificationResponse(accepted=True)
+
+    async def ExtendVerification(self, request, context):
+        verifier_id, _ = await self._verifier(request.verifier_id, context)
+        verification_id = await require_id(context, request.verification_id, "verification_id")
+        renewal = self.proof.extend_verification(verification_id, verifier_id, time.time())
+        if not renewal.keep:
+            log.info("verifier %s told to stop: %s", verifier_id[:12], renewal.reason)
+        return pb.ExtendVerificationResponse(keep_going=renewal.keep,
+                                             expires_unix_ms=int(renewal.expires_at * 1000),
+                                             reason=renewal.reason)
+
+    async def ReleaseVerification(self, request, context):
+        verifier_id, _ = await self._verifier(request.verifier_id, context)
+        verification_id = await require_id(context, request.verification_id, "verification_id")
+        released = self.proof.release_verification(verification_id, verifier_id,
+                                                   request.reason[:500] or "no reason given",
+                                                   time.time())
+        if released:
+            log.warning("verifier %s could not run verification %s: %s", verifier_id[:12],
+                        verification_id, request.reason[:200])
+        return pb.ReleaseVerificationResponse(released=released)
 
     async def _verifier(self, verifier_id: str,
                         context: grpc.aio.ServicerContext) -> tuple[str, bool]:

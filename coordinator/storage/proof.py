@@ -8,7 +8,9 @@ crash can never leave a frame approved without its node's record, or the reverse
 from __future__ import annotations
 
 import json
+import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
+from coordinator.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.models import (
     FrameResultRecord,
     JobRecord,
@@ -27,12 +30,24 @@ from coordinator.storage.models import (
     VerificationRecord,
 )
 from coordinator.storage.store import SchedulingPolicy, record_task_failure, scene_holds
+from coordinator.storage.verification_queue import (
+    CANDIDATE_JOBS,
+    MAX_CHECK_FAILURES,
+    Candidate,
+    QueueStanding,
+    VerificationTroubleRecord,
+    fair_order,
+    lease_seconds_for,
+    measured_check_seconds,
+)
+from coordinator.storage.verification_queue import create_tables as create_queue_tables
 from verifier import reputation
 from verifier.reputation import NodeStanding, Outcome, ReputationChange
 
 TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
 PEER_TIER = "tier1"  # the standing a node needs to verify other nodes' frames
 PEER_AUDIT_RATE = 0.10  # share of a peer's passes that a coordinator verifier checks again
+SERVED_MEMORY = 10_000  # creators and jobs remembered for fair ordering
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,15 @@ class FinishedVerification:
     contradicted_peer: tuple[str, ReputationChange] | None = None  # the audit disagreed
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """The answer to a verifier's heartbeat: keep working until `expires_at`, or stop."""
+
+    keep: bool
+    expires_at: float
+    reason: str
+
+
 class VerificationGone(Exception):
     """The verification is not leased to this verifier (expired, finished or unknown)."""
 
@@ -99,6 +123,14 @@ class ProofStore:
         self.policy = policy or SchedulingPolicy()
         self.peer_audit_rate = peer_audit_rate
         self._rng = rng or random.SystemRandom()  # secret: a peer cannot tell which pass is audited
+        # When each creator and job last had a check leased (fair ordering; a restart only
+        # forgets who was served last, never a check).
+        self._creator_served: dict[str, float] = {}
+        self._job_served: dict[str, float] = {}
+        self._served_lock = threading.Lock()
+        self._stuck: list[tuple[str, str, float]] = []  # held since the last report_stuck
+        self.quarantine = Quarantine(engine)
+        create_queue_tables(engine)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -181,10 +213,14 @@ class ProofStore:
         with self._session() as session:
             return bool(session.exec(frame).first()) or scene_holds(session, scenes, sha256)
 
-    def lease_verification(self, verifier_id: str, now: float, lease_seconds: float,
+    def lease_verification(self, verifier_id: str, now: float,
+                           lease_seconds: float | None = None,
                            peer: Peer | None = None) -> VerificationRecord | None:
-        """The oldest queued check; a peer gets only tile checks it can judge exactly, of
-        other nodes' frames, and never one another peer has judged (those await an audit)."""
+        """The next check in fair order (`verification_queue.fair_order`), leased for
+        `lease_seconds` or, when None, for a time sized from the measured cost of its job's
+        checks. Checks of cancelled jobs are never leased. A peer gets only tile checks it
+        can judge exactly, of other nodes' frames, and never one another peer has judged
+        (those await an audit)."""
         with self._session() as session:
             query = select(VerificationRecord.verification_id).where(
                 VerificationRecord.state == "queued")
@@ -197,32 +233,223 @@ class ProofStore:
                     func.upper(VerificationRecord.device) == peer.device.upper(),
                     col(VerificationRecord.verification_id).not_in(judged),
                 )
-            candidates = session.exec(
-                query.order_by(col(VerificationRecord.created_at)).limit(8)
-            ).all()
-            for verification_id in candidates:
-                claimed = session.execute(
-                    update(VerificationRecord)
-                    .where(col(VerificationRecord.verification_id) == verification_id)
-                    .where(col(VerificationRecord.state) == "queued")
-                    .values(state="leased", verifier_id=verifier_id,
-                            lease_expires_at=now + lease_seconds)
-                )
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    session.commit()
-                    return session.get(VerificationRecord, verification_id)
+            for candidate in self._fair_candidates(session, query):
+                ids = session.exec(
+                    query.where(VerificationRecord.job_id == candidate.job_id)
+                    .order_by(col(VerificationRecord.created_at)).limit(4)
+                ).all()
+                for verification_id in ids:
+                    check = session.get(VerificationRecord, verification_id)
+                    assert check is not None
+                    seconds = lease_seconds if lease_seconds is not None else \
+                        self._sized_lease(session, check)
+                    claimed = session.execute(
+                        update(VerificationRecord)
+                        .where(col(VerificationRecord.verification_id) == verification_id)
+                        .where(col(VerificationRecord.state) == "queued")
+                        .values(state="leased", verifier_id=verifier_id,
+                                lease_expires_at=now + seconds)
+                    )
+                    if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                        session.commit()
+                        self._served(candidate, now)
+                        session.expire_all()
+                        return session.get(VerificationRecord, verification_id)
             return None
 
-    def requeue_expired_verifications(self, now: float) -> int:
+    def _fair_candidates(self, session: Session, query: Any) -> list[Candidate]:
+        """Each live job's oldest check matching `query`, in fair order."""
+        oldest = (
+            select(VerificationRecord.job_id, func.min(VerificationRecord.created_at))
+            .where(col(VerificationRecord.verification_id).in_(query))
+            .group_by(col(VerificationRecord.job_id))
+            .order_by(func.min(VerificationRecord.created_at))
+            .limit(CANDIDATE_JOBS)
+        )
+        rows = session.exec(oldest).all()
+        if not rows:
+            return []
+        jobs = {job.job_id: job for job in session.exec(
+            select(JobRecord).where(col(JobRecord.job_id).in_([r[0] for r in rows])))}
+        candidates = [Candidate(job_id, jobs[job_id].creator, created)
+                      for job_id, created in rows
+                      if job_id in jobs and not jobs[job_id].cancelled]
+        return fair_order(candidates, self._creator_served, self._job_served)
+
+    def _served(self, candidate: Candidate, now: float) -> None:
+        with self._served_lock:
+            self._creator_served[candidate.creator] = now
+            self._job_served[candidate.job_id] = now
+            if len(self._job_served) > SERVED_MEMORY:  # forget the longest-idle half
+                for job_id in sorted(self._job_served, key=self._job_served.__getitem__)[
+                        :SERVED_MEMORY // 2]:
+                    del self._job_served[job_id]
+            if len(self._creator_served) > SERVED_MEMORY:
+                for creator in sorted(self._creator_served,
+                                      key=self._creator_served.__getitem__)[:SERVED_MEMORY // 2]:
+                    del self._creator_served[creator]
+
+    def _sized_lease(self, session: Session, check: VerificationRecord) -> float:
+        frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+        return lease_seconds_for(measured_check_seconds(session, check.job_id),
+                                 frame.render_seconds if frame is not None else 0.0)
+
+    def requeue_expired_verifications(self, now: float, *, count_failures: bool = True) -> int:
+        """Lapsed leases go back to the queue; each lapse is a failure of the check, and one
+        that lapsed `MAX_CHECK_FAILURES` times is held as stuck. ``count_failures=False`` on
+        start-up: the checks died with the old process, not by their own fault."""
         with self._session() as session:
-            result = session.execute(
-                update(VerificationRecord)
+            lapsed = session.exec(
+                select(VerificationRecord)
                 .where(col(VerificationRecord.state) == "leased")
                 .where(col(VerificationRecord.lease_expires_at) < now)
-                .values(state="queued", verifier_id="", lease_expires_at=None)
-            )
+            ).all()
+            for check in lapsed:
+                seconds = "" if not check.lease_expires_at or not math.isfinite(now) else \
+                    f" {now - check.lease_expires_at:.0f}s ago"
+                reason = f"lease of verifier {check.verifier_id[:12]} lapsed{seconds}"
+                _requeue(session, check)
+                if count_failures:
+                    self._count_failure(session, check, reason, now)
             session.commit()
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        self._report_stuck()
+        return len(lapsed)
+
+    # ------------------------------------------------------------ keeping the queue moving
+
+    def extend_verification(self, verification_id: str, verifier_id: str,
+                            now: float) -> Renewal:
+        """The verifier's heartbeat: still working on the check, so its lease is renewed for
+        another sized lease; "stop" when the check is gone, re-leased or its job cancelled."""
+        with self._session() as session:
+            check = session.get(VerificationRecord, verification_id)
+            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+                state = "unknown" if check is None else check.state
+                why = ("its job was cancelled" if check is not None and state == "cancelled"
+                       else f"it is no longer leased to you ({state})")
+                return Renewal(False, 0.0, f"stop verification {verification_id}: {why}")
+            job = session.get(JobRecord, check.job_id)
+            if job is None or job.cancelled:
+                return Renewal(False, 0.0, f"stop verification {verification_id}: its job "
+                               "was cancelled")
+            expires = now + self._sized_lease(session, check)
+            session.execute(update(VerificationRecord)
+                            .where(col(VerificationRecord.verification_id) == verification_id)
+                            .where(col(VerificationRecord.state) == "leased")
+                            .where(col(VerificationRecord.verifier_id) == verifier_id)
+                            .values(lease_expires_at=expires))
+            session.commit()
+            return Renewal(True, expires, "")
+
+    def release_verification(self, verification_id: str, verifier_id: str, reason: str,
+                             now: float) -> bool:
+        """The verifier could not run the check (its own trouble, not the node's): back in
+        the queue at once, counted as a failure; False when it was not leased to this one."""
+        with self._session() as session:
+            check = session.get(VerificationRecord, verification_id)
+            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+                return False
+            _requeue(session, check)
+            self._count_failure(session, check, f"verifier {verifier_id[:12]}: {reason}", now)
+            session.commit()
+        self._report_stuck()
+        return True
+
+    def _count_failure(self, session: Session, check: VerificationRecord, reason: str,
+                       now: float) -> None:
+        """One more infrastructure failure; at `MAX_CHECK_FAILURES` the check is held as stuck
+        (``state="held"``) and quarantined with its reason for the operator."""
+        trouble = session.get(VerificationTroubleRecord, check.verification_id) or \
+            VerificationTroubleRecord(verification_id=check.verification_id,
+                                      job_id=check.job_id, updated_at=now)
+        trouble.failures += 1
+        trouble.last_error = reason[:500]
+        trouble.updated_at = now
+        if trouble.failures >= MAX_CHECK_FAILURES:
+            trouble.stuck = True
+            check.state = "held"
+            session.add(check)
+            self._stuck.append((check.verification_id, f"stuck after {trouble.failures} "
+                                f"failures, the last: {trouble.last_error}", now))
+        session.add(trouble)
+
+    def _report_stuck(self) -> None:
+        """Quarantine the checks just held as stuck, after their transaction committed
+        (`render-coordinator doctor` lists them; `doctor --release verification ID` queues
+        one again with its failures forgotten)."""
+        with self._served_lock:
+            stuck, self._stuck = self._stuck, []
+        for verification_id, reason, now in stuck:
+            self.quarantine.add(VERIFICATION, verification_id, reason, now)
+
+    def drop_cancelled_checks(self, now: float) -> list[str]:
+        """Checks of cancelled jobs are not worth a verifier's time: they are dropped and
+        their tasks cancelled, so the job settles and its escrow is refunded. An unverified
+        frame is never charged (docs/PAYMENTS.md: only approved frames are); frames approved
+        before the cancel stay approved and charged. Returns the jobs touched."""
+        with self._session() as session:
+            cancelled_jobs = select(JobRecord.job_id).where(col(JobRecord.cancelled).is_(True))
+            checks = session.exec(
+                select(VerificationRecord)
+                .where(col(VerificationRecord.state).in_(["queued", "leased", "held"]))
+                .where(col(VerificationRecord.job_id).in_(cancelled_jobs))
+            ).all()
+            if not checks:
+                return []
+            jobs = sorted({c.job_id for c in checks})
+            for check in checks:
+                check.state = "cancelled"
+                check.reason = "job cancelled before verification"
+                check.finished_at = now
+                session.add(check)
+                frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+                if frame is not None and frame.verdict != "approved":
+                    frame.verification = "not verified: job cancelled (not charged)"
+                    session.add(frame)
+            session.execute(
+                update(TaskRecord)
+                .where(col(TaskRecord.job_id).in_(jobs))
+                .where(col(TaskRecord.state) == TaskState.VERIFYING)
+                .values(state=TaskState.CANCELLED, lease_expires_at=None, updated_at=now)
+            )
+            session.execute(delete(VerificationTroubleRecord).where(
+                col(VerificationTroubleRecord.verification_id).in_(
+                    [c.verification_id for c in checks])))
+            session.commit()
+        held = self.quarantine.keys(VERIFICATION)
+        for check in checks:
+            if check.verification_id in held:
+                self.quarantine.release(VERIFICATION, check.verification_id)
+        return jobs
+
+    def queue_standing(self, job_id: str) -> QueueStanding:
+        """Where this job's frames stand in the verification queue, for status and watch."""
+        with self._session() as session:
+            states = dict(session.exec(
+                select(VerificationRecord.state, func.count())
+                .where(VerificationRecord.job_id == job_id)
+                .where(col(VerificationRecord.state).in_(["queued", "leased", "held"]))
+                .group_by(col(VerificationRecord.state))).all())
+            busy = session.exec(select(func.count()).select_from(VerificationRecord)
+                                .where(VerificationRecord.state == "leased")).one()
+            reason = ""
+            if states.get("held"):
+                reason = session.exec(
+                    select(VerificationTroubleRecord.last_error)
+                    .where(VerificationTroubleRecord.job_id == job_id)
+                    .where(col(VerificationTroubleRecord.stuck).is_(True))
+                    .order_by(col(VerificationTroubleRecord.updated_at).desc())).first() \
+                    or "held for the operator (render-coordinator doctor)"
+            position = 0
+            if states.get("queued"):
+                queued = select(VerificationRecord.verification_id).where(
+                    VerificationRecord.state == "queued")
+                order = [c.job_id for c in self._fair_candidates(session, queued)]
+                position = order.index(job_id) + 1 if job_id in order else len(order) + 1
+            return QueueStanding(waiting=int(states.get("queued", 0)),
+                                 in_progress=int(states.get("leased", 0)),
+                                 position=position, stuck=int(states.get("held", 0)),
+                                 stuck_reason=reason, verifiers_busy=int(busy))
 
     def hold_verification(self, verification_id: str) -> None:
         """Keep a check the store could not apply out of the queue (it is quarantined):
@@ -241,6 +468,8 @@ class ProofStore:
                 .where(col(VerificationRecord.verification_id) == verification_id)
                 .where(col(VerificationRecord.state) == "held")
                 .values(state="queued", verifier_id="", lease_expires_at=None))
+            session.execute(delete(VerificationTroubleRecord).where(
+                col(VerificationTroubleRecord.verification_id) == verification_id))
             session.commit()
             return bool(moved.rowcount)  # type: ignore[attr-defined]
 

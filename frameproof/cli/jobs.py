@@ -17,6 +17,7 @@ from frameproof.cli.common import (
     out,
     print_json,
 )
+from frameproof.cli.queue import verification_line
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 
@@ -51,13 +52,19 @@ def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
 def run_status(args: argparse.Namespace, client: FarmClient) -> int:
     job = client.jobs.GetJob(pb.GetJobRequest(job_id=args.job), timeout=30)
     if args.json:
-        print_json(job_json(job))
+        queue = job.verification
+        print_json({**job_json(job), "verification": {
+            "waiting": queue.waiting, "in_progress": queue.in_progress,
+            "position": queue.position, "stuck": queue.stuck,
+            "stuck_reason": queue.stuck_reason, "verifiers_busy": queue.verifiers_busy}})
         return 0
     counts = job.frames
     out.print(f"job {job.job_id} ({job.name}): [bold]{STATE_NAMES.get(job.state, '?')}[/]")
     out.print(f"frames {job.frames_spec}: {counts.done}/{counts.total} done, "
               f"{counts.rendering} rendering, {counts.verifying} verifying, "
               f"{counts.queued} queued, {counts.failed} failed")
+    if line := verification_line(job):
+        out.print(line, markup=False)
     out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
               f"{job.settings.resolution_x}x{job.settings.resolution_y} "
               f"at {job.settings.resolution_percentage}%")

@@ -9,6 +9,7 @@ import grpc
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from frameproof.cli.common import ENDED, STATE_NAMES, err, out
+from frameproof.cli.queue import verification_detail
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 
@@ -27,7 +28,7 @@ def watch_job(client: FarmClient, job_id: str, *, quiet: bool = False) -> pb.Job
                     progress.update(
                         bar, total=frames.total, completed=frames.done + frames.failed,
                         detail=f"{STATE_NAMES.get(job.state, '?')}, {frames.rendering} "
-                               f"rendering, {frames.failed} failed",
+                               f"rendering, {frames.failed} failed{verification_detail(job)}",
                     )
                     if job.state in ENDED:
                         return job
