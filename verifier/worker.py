@@ -31,7 +31,7 @@ from verifier.checker import FrameJob, check_frame
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
-HEARTBEAT_MAX_SECONDS = 30.0  # renew at least this often, and at a third of the lease left
+HEARTBEAT_MAX_SECONDS = 10.0  # renew at least this often, and at a third of the lease left
 
 
 @dataclass(frozen=True)
