@@ -22,6 +22,7 @@ from coordinator.domain.states import TaskState
 from coordinator.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.models import (
     FrameResultRecord,
+    JobQuoteRecord,
     JobRecord,
     NodeStandingRecord,
     PeerVerdictRecord,
@@ -290,9 +291,15 @@ class ProofStore:
                     del self._creator_served[creator]
 
     def _sized_lease(self, session: Session, check: VerificationRecord) -> float:
-        frame = session.get(FrameResultRecord, (check.job_id, check.frame))
-        return lease_seconds_for(measured_check_seconds(session, check.job_id),
-                                 frame.render_seconds if frame is not None else 0.0)
+        """Sized from what a check of this job measured; before any, from the job's quote
+        (the coordinator's own probe, the high end per frame), else the node's render time."""
+        quote = session.get(JobQuoteRecord, check.job_id)
+        if quote is not None and quote.high_ms_per_frame > 0:
+            frame_seconds = quote.high_ms_per_frame / 1000
+        else:
+            frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+            frame_seconds = frame.render_seconds if frame is not None else 0.0
+        return lease_seconds_for(measured_check_seconds(session, check.job_id), frame_seconds)
 
     def requeue_expired_verifications(self, now: float, *, count_failures: bool = True) -> int:
         """Lapsed leases go back to the queue; each lapse is a failure of the check, and one
