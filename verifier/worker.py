@@ -120,6 +120,10 @@ class Verifier:
         try:
             download_blob(self.client.blobs, task.image.sha256, image)
             blend = self.scenes.fetch(task.scene_id) if task.render_tiles else Path()
+            if heartbeat.stop_reason:  # dropped while we downloaded: do not start rendering
+                log.info("verification %s dropped: %s", task.verification_id,
+                         heartbeat.stop_reason)
+                return
             width, height = frame_size(task.settings)
             outcome = check_frame(
                 FrameJob(

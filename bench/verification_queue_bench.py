@@ -1,0 +1,108 @@
+"""Time from delivery to approval of small Cycles frames behind a backlog of slow checks.
+
+    .venv/bin/python bench/verification_queue_bench.py [--slow-frames 3] [--small-frames 8]
+
+A real farm on this machine (coordinator, built-in verifier at one render thread, one node
+at two): creator A submits a few frames at many samples (slow to verify: the verifier
+re-renders three tiles of each), creator B then submits small 4-sample frames. For B's
+frames, the time from delivery (the node's CompleteTask) to approval (the verdict) is read
+from the coordinator's database; with one verifier worker and with two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import write_section  # noqa: E402
+from frameproof.cli import submit  # noqa: E402
+from frameproof.client import FarmClient  # noqa: E402
+from frameproof.localfarm import LocalFarm  # noqa: E402
+from frameproof.v1 import farm_pb2 as pb  # noqa: E402
+
+SCENE = ROOT / "samples" / "spinning_cube.blend"
+SLOW_SAMPLES = 800
+TINY = {"resolution_percentage": 20, "max_cost": 1.0}
+
+
+def submit_job(client: FarmClient, frames: str, samples: int) -> str:
+    args = submit.build_namespace(SCENE, frames=frames, samples=samples, **TINY)
+    return submit.submit_scene(args, client)[0].job_id
+
+
+def wait_done(client: FarmClient, job_id: str, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.jobs.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)
+        if job.state == pb.JOB_STATE_DONE:
+            return
+        if job.state in (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED):
+            raise RuntimeError(f"job {job_id} ended {job.state}")
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} not done after {timeout}s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run(workers: int, slow_frames: int, small_frames: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, LocalFarm(Path(tmp) / "farm") as farm:
+        farm.start_coordinator(extra_args=("--verifier-threads", "1",
+                                           "--verifier-workers", str(workers)))
+        farm.start_node("n1", threads=2)
+        slow_creator = farm.client()
+        small_creator = farm.client(Path(tmp) / "b-keypair.json")
+        slow = submit_job(slow_creator, f"1-{slow_frames}", SLOW_SAMPLES)
+        small = submit_job(small_creator, f"1-{small_frames}", 4)
+        wait_done(small_creator, small)
+        wait_done(slow_creator, slow)
+        db = sqlite3.connect(farm.data_dir / "farm.db")
+        rows = db.execute(
+            "SELECT f.created_at, v.finished_at FROM frame_result f JOIN verification v "
+            "ON v.job_id = f.job_id AND v.frame = f.frame AND v.state = 'done' "
+            "WHERE f.job_id = ?", (small,)).fetchall()
+        checks = [json.loads(d).get("render_seconds", 0.0) for (d,) in db.execute(
+            "SELECT details_json FROM verification WHERE job_id = ? AND state = 'done'",
+            (slow,))]
+        db.close()
+    waits = [finished - delivered for delivered, finished in rows]
+    return {"p50": statistics.median(waits), "p99": percentile(waits, 0.99),
+            "max": max(waits), "slow_check": statistics.median(checks), "n": len(waits)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--slow-frames", type=int, default=3)
+    parser.add_argument("--small-frames", type=int, default=8)
+    args = parser.parse_args()
+    rows = ["| verifier workers | small frames | delivery → approval p50 | p99 | "
+            "slow check (median) |", "|---|---|---|---|---|"]
+    for workers in (1, 2):
+        result = run(workers, args.slow_frames, args.small_frames)
+        rows.append(f"| {workers} | {result['n']:.0f} | {result['p50']:.1f} s | "
+                    f"{result['p99']:.1f} s | {result['slow_check']:.1f} s |")
+        print(rows[-1], flush=True)
+    body = (
+        f"Creator A submits {args.slow_frames} frames of `samples/spinning_cube.blend` at "
+        f"64x36 and {SLOW_SAMPLES} samples (slow to verify: three tile re-renders each, the "
+        f"built-in verifier at one render thread), creator B then {args.small_frames} frames "
+        "at 4 samples; one node at two threads. Time from B's delivery (CompleteTask) to "
+        "approval (the verdict), from the coordinator's database; fair order serves B's "
+        "checks between A's instead of after all of them:\n\n" + "\n".join(rows))
+    write_section("verification queue", ".venv/bin/python bench/verification_queue_bench.py",
+                  body)
+
+
+if __name__ == "__main__":
+    main()
