@@ -91,10 +91,24 @@ def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str
     return "UNKNOWN"
 
 
+# Label children by their values: labels() costs a lock and a tuple per call, a dict lookup
+# does not (bounded: registered methods times status codes).
+_CALL_COUNTERS: dict[tuple[str, str], Any] = {}
+_CALL_TIMERS: dict[str, Any] = {}
+
+
 def _record(method: str, context: grpc.aio.ServicerContext, started: float,
             error: BaseException | None) -> None:
-    RPC_CALLS.labels(method, _code(context, error)).inc()
-    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    key = (method, _code(context, error))
+    counter = _CALL_COUNTERS.get(key)
+    if counter is None:
+        counter = _CALL_COUNTERS.setdefault(key, RPC_CALLS.labels(*key))
+    timer = _CALL_TIMERS.get(method)
+    if timer is None:
+        timer = _CALL_TIMERS.setdefault(method, RPC_SECONDS.labels(method))
+    counter.inc()
+    timer.observe(elapsed)
 
 
 def _timed(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
