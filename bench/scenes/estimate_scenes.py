@@ -8,7 +8,7 @@ than 4x, each for a reason the old pixels x samples estimate could not see:
   default list: Proof-of-Render's exact tiles reject volumes today, see docs/BENCHMARKS.md);
 - ``skin``: five subdivided heads in random-walk subsurface scattering;
 - ``glass``: a stack of glass spheres with 48 transmission bounces;
-- ``dense``: a two-million-triangle mesh (scene sync and BVH are a large fixed cost);
+- ``dense``: three 1.3-million-triangle meshes (scene sync and BVH are a large fixed cost);
 - ``textures``: a 2048x2048 image texture saved beside the .blend plus a procedural bump
   network (shader cost; the image is a dependency the packer must carry);
 - ``growing``: frame 1 shows one sphere, frame 6 twenty glossy ones: a frame's cost changes

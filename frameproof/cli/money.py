@@ -37,11 +37,11 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
         print_json(result)
     else:
         out.print(f"{estimate.frames} frames at tier {args.tier}: about "
-                  f"${estimate.cost_usd:.4f}, range ${estimate.cost_low_usd:.4f}.."
-                  f"${estimate.cost_high_usd:.4f} (≈{estimate.reference_seconds_per_frame:.2f} s "
+                  f"${estimate.cost_usd:.6f}, range ${estimate.cost_low_usd:.6f}.."
+                  f"${estimate.cost_high_usd:.6f} (≈{estimate.reference_seconds_per_frame:.2f} s "
                   "per frame on the reference machine)")
         out.print(probe_line(estimate))
-        out.print(f"submit escrows up to ${estimate.max_cost_usd:.4f} = "
+        out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} = "
                   f"{result['escrow_tokens']} tokens (change with --max-cost)")
     return 0
 
