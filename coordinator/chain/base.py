@@ -34,6 +34,11 @@ blockhash expired unseen, so it can never land: it is safe to prepare a replacem
 
 T = TypeVar("T")
 
+BOND_VAULT_SEED = "frameproof-bonds"
+"""Seed of the bond vault: node operators' bonds wait here (docs/PAYMENTS.md, "Bonds")."""
+TREASURY_VAULT_SEED = "frameproof-treasury"
+"""Seed of the treasury vault: the treasury's share of slashed bonds."""
+
 
 class ChainError(Exception):
     """A chain operation was refused or could not be carried out."""
@@ -94,6 +99,10 @@ class TokenChain(ABC):
     @abstractmethod
     def _account(self, address: Pubkey) -> Account | None:
         """The account at `address`, None if it does not exist."""
+
+    @abstractmethod
+    def _rent_exempt(self, size: int) -> int:
+        """Lamports an account of `size` bytes needs to be rent-exempt."""
 
     @abstractmethod
     def send(self, tx: PreparedTx) -> TxStatus:
@@ -160,26 +169,95 @@ class TokenChain(ABC):
         The expected message is rebuilt with the tx's own blockhash and compared byte for byte,
         so any change (amount, destination, extra instruction, payer) is refused.
         """
+        return self._prepare_signed(signed_raw, lambda blockhash: self._checked(
+            self._deposit_message, creator, amount, memo, blockhash), "deposit",
+            f"deposit {amount} <- {creator} [{memo}]", into="escrow", signer="creator")
+
+    def _prepare_signed(self, signed_raw: bytes, expected: Callable[[Hash], Message],
+                        what: str, description: str, *, into: str,
+                        signer: str) -> PreparedTx:
+        """A transaction a user signed, accepted only if its message is byte for byte the one
+        `expected` builds with the transaction's own blockhash, with one valid signature."""
         try:
             tx = VersionedTransaction.from_bytes(signed_raw)
         except Exception as exc:
-            raise ChainError(f"deposit is not a serialized transaction: {exc}") from exc
+            raise ChainError(f"{what} is not a serialized transaction: {exc}") from exc
         message = tx.message
         if not isinstance(message, Message):
-            raise ChainError("deposit must be a legacy message as built by build_deposit")
-        expected = self._checked(
-            self._deposit_message, creator, amount, memo, message.recent_blockhash
-        )
-        if bytes(message) != bytes(expected):
-            raise ChainError("deposit does not match the expected transfer into escrow")
+            raise ChainError(f"{what} must be a legacy message as the coordinator built it")
+        if bytes(message) != bytes(expected(message.recent_blockhash)):
+            raise ChainError(f"{what} does not match the expected transfer into {into}")
         if len(tx.signatures) != 1 or not all(tx.verify_with_results()):
-            raise ChainError("deposit is not validly signed by the creator")
-        return PreparedTx(
-            str(tx.signatures[0]),
-            bytes(tx),
-            f"deposit {amount} <- {creator} [{memo}]",
-            self._deposit_valid_until(),
-        )
+            raise ChainError(f"{what} is not validly signed by the {signer}")
+        return PreparedTx(str(tx.signatures[0]), bytes(tx), description,
+                          self._deposit_valid_until())
+
+    # --- bonds -----------------------------------------------------------------------------
+
+    @property
+    def bond_vault(self) -> Pubkey:
+        """The treasury's token account holding node operators' bonds."""
+        return tokenops.vault_address(self.treasury, BOND_VAULT_SEED)
+
+    @property
+    def treasury_vault(self) -> Pubkey:
+        """The treasury's token account for its share of slashed bonds."""
+        return tokenops.vault_address(self.treasury, TREASURY_VAULT_SEED)
+
+    def ensure_vaults(self) -> None:
+        """Create the bond and treasury vaults if they do not exist yet (one transaction)."""
+        seeds = [seed for seed, address in ((BOND_VAULT_SEED, self.bond_vault),
+                                            (TREASURY_VAULT_SEED, self.treasury_vault))
+                 if self._account(address) is None]
+        if not seeds:
+            return
+        rent = self._rent_exempt(tokenops.ACCOUNT_LEN)
+        ixs = [ix for seed in seeds
+               for ix in tokenops.create_vault_ixs(self.treasury, self.mint, seed, rent)]
+        tx = self._sign_treasury(ixs, f"create vaults {', '.join(seeds)}")
+        if self.send(tx) != "landed":
+            raise ChainError(f"could not create the vaults {', '.join(seeds)}")
+
+    def build_bond(self, node: Pubkey, amount: int, *, memo: str) -> bytes:
+        """The message a node operator signs: its ATA -> the bond vault (it pays the fee)."""
+        blockhash, _ = self._recent_blockhash()
+        return bytes(self._checked(self._bond_message, node, amount, memo, blockhash))
+
+    def prepare_signed_bond(
+        self, signed_raw: bytes, node: Pubkey, amount: int, *, memo: str
+    ) -> PreparedTx:
+        """Accept a node-signed bond only if it is exactly the expected transfer (as deposits)."""
+        return self._prepare_signed(signed_raw, lambda blockhash: self._checked(
+            self._bond_message, node, amount, memo, blockhash), "bond",
+            f"bond {amount} <- {node} [{memo}]", into="the bond vault", signer="node")
+
+    def prepare_from_bonds(self, owner: Pubkey, amount: int, *, memo: str) -> PreparedTx:
+        """Bond vault -> `owner` (a returned bond, or a slashed share for a cheated creator)."""
+        ixs = self._checked(tokenops.from_vault_ixs, self.treasury, self.mint, self.decimals,
+                            self.bond_vault, owner, amount, memo)
+        return self._sign_treasury(ixs, f"from bonds {amount} -> {owner} [{memo}]")
+
+    def prepare_forfeit(self, amount: int, *, memo: str) -> PreparedTx:
+        """Bond vault -> treasury vault: the treasury's share of a slashed bond."""
+        ixs = self._checked(tokenops.vault_transfer_ixs, self.bond_vault, self.treasury,
+                            self.mint, self.decimals, self.treasury_vault, amount, memo)
+        return self._sign_treasury(ixs, f"forfeit {amount} -> treasury vault [{memo}]")
+
+    def bond_vault_balance(self) -> int:
+        """Tokens bonded by node operators (0 before the first bond)."""
+        return self._token_account_amount(self.bond_vault)
+
+    def treasury_vault_balance(self) -> int:
+        """Tokens the treasury took from slashed bonds."""
+        return self._token_account_amount(self.treasury_vault)
+
+    def _token_account_amount(self, address: Pubkey) -> int:
+        account = self._account(address)
+        return tokenops.token_amount(bytes(account.data)) if account else 0
+
+    def _bond_message(self, node: Pubkey, amount: int, memo: str, blockhash: Hash) -> Message:
+        return tokenops.bond_message(node, self.mint, self.decimals, self.bond_vault, amount,
+                                     memo, blockhash)
 
     # --- balances -------------------------------------------------------------------------
 

@@ -109,6 +109,10 @@ class EmbeddedChain(TokenChain):
         with self._lock:
             return self._svm.get_account(address)
 
+    def _rent_exempt(self, size: int) -> int:
+        with self._lock:
+            return int(self._svm.minimum_balance_for_rent_exemption(size))
+
     # --- execution and persistence ------------------------------------------------------------
 
     def _execute(self, tx: VersionedTransaction) -> TxStatus:

@@ -245,6 +245,9 @@ class RpcChain(TokenChain):
     def _account(self, address: Pubkey) -> Account | None:
         return self._rpc.call(lambda c: c.get_account_info(address, self._commitment)).value
 
+    def _rent_exempt(self, size: int) -> int:
+        return int(self._rpc.call(lambda c: c.get_minimum_balance_for_rent_exemption(size)).value)
+
     def _check_mint(self) -> int:
         account = self._account(self.mint)
         if account is None or account.owner != TOKEN_PROGRAM_ID or len(account.data) < MINT_LEN:

@@ -12,11 +12,17 @@ from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
-from solders.system_program import CreateAccountParams, create_account
+from solders.system_program import (
+    CreateAccountParams,
+    CreateAccountWithSeedParams,
+    create_account,
+    create_account_with_seed,
+)
 from spl.token import instructions as spl
-from spl.token.constants import MINT_LEN, TOKEN_PROGRAM_ID
+from spl.token.constants import ACCOUNT_LEN, MINT_LEN, TOKEN_PROGRAM_ID
 from spl.token.models import (
     BurnCheckedParams,
+    InitializeAccount3Params,
     InitializeMint2Params,
     MintToCheckedParams,
     TransferCheckedParams,
@@ -172,3 +178,77 @@ def mint_authority(data: bytes) -> Pubkey | None:
     """The mint authority (a COption<Pubkey> at bytes 0..36), None once it has been revoked."""
     tag = struct.unpack_from("<I", data, 0)[0]
     return Pubkey.from_bytes(data[4:36]) if tag == 1 else None
+
+
+def vault_address(treasury: Pubkey, seed: str) -> Pubkey:
+    """A token account of the treasury's at an address derived from `seed` (not its ATA).
+
+    Bonds and the treasury's own takings live apart from the escrow ATA, so each balance can
+    be compared with its own ledger accounts; the treasury alone can move them.
+    """
+    return Pubkey.create_with_seed(treasury, seed, TOKEN_PROGRAM_ID)
+
+
+def create_vault_ixs(treasury: Pubkey, mint: Pubkey, seed: str, rent: int) -> list[Instruction]:
+    """Allocate the seed-derived account and initialise it as a token account the treasury owns."""
+    address = vault_address(treasury, seed)
+    return [
+        create_account_with_seed(
+            CreateAccountWithSeedParams(
+                from_pubkey=treasury,
+                to_pubkey=address,
+                base=treasury,
+                seed=seed,
+                lamports=rent,
+                space=ACCOUNT_LEN,
+                owner=TOKEN_PROGRAM_ID,
+            )
+        ),
+        spl.initialize_account3(
+            InitializeAccount3Params(
+                program_id=TOKEN_PROGRAM_ID, account=address, mint=mint, owner=treasury
+            )
+        ),
+    ]
+
+
+def vault_transfer_ixs(
+    source: Pubkey, source_owner: Pubkey, mint: Pubkey, decimals: int, dest: Pubkey,
+    amount: int, note: str,
+) -> list[Instruction]:
+    """transfer_checked from token account `source` to token account `dest`."""
+    check_amount(amount)
+    return [
+        memo(note),
+        spl.transfer_checked(
+            TransferCheckedParams(
+                program_id=TOKEN_PROGRAM_ID,
+                source=source,
+                mint=mint,
+                dest=dest,
+                owner=source_owner,
+                amount=amount,
+                decimals=decimals,
+            )
+        ),
+    ]
+
+
+def bond_message(
+    node: Pubkey, mint: Pubkey, decimals: int, bond_vault: Pubkey, amount: int, note: str,
+    blockhash: Hash,
+) -> Message:
+    """The node-paid, node-signed transfer of its bond into the bond vault."""
+    ixs = vault_transfer_ixs(ata(node, mint), node, mint, decimals, bond_vault, amount, note)
+    return Message.new_with_blockhash(ixs, node, blockhash)
+
+
+def from_vault_ixs(
+    treasury: Pubkey, mint: Pubkey, decimals: int, vault: Pubkey, owner: Pubkey, amount: int,
+    note: str,
+) -> list[Instruction]:
+    """A vault's tokens to `owner`'s ATA (created if needed; the treasury pays its rent)."""
+    memo_ix, transfer = vault_transfer_ixs(vault, treasury, mint, decimals, ata(owner, mint),
+                                           amount, note)
+    return [memo_ix, spl.create_idempotent_associated_token_account(treasury, owner, mint),
+            transfer]

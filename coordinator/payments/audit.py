@@ -7,6 +7,7 @@ recomputes what each landed operation must have posted and compares amounts with
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
@@ -15,6 +16,7 @@ from coordinator.payments import ledger
 from coordinator.payments.models import (
     OP_LANDED,
     OPEN_STATES,
+    BondRecord,
     ChainOpRecord,
     FrameChargeRecord,
     JobBillingRecord,
@@ -48,6 +50,9 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
         burned = ledger.balance(session, ledger.BURNED)
         escrows = ledger.balances(session, "escrow:")
         jobs = session.exec(select(JobBillingRecord)).all()
+        bond_accounts = ledger.balances(session, "bond:")
+        treasury = ledger.balance(session, ledger.TREASURY)
+        bonds = session.exec(select(BondRecord)).all()
         burned_per_job: dict[str, int] = defaultdict(int)
         for charge in session.exec(select(FrameChargeRecord)).all():
             burned_per_job[charge.job_id] += charge.tokens_burned
@@ -61,7 +66,8 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
         got = sorted(posted.get(op.op_id, []))
         if op.state == OP_LANDED:
             want = sorted(ledger.movement_lines(op.kind, op.amount, owner=op.owner,
-                                                job_id=op.job_id or ""))
+                                                job_id=op.job_id or "",
+                                                node_id=op.node_id or ""))
             if got != want:
                 bad_ops += 1
                 verdict(False, f"{op.kind} {op.op_id}: posted {got}, expected {want}")
@@ -115,5 +121,33 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
                            f"{job.refunded})")
     if not any(line.startswith("MISMATCH job") for line in lines):
         verdict(True, f"{len(jobs)} jobs: escrow accounts match their billing")
+    _check_bonds(payments, verdict, lines, bond_accounts, treasury, bonds,
+                 {op.node_id for op in pending if op.node_id})
     ok = not any(line.startswith("MISMATCH") for line in lines)
     return CheckReport(ok, lines + quarantine_lines(payments.engine))
+
+
+def _check_bonds(payments: Payments, verdict: Callable[[bool, str], None], lines: list[str],
+                 accounts: dict[str, int], treasury: int, bonds: Sequence[BondRecord],
+                 pending_nodes: set[str | None]) -> None:
+    """Bond vault and treasury vault against their ledger accounts; each bond against its
+    account once its operations are final."""
+    chain_bonds = payments.chain.bond_vault_balance()
+    verdict(sum(accounts.values()) == chain_bonds,
+            f"bonds: ledger {sum(accounts.values())}, chain bond vault {chain_bonds}")
+    chain_treasury = payments.chain.treasury_vault_balance()
+    verdict(treasury == chain_treasury,
+            f"treasury: ledger {treasury}, chain treasury vault {chain_treasury}")
+    for account, held in accounts.items():
+        if held < 0:
+            verdict(False, f"{account} is negative ({held})")
+    for bond in bonds:
+        if bond.node_id in pending_nodes:
+            continue
+        account = accounts.get(ledger.bond_account(bond.node_id), 0)
+        if account != bond.held:
+            verdict(False, f"bond of {bond.node_id}: ledger {account}, bond record {bond.held} "
+                           f"(posted {bond.posted} - slashed {bond.slashed} - returned "
+                           f"{bond.returned})")
+    if not any(line.startswith("MISMATCH bond of") for line in lines):
+        verdict(True, f"{len(bonds)} bonds match their ledger accounts")

@@ -29,6 +29,7 @@ from coordinator.payments.models import (
     OP_LANDED,
     OP_NEW,
     OP_SENT,
+    BondRecord,
     ChainOpRecord,
     JobBillingRecord,
 )
@@ -36,6 +37,7 @@ from coordinator.payments.results import PaymentError
 
 MEMO_PREFIX = "fp:"
 MAX_DRIVE_ATTEMPTS = 3  # fresh attempts per call after "dropped"; reconcile_pending goes on
+USER_SIGNED = ("deposit", "bond")  # signed by a creator or node, relayed: never re-prepared
 
 
 class OpJournal:
@@ -92,7 +94,7 @@ class OpJournal:
                 self._finish(op_id, tx.signature, OP_FAILED, error or "executed with an error")
             elif outcome == "dropped":
                 self._dropped(op, tx.signature)
-                if op.kind != "deposit":
+                if op.kind not in USER_SIGNED:
                     continue
             else:
                 if error:
@@ -108,6 +110,10 @@ class OpJournal:
             return self.chain.prepare_refund(parse_pubkey(op.owner), op.amount, memo=memo)
         if op.kind == "mint":
             return self.chain.prepare_mint_to(parse_pubkey(op.owner), op.amount, memo=memo)
+        if op.kind in ("unbond", "slash"):
+            return self.chain.prepare_from_bonds(parse_pubkey(op.owner), op.amount, memo=memo)
+        if op.kind == "forfeit":
+            return self.chain.prepare_forfeit(op.amount, memo=memo)
         raise PaymentError(f"{op.kind} op {op.op_id} cannot be prepared by the treasury")
 
     def _record_attempt(self, op: ChainOpRecord, tx: PreparedTx) -> bool:
@@ -141,10 +147,12 @@ class OpJournal:
             op = session.get(ChainOpRecord, op_id)
             assert op is not None
             lines = ledger.movement_lines(op.kind, op.amount, owner=op.owner,
-                                          job_id=op.job_id or "")
+                                          job_id=op.job_id or "", node_id=op.node_id or "")
             ledger.post(session, op_id, op.kind, lines, now)
             if op.kind == "deposit":
                 _set_billing(session, op.job_id, "opening", "open", now)
+            if op.kind == "bond":
+                _credit_bond(session, op, now)
             session.commit()
 
     def _finish(self, op_id: str, signature: str, state: str, error: str) -> None:
@@ -163,8 +171,9 @@ class OpJournal:
             session.commit()
 
     def _dropped(self, op: ChainOpRecord, signature: str) -> None:
-        """Expired unseen: deposits are final (the creator must sign again); others retry."""
-        if op.kind == "deposit":
+        """Expired unseen: deposits and bonds are final (their signer must sign again); the
+        treasury's own operations are prepared again."""
+        if op.kind in USER_SIGNED:
             self._finish(op.op_id, signature, OP_DROPPED, "expired before it landed")
             return
         with self._session() as session:
@@ -224,13 +233,27 @@ class OpJournal:
 
 
 def new_op(kind: str, purpose: str, amount: int, now: float, *, owner: str = "",
-           job_id: str | None = None, epoch: int | None = None) -> ChainOpRecord:
+           job_id: str | None = None, epoch: int | None = None,
+           node_id: str | None = None) -> ChainOpRecord:
     """An intent row (not added to any session); its id becomes the memo "fp:<op_id>"."""
     return ChainOpRecord(
         op_id=f"{kind[:4]}-{uuid.uuid4().hex}", purpose=purpose, kind=kind, owner=owner,
         amount=amount, job_id=job_id, epoch=epoch, state=OP_NEW, created_at=now,
-        updated_at=now,
+        updated_at=now, node_id=node_id,
     )
+
+
+def _credit_bond(session: Session, op: ChainOpRecord, now: float) -> None:
+    """A landed bond transfer adds to its node's bond (in the transaction that posts it)."""
+    assert op.node_id is not None
+    record = session.get(BondRecord, op.node_id) or BondRecord(
+        node_id=op.node_id, created_at=now, updated_at=now)
+    record.held += op.amount
+    record.posted += op.amount
+    record.unbond_requested_at = None  # bonding again cancels a pending unbond
+    record.last_op_id = op.op_id
+    record.updated_at = now
+    session.add(record)
 
 
 def _set_billing(session: Session, job_id: str | None, old: str, new: str, now: float,

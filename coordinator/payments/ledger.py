@@ -5,11 +5,15 @@ Accounts (a line's amount is positive when tokens arrive in the account):
 * `issued`          counterparty of every mint; its balance is minus the total ever minted.
 * `burned`          receives every burn; its balance is the total ever burned.
 * `escrow:<job>`    a job's share of the treasury's escrow ATA.
-* `wallet:<pubkey>` what the farm moved into (grants, refunds, emissions) or out of (deposits)
-                    an outside wallet. Not its chain balance: owners also trade elsewhere.
+* `wallet:<pubkey>` what the farm moved into (grants, refunds, emissions, returned bonds,
+                    slashed shares) or out of (deposits, bonds) an outside wallet. Not its
+                    chain balance: owners also trade elsewhere.
+* `bond:<node>`     a node's bond in the bond vault.
+* `treasury`        the treasury vault: its share of slashed bonds.
 
-So `-(issued + burned)` is the token supply, and the sum of `escrow:*` is the escrow ATA's
-balance: the two figures `check` compares with the chain.
+So `-(issued + burned)` is the token supply, the sum of `escrow:*` is the escrow ATA's
+balance, the sum of `bond:*` the bond vault's and `treasury` the treasury vault's: the
+figures `check` compares with the chain.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from coordinator.payments.models import LedgerLineRecord, PostingRecord
 
 ISSUED = "issued"
 BURNED = "burned"
+TREASURY = "treasury"
 Lines = Sequence[tuple[str, int]]
 
 
@@ -38,9 +43,12 @@ def wallet_account(pubkey: str) -> str:
     return f"wallet:{pubkey}"
 
 
-def movement_lines(kind: str, amount: int, *, owner: str = "", job_id: str = "") -> list[
-    tuple[str, int]
-]:
+def bond_account(node_id: str) -> str:
+    return f"bond:{node_id}"
+
+
+def movement_lines(kind: str, amount: int, *, owner: str = "", job_id: str = "",
+                   node_id: str = "") -> list[tuple[str, int]]:
     """The posting a landed chain operation of `kind` makes; one definition for post and check."""
     match kind:
         case "grant" | "mint":
@@ -51,6 +59,12 @@ def movement_lines(kind: str, amount: int, *, owner: str = "", job_id: str = "")
             return [(escrow_account(job_id), -amount), (BURNED, amount)]
         case "refund":
             return [(escrow_account(job_id), -amount), (wallet_account(owner), amount)]
+        case "bond":
+            return [(wallet_account(owner), -amount), (bond_account(node_id), amount)]
+        case "unbond" | "slash":  # the bond back to its node, or a share to a cheated creator
+            return [(bond_account(node_id), -amount), (wallet_account(owner), amount)]
+        case "forfeit":
+            return [(bond_account(node_id), -amount), (TREASURY, amount)]
     raise ValueError(f"unknown operation kind {kind!r}")
 
 

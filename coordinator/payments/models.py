@@ -35,7 +35,8 @@ class ChainOpRecord(SQLModel, table=True):
     __tablename__ = "pay_chain_op"
     op_id: str = Field(primary_key=True)  # also the on-chain memo, as "fp:<op_id>"
     purpose: str = Field(unique=True)  # natural key: "burn:<job>:<frame>", "refund:<job>", ...
-    kind: str = Field(index=True)  # grant | deposit | burn | refund | mint
+    kind: str = Field(index=True)  # grant | deposit | burn | refund | mint | bond | unbond
+    #                                  | slash | forfeit (bonds.py)
     owner: str = ""  # wallet the tokens come from or go to (pubkey), "" for burns
     amount: int = _amount()
     job_id: str | None = Field(default=None, index=True)
@@ -50,6 +51,7 @@ class ChainOpRecord(SQLModel, table=True):
     error: str = ""
     created_at: float
     updated_at: float
+    node_id: str | None = None  # bond ops: whose bond the tokens come from or go into
 
 
 class PostingRecord(SQLModel, table=True):
@@ -155,3 +157,38 @@ class PayoutRecord(SQLModel, table=True):
     availability_amount: int = _amount()
     amount: int = _amount()
     op_id: str = Field(foreign_key="pay_chain_op.op_id")
+
+
+class BondRecord(SQLModel, table=True):
+    """A node operator's bond in the bond vault (see coordinator/payments/bonds.py).
+
+    `held` counts landed bonds minus every outflow already decided (returns and slashes are
+    subtracted when they are planned, like a job's `charged`), so it never over-promises.
+    """
+
+    __tablename__ = "pay_bond"
+    node_id: str = Field(primary_key=True)
+    held: int = _amount(default=0)
+    posted: int = _amount(default=0)  # landed bond transfers, all time
+    slashed: int = _amount(default=0)
+    returned: int = _amount(default=0)
+    unbond_requested_at: float | None = None  # set: unbonding, returned after the cooldown
+    last_op_id: str | None = None
+    created_at: float
+    updated_at: float
+
+
+class SlashRecord(SQLModel, table=True):
+    """One slash of a node's bond for proven cheating: who got what, and why."""
+
+    __tablename__ = "pay_slash"
+    __table_args__ = (UniqueConstraint("node_id", "event_id"),)
+    slash_id: str = Field(primary_key=True)
+    node_id: str = Field(index=True)
+    event_id: int  # the reputation event that quarantined the node (one slash per quarantine)
+    amount: int = _amount()
+    to_creators: int = _amount()
+    to_treasury: int = _amount()
+    rejected_frames: int
+    reason: str = ""
+    created_at: float

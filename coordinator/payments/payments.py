@@ -25,6 +25,7 @@ from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.payments import ledger
 from coordinator.payments.audit import run_check
+from coordinator.payments.bonds import BondPolicy, Bonds
 from coordinator.payments.epochs import EpochConfig, split_emission
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
 from coordinator.payments.models import (
@@ -63,6 +64,7 @@ from coordinator.payments.results import (
     Payout,
     Wallet,
 )
+from coordinator.storage.database import add_missing_columns
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class Payments:
         epochs: EpochConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        bonds: BondPolicy | None = None,
     ) -> None:
         self.engine = engine
         self.chain = chain
@@ -120,6 +123,8 @@ class Payments:
         self._epoch_lock = threading.Lock()
         self._journal = OpJournal(engine, chain, clock)
         SQLModel.metadata.create_all(engine, tables=TABLES)
+        add_missing_columns(engine, TABLES)
+        self.bonds = Bonds(engine, chain, self._journal, bonds, clock=clock)
 
     # --- creators: funding and escrow ---------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -29,8 +30,36 @@ def open_database(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
     create_missing_indexes(engine)
     return engine
+
+
+def add_missing_columns(engine: Engine, tables: Iterable[Table] | None = None) -> list[str]:
+    """Add nullable columns declared after a database was created; returns "table.column"s.
+
+    `create_all` skips existing tables, so a column added to a model later would be missing
+    from existing databases. Only nullable columns without a server default are added (the
+    rows already there get NULL), which is the one column change that needs no migration.
+    """
+    added = []
+    existing_tables = set(inspect(engine).get_table_names())
+    for table in tables if tables is not None else SQLModel.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name} is new and NOT NULL: "
+                                   "it needs a migration")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as connection:
+                connection.execute(text(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def create_missing_indexes(engine: Engine) -> None:

@@ -1,0 +1,437 @@
+"""Node bonds: a stake in tokens that makes identities cost something and cheating cost more.
+
+A node operator moves tokens from its own wallet into the bond vault (a token account the
+treasury owns, see `TokenChain.bond_vault`) with a transfer it signs itself, prepared and
+relayed like a creator's escrow deposit. Every movement is a journaled chain operation with
+its ledger posting (docs/PAYMENTS.md, "Bonds"):
+
+    bond     wallet:<node>  -> bond:<node>     the node's transfer into the bond vault
+    unbond   bond:<node>    -> wallet:<node>   returned after the cooldown, in good standing
+    slash    bond:<node>    -> wallet:<creator> a cheated creator's share of a slash
+    forfeit  bond:<node>    -> treasury        the treasury's share of a slash
+
+The rules are pure functions (`lease_limits`, `slash_plan`, `availability_weights`) so they
+can be tested and documented on their own; `Bonds` applies them to the database and chain.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from fractions import Fraction
+
+from solders.message import Message
+from solders.transaction import VersionedTransaction
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from coordinator.chain.base import ChainError, TokenChain
+from coordinator.chain.tokenops import MEMO_PROGRAM_ID
+from coordinator.payments.epochs import allocate
+from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
+from coordinator.payments.models import (
+    OP_DROPPED,
+    OP_FAILED,
+    OP_SENT,
+    BondRecord,
+    ChainOpRecord,
+    SlashRecord,
+)
+from coordinator.payments.results import InsufficientBalance, PaymentError
+from verifier.reputation import PROBATION_RUN, NodeStanding
+
+BOND_TABLES = [BondRecord.__table__, SlashRecord.__table__]
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BondPolicy:
+    """What a node must stake and what it risks; `render-coordinator serve` flags set these."""
+
+    min_bond_tokens: Decimal = Decimal("10")  # to leave probation and take unbounded work
+    new_node_leases: int = 1  # leases in flight for a node without bond or verified record
+    new_node_frames_per_job: int = 4  # frames of any one job such a node may take
+    proven_after: int = 4  # consecutive verified frames that make a verified record
+    unbond_cooldown_seconds: float = 86_400.0  # from `render-node unbond` to the return
+    slash_share: Decimal = Decimal("0.5")  # part of the bond a proven cheat loses
+    slash_to_creators: Decimal = Decimal("0.8")  # part of the slash paid to cheated creators
+
+    def __post_init__(self) -> None:
+        if self.min_bond_tokens < 0 or self.unbond_cooldown_seconds < 0:
+            raise ValueError("the minimum bond and the cooldown must be >= 0")
+        if self.new_node_leases < 1 or self.new_node_frames_per_job < 1:
+            raise ValueError("new nodes need at least one lease and one frame per job")
+        if self.proven_after < 0:
+            raise ValueError("proven_after must be >= 0")
+        for name in ("slash_share", "slash_to_creators"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LeaseLimits:
+    """How much work a node may hold; None means no limit beyond the farm's usual rules."""
+
+    max_leases: int | None = None
+    max_frames_per_job: int | None = None
+    reason: str = "bonded, with a verified record"
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_leases is not None or self.max_frames_per_job is not None
+
+
+UNBOUNDED = LeaseLimits()
+
+
+def lease_limits(policy: BondPolicy, standing: NodeStanding, bonded: bool) -> LeaseLimits:
+    """A node takes unbounded work only with a bond of at least the minimum *and* a verified
+    record (`proven_after` consecutive verified frames; any failure starts the run again).
+    Anyone else gets `new_node_leases` leases in flight and `new_node_frames_per_job` frames
+    of each job: enough to earn a record, too little for a swarm of fresh keys to matter."""
+    record = standing.consecutive_verified >= policy.proven_after and not standing.quarantined
+    if bonded and record:
+        return UNBOUNDED
+    missing = []
+    if not bonded:
+        missing.append(f"a bond of {policy.min_bond_tokens} tokens")
+    if not record:
+        missing.append(f"a verified record ({standing.consecutive_verified} of "
+                       f"{policy.proven_after} frames verified in a row)")
+    return LeaseLimits(policy.new_node_leases, policy.new_node_frames_per_job,
+                       "new identity: needs " + " and ".join(missing))
+
+
+def effective_standing(standing: NodeStanding, bonded: bool) -> NodeStanding:
+    """An unbonded node stays on probation whatever its record: every frame is checked and it
+    renders economy-tier jobs only. Posting the bond is what lets a record count."""
+    if bonded or standing.consecutive_verified < PROBATION_RUN:
+        return standing
+    return replace(standing, consecutive_verified=PROBATION_RUN - 1)
+
+
+@dataclass(frozen=True)
+class SlashPlan:
+    amount: int
+    to_creators: dict[str, int]
+    to_treasury: int
+
+
+def slash_plan(policy: BondPolicy, held: int, rejected: Mapping[str, int]) -> SlashPlan:
+    """Split a slash of `slash_share` of the bond: `slash_to_creators` of it to the cheated
+    creators, pro rata to their rejected frames (`rejected`: creator -> frames), the rest to
+    the treasury. Exact in base units (largest remainder); no creators: all to the treasury."""
+    amount = math.floor(held * Fraction(policy.slash_share)) if held > 0 else 0
+    shares = {creator: Fraction(frames) for creator, frames in rejected.items() if frames > 0}
+    creators_pool = math.floor(amount * Fraction(policy.slash_to_creators)) if shares else 0
+    to_creators = allocate(creators_pool, shares)
+    return SlashPlan(amount, to_creators, amount - sum(to_creators.values()))
+
+
+@dataclass(frozen=True)
+class NodeEpochFacts:
+    """What the network itself knows about a node at an epoch's close."""
+
+    bonded: bool  # bond >= minimum and not unbonding
+    quarantined: bool
+    verified_work_ms: int  # approved work (credits) in the epoch: capacity proven by delivery
+    answering: bool  # seen by the coordinator within the epoch (leases, heartbeats)
+
+
+def availability_weights(facts: Mapping[str, NodeEpochFacts]) -> dict[str, float]:
+    """Who shares the availability pool, and in what proportion.
+
+    Only bonded, unquarantined nodes that answered through the epoch and whose capacity the
+    network measured by verifying their work in it; weighted by that verified work. A key
+    that merely connected has no verified work, so it gets nothing.
+    """
+    return {node: float(fact.verified_work_ms) for node, fact in sorted(facts.items())
+            if fact.bonded and not fact.quarantined and fact.answering
+            and fact.verified_work_ms > 0}
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BondStatus:
+    """A node's bond as the node and the lease gate see it."""
+
+    node_id: str
+    held: int
+    minimum: int
+    posted: int
+    slashed: int
+    returned: int
+    unbond_requested_at: float | None
+    release_after: float | None
+    last_signature: str
+    last_state: str
+
+    @property
+    def bonded(self) -> bool:
+        """At least the minimum, and not on its way out."""
+        return self.held >= self.minimum and self.held > 0 and self.unbond_requested_at is None
+
+    @property
+    def state(self) -> str:
+        """none | bonded | below-minimum | unbonding | returned."""
+        if self.unbond_requested_at is not None and self.held > 0:
+            return "unbonding"
+        if self.held <= 0:
+            return "returned" if self.returned > 0 else "none"
+        return "bonded" if self.bonded else "below-minimum"
+
+
+class Bonds:
+    """Bonds over one database and chain: post, return after a cooldown, slash."""
+
+    def __init__(self, engine: Engine, chain: TokenChain, journal: OpJournal,
+                 policy: BondPolicy | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.chain = chain
+        self.policy = policy or BondPolicy()
+        self._journal = journal
+        self._clock = clock
+        SQLModel.metadata.create_all(engine, tables=BOND_TABLES)
+
+    @property
+    def minimum(self) -> int:
+        """The minimum bond in base units."""
+        return int(self.policy.min_bond_tokens * 10**self.chain.decimals)
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def status(self, node_id: str) -> BondStatus:
+        with self._session() as session:
+            record = session.get(BondRecord, node_id)
+        if record is None:
+            return BondStatus(node_id, 0, self.minimum, 0, 0, 0, None, None, "", "")
+        op = self._journal.op(record.last_op_id) if record.last_op_id else None
+        release = (None if record.unbond_requested_at is None
+                   else record.unbond_requested_at + self.policy.unbond_cooldown_seconds)
+        return BondStatus(node_id, record.held, self.minimum, record.posted, record.slashed,
+                          record.returned, record.unbond_requested_at, release,
+                          (op.signature or "") if op else "", op.state if op else "")
+
+    def bonded(self, node_id: str) -> bool:
+        """Bond at least the minimum and no unbond pending (one primary-key read)."""
+        with self._session() as session:
+            record = session.get(BondRecord, node_id)
+        return (record is not None and record.held > 0 and record.held >= self.minimum
+                and record.unbond_requested_at is None)
+
+    def bonded_nodes(self) -> set[str]:
+        """Every node whose bond counts now (for the epoch's availability share)."""
+        with self._session() as session:
+            rows = session.exec(
+                select(BondRecord.node_id).where(col(BondRecord.held) >= max(1, self.minimum))
+                .where(col(BondRecord.unbond_requested_at).is_(None))
+            ).all()
+        return set(rows)
+
+    def unbonding(self) -> list[BondRecord]:
+        with self._session() as session:
+            return list(session.exec(
+                select(BondRecord).where(col(BondRecord.unbond_requested_at).is_not(None))
+                .where(col(BondRecord.held) > 0)
+            ).all())
+
+    def slashed_events(self, node_id: str) -> set[int]:
+        with self._session() as session:
+            return set(session.exec(
+                select(SlashRecord.event_id).where(SlashRecord.node_id == node_id)).all())
+
+    def holders(self) -> dict[str, int]:
+        """node -> held, for every node with tokens in the bond vault."""
+        with self._session() as session:
+            rows = session.exec(select(BondRecord.node_id, BondRecord.held)
+                                .where(col(BondRecord.held) > 0)).all()
+        return {node: int(held) for node, held in rows}
+
+    # --- posting a bond ------------------------------------------------------------------------
+
+    def bond_message(self, node_id: str, amount: int) -> bytes:
+        """The bond transfer for the node to sign; its memo carries a fresh bond id."""
+        check_amount(amount)
+        owner = parse_pubkey(node_id)
+        try:
+            self.chain.ensure_vaults()
+            memo = f"{MEMO_PREFIX}bond-{uuid.uuid4().hex}"
+            return self.chain.build_bond(owner, amount, memo=memo)
+        except ChainError as exc:
+            raise PaymentError(f"cannot build the bond: {exc}") from exc
+
+    def post_bond(self, node_id: str, signed_bond: bytes, amount: int) -> BondStatus:
+        """Relay the node's signed bond into the vault; the bond counts once it lands.
+
+        Raises InsufficientBalance before sending when the node's wallet is short, and
+        PaymentError when the transfer is not exactly the expected one or fails on chain.
+        """
+        check_amount(amount)
+        owner = parse_pubkey(node_id)
+        held = self.chain.token_balance(owner)
+        if held < amount:
+            decimals = self.chain.decimals
+            raise InsufficientBalance(
+                f"insufficient balance: node wallet {node_id} holds "
+                f"{Decimal(held) / 10**decimals} tokens, the bond needs "
+                f"{Decimal(amount) / 10**decimals} (test clusters: render-node airdrop)")
+        memo = _memo_of(signed_bond, f"{MEMO_PREFIX}bond-")
+        try:
+            tx = self.chain.prepare_signed_bond(signed_bond, owner, amount, memo=memo)
+        except ChainError as exc:
+            raise PaymentError(f"bond refused: {exc}") from exc
+        now = self._clock()
+        op_id = memo.removeprefix(MEMO_PREFIX)
+        op = ChainOpRecord(
+            op_id=op_id, purpose=f"bond:{node_id}:{op_id}", kind="bond", owner=node_id,
+            node_id=node_id, amount=amount, state=OP_SENT, attempts=1, signature=tx.signature,
+            raw=tx.raw, description=tx.description, valid_until=tx.valid_until,
+            created_at=now, updated_at=now,
+        )
+        with self._session() as session:
+            try:
+                session.add(op)
+                session.commit()
+            except IntegrityError as exc:
+                raise PaymentError("this signed bond was already used") from exc
+        state = self._journal.drive(op.op_id)
+        if state == OP_FAILED:
+            raise PaymentError(f"the bond failed on chain: {self._journal.op(op.op_id).error}")
+        if state == OP_DROPPED:
+            raise PaymentError("the bond expired before it landed; sign a new one")
+        return self.status(node_id)
+
+    # --- leaving ---------------------------------------------------------------------------------
+
+    def request_unbond(self, node_id: str, *, quarantined: bool) -> BondStatus:
+        """Start the cooldown; the bond stops counting at once and returns after it."""
+        if quarantined:
+            raise PaymentError("a quarantined node's bond is held: it cannot be withdrawn")
+        now = self._clock()
+        with self._session() as session:
+            record = session.get(BondRecord, node_id)
+            if record is None or record.held <= 0:
+                raise PaymentError("this node has no bond to return")
+            if record.unbond_requested_at is None:
+                record.unbond_requested_at = now
+                record.updated_at = now
+                session.add(record)
+                session.commit()
+        return self.status(node_id)
+
+    def release(self, node_id: str) -> str | None:
+        """Return an unbonding node's whole bond (the caller checked its standing and that the
+        cooldown passed); the op id, or None when there is nothing to return."""
+        now = self._clock()
+        with self._session() as session:
+            record = session.get(BondRecord, node_id)
+            if record is None or record.held <= 0 or record.unbond_requested_at is None:
+                return None
+            if now < record.unbond_requested_at + self.policy.unbond_cooldown_seconds:
+                return None
+            amount = record.held
+            op = new_op("unbond", f"unbond:{node_id}:{uuid.uuid4().hex}", amount, now,
+                        owner=node_id, node_id=node_id)
+            session.add(op)
+            session.flush()
+            moved = session.exec(  # type: ignore[call-overload]
+                update(BondRecord)
+                .where(col(BondRecord.node_id) == node_id)
+                .where(col(BondRecord.held) == amount)
+                .where(col(BondRecord.unbond_requested_at).is_not(None))
+                .values(held=0, returned=BondRecord.returned + amount,
+                        unbond_requested_at=None, last_op_id=op.op_id, updated_at=now)
+            ).rowcount
+            if moved != 1:
+                session.rollback()
+                return None
+            session.commit()
+        self._journal.drive(op.op_id)
+        return op.op_id
+
+    # --- slashing --------------------------------------------------------------------------------
+
+    def slash(self, node_id: str, event_id: int, rejected: Mapping[str, int],
+              reason: str) -> SlashRecord | None:
+        """Slash the bond once for the quarantine that `event_id` recorded (None: already done).
+
+        The plan (slash record, reduced bond, one op per payee) commits in one transaction;
+        the transfers follow and, like every op, are finished by reconcile after a crash.
+        """
+        now = self._clock()
+        with self._session() as session:
+            if session.exec(select(SlashRecord).where(SlashRecord.node_id == node_id)
+                            .where(SlashRecord.event_id == event_id)).first():
+                return None
+            record = session.get(BondRecord, node_id)
+            held = record.held if record else 0
+            plan = slash_plan(self.policy, held, rejected)
+            slash_id = uuid.uuid4().hex
+            ops = [new_op("slash", f"slash:{slash_id}:{creator}", amount, now, owner=creator,
+                          node_id=node_id)
+                   for creator, amount in sorted(plan.to_creators.items()) if amount > 0]
+            if plan.to_treasury > 0:
+                ops.append(new_op("forfeit", f"forfeit:{slash_id}", plan.to_treasury, now,
+                                  node_id=node_id))
+            for op in ops:
+                session.add(op)
+            session.flush()
+            if plan.amount > 0:
+                moved = session.exec(  # type: ignore[call-overload]
+                    update(BondRecord)
+                    .where(col(BondRecord.node_id) == node_id)
+                    .where(col(BondRecord.held) == held)
+                    .values(held=held - plan.amount, slashed=BondRecord.slashed + plan.amount,
+                            updated_at=now)
+                ).rowcount
+                if moved != 1:
+                    session.rollback()
+                    return None
+            slash = SlashRecord(
+                slash_id=slash_id, node_id=node_id, event_id=event_id, amount=plan.amount,
+                to_creators=sum(plan.to_creators.values()), to_treasury=plan.to_treasury,
+                rejected_frames=sum(rejected.values()), reason=reason[:500], created_at=now)
+            session.add(slash)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+        for op in ops:
+            self._journal.drive(op.op_id)
+        return slash
+
+    def slashes(self, node_id: str) -> list[SlashRecord]:
+        with self._session() as session:
+            return list(session.exec(select(SlashRecord).where(SlashRecord.node_id == node_id)
+                                     .order_by(col(SlashRecord.created_at))).all())
+
+
+def _memo_of(signed: bytes, prefix: str) -> str:
+    """The operation id a user-signed message was built with (its Memo); verified later."""
+    try:
+        message = VersionedTransaction.from_bytes(signed).message
+    except Exception as exc:
+        raise PaymentError(f"not a serialized transaction: {exc}") from exc
+    if not isinstance(message, Message):
+        raise PaymentError("must be the legacy message the coordinator prepared")
+    for ix in message.instructions:
+        if message.account_keys[ix.program_id_index] == MEMO_PROGRAM_ID:
+            memo = bytes(ix.data).decode(errors="replace")
+            if memo.startswith(prefix):
+                return memo
+    raise PaymentError("the transaction was not prepared by the coordinator (no operation id)")

@@ -1,0 +1,252 @@
+"""Node bonds on real SPL Token transactions (LiteSVM): post, return, slash, and the rules.
+
+The chain is the embedded one with the real Token program; the ledger check must agree with
+it after every step. The rules (lease limits, slash split, availability) are pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from sqlalchemy.engine import Engine
+
+from coordinator.chain import signed_deposit
+from coordinator.chain.embedded import EmbeddedChain
+from coordinator.chain.rpc import RpcChain
+from coordinator.chain.testrpc import TestRpcServer
+from coordinator.payments import PaymentError, Payments
+from coordinator.payments.bonds import (
+    UNBOUNDED,
+    BondPolicy,
+    NodeEpochFacts,
+    availability_weights,
+    effective_standing,
+    lease_limits,
+    slash_plan,
+)
+from coordinator.payments.results import InsufficientBalance
+from coordinator.storage.database import open_database, sqlite_url
+from verifier.reputation import NodeStanding, check_probability
+
+TOKEN = 10**6
+POLICY = BondPolicy(min_bond_tokens=Decimal(10), unbond_cooldown_seconds=100.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_database(sqlite_url(tmp_path))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def payments(engine: Engine, tmp_path: Path, clock: Clock) -> Iterator[Payments]:
+    chain = EmbeddedChain(tmp_path / "chain")
+    yield Payments(engine, chain, clock=clock, bonds=POLICY)
+    chain.close()
+
+
+def post(payments: Payments, node: Keypair, tokens: int) -> None:
+    """What `render-node bond` does: prepare, sign with the node's key, post."""
+    message = payments.bonds.bond_message(str(node.pubkey()), tokens * TOKEN)
+    payments.bonds.post_bond(str(node.pubkey()), signed_deposit(message, node), tokens * TOKEN)
+
+
+def balance(payments: Payments, key: Keypair | str) -> int:
+    owner = key.pubkey() if isinstance(key, Keypair) else Pubkey.from_string(key)
+    return payments.chain.token_balance(owner)
+
+
+def assert_ledger_ok(payments: Payments) -> None:
+    report = payments.check()
+    assert report.ok, "\n".join(report.lines)
+
+
+# --- the rules (pure) --------------------------------------------------------------------------
+
+
+def test_new_or_unbonded_identities_get_a_bounded_share() -> None:
+    fresh = NodeStanding()
+    proven = NodeStanding(consecutive_verified=POLICY.proven_after, verified=10)
+    for standing, bonded in ((fresh, False), (fresh, True), (proven, False)):
+        limits = lease_limits(POLICY, standing, bonded)
+        assert (limits.max_leases, limits.max_frames_per_job) == (1, 4), (standing, bonded)
+    assert "bond" in lease_limits(POLICY, proven, False).reason
+    assert "verified record" in lease_limits(POLICY, fresh, True).reason
+    assert lease_limits(POLICY, proven, True) == UNBOUNDED
+    # A failure resets the run: the node is bounded again until it has a new record.
+    assert lease_limits(POLICY, NodeStanding(consecutive_verified=0, verified=99, failed=1),
+                        True).bounded
+
+
+def test_without_a_bond_a_record_does_not_leave_probation() -> None:
+    veteran = NodeStanding(score=0.95, consecutive_verified=500, verified=500, delivered=500)
+    assert veteran.tier == "tier1" and check_probability(veteran) < 0.1
+    held_back = effective_standing(veteran, bonded=False)
+    assert held_back.tier == "probation" and check_probability(held_back) == 1.0
+    assert effective_standing(veteran, bonded=True) == veteran
+
+
+def test_slash_split_is_exact_and_pro_rata() -> None:
+    plan = slash_plan(POLICY, 10_000_001, {"alice": 3, "bob": 1})
+    assert plan.amount == 5_000_000  # half the bond, rounded down
+    assert plan.to_creators == {"alice": 3_000_000, "bob": 1_000_000}  # 80% pro rata
+    assert plan.to_treasury == 1_000_000
+    assert plan.amount == sum(plan.to_creators.values()) + plan.to_treasury
+    odd = slash_plan(POLICY, 7, {"a": 1, "b": 1, "c": 1})
+    assert odd.amount == sum(odd.to_creators.values()) + odd.to_treasury == 3
+    nobody = slash_plan(POLICY, 1000, {})
+    assert nobody.to_creators == {} and nobody.to_treasury == 500
+    assert slash_plan(POLICY, 0, {"a": 1}).amount == 0
+
+
+def test_availability_goes_only_to_proven_bonded_capacity() -> None:
+    facts = {
+        "worker": NodeEpochFacts(bonded=True, quarantined=False, verified_work_ms=3000,
+                                 answering=True),
+        "small": NodeEpochFacts(True, False, 1000, True),
+        "idle-key": NodeEpochFacts(False, False, 0, True),  # merely connected
+        "idle-bonded": NodeEpochFacts(True, False, 0, True),  # bonded, never proved capacity
+        "unbonded-worker": NodeEpochFacts(False, False, 5000, True),
+        "cheater": NodeEpochFacts(True, True, 9000, True),
+        "gone": NodeEpochFacts(True, False, 2000, False),
+    }
+    assert availability_weights(facts) == {"small": 1000.0, "worker": 3000.0}
+
+
+# --- bonds on the chain --------------------------------------------------------------------------
+
+
+def test_bond_then_unbond_round_trip_on_chain(payments: Payments, clock: Clock) -> None:
+    operator = Keypair()
+    node_id = str(operator.pubkey())
+    payments.airdrop(node_id, 25 * TOKEN)
+    post(payments, operator, 12)
+    status = payments.bonds.status(node_id)
+    assert (status.held, status.state, status.bonded) == (12 * TOKEN, "bonded", True)
+    assert status.last_signature and status.last_state == "landed"
+    assert balance(payments, operator) == 13 * TOKEN
+    assert payments.chain.bond_vault_balance() == 12 * TOKEN
+    assert payments.bonds.bonded(node_id)
+    assert_ledger_ok(payments)
+
+    leaving = payments.bonds.request_unbond(node_id, quarantined=False)
+    assert leaving.state == "unbonding" and not payments.bonds.bonded(node_id)
+    assert leaving.release_after == clock.now + 100
+    assert payments.bonds.release(node_id) is None, "not before the cooldown"
+    clock.now += 100
+    assert payments.bonds.release(node_id) is not None
+    returned = payments.bonds.status(node_id)
+    assert (returned.held, returned.returned, returned.state) == (0, 12 * TOKEN, "returned")
+    assert returned.last_state == "landed"
+    assert balance(payments, operator) == 25 * TOKEN
+    assert payments.chain.bond_vault_balance() == 0
+    assert_ledger_ok(payments)
+
+
+def test_bonds_are_refused_when_short_forged_or_reused(payments: Payments) -> None:
+    operator, thief = Keypair(), Keypair()
+    node_id = str(operator.pubkey())
+    with pytest.raises(InsufficientBalance, match="airdrop"):
+        post(payments, operator, 5)
+    payments.airdrop(node_id, 20 * TOKEN)
+    message = payments.bonds.bond_message(node_id, 5 * TOKEN)
+    with pytest.raises(PaymentError, match="bond refused"):  # claims more than it moves
+        payments.bonds.post_bond(node_id, signed_deposit(message, operator), 6 * TOKEN)
+    payments.airdrop(str(thief.pubkey()), 5 * TOKEN)
+    theirs = payments.bonds.bond_message(str(thief.pubkey()), 5 * TOKEN)
+    with pytest.raises(PaymentError, match="bond refused"):  # another key's bond as ours
+        payments.bonds.post_bond(node_id, signed_deposit(theirs, thief), 5 * TOKEN)
+    signed = signed_deposit(message, operator)
+    payments.bonds.post_bond(node_id, signed, 5 * TOKEN)
+    with pytest.raises(PaymentError, match="already used"):
+        payments.bonds.post_bond(node_id, signed, 5 * TOKEN)
+    status = payments.bonds.status(node_id)
+    assert status.held == 5 * TOKEN and status.state == "below-minimum" and not status.bonded
+    with pytest.raises(PaymentError, match="quarantined"):
+        payments.bonds.request_unbond(node_id, quarantined=True)
+    assert_ledger_ok(payments)
+
+
+def test_slash_pays_cheated_creators_and_the_treasury(payments: Payments) -> None:
+    cheater, alice, bob = Keypair(), Keypair(), Keypair()
+    node_id = str(cheater.pubkey())
+    payments.airdrop(node_id, 40 * TOKEN)
+    post(payments, cheater, 40)
+    creators = {str(alice.pubkey()): 3, str(bob.pubkey()): 1}
+    slash = payments.bonds.slash(node_id, event_id=7, rejected=creators, reason="quarantined")
+    assert slash is not None and slash.amount == 20 * TOKEN
+    assert balance(payments, alice) == 12 * TOKEN and balance(payments, bob) == 4 * TOKEN
+    assert payments.chain.treasury_vault_balance() == 4 * TOKEN
+    assert payments.chain.bond_vault_balance() == 20 * TOKEN
+    assert payments.bonds.status(node_id).held == 20 * TOKEN
+    assert payments.bonds.slash(node_id, 7, creators, "again") is None, "once per quarantine"
+    assert_ledger_ok(payments)
+
+
+def test_ledger_check_catches_a_bond_vault_that_disagrees(payments: Payments) -> None:
+    operator = Keypair()
+    payments.airdrop(str(operator.pubkey()), 10 * TOKEN)
+    post(payments, operator, 10)
+    # Someone moves tokens into the vault behind the ledger's back: a real transfer.
+    outsider = Keypair()
+    payments.airdrop(str(outsider.pubkey()), TOKEN)
+    message = payments.chain.build_bond(outsider.pubkey(), TOKEN, memo="fp:outside")
+    tx = signed_deposit(message, outsider)
+    from coordinator.chain import PreparedTx
+
+    assert payments.chain.send(PreparedTx("x", tx, "outside")) == "landed"
+    report = payments.check()
+    assert not report.ok
+    assert any(line.startswith("MISMATCH bonds:") for line in report.lines)
+
+
+def test_bond_and_escrow_live_apart(payments: Payments) -> None:
+    creator, operator = Keypair(), Keypair()
+    payments.grant(str(creator.pubkey()))
+    message = payments.deposit_message(str(creator.pubkey()), 3 * TOKEN)
+    payments.open_escrow("job-1", str(creator.pubkey()), signed_deposit(message, creator),
+                         3 * TOKEN)
+    payments.airdrop(str(operator.pubkey()), 10 * TOKEN)
+    post(payments, operator, 10)
+    assert payments.chain.escrow_balance() == 3 * TOKEN
+    assert payments.chain.bond_vault_balance() == 10 * TOKEN
+    assert_ledger_ok(payments)
+
+
+def test_bonds_over_the_rpc_backend(engine: Engine, clock: Clock) -> None:
+    treasury = Keypair()
+    with TestRpcServer() as server:
+        server.svm.airdrop(treasury.pubkey(), 100 * 10**9)
+        chain = RpcChain.create_mint(server.url, treasury, poll_interval_s=0.01)
+        try:
+            payments = Payments(engine, chain, clock=clock,
+                                bonds=BondPolicy(unbond_cooldown_seconds=0))
+            operator = Keypair()
+            payments.airdrop(str(operator.pubkey()), 10 * TOKEN)
+            post(payments, operator, 10)
+            assert chain.bond_vault_balance() == 10 * TOKEN
+            payments.bonds.request_unbond(str(operator.pubkey()), quarantined=False)
+            assert payments.bonds.release(str(operator.pubkey())) is not None
+            assert chain.token_balance(operator.pubkey()) == 10 * TOKEN
+            assert_ledger_ok(payments)
+        finally:
+            chain.close()
