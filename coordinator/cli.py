@@ -17,12 +17,16 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 from solders.keypair import Keypair
 
 from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND
+from coordinator.payments.bonds import BondPolicy
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
 from coordinator.storage.proof import PEER_AUDIT_RATE
 from frameproof import config
@@ -106,6 +110,35 @@ def _at_least_one(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than 1")
+    return value
+
+
+BOND_FLAGS = {  # serve flag -> BondPolicy field
+    "min_bond": "min_bond_tokens", "new_node_leases": "new_node_leases",
+    "new_node_frames_per_job": "new_node_frames_per_job", "proven_after": "proven_after",
+    "unbond_cooldown_seconds": "unbond_cooldown_seconds", "slash_share": "slash_share",
+    "slash_to_creators": "slash_to_creators",
+}
+
+
+DECIMAL_FIELDS = ("min_bond_tokens", "slash_share", "slash_to_creators")
+
+
+def bond_policy(values: Mapping[str, Any]) -> BondPolicy:
+    """The serve flags (or the config `serve` saved) as a BondPolicy; absent ones default."""
+    given: dict[str, Any] = {}
+    for flag, name in BOND_FLAGS.items():
+        value = values.get(flag)
+        if value is not None:
+            given[name] = Decimal(str(value)) if name in DECIMAL_FIELDS else value
+    return BondPolicy(**given)
+
+
 def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of these "
                      "settings (docs/CONFIG.md); variables and flags override it")
@@ -151,6 +184,30 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--mint", help="RPC clusters: the farm token's mint address")
     run.add_argument("--epoch-seconds", type=float, default=86_400.0,
                      help="length of a payout epoch (default one day)")
+    policy = BondPolicy()
+    run.add_argument("--min-bond", type=_non_negative, default=float(policy.min_bond_tokens),
+                     metavar="TOKENS", help="bond a node needs, with a verified record, to "
+                     f"take unbounded work (default {policy.min_bond_tokens})")
+    run.add_argument("--new-node-leases", type=_positive_int, default=policy.new_node_leases,
+                     help="leases in flight for a node without bond or verified record "
+                     f"(default {policy.new_node_leases})")
+    run.add_argument("--new-node-frames-per-job", type=_positive_int,
+                     default=policy.new_node_frames_per_job,
+                     help="frames of one job such a node may take "
+                     f"(default {policy.new_node_frames_per_job})")
+    run.add_argument("--proven-after", type=int, default=policy.proven_after,
+                     metavar="FRAMES", help="frames verified in a row that make a verified "
+                     f"record (default {policy.proven_after})")
+    run.add_argument("--unbond-cooldown-seconds", type=_non_negative,
+                     default=policy.unbond_cooldown_seconds, help="from `render-node unbond` "
+                     f"to the bond's return (default {policy.unbond_cooldown_seconds:g})")
+    run.add_argument("--slash-share", type=_fraction, default=float(policy.slash_share),
+                     help="part of the bond a node quarantined by Proof-of-Render loses "
+                     f"(default {policy.slash_share})")
+    run.add_argument("--slash-to-creators", type=_fraction,
+                     default=float(policy.slash_to_creators), help="part of a slash paid to "
+                     f"the cheated creators; the rest to the treasury "
+                     f"(default {policy.slash_to_creators})")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
                      "Prometheus format (default: no HTTP)")
@@ -206,12 +263,14 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         epoch_seconds=args.epoch_seconds,
         http_listen=args.http,
         machine_score=args.machine_score,
+        bonds=bond_policy(vars(args)),
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)
     (args.data_dir / SAVED_CONFIG).write_text(json.dumps({
         "db_url": args.db, "cluster": args.cluster, "mint": args.mint,
         "treasury_keypair": str(args.treasury_keypair) if args.treasury_keypair else None,
         "epoch_seconds": args.epoch_seconds,
+        "bonds": {flag: getattr(args, flag) for flag in BOND_FLAGS},
     }, indent=2))
     try:
         asyncio.run(serve(config))
@@ -266,6 +325,7 @@ def _offline(data_dir: Path):  # type: ignore[no-untyped-def]
         mint=saved.get("mint"), epoch_seconds=saved.get("epoch_seconds") or 86_400.0,
         treasury_keypair=Path(saved["treasury_keypair"]) if saved.get("treasury_keypair")
         else None,
+        bonds=bond_policy(saved.get("bonds") or {}),
     )
     engine = open_database(config.db_url or sqlite_url(data_dir))
     return FarmStore(engine), ProofStore(engine), open_payments(config, engine)

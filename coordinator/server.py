@@ -29,11 +29,13 @@ from coordinator.api.nonce_journal import NonceJournal
 from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, CallRateLimiter
 from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
+from coordinator.bonding import BondKeeper
 from coordinator.chain import open_chain
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
 from coordinator.payments import Payments
+from coordinator.payments.bonds import BondPolicy
 from coordinator.payments.epochs import EpochConfig
 from coordinator.probe import MachineScore, Prober
 from coordinator.settlement import Settlement
@@ -56,6 +58,7 @@ SERVICE_NAMES = tuple(
     for name in ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
 )
 SETTLE_SECONDS = 1.0
+BOND_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class CoordinatorConfig:
     epoch_seconds: float = 86_400.0
     http_listen: str | None = None  # HOST:PORT of /metrics (and the dashboard); None: off
     machine_score: float | None = None  # this machine's benchmark score; None: measure it once
+    bonds: BondPolicy = field(default_factory=BondPolicy)  # bonds, new identities, slashing
 
 
 def admin_keypair_path(data_dir: Path) -> Path:
@@ -189,7 +193,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                                       config.lease_seconds))
     admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
                      else f"{_loopback(config.listen)}:{port}")
-    background = [reaper, asyncio.create_task(_settle(settlement))]
+    background = [reaper, asyncio.create_task(_settle(settlement)),
+                  asyncio.create_task(_keep_bonds(BondKeeper(store, proof, payments.bonds)))]
     if config.run_verifier:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
     if (tracing := diagnostics.start_from_env()) is not None:
@@ -208,7 +213,8 @@ def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:
     """The chain (embedded by default) and the payments ledger over the farm's database."""
     chain = CountingChain(open_chain(config.cluster, data_dir=config.data_dir,
                                      treasury_keypair=config.treasury_keypair, mint=config.mint))
-    return Payments(engine, chain, epochs=EpochConfig(length_seconds=config.epoch_seconds))
+    return Payments(engine, chain, epochs=EpochConfig(length_seconds=config.epoch_seconds),
+                    bonds=config.bonds)
 
 
 def _is_local_url(cluster: str | None) -> bool:
@@ -223,6 +229,16 @@ async def _settle(settlement: Settlement) -> None:
             await asyncio.to_thread(settlement.sweep)
         except Exception:  # a chain outage must not stop the loop: the next sweep retries
             log.exception("settlement sweep failed")
+
+
+async def _keep_bonds(keeper: BondKeeper) -> None:
+    """Slash quarantined cheaters' bonds and return bonds that are due (coordinator/bonding.py)."""
+    while True:
+        await asyncio.sleep(BOND_SECONDS)
+        try:
+            await asyncio.to_thread(keeper.sweep)
+        except Exception:  # the next pass retries
+            log.exception("bond pass failed")
 
 
 def _loopback(listen: str) -> str:

@@ -17,8 +17,10 @@ from decimal import Decimal
 from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
+from coordinator.bonding import availability
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
 from coordinator.payments import Payments
+from coordinator.payments.bonds import Bonds
 from coordinator.payments.journal import parse_pubkey
 from coordinator.payments.models import JobBillingRecord, WorkCreditRecord
 from coordinator.payments.pricing import (
@@ -200,32 +202,36 @@ class Settlement:
                      sum(p.amount for p in summary.payouts), len(summary.payouts))
 
 
-def epoch_participants(store: FarmStore, proof: ProofStore, window: float,
-                       now: float) -> tuple[list[str], dict[str, float]]:
-    """Nodes seen during the epoch (the availability share) and every node's weight.
+def epoch_participants(store: FarmStore, proof: ProofStore, window: float, now: float,
+                       bonds: Bonds) -> tuple[dict[str, float], dict[str, float]]:
+    """The availability share's nodes with their weights, and every node's work weight.
 
-    The weight is the node's reputation score; a quarantined node weighs nothing and is not
-    available: a caught cheater earns nothing, not even for its approved frames.
+    Availability goes only to capacity the network proved: bonded nodes that answered
+    through the epoch, weighted by the work verified from them in it (coordinator/bonding.py);
+    a key that merely connected gets nothing. The work weight is the node's reputation score;
+    a quarantined node weighs nothing: a caught cheater earns nothing, not even for its
+    approved frames.
     """
     standings = proof.standings()
     quarantined = {node for node, record in standings.items() if record.quarantined}
-    nodes = [n.node_id for n in store.list_nodes()
-             if n.last_seen_at >= now - window and n.node_id not in quarantined]
+    available = availability(store, proof, bonds, window, now)
     weights = {n.node_id: 0.0 if n.node_id in quarantined
                else (standings[n.node_id].score if n.node_id in standings else 0.5)
                for n in store.list_nodes()}
-    return nodes, weights
+    return available, weights
 
 
 def screened_participants(store: FarmStore, proof: ProofStore, payments: Payments,
-                          quarantine: Quarantine, now: float) -> tuple[list[str], dict[str, float]]:
+                          quarantine: Quarantine,
+                          now: float) -> tuple[dict[str, float], dict[str, float]]:
     """`epoch_participants`, each node checked on its own before the epoch is planned.
 
     A node the mint could not pay (its id is no public key) or whose weight is not a number
     in [0, 1] would fail the whole epoch's close for every node: it is quarantined instead,
     weighs 0 and is not available, and the others are paid.
     """
-    nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now)
+    nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now,
+                                        payments.bonds)
     with Session(payments.engine) as session:
         earners = set(session.exec(select(WorkCreditRecord.node_id)
                                    .where(col(WorkCreditRecord.epoch).is_(None))
@@ -237,7 +243,7 @@ def screened_participants(store: FarmStore, proof: ProofStore, payments: Payment
                 _check_participant(node, weights.get(node, 1.0))
                 continue
             held.add(node)
-    return ([n for n in nodes if n not in held],
+    return ({n: share for n, share in nodes.items() if n not in held},
             {**weights, **{node: 0.0 for node in held}})
 
 

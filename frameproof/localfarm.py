@@ -12,6 +12,8 @@ from pathlib import Path
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 
+DEMO_BOND_TOKENS = "10"  # the coordinator's default minimum bond
+
 
 class LocalFarm:
     """Starts a coordinator and nodes as child processes; stops them all on exit."""
@@ -61,8 +63,22 @@ class LocalFarm:
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
-    def start_node(self, name: str, *, threads: int = 1,
-                   extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    def bond_node(self, name: str, tokens: str = DEMO_BOND_TOKENS) -> None:
+        """Airdrop test tokens to node `name`'s key and bond them, as its operator would with
+        `render-node airdrop` and `render-node bond` (embedded chain and test clusters)."""
+        from render_node import bonding
+
+        keypair = load_or_create_keypair(self.root / name / "node-keypair.json")
+        with FarmClient(self.address, keypair) as client:
+            bonding.airdrop(client, tokens)
+            bonding.post_bond(client, tokens)
+
+    def start_node(self, name: str, *, threads: int = 1, extra_args: tuple[str, ...] = (),
+                   bond: str | None = DEMO_BOND_TOKENS) -> subprocess.Popen[bytes]:
+        """Start node `name`, first bonded with `bond` tokens (None: a fresh, unbonded key,
+        which the coordinator gives only a new identity's bounded share of work)."""
+        if bond is not None:
+            self.bond_node(name, bond)
         log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         node = subprocess.Popen(
             [sys.executable, "-m", "render_node.cli", "run", "--coordinator", self.address,

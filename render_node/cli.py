@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,7 @@ from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
-from render_node import status
+from render_node import bonding, status
 from render_node.daemon import NodeConfig, RenderNode
 from render_node.sysinfo import capabilities, save_benchmark
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return _benchmark(args.work_dir, args.threads)
     if args.command == "earnings":
         return _earnings(args)
+    if args.command in ("bond", "unbond", "airdrop"):
+        return _bonds(args)
     return _run(args)
 
 
@@ -81,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status.add_arguments(commands.add_parser("status", help="this node's standing and "
                                              "reputation history"))
+
+    bond = commands.add_parser("bond", help="stake tokens from this node's wallet: a bond of "
+                               "at least the coordinator's minimum (and a verified record) "
+                               "lifts a new identity's limits; proven cheating slashes it")
+    _wallet_arguments(bond)
+    bond.add_argument("--tokens", help="tokens to add to the bond (omit: show the bond)")
+    unbond = commands.add_parser("unbond", help="take the bond back: it stops counting now "
+                                 "and returns after the cooldown, in good standing")
+    _wallet_arguments(unbond)
+    drop = commands.add_parser("airdrop", help="embedded chain and test clusters: test tokens "
+                               "(and fee SOL) for this node's key, e.g. to bond")
+    _wallet_arguments(drop)
+    drop.add_argument("tokens", help="how many tokens")
     return parser
 
 
@@ -156,6 +172,64 @@ def _earnings(args: argparse.Namespace) -> int:
         print(f"  epoch {epoch['epoch']}: {epoch['credits']:.6f} reference-hours, "
               f"{tokens(epoch['minted'], earnings.decimals)} tokens  {epoch['signature']}")
     return 0
+
+
+def _wallet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--keypair", type=Path,
+                        help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")
+    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--json", action="store_true")
+
+
+def _bonds(args: argparse.Namespace) -> int:
+    """bond / unbond / airdrop: one signed call or two, then the bond as it stands."""
+    keypair = load_or_create_keypair(args.keypair or args.work_dir / "node-keypair.json")
+    with FarmClient(coordinator_address(args.coordinator), keypair, tls_ca=args.tls_ca) as client:
+        try:
+            if args.command == "airdrop":
+                wallet = bonding.airdrop(client, args.tokens)
+                print(f"node {wallet.pubkey}: {tokens(wallet.balance, wallet.decimals)} tokens")
+                return 0
+            if args.command == "unbond":
+                bond = bonding.unbond(client)
+            elif args.tokens is not None:
+                bond = bonding.post_bond(client, args.tokens)
+            else:
+                bond = bonding.bond_status(client)
+        except ValueError as error:
+            print(f"render-node: {error}", file=sys.stderr)
+            return 2
+        except grpc.RpcError as error:
+            print(f"render-node: {error.details()}", file=sys.stderr)
+            return 1
+    _print_bond(bond, args.json)
+    return 0
+
+
+def _print_bond(bond: pb.Bond, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(MessageToDict(bond, preserving_proto_field_name=True,
+                                       always_print_fields_with_no_presence=True), indent=2))
+        return
+    units = bond.decimals
+    print(f"node {bond.node_id}: bond {tokens(bond.held, units)} tokens ({bond.state}; "
+          f"minimum {tokens(bond.minimum, units)})")
+    if bond.state == "unbonding":
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                             time.gmtime(bond.release_after_unix_ms / 1000))
+        print(f"  returns after {when} if the node is then in good standing (no lease, no "
+              "frame being verified)")
+    if bond.slashed or bond.returned:
+        print(f"  slashed {tokens(bond.slashed, units)}, returned {tokens(bond.returned, units)}")
+    if bond.last_signature:
+        print(f"  last transfer {bond.last_signature} ({bond.last_state})")
+    if bond.bounded:
+        print(f"  work is bounded: {bond.max_leases} lease(s) in flight, "
+              f"{bond.max_frames_per_job} frames per job ({bond.limits})")
+    else:
+        print("  work is not bounded")
 
 
 def _info(threads: int) -> int:

@@ -17,9 +17,11 @@ from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
+from coordinator.bonding import release_if_due
 from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.pricing import MS_PER_HOUR
+from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.storage.models import (
     NodeRecord,
     NodeStandingRecord,
@@ -43,10 +45,13 @@ IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
 LONG_POLL_SECONDS = 20.0
 LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
+BOUNDED_RECHECK_SECONDS = 2.0  # a new identity waiting on its own verifications re-asks this often
 MAX_REASON_LENGTH = 4000
 STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
 KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
 JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
+MAX_BOND_BASE_UNITS = 2**63 - 1  # what the wire's int64 and the ledger's BIGINT hold
+MAX_SIGNED_BOND_BYTES = 1232  # a Solana transaction's size limit
 # Self-reported benchmark scores are clamped: a node cannot claim to be a supercomputer.
 MIN_BENCHMARK_SCORE, MAX_BENCHMARK_SCORE = 0.05, 20.0
 
@@ -109,12 +114,17 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             standing = self.proof.standing(node_id)
             if standing.quarantined:
                 return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
-            task = self.store.lease_next_task(node_id, time.time(), node_rank(standing))
+            limits, standing = self.payments.bonds.gate(node_id, standing)
+            task = self.store.lease_next_task(node_id, time.time(), node_rank(standing),
+                                              max_leases=limits.max_leases,
+                                              max_frames_per_job=limits.max_frames_per_job)
             if task is not None:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
                 return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
+            if limits.bounded:  # its limits lift when its frames are verified: look again
+                left = min(left, BOUNDED_RECHECK_SECONDS)
             await self.events.wait(work, left)
         assert task.lease_id is not None
         self.pricing.lease_started(task.lease_id, node_id, task.job_id,
@@ -174,7 +184,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     receipt_signature=output.receipt_signature[:128],
                 )
             )
-        probability = check_probability(self.proof.standing(node_id))
+        _, standing = self.payments.bonds.gate(node_id, self.proof.standing(node_id))
+        probability = check_probability(standing)  # unbonded nodes: every frame
         sampled = frozenset(o.frame for o in outputs if self._draw.random() < probability)
         try:
             task, recorded = self.store.complete_task(lease_id, node_id, outputs, time.time(),
@@ -248,6 +259,69 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             total_minted=earnings.total_minted,
             open_credits=earnings.open_credits / MS_PER_HOUR,
             decimals=self.payments.pricing.decimals,
+        )
+
+    # ------------------------------------------------------------ bonds
+
+    async def PrepareBond(self, request, context):
+        node_id = await self._own_node_id(request.node_id, context)
+        if not 0 < request.tokens <= MAX_BOND_BASE_UNITS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
+        try:
+            message = await asyncio.to_thread(self.payments.bonds.bond_message, node_id,
+                                              request.tokens)
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return pb.PrepareBondResponse(message=message, tokens=request.tokens)
+
+    async def PostBond(self, request, context):
+        node_id = await self._own_node_id(request.node_id, context)
+        if not 0 < request.tokens <= MAX_BOND_BASE_UNITS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
+        if not request.signed_bond or len(request.signed_bond) > MAX_SIGNED_BOND_BYTES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "signed_bond must be the signed PrepareBond message")
+        try:
+            await asyncio.to_thread(self.payments.bonds.post_bond, node_id,
+                                    request.signed_bond, request.tokens)
+        except InsufficientBalance as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        log.info("node %s bonded %d base units", node_id[:12], request.tokens)
+        self.events.work_queued()  # its limits may have lifted
+        return await self._bond(node_id)
+
+    async def Unbond(self, request, context):
+        node_id = await self._own_node_id(request.node_id, context)
+        standing = self.proof.standing(node_id)
+        try:
+            await asyncio.to_thread(self.payments.bonds.request_unbond, node_id,
+                                    quarantined=standing.quarantined)
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        await asyncio.to_thread(release_if_due, self.store, self.proof, self.payments.bonds,
+                                node_id)
+        return await self._bond(node_id)
+
+    async def GetBond(self, request, context):
+        node_id = await require_id(context, request.node_id, "node_id")
+        return await self._bond(node_id)
+
+    async def _bond(self, node_id: str) -> pb.Bond:
+        bonds = self.payments.bonds
+        status = await asyncio.to_thread(bonds.status, node_id)
+        limits, _ = bonds.gate(node_id, self.proof.standing(node_id))
+        return pb.Bond(
+            node_id=node_id, held=status.held, minimum=status.minimum, state=status.state,
+            posted=status.posted, slashed=status.slashed, returned=status.returned,
+            release_after_unix_ms=int((status.release_after or 0) * 1000),
+            last_signature=status.last_signature, last_state=status.last_state,
+            decimals=self.payments.pricing.decimals, bounded=limits.bounded,
+            limits=limits.reason, max_leases=limits.max_leases or 0,
+            max_frames_per_job=limits.max_frames_per_job or 0,
         )
 
     # ------------------------------------------------------------ helpers

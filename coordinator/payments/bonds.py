@@ -233,6 +233,12 @@ class Bonds:
         return (record is not None and record.held > 0 and record.held >= self.minimum
                 and record.unbond_requested_at is None)
 
+    def gate(self, node_id: str, standing: NodeStanding) -> tuple[LeaseLimits, NodeStanding]:
+        """For the lease and the check draw: the node's limits and its standing as the farm
+        treats it (an unbonded node stays on probation, see `effective_standing`)."""
+        bonded = self.bonded(node_id)
+        return lease_limits(self.policy, standing, bonded), effective_standing(standing, bonded)
+
     def bonded_nodes(self) -> set[str]:
         """Every node whose bond counts now (for the epoch's availability share)."""
         with self._session() as session:

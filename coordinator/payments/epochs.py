@@ -9,8 +9,10 @@ Split, in this order, each step rounded so the parts add up to the whole exactly
 1. fee        = floor(emission x fee_share). Minted to `fee_owner` when one is configured;
                otherwise **not minted** (the default). The treasury's own ATA is the escrow,
                so minting the fee there would mix it with creators' deposits.
-2. availability pool = floor((emission - fee) x availability_share), equal shares for the nodes
-               the caller lists as online and answering.
+2. availability pool = floor((emission - fee) x availability_share), for the nodes the caller
+               names as proven available capacity, in proportion to the weight it gives each
+               (coordinator/bonding.py: bonded nodes, by work verified in the epoch); a plain
+               list of nodes shares it equally.
 3. work pool  = the rest, pro rata to each node's approved work credits in the epoch times its
                reputation weight (default 1.0).
 
@@ -85,7 +87,7 @@ def split_emission(
     config: EpochConfig,
     emission: int,
     credits: Mapping[str, int],
-    available: Iterable[str],
+    available: Iterable[str] | Mapping[str, float],
     weights: Mapping[str, float] | None = None,
 ) -> Split:
     """Divide `emission` between the fee, available nodes and nodes with credits."""
@@ -101,7 +103,12 @@ def split_emission(
             raise ValueError(f"reputation weight of {node} is negative")
         weighted[node] = work * weight
     work = allocate(work_pool, weighted)
-    nodes = sorted(set(available))
-    availability = allocate(availability_pool, {node: Fraction(1) for node in nodes})
+    if isinstance(available, Mapping):
+        capacity = {node: Fraction(share) for node, share in available.items()}
+        if any(share < 0 for share in capacity.values()):
+            raise ValueError("an availability weight is negative")
+    else:
+        capacity = {node: Fraction(1) for node in set(available)}
+    availability = allocate(availability_pool, capacity)
     unminted = (work_pool - sum(work.values())) + (availability_pool - sum(availability.values()))
     return Split(emission, fee, work_pool, availability_pool, work, availability, unminted)

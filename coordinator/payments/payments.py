@@ -310,7 +310,7 @@ class Payments:
         return None if last is None else float(last) + self.epochs.length_seconds
 
     def close_epoch_if_due(
-        self, now: float, available_nodes: Sequence[str] = (),
+        self, now: float, available_nodes: Sequence[str] | Mapping[str, float] = (),
         weights: Mapping[str, float] | None = None,
     ) -> EpochSummary | None:
         """For the coordinator's timer: close the epoch when its length has passed."""
@@ -320,12 +320,13 @@ class Payments:
         return self.close_epoch(now, available_nodes, weights)
 
     def close_epoch(
-        self, now: float, available_nodes: Sequence[str] = (),
+        self, now: float, available_nodes: Sequence[str] | Mapping[str, float] = (),
         weights: Mapping[str, float] | None = None,
     ) -> EpochSummary:
         """Close the open epoch at `now` and mint its emission (see `epochs.py` for the split).
 
-        `available_nodes`: node pubkeys that were online and answering (availability share).
+        `available_nodes`: node pubkeys of proven available capacity (availability share),
+        equal shares, or a mapping to each one's weight (`coordinator.bonding.availability`).
         `weights`: reputation multipliers on credits (default 1.0). The plan (epoch row,
         credits assigned, payouts, mint intents) commits first, in one transaction; the mints
         follow, so a crash in between is finished by `reconcile_pending`.
@@ -342,7 +343,8 @@ class Payments:
             self._journal.drive(payout.op_id)
         return self.epoch_summary(epoch)
 
-    def _plan_epoch(self, session: Session, now: float, available: Sequence[str],
+    def _plan_epoch(self, session: Session, now: float,
+                    available: Sequence[str] | Mapping[str, float],
                     weights: Mapping[str, float] | None) -> int:
         last = session.exec(select(func.max(EpochRecord.epoch))).one() or 0
         previous = session.get(EpochRecord, last) if last else None

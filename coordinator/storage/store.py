@@ -10,8 +10,19 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Exists, Select, exists, false, func, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    ScalarSelect,
+    Select,
+    exists,
+    false,
+    func,
+    or_,
+    update,
+)
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
@@ -320,14 +331,22 @@ class FarmStore:
 
     # ------------------------------------------------------------ leases
 
-    def lease_next_task(self, node_id: str, now: float, node_rank: int = 3) -> TaskRecord | None:
+    def lease_next_task(self, node_id: str, now: float, node_rank: int = 3, *,
+                        max_leases: int | None = None,
+                        max_frames_per_job: int | None = None) -> TaskRecord | None:
         """Give the node the oldest queued task it may render, or None.
 
         A node never gets back a task it already failed, nor any task of a job
         it failed too often: that work goes to other nodes. A node of rank r
         (1: trusted ... 3: economy or probation) gets only jobs of tier >= r.
+        A new identity's share is bounded (coordinator/payments/bonds.py): at most
+        `max_leases` in flight, and tasks of a job only while its frames there (leased,
+        being verified or done) plus the task's stay within `max_frames_per_job` (its
+        first task of a job always fits, so a chunk larger than the limit is not stuck).
         """
         policy = self.policy
+        if max_leases is not None and self._leases_held(node_id) >= max_leases:
+            return None
         failed_tasks = select(TaskFailureRecord.task_id).where(
             TaskFailureRecord.node_id == node_id
         )
@@ -345,6 +364,11 @@ class FarmStore:
             .where(col(JobRecord.tier) >= node_rank)
             .where(col(TaskRecord.task_id).not_in(failed_tasks))
             .where(col(TaskRecord.job_id).not_in(failed_jobs))
+        )
+        if max_frames_per_job is not None:
+            candidates = candidates.where(_within_frames_per_job(node_id, max_frames_per_job))
+        candidates = (
+            candidates
             # FIFO: a job's tasks are queued when it is created, a requeued task goes to the
             # back. Ordering on the task alone lets the queue index do the work.
             .order_by(col(TaskRecord.queued_at), col(TaskRecord.first_frame))
@@ -353,11 +377,15 @@ class FarmStore:
         with self._session() as session:
             for task_id in session.exec(candidates).all():
                 lease_id = uuid.uuid4().hex
-                claimed = session.execute(
+                claim = (
                     update(TaskRecord)
                     .where(col(TaskRecord.task_id) == task_id)
                     .where(col(TaskRecord.state) == TaskState.QUEUED)
-                    .values(
+                )
+                if max_leases is not None:  # checked again in the claim: calls may race
+                    claim = claim.where(_leases_of(node_id) < max_leases)
+                claimed = session.execute(
+                    claim.values(
                         state=TaskState.LEASED,
                         lease_id=lease_id,
                         node_id=node_id,
@@ -369,6 +397,10 @@ class FarmStore:
                     session.commit()
                     return session.get(TaskRecord, task_id)
             return None
+
+    def _leases_held(self, node_id: str) -> int:
+        with self._session() as session:
+            return int(session.exec(select(_leases_of(node_id))).one())
 
     def extend_lease(self, lease_id: str, node_id: str, now: float) -> TaskRecord:
         """Heartbeat: push the lease's expiry forward, or raise LeaseLost."""
@@ -522,6 +554,27 @@ def record_task_failure(
         task.state = TaskState.QUEUED
         task.queued_at = now
     session.add(task)
+
+
+def _leases_of(node_id: str) -> ScalarSelect[int]:
+    """How many leases the node holds now."""
+    mine = aliased(TaskRecord)
+    return (select(func.count()).select_from(mine).where(mine.node_id == node_id)
+            .where(mine.state == TaskState.LEASED).scalar_subquery())
+
+
+def _within_frames_per_job(node_id: str, limit: int) -> ColumnElement[bool]:
+    """The candidate task keeps the node's frames of its job within `limit` (see lease)."""
+    mine = aliased(TaskRecord)
+    held = (
+        select(func.coalesce(func.sum(mine.last_frame - mine.first_frame + 1), 0))
+        .where(mine.job_id == TaskRecord.job_id)
+        .where(mine.node_id == node_id)
+        .where(col(mine.state).in_([TaskState.LEASED, TaskState.VERIFYING, TaskState.DONE]))
+        .scalar_subquery()
+    )
+    size = TaskRecord.last_frame - TaskRecord.first_frame + 1
+    return or_(held == 0, held + size <= limit)
 
 
 def scene_holds(session: Session, scene_ids: Select, sha256: str) -> bool:
