@@ -15,6 +15,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy.engine import Engine
 
+from coordinator.bonding import BondKeeper, busy_reason
 from coordinator.chain import signed_deposit
 from coordinator.chain.embedded import EmbeddedChain
 from coordinator.chain.rpc import RpcChain
@@ -31,6 +32,9 @@ from coordinator.payments.bonds import (
 )
 from coordinator.payments.results import InsufficientBalance
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.models import JobRecord, SceneRecord, TaskRecord
+from coordinator.storage.proof import ProofStore, VerificationResult
+from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
 from verifier.reputation import NodeStanding, check_probability
 
 TOKEN = 10**6
@@ -250,3 +254,128 @@ def test_bonds_over_the_rpc_backend(engine: Engine, clock: Clock) -> None:
             assert_ledger_ok(payments)
         finally:
             chain.close()
+
+
+# --- the rules applied to the farm's real tables -----------------------------------------------
+
+SCHEDULING = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
+
+
+def add_job(store: FarmStore, job_id: str, chunks: list[list[int]], creator: str = "",
+            queued_at: float = 0.0) -> None:
+    if store.get_scene("scene") is None:
+        store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
+                                     created_at=0.0))
+    store.create_job(JobRecord(job_id=job_id, scene_id="scene", frames_spec="", creator=creator,
+                               settings_json="{}", created_at=0.0, updated_at=0.0), chunks,
+                     queued_at)
+
+
+def complete(store: FarmStore, node: str, task: TaskRecord) -> None:
+    assert task.lease_id
+    numbers = list(range(task.first_frame, task.last_frame + 1))
+    outputs = [FrameOutputRecord(frame=n, sha256=f"{n:064x}", size=1, extension="png",
+                                 render_seconds=1.0) for n in numbers]
+    store.complete_task(task.lease_id, node, outputs, 1.0, frozenset(numbers))
+
+
+def bounded_lease(store: FarmStore, node: str) -> TaskRecord | None:
+    limits = lease_limits(POLICY, NodeStanding(), bonded=False)
+    return store.lease_next_task(node, 1.0, max_leases=limits.max_leases,
+                                 max_frames_per_job=limits.max_frames_per_job)
+
+
+def test_a_new_identity_holds_one_lease_and_a_few_frames_per_job(engine: Engine) -> None:
+    store = FarmStore(engine, SCHEDULING)
+    add_job(store, "big", [[n] for n in range(1, 21)])
+    add_job(store, "other", [[1]], queued_at=0.5)  # queued after the big job
+    first = bounded_lease(store, "fresh")
+    assert first is not None and first.job_id == "big"
+    assert bounded_lease(store, "fresh") is None, "one lease in flight"
+    taken = [first]
+    while True:  # deliver and ask again, as a node would
+        complete(store, "fresh", taken[-1])
+        task = bounded_lease(store, "fresh")
+        if task is None or task.job_id != "big":
+            break
+        taken.append(task)
+    assert len(taken) == POLICY.new_node_frames_per_job, "frames of one job are bounded"
+    assert task is not None and task.job_id == "other", "other jobs still get the node"
+    # Without limits (bonded, with a record) the same node goes on with the big job.
+    complete(store, "fresh", task)
+    more = store.lease_next_task("fresh", 1.0)
+    assert more is not None and more.job_id == "big"
+    assert store.lease_next_task("fresh", 1.0) is not None, "and may hold several leases"
+
+
+def test_a_chunk_larger_than_the_limit_is_not_stuck(engine: Engine) -> None:
+    store = FarmStore(engine, SCHEDULING)
+    add_job(store, "chunky", [list(range(1, 7)), list(range(7, 13))])
+    first = bounded_lease(store, "fresh")
+    assert first is not None and first.last_frame - first.first_frame + 1 == 6
+    complete(store, "fresh", first)
+    assert bounded_lease(store, "fresh") is None, "but one such chunk is all it gets"
+
+
+def test_the_keeper_slashes_a_quarantined_cheater_for_its_creators(
+        engine: Engine, payments: Payments) -> None:
+    store, proof = FarmStore(engine, SCHEDULING), ProofStore(engine, SCHEDULING)
+    cheater, alice, bob = Keypair(), Keypair(), Keypair()
+    node_id = str(cheater.pubkey())
+    payments.airdrop(node_id, 10 * TOKEN)
+    post(payments, cheater, 10)
+    add_job(store, "a", [[1]], creator=str(alice.pubkey()))
+    add_job(store, "b", [[1]], creator=str(bob.pubkey()))
+    keeper = BondKeeper(store, proof, payments.bonds)
+    rejected = VerificationResult(passed=False, reason="blank", mode="exact", pixel_sha256="",
+                                  details={})
+    for now in (2.0, 3.0):
+        task = store.lease_next_task(node_id, now)
+        assert task is not None
+        complete(store, node_id, task)
+        check = proof.lease_verification("v1", now, lease_seconds=10)
+        assert check is not None
+        proof.finish_verification(check.verification_id, "v1", rejected, now)
+        keeper.sweep()
+        if now == 2.0:
+            assert payments.bonds.status(node_id).slashed == 0, "one failure is no proof"
+    assert proof.standing(node_id).quarantined
+    status = payments.bonds.status(node_id)
+    assert status.slashed == 5 * TOKEN and status.held == 5 * TOKEN
+    assert balance(payments, alice) == 2 * TOKEN and balance(payments, bob) == 2 * TOKEN
+    assert payments.chain.treasury_vault_balance() == TOKEN
+    keeper.sweep()
+    assert payments.bonds.status(node_id).slashed == 5 * TOKEN, "once per quarantine"
+    with pytest.raises(PaymentError, match="quarantined"):
+        payments.bonds.request_unbond(node_id, quarantined=True)
+    assert_ledger_ok(payments)
+
+
+def test_the_keeper_returns_a_bond_only_without_work_in_flight(
+        engine: Engine, payments: Payments, clock: Clock) -> None:
+    store, proof = FarmStore(engine, SCHEDULING), ProofStore(engine, SCHEDULING)
+    operator = Keypair()
+    node_id = str(operator.pubkey())
+    payments.airdrop(node_id, 10 * TOKEN)
+    post(payments, operator, 10)
+    add_job(store, "job", [[1]])
+    task = store.lease_next_task(node_id, 1.0)
+    assert task is not None
+    payments.bonds.request_unbond(node_id, quarantined=False)
+    clock.now += POLICY.unbond_cooldown_seconds
+    keeper = BondKeeper(store, proof, payments.bonds)
+    keeper.sweep()
+    assert busy_reason(store, node_id) == "1 lease(s) in flight"
+    assert payments.bonds.status(node_id).state == "unbonding"
+    complete(store, node_id, task)
+    keeper.sweep()
+    assert busy_reason(store, node_id) == "1 frame(s) still being verified"
+    assert payments.bonds.status(node_id).state == "unbonding"
+    check = proof.lease_verification("v1", 2.0, lease_seconds=10)
+    assert check is not None
+    proof.finish_verification(check.verification_id, "v1", VerificationResult(
+        passed=True, reason="ok", mode="exact", pixel_sha256="", details={}), 2.0)
+    keeper.sweep()
+    assert payments.bonds.status(node_id).state == "returned"
+    assert balance(payments, operator) == 10 * TOKEN
+    assert_ledger_ok(payments)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -283,3 +284,12 @@ def test_cluster_names_map_to_urls() -> None:
     assert cluster_url("https://rpc.example.org") == "https://rpc.example.org"
     with pytest.raises(ValueError):
         cluster_url("moonnet")
+
+
+def test_the_embedded_chain_leaves_sqlite_able_to_read_reals(tmp_path: Path) -> None:
+    """LiteSVM leaves x87 registers in use; SQLite (long double) then read 0.5 as NaN and
+    built broken indexes in the same thread. The chain clears them after each transaction."""
+    chain = EmbeddedChain(tmp_path / "chain")  # creating the mint executes a transaction
+    chain.fund_creator(Keypair().pubkey(), 5, memo="fp:x87")
+    connection = sqlite3.connect(":memory:")
+    assert connection.execute("SELECT 0.5, 0.25 < 1.0").fetchone() == (0.5, 1)

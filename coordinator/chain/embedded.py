@@ -35,6 +35,7 @@ from spl.token.constants import MINT_LEN
 
 from coordinator.chain import tokenops
 from coordinator.chain.base import ChainError, Outcome, PreparedTx, TokenChain, TxStatus
+from coordinator.chain.fpu import reset_x87
 from coordinator.chain.keys import load_or_create_keypair
 
 STATE_FILE = "chain-state.json"
@@ -124,7 +125,10 @@ class EmbeddedChain(TokenChain):
             payer = tx.message.account_keys[0]
             if payer == self.treasury and self.sol_balance(payer) < TREASURY_LOW_WATER:
                 self._svm.airdrop(payer, TREASURY_TOP_UP)
-            result = self._svm.send_transaction(tx)
+            try:
+                result = self._svm.send_transaction(tx)
+            finally:
+                reset_x87()  # else SQLite in this thread reads REALs as NaN (chain/fpu.py)
             if isinstance(result, FailedTransactionMetadata):
                 if self._svm.get_transaction(tx.signatures[0]) is None:
                     # Refused before execution (bad signature, unpayable fee): nothing changed.

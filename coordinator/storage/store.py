@@ -345,6 +345,8 @@ class FarmStore:
         first task of a job always fits, so a chunk larger than the limit is not stuck).
         """
         policy = self.policy
+        # Counted before the claim: the coordinator runs this synchronously on its event loop,
+        # so one node's concurrent calls cannot both pass.
         if max_leases is not None and self._leases_held(node_id) >= max_leases:
             return None
         failed_tasks = select(TaskFailureRecord.task_id).where(
@@ -377,15 +379,11 @@ class FarmStore:
         with self._session() as session:
             for task_id in session.exec(candidates).all():
                 lease_id = uuid.uuid4().hex
-                claim = (
+                claimed = session.execute(
                     update(TaskRecord)
                     .where(col(TaskRecord.task_id) == task_id)
                     .where(col(TaskRecord.state) == TaskState.QUEUED)
-                )
-                if max_leases is not None:  # checked again in the claim: calls may race
-                    claim = claim.where(_leases_of(node_id) < max_leases)
-                claimed = session.execute(
-                    claim.values(
+                    .values(
                         state=TaskState.LEASED,
                         lease_id=lease_id,
                         node_id=node_id,
