@@ -138,6 +138,15 @@ FIELDS: dict[str, Bound] = {
     "GetNodeStandingRequest.history_limit": Bound(low=0, note="0: 50; more than 1000 "
                                                   "is read as 1000"),
     "EarningsRequest.node_id": Bound(pattern="pubkey"),
+    # bonds
+    "PrepareBondRequest.node_id": Bound(pattern="pubkey"),
+    "PrepareBondRequest.tokens": Bound(low=0, note="base units; 0 is refused by the handler"),
+    "PostBondRequest.node_id": Bound(pattern="pubkey"),
+    "PostBondRequest.signed_bond": Bound(max_bytes=SOLANA_TX_BYTES,
+                                         note="the signed PrepareBond message"),
+    "PostBondRequest.tokens": Bound(low=0, note="base units; 0 is refused by the handler"),
+    "UnbondRequest.node_id": Bound(pattern="pubkey"),
+    "GetBondRequest.node_id": Bound(pattern="pubkey"),
     # Proof-of-Render
     "LeaseVerificationRequest.verifier_id": Bound(pattern="pubkey"),
     "LeaseVerificationRequest.blender_version": Bound(max_bytes=64),
