@@ -24,6 +24,7 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
+from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 from verifier.reputation import Outcome
@@ -134,8 +135,10 @@ def availability(store: FarmStore, proof: ProofStore, bonds: Bonds, window: floa
                  now: float) -> dict[str, float]:
     """The availability pool's nodes and weights for the epoch closing at `now`.
 
-    The capacity the network has proven is the work it verified from each node in the open
-    epoch (approved frames' credits); see `coordinator.payments.bonds.availability_weights`.
+    A node proves it answered by work verified from it in the open epoch (approved frames'
+    credits); its capacity is its speed as the coordinator measured it (`PricingStore.node_speed`:
+    reference seconds of work per wall second of its leases), which weighs its share. See
+    `coordinator.payments.bonds.availability_weights`.
     """
     with Session(store.engine) as session:
         work = dict(session.exec(
@@ -146,12 +149,14 @@ def availability(store: FarmStore, proof: ProofStore, bonds: Bonds, window: floa
         ).all())
     standings = proof.standings()
     bonded = bonds.bonded_nodes()
+    speeds = PricingStore(store.engine).node_speeds(sorted(bonded & set(work)))
     facts = {
         node.node_id: NodeEpochFacts(
             bonded=node.node_id in bonded,
             quarantined=bool(standings.get(node.node_id) and standings[node.node_id].quarantined),
             verified_work_ms=int(work.get(node.node_id, 0)),
             answering=node.last_seen_at >= now - window,
+            measured_speed=speeds.get(node.node_id),
         )
         for node in store.list_nodes()
     }

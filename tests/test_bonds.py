@@ -125,16 +125,18 @@ def test_slash_split_is_exact_and_pro_rata() -> None:
 
 def test_availability_goes_only_to_proven_bonded_capacity() -> None:
     facts = {
-        "worker": NodeEpochFacts(bonded=True, quarantined=False, verified_work_ms=3000,
-                                 answering=True),
-        "small": NodeEpochFacts(True, False, 1000, True),
+        "fast": NodeEpochFacts(bonded=True, quarantined=False, verified_work_ms=3000,
+                               answering=True, measured_speed=3.0),
+        "slow": NodeEpochFacts(True, False, 9000, True, 1.0),  # more work, less capacity
         "idle-key": NodeEpochFacts(False, False, 0, True),  # merely connected
-        "idle-bonded": NodeEpochFacts(True, False, 0, True),  # bonded, never proved capacity
-        "unbonded-worker": NodeEpochFacts(False, False, 5000, True),
-        "cheater": NodeEpochFacts(True, True, 9000, True),
-        "gone": NodeEpochFacts(True, False, 2000, False),
+        "idle-bonded": NodeEpochFacts(True, False, 0, True, 2.0),  # nothing answered this epoch
+        "unmeasured": NodeEpochFacts(True, False, 1000, True, None),
+        "unbonded-worker": NodeEpochFacts(False, False, 5000, True, 2.0),
+        "cheater": NodeEpochFacts(True, True, 9000, True, 5.0),
+        "gone": NodeEpochFacts(True, False, 2000, False, 2.0),
+        "bogus-speed": NodeEpochFacts(True, False, 2000, True, float("inf")),
     }
-    assert availability_weights(facts) == {"small": 1000.0, "worker": 3000.0}
+    assert availability_weights(facts) == {"fast": 3.0, "slow": 1.0}
 
 
 # --- bonds on the chain --------------------------------------------------------------------------

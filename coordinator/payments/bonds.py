@@ -142,20 +142,24 @@ class NodeEpochFacts:
 
     bonded: bool  # bond >= minimum and not unbonding
     quarantined: bool
-    verified_work_ms: int  # approved work (credits) in the epoch: capacity proven by delivery
+    verified_work_ms: int  # approved work (credits) in the epoch: it answered leases
     answering: bool  # seen by the coordinator within the epoch (leases, heartbeats)
+    measured_speed: float | None = None  # reference seconds per wall second, as the
+    #                                      coordinator timed its leases (None: never measured)
 
 
 def availability_weights(facts: Mapping[str, NodeEpochFacts]) -> dict[str, float]:
     """Who shares the availability pool, and in what proportion.
 
-    Only bonded, unquarantined nodes that answered through the epoch and whose capacity the
-    network measured by verifying their work in it; weighted by that verified work. A key
-    that merely connected has no verified work, so it gets nothing.
+    Only bonded, unquarantined nodes that answered through the epoch (seen in it, with work
+    the network verified in it) and whose speed the coordinator measured; weighted by that
+    measured speed, the capacity the node offers. A key that merely connected has neither
+    verified work nor a measured speed, so it gets nothing.
     """
-    return {node: float(fact.verified_work_ms) for node, fact in sorted(facts.items())
+    return {node: float(fact.measured_speed) for node, fact in sorted(facts.items())
             if fact.bonded and not fact.quarantined and fact.answering
-            and fact.verified_work_ms > 0}
+            and fact.verified_work_ms > 0 and fact.measured_speed is not None
+            and math.isfinite(fact.measured_speed) and fact.measured_speed > 0}
 
 
 # --- the service -----------------------------------------------------------------------------
