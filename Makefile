@@ -14,12 +14,12 @@ ifneq ($(call VERSION_OF,$(PY)),$(PYTHON_WANTED))
 STAMP_FORCE := FORCE
 endif
 
-.PHONY: demo test lint proto dist clean check-python FORCE
+.PHONY: demo test lint proto dist clean check-python browser FORCE
 
 demo: check-python $(GENERATED)
 	$(VENV)/bin/frameproof demo
 
-test: check-python $(GENERATED)
+test: check-python $(GENERATED) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -43,6 +43,12 @@ $(STAMP): pyproject.toml setup.py $(STAMP_FORCE)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The dashboard's browser test drives Debian's chromium; installed when missing and root (CI).
+# Otherwise that test skips and says why.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium)
 
 # proto/ is the contract; the Python code is generated from it, old output first deleted.
 proto $(GENERATED): $(STAMP) $(wildcard proto/frameproof/v1/*.proto)

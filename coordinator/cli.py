@@ -210,7 +210,8 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                      f"(default {policy.slash_to_creators})")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
-                     "Prometheus format (default: no HTTP)")
+                     "Prometheus format and the read-only web dashboard, no login: keep it on "
+                     "loopback (default: no HTTP)")
     run.add_argument("--machine-score", type=_positive_score, metavar="SCORE",
                      help="this machine's benchmark score, if already measured (default: "
                      "measure it once with the reference scene and cache it in the data dir)")

@@ -201,7 +201,10 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         background.append(tracing)
     http_port = None
     if http_socket is not None:
-        app = web.build_app(coordinator_registry(engine))
+        from coordinator.dashboard import dashboard_routes
+
+        app = web.build_app(coordinator_registry(engine), dashboard_routes(
+            engine, blobs, payments, config.data_dir / "thumbnails"))
         background.append(asyncio.create_task(web.serve_http(app, http_socket)))
         http_port = http_socket.getsockname()[1]
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,

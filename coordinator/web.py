@@ -1,5 +1,5 @@
-"""The coordinator's HTTP side (`render-coordinator serve --http HOST:PORT`): /metrics today,
-the web dashboard's pages later, all on one Starlette app.
+"""The coordinator's HTTP side (`render-coordinator serve --http HOST:PORT`): /metrics and
+the web dashboard's pages (coordinator/dashboard), all on one Starlette app.
 
 Why Starlette + uvicorn, in the coordinator's own event loop: the gRPC server is grpc.aio, so
 an ASGI server on the same loop shares the process, its database engine and its lifecycle (no
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Iterator, Sequence
@@ -59,6 +60,9 @@ def bind(listen: str) -> socket.socket:
         sock.close()
         raise OSError(f"cannot serve HTTP on {listen}: {error.strerror}") from error
     sock.setblocking(False)
+    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        log.warning("HTTP on %s is not loopback: /metrics and the dashboard (every job, its "
+                    "creator and its frames) have no login; see docs/DASHBOARD.md", listen)
     return sock
 
 
@@ -72,8 +76,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 async def serve_http(app: Starlette, sock: socket.socket) -> None:
     """Serve `app` on the bound `sock` until cancelled, then close it gracefully."""
+    # The dashboard's live pages hold streams open: a stop waits at most 2 s for them.
     server = _EmbeddedServer(uvicorn.Config(app, lifespan="off", log_level="warning",
-                                            access_log=False))
+                                            access_log=False, timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
