@@ -105,6 +105,8 @@ def test_money_commands_as_a_creator_would(farm: LocalFarm, capsys):
                         "--samples", str(TINY["samples"]), "--resolution-percentage",
                         str(TINY["resolution_percentage"]))
     assert estimate["frames"] == 2 and 0 < estimate["cost_usd"] <= estimate["max_cost_usd"]
+    assert estimate["cost_low_usd"] <= estimate["cost_usd"] <= estimate["cost_high_usd"]
+    assert estimate["max_cost_usd"] == estimate["cost_high_usd"]  # the default escrow
     before = run_json(farm, capsys, "wallet")
     assert before["pubkey"] and before["balance"] == 100 * 10**6 and before["escrow"] == 0
     assert fp(farm, "wallet", "airdrop", "5") == 0
@@ -114,6 +116,7 @@ def test_money_commands_as_a_creator_would(farm: LocalFarm, capsys):
     job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-2", "--samples",
                    str(TINY["samples"]), "--resolution-percentage",
                    str(TINY["resolution_percentage"]), "--max-cost", "0.5")
+    assert job["estimate"] == estimate  # the same probe and quote as `frameproof estimate`
     assert fp(farm, "watch", job["job_id"]) == 0
     capsys.readouterr()
 

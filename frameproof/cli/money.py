@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from frameproof.cli.common import err, fail, out, print_json
-from frameproof.cli.submit import FORMATS, upload_scene
+from frameproof.cli.submit import FORMATS, estimate_json, upload_scene
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
@@ -44,26 +44,6 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
         out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} = "
                   f"{result['escrow_tokens']} tokens (change with --max-cost)")
     return 0
-
-
-def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
-    """The estimate as plain JSON (`frameproof estimate --json`)."""
-    return {
-        "frames": estimate.frames,
-        "tier": tier,
-        "reference_seconds_per_frame": round(estimate.reference_seconds_per_frame, 3),
-        "reference_seconds_per_frame_low": round(estimate.reference_seconds_low_per_frame, 3),
-        "reference_seconds_per_frame_high": round(estimate.reference_seconds_high_per_frame, 3),
-        "cost_usd": estimate.cost_usd,
-        "cost_low_usd": estimate.cost_low_usd,
-        "cost_high_usd": estimate.cost_high_usd,
-        "max_cost_usd": estimate.max_cost_usd,
-        "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
-        "token_price_usd": estimate.token_price_usd,
-        "method": estimate.method,
-        "probe_frames": list(estimate.probe_frames),
-        "note": estimate.note,
-    }
 
 
 def probe_line(estimate: pb.Estimate) -> str:

@@ -14,7 +14,7 @@ from frameproof.client import FarmClient
 from frameproof.packing import PackingError, pack_scene
 from frameproof.transfer import upload_files
 from frameproof.v1 import farm_pb2 as pb
-from frameproof.wallet import DepositError, sign_deposit
+from frameproof.wallet import DepositError, sign_deposit, tokens
 
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
 
@@ -50,9 +50,10 @@ def build_namespace(scene: Path, **overrides: object) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, client: FarmClient) -> int:
-    job, uploaded = submit_scene(args, client)
+    job, uploaded, estimate = submit_with_estimate(args, client)
     if args.json:
-        print_json({**job_json(job), "uploaded_bytes": uploaded})
+        print_json({**job_json(job), "uploaded_bytes": uploaded,
+                    "estimate": estimate_json(estimate, args.tier)})
     else:
         err.print(f"job {job.job_id}: {job.frames.total} frames ({job.frames_spec}), "
                   f"{job.settings.engine}, {job.settings.samples} samples")
@@ -62,6 +63,13 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
 
 def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, int]:
     """Pack, upload what the coordinator lacks, and submit; return the job and bytes sent."""
+    job, sent, _ = submit_with_estimate(args, client)
+    return job, sent
+
+
+def submit_with_estimate(args: argparse.Namespace,
+                         client: FarmClient) -> tuple[pb.Job, int, pb.Estimate]:
+    """submit_scene, also returning the estimate the job was escrowed from."""
     settings = _settings(args)
     scene_id, sent = upload_scene(args.scene, client)
     estimate = client.jobs.EstimateJob(pb.EstimateRequest(
@@ -90,7 +98,27 @@ def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, 
         ),
         timeout=300,
     )
-    return response.job, sent
+    return response.job, sent, estimate
+
+
+def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
+    """The estimate as plain JSON (`frameproof estimate --json`, and in `submit --json`)."""
+    return {
+        "frames": estimate.frames,
+        "tier": tier,
+        "reference_seconds_per_frame": round(estimate.reference_seconds_per_frame, 3),
+        "reference_seconds_per_frame_low": round(estimate.reference_seconds_low_per_frame, 3),
+        "reference_seconds_per_frame_high": round(estimate.reference_seconds_high_per_frame, 3),
+        "cost_usd": estimate.cost_usd,
+        "cost_low_usd": estimate.cost_low_usd,
+        "cost_high_usd": estimate.cost_high_usd,
+        "max_cost_usd": estimate.max_cost_usd,
+        "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
+        "token_price_usd": estimate.token_price_usd,
+        "method": estimate.method,
+        "probe_frames": list(estimate.probe_frames),
+        "note": estimate.note,
+    }
 
 
 def upload_scene(scene: Path, client: FarmClient) -> tuple[str, int]:
