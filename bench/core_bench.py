@@ -108,15 +108,14 @@ def scheduling_throughput(farm: LocalFarm, frames: int, nodes: int) -> str:
     from frameproof.transfer import upload_bytes
 
     with farm.client() as creator:
-        from frameproof.cli import submit
+        from frameproof.creator import Creator, JobOptions
 
-        args = submit.build_namespace(SCENE, frames=f"1-{min(frames, 24)}")
         job_ids = []
         remaining = frames
         while remaining > 0:
             count = min(24, remaining)
-            args.frames = f"1-{count}"
-            job_ids.append(submit.submit_scene(args, creator)[0].job_id)
+            options = JobOptions(frames=f"1-{count}")
+            job_ids.append(Creator(creator).submit_scene(SCENE, options)[0].job.job_id)
             remaining -= count
     done = []
     lock = threading.Lock()
@@ -174,12 +173,11 @@ def node_speedup(work: Path, frames: str) -> str:
             for index in range(count):
                 farm.start_node(f"node-{index}")
             with farm.client() as client:
-                from frameproof.cli import submit
                 from frameproof.cli.watch import watch_job
+                from frameproof.creator import Creator, JobOptions
 
-                args = submit.build_namespace(SCENE, frames=frames)
                 start = time.perf_counter()
-                job = submit.submit_scene(args, client)[0]
+                job = Creator(client).submit_scene(SCENE, JobOptions(frames=frames))[0].job
                 watch_job(client, job.job_id, quiet=True)
                 times[count] = time.perf_counter() - start
     return (

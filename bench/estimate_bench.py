@@ -39,8 +39,8 @@ from coordinator.payments.pricing import (  # noqa: E402
     estimate,
     pixel_sample_estimate,
 )
-from frameproof.cli import submit  # noqa: E402
 from frameproof.client import FarmClient  # noqa: E402
+from frameproof.creator import Creator, JobOptions  # noqa: E402
 from frameproof.localfarm import LocalFarm  # noqa: E402
 from frameproof.v1 import farm_pb2 as pb  # noqa: E402
 
@@ -66,13 +66,13 @@ def wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 def run_scene(client: FarmClient, blend: Path, frames: str, score: float) -> dict:
-    args = submit.build_namespace(blend, frames=frames, max_cost=0.0, tier=TIER)
-    scene_id, _ = submit.upload_scene(blend, client)
+    creator = Creator(client)
+    scene_id = creator.upload_scene(blend).scene_id
     started = time.monotonic()
     est = client.jobs.EstimateJob(pb.EstimateRequest(scene_id=scene_id, frames=frames,
                                                      tier=TIER), timeout=600)
     probe_seconds = time.monotonic() - started
-    job, _ = submit.submit_scene(args, client)
+    job = creator.submit(scene_id, JobOptions(frames=frames, tier=TIER, name=blend.stem)).job
 
     def ended() -> pb.Job | None:
         current = client.jobs.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=30)
@@ -220,7 +220,7 @@ def main() -> int:
 def _score(path: Path, client: FarmClient | None, blend: Path | None) -> float:
     """The coordinator's measured score (measured at its first estimate)."""
     if not path.exists() and client is not None and blend is not None:
-        scene_id, _ = submit.upload_scene(blend, client)
+        scene_id = Creator(client).upload_scene(blend).scene_id
         client.jobs.EstimateJob(pb.EstimateRequest(scene_id=scene_id, frames="1", tier=TIER),
                                 timeout=600)
     return float(json.loads(path.read_text())["score"])

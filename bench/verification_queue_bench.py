@@ -24,19 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from frameproof.cli import submit  # noqa: E402
 from frameproof.client import FarmClient  # noqa: E402
+from frameproof.creator import Creator, JobOptions  # noqa: E402
 from frameproof.localfarm import LocalFarm  # noqa: E402
 from frameproof.v1 import farm_pb2 as pb  # noqa: E402
 
 SCENE = ROOT / "samples" / "spinning_cube.blend"
 SLOW_SAMPLES = 800
-TINY = {"resolution_percentage": 20, "max_cost": 1.0}
+TINY = {"resolution_percentage": 20, "max_cost_usd": 1.0}
 
 
 def submit_job(client: FarmClient, frames: str, samples: int) -> str:
-    args = submit.build_namespace(SCENE, frames=frames, samples=samples, **TINY)
-    return submit.submit_scene(args, client)[0].job_id
+    options = JobOptions(frames=frames, samples=samples, **TINY)
+    return Creator(client).submit_scene(SCENE, options)[0].job.job_id
 
 
 def wait_done(client: FarmClient, job_id: str, timeout: float = 900) -> None:

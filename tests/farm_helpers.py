@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from frameproof.cli import submit
 from frameproof.client import FarmClient
+from frameproof.creator import Creator, JobOptions
 from frameproof.localfarm import LocalFarm
 from frameproof.manifest import ManifestEntry, SceneManifest
 from frameproof.transfer import upload_bytes
@@ -20,8 +20,8 @@ TINY = {"resolution_percentage": 20, "samples": 4}
 
 def submit_sample(client: FarmClient, scene: Path, frames: str, **overrides: object) -> pb.Job:
     # A generous budget: these tests are about rendering, not about the cost estimate.
-    args = submit.build_namespace(scene, frames=frames, **{"max_cost": 1.0, **TINY, **overrides})
-    return submit.submit_scene(args, client)[0]
+    options = JobOptions(frames=frames, **{"max_cost_usd": 1.0, **TINY, **overrides})
+    return Creator(client).submit_scene(scene, options)[0].job
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):  # type: ignore[no-untyped-def]

@@ -169,7 +169,11 @@ def test_a_second_creator_with_the_same_files_proves_them_once_and_submits(
     """Dedup still works for honest creators: Bob has the same scene, sends its bytes once
     (compared with the stored copy, not stored again), and submits; next time he sends
     nothing."""
-    from frameproof.cli.submit import upload_scene
+    from frameproof.creator import Creator
+
+    def upload_scene(scene: Path, client: FarmClient) -> tuple[str, int]:
+        uploaded = Creator(client).upload_scene(scene)
+        return uploaded.scene_id, uploaded.sent_bytes
 
     with coordinator.client() as alice:
         first = submit_sample(alice, SAMPLE_SCENE, "1")

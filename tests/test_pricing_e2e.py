@@ -75,7 +75,7 @@ def test_an_inflating_node_is_priced_like_an_honest_one_and_flagged(
         assert shown["method"] == "full" and shown["probe_frames"] == [1, 5, 8]
         assert 0 < shown["cost_low_usd"] <= shown["cost_usd"] <= shown["cost_high_usd"]
         assert shown["max_cost_usd"] == shown["cost_high_usd"]
-        job = submit_sample(client, SAMPLE_SCENE, FRAMES, max_cost=0.0)  # default escrow
+        job = submit_sample(client, SAMPLE_SCENE, FRAMES, max_cost_usd=0.0)  # default escrow
         wait_until_done(client, job.job_id, timeout=300)
         receipts = settled(client, job.job_id)
         history = client.nodes.GetNodeStanding(pb.GetNodeStandingRequest(

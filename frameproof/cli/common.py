@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import grpc
 from rich.console import Console
 
+from frameproof.creator import CoordinatorUnavailable, CreatorError
 from frameproof.v1 import farm_pb2 as pb
 
 out = Console()
@@ -50,6 +51,14 @@ def explain_rpc_error(error: grpc.RpcError, address: str) -> str:
         return (f"cannot reach the coordinator at {address}; start one with "
                 "`render-coordinator serve` or set --coordinator / FRAMEPROOF_COORDINATOR")
     return f"{error.details()} ({code.name})"
+
+
+def describe_creator_error(error: CreatorError) -> str:
+    """The library's one-line message, with the CLI's hint where there is one."""
+    if isinstance(error, CoordinatorUnavailable):
+        return (f"cannot reach the coordinator at {error.address}; start one with "
+                "`render-coordinator serve` or set --coordinator / FRAMEPROOF_COORDINATOR")
+    return str(error)
 
 
 def print_json(value: Any) -> None:

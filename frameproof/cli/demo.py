@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from frameproof.cli import submit
 from frameproof.cli.common import STATE_NAMES, err, out
 from frameproof.cli.download import download_frames
 from frameproof.cli.watch import watch_job
+from frameproof.creator import Creator, JobOptions
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
             farm.start_node(f"node-{index + 1}")
         err.print(f"{args.nodes} render nodes started (logs in {farm_dir / 'logs'})")
         with farm.client() as client:
-            submit_args = submit.build_namespace(SAMPLE_SCENE, frames=args.frames,
-                                                 name="demo: spinning cube", max_cost=1.0)
-            job_id = submit.submit_scene(submit_args, client)[0].job_id
+            options = JobOptions(frames=args.frames, name="demo: spinning cube",
+                                 max_cost_usd=1.0)
+            job_id = Creator(client).submit_scene(SAMPLE_SCENE, options)[0].job.job_id
             job = watch_job(client, job_id)
             frames, _ = download_frames(client, job_id, out_dir / "frames")
     if job.state != pb.JOB_STATE_DONE:

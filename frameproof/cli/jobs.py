@@ -19,6 +19,7 @@ from frameproof.cli.common import (
 )
 from frameproof.cli.queue import verification_line
 from frameproof.client import FarmClient
+from frameproof.creator import Creator
 from frameproof.v1 import farm_pb2 as pb
 
 MAX_LIMIT = 1000  # the coordinator's cap on one listing
@@ -50,7 +51,7 @@ def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
 
 
 def run_status(args: argparse.Namespace, client: FarmClient) -> int:
-    job = client.jobs.GetJob(pb.GetJobRequest(job_id=args.job), timeout=30)
+    job = Creator(client).job(args.job)
     if args.json:
         queue = job.verification
         print_json({**job_json(job), "verification": {

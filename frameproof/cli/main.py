@@ -11,8 +11,9 @@ from solders.keypair import Keypair
 
 from frameproof import config
 from frameproof.cli import download, jobs, money, nodes, submit, watch
-from frameproof.cli.common import CliError, err, explain_rpc_error
+from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
+from frameproof.creator import CreatorError, InvalidRequest
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
 
 
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"frameproof: {explain_rpc_error(error, address)}", markup=False,
                   highlight=False)
         return 1
+    except CreatorError as error:
+        err.print(f"frameproof: {describe_creator_error(error)}", markup=False,
+                  highlight=False)
+        return 2 if isinstance(error, InvalidRequest) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.table import Table
 
 from frameproof.cli.common import err, fail, out, print_json
-from frameproof.cli.submit import FORMATS, estimate_json, upload_scene
+from frameproof.cli.submit import estimate_json, job_options, upload_scene
 from frameproof.client import FarmClient
+from frameproof.creator import FORMATS, Creator
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
 
@@ -26,12 +27,10 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
     """Estimating needs the coordinator's inspection: the scene is uploaded (only what is new)."""
-    scene_id, _ = upload_scene(args.scene, client)
-    estimate = client.jobs.EstimateJob(pb.EstimateRequest(
-        scene_id=scene_id, frames=args.frames, tier=args.tier,
-        settings=pb.RenderSettings(samples=args.samples,
-                                   resolution_percentage=args.resolution_percentage,
-                                   output_format=FORMATS[args.format])), timeout=300)
+    options = job_options(args)
+    options.validate()  # before packing: a bad range costs no upload
+    creator = Creator(client)
+    estimate = creator.estimate(upload_scene(creator, args.scene).scene_id, options)
     result = estimate_json(estimate, args.tier)
     if args.json:
         print_json(result)
@@ -62,14 +61,13 @@ def add_wallet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_wallet(args: argparse.Namespace, client: FarmClient) -> int:
+    creator = Creator(client)
     if args.action == "airdrop":
         if not args.amount or args.amount <= 0:
             fail("say how many tokens: frameproof wallet airdrop 10", 2)
-        current = client.jobs.GetWallet(pb.WalletRequest(), timeout=60)
-        wallet = client.jobs.Airdrop(pb.AirdropRequest(
-            tokens=int(args.amount * 10**current.decimals)), timeout=120)
+        wallet = creator.airdrop(args.amount)
     else:
-        wallet = client.jobs.GetWallet(pb.WalletRequest(), timeout=60)
+        wallet = creator.wallet()
     if args.json:
         print_json({"pubkey": wallet.pubkey, "balance": wallet.balance, "escrow": wallet.escrow,
                     "decimals": wallet.decimals, "token_price_usd": wallet.token_price_usd})
@@ -87,7 +85,7 @@ def add_receipts_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_receipts(args: argparse.Namespace, client: FarmClient) -> int:
-    receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=args.job), timeout=60)
+    receipts = Creator(client).receipts(args.job)
     if args.json:
         print_json({
             "job_id": receipts.job_id,

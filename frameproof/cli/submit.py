@@ -1,22 +1,22 @@
-"""`frameproof submit`: pack a scene with its dependencies, upload what is new, start a job."""
+"""`frameproof submit`: pack a scene with its dependencies, upload what is new, start a job.
+
+A thin layer over frameproof.creator: flags in, progress bars and lines out."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from frameproof.cli.common import err, fail, job_json, out, print_json
 from frameproof.client import FarmClient
-from frameproof.packing import PackingError, pack_scene
-from frameproof.transfer import upload_files
+from frameproof.creator import FORMATS, Creator, JobOptions, UploadedScene
 from frameproof.v1 import farm_pb2 as pb
-from frameproof.wallet import DepositError, sign_deposit, tokens
-
-FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
+from frameproof.wallet import tokens
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,66 +39,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
-def build_namespace(scene: Path, **overrides: object) -> argparse.Namespace:
-    """The arguments `frameproof submit SCENE` would have, for callers in Python."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([str(scene)])
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
+def job_options(args: argparse.Namespace) -> JobOptions:
+    """The job the flags describe (resolution parsed here; the library checks the rest)."""
+    width = height = 0
+    if getattr(args, "resolution", ""):
+        match = re.fullmatch(r"(\d+)x(\d+)", args.resolution)
+        if not match:
+            fail("--resolution must look like 1920x1080", 2)
+        width, height = int(match[1]), int(match[2])
+    return JobOptions(
+        frames=args.frames, chunk=getattr(args, "chunk", 1), tier=args.tier,
+        max_cost_usd=getattr(args, "max_cost", 0.0), name=getattr(args, "name", ""),
+        engine=getattr(args, "engine", ""), samples=args.samples, resolution_x=width,
+        resolution_y=height, resolution_percentage=args.resolution_percentage,
+        output_format=args.format)
 
 
 def run(args: argparse.Namespace, client: FarmClient) -> int:
-    job, uploaded, estimate = submit_with_estimate(args, client)
+    options = job_options(args)
+    options.validate()  # before packing: a bad range costs no upload
+    creator = Creator(client)
+    uploaded = upload_scene(creator, args.scene)
+    options = replace(options, name=options.name or args.scene.stem)
+    submission = creator.submit(uploaded.scene_id, options, on_estimate=_show_estimate(options))
+    job = submission.job
     if args.json:
-        print_json({**job_json(job), "uploaded_bytes": uploaded,
-                    "estimate": estimate_json(estimate, args.tier)})
+        print_json({**job_json(job), "uploaded_bytes": uploaded.sent_bytes,
+                    "estimate": estimate_json(submission.estimate, options.tier)})
     else:
         err.print(f"job {job.job_id}: {job.frames.total} frames ({job.frames_spec}), "
                   f"{job.settings.engine}, {job.settings.samples} samples")
         out.print(job.job_id)
     return 0
-
-
-def submit_scene(args: argparse.Namespace, client: FarmClient) -> tuple[pb.Job, int]:
-    """Pack, upload what the coordinator lacks, and submit; return the job and bytes sent."""
-    job, sent, _ = submit_with_estimate(args, client)
-    return job, sent
-
-
-def submit_with_estimate(args: argparse.Namespace,
-                         client: FarmClient) -> tuple[pb.Job, int, pb.Estimate]:
-    """submit_scene, also returning the estimate the job was escrowed from."""
-    settings = _settings(args)
-    scene_id, sent = upload_scene(args.scene, client)
-    estimate = client.jobs.EstimateJob(pb.EstimateRequest(
-        scene_id=scene_id, frames=args.frames, settings=settings,
-        tier=args.tier), timeout=300)
-    max_cost = args.max_cost or estimate.max_cost_usd
-    err.print(f"estimate: {estimate.frames} frames, ${estimate.cost_usd:.6f} at tier "
-              f"{args.tier} (range ${estimate.cost_low_usd:.6f}..${estimate.cost_high_usd:.6f}, "
-              f"{estimate.method}); escrowing up to ${max_cost:.6f}")
-    deposit = client.jobs.PrepareDeposit(pb.PrepareDepositRequest(amount_usd=max_cost),
-                                         timeout=60)
-    try:
-        signed = sign_deposit(deposit.message, client.keypair)
-    except DepositError as error:
-        fail(str(error))
-    response = client.jobs.SubmitJob(
-        pb.SubmitJobRequest(
-            scene_id=scene_id,
-            frames=args.frames,
-            chunk_size=args.chunk,
-            settings=settings,
-            name=args.name or args.scene.stem,
-            tier=args.tier,
-            max_cost_usd=max_cost,
-            signed_deposit=signed,
-        ),
-        timeout=300,
-    )
-    return response.job, sent, estimate
 
 
 def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
@@ -121,46 +93,18 @@ def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
     }
 
 
-def upload_scene(scene: Path, client: FarmClient) -> tuple[str, int]:
-    """Pack the scene and upload what the coordinator lacks; return (scene id, bytes sent)."""
-    with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
-        try:
-            packed = pack_scene(scene, Path(work))
-        except PackingError as error:
-            fail(f"cannot pack {scene}: {error}")
-        if packed.missing:
-            fail(f"{scene}: missing dependencies: {', '.join(packed.missing[:10])}")
-        manifest_file = Path(work) / "scene-manifest.json"
-        manifest_file.write_bytes(packed.manifest.to_bytes())
-        files = {**packed.files, packed.manifest.scene_id: manifest_file}
-        sent = _upload(client, files)
-    err.print(f"scene {packed.manifest.scene_id[:12]}: {len(files)} files, "
-              f"{sent} bytes uploaded")
-    return packed.manifest.scene_id, sent
+def _show_estimate(options: JobOptions) -> Callable[[pb.Estimate, float], None]:
+    def show(estimate: pb.Estimate, max_cost: float) -> None:
+        err.print(f"estimate: {estimate.frames} frames, ${estimate.cost_usd:.6f} at tier "
+                  f"{options.tier} (range ${estimate.cost_low_usd:.6f}.."
+                  f"${estimate.cost_high_usd:.6f}, {estimate.method}); escrowing up to "
+                  f"${max_cost:.6f}")
+
+    return show
 
 
-def _settings(args: argparse.Namespace) -> pb.RenderSettings:
-    if args.chunk < 1:
-        fail("--chunk must be at least 1", 2)
-    if args.max_cost < 0:
-        fail("--max-cost must be positive", 2)
-    width = height = 0
-    if args.resolution:
-        match = re.fullmatch(r"(\d+)x(\d+)", args.resolution)
-        if not match:
-            fail("--resolution must look like 1920x1080", 2)
-        width, height = int(match[1]), int(match[2])
-    return pb.RenderSettings(
-        engine=args.engine.upper(),
-        samples=args.samples,
-        resolution_x=width,
-        resolution_y=height,
-        resolution_percentage=args.resolution_percentage,
-        output_format=FORMATS[args.format],
-    )
-
-
-def _upload(client: FarmClient, files: dict[str, Path]) -> int:
+def upload_scene(creator: Creator, scene: Path) -> UploadedScene:
+    """Pack and upload with a progress bar on stderr, then say what was sent."""
     columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
                TransferSpeedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
@@ -169,4 +113,7 @@ def _upload(client: FarmClient, files: dict[str, Path]) -> int:
         def show(sent: int, total: int) -> None:
             progress.update(task, completed=sent, total=total)
 
-        return upload_files(client.blobs, files, on_progress=show)
+        uploaded = creator.upload_scene(scene, on_progress=show)
+    err.print(f"scene {uploaded.scene_id[:12]}: {uploaded.files} files, "
+              f"{uploaded.sent_bytes} bytes uploaded")
+    return uploaded

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-import grpc
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from frameproof.cli.common import ENDED, STATE_NAMES, err, out
+from frameproof.cli.common import STATE_NAMES, err, out
 from frameproof.cli.queue import verification_detail
 from frameproof.client import FarmClient
+from frameproof.creator import Creator
 from frameproof.v1 import farm_pb2 as pb
 
 
@@ -20,24 +19,19 @@ def watch_job(client: FarmClient, job_id: str, *, quiet: bool = False) -> pb.Job
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=err, disable=quiet) as progress:
         bar = progress.add_task(f"job {job_id}", total=None, detail="")
-        while True:
-            try:
-                for job in client.jobs.WatchJob(pb.GetJobRequest(job_id=job_id),
-                                                wait_for_ready=True):
-                    frames = job.frames
-                    progress.update(
-                        bar, total=frames.total, completed=frames.done + frames.failed,
-                        detail=f"{STATE_NAMES.get(job.state, '?')}, {frames.rendering} "
-                               f"rendering, {frames.failed} failed{verification_detail(job)}",
-                    )
-                    if job.state in ENDED:
-                        return job
-            except grpc.RpcError as error:
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                        grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise
-                progress.update(bar, detail="coordinator away, reconnecting")
-                time.sleep(1.0)
+
+        def show(job: pb.Job) -> None:
+            frames = job.frames
+            progress.update(
+                bar, total=frames.total, completed=frames.done + frames.failed,
+                detail=f"{STATE_NAMES.get(job.state, '?')}, {frames.rendering} "
+                       f"rendering, {frames.failed} failed{verification_detail(job)}",
+            )
+
+        def away() -> None:
+            progress.update(bar, detail="coordinator away, reconnecting")
+
+        return Creator(client).watch(job_id, on_update=show, on_away=away)
 
 
 def run(args: argparse.Namespace, client: FarmClient) -> int:

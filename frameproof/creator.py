@@ -1,0 +1,402 @@
+"""The creator library: what a creator does with the farm, as typed calls.
+
+The `frameproof` CLI and the Blender add-on are thin layers over this module. It prints
+nothing, never exits the process and reports progress through callbacks; every failure a
+creator can meet is a `CreatorError` subclass whose message is one line meant for a person.
+It needs neither Blender nor an image stack: BAT packs the scene, gRPC talks to the
+coordinator (the creator's install has only these).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+from solders.keypair import Keypair
+
+from frameproof.client import FarmClient
+from frameproof.frames import FrameSpecError, parse_frames
+from frameproof.packing import PackingError, pack_scene
+from frameproof.transfer import TransferError, download_blob, upload_files
+from frameproof.v1 import farm_pb2 as pb
+from frameproof.wallet import DepositError, sign_deposit
+
+FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
+TIERS = (1, 2, 3)  # 1: trusted nodes only, 2: priority, 3: economy
+ENDED_STATES = frozenset({pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
+# Estimating renders probe frames on the coordinator; submitting waits for the chain.
+ESTIMATE_TIMEOUT_S = 300.0
+SUBMIT_TIMEOUT_S = 300.0
+CALL_TIMEOUT_S = 30.0
+
+TransferProgress = Callable[[int, int], None]  # (bytes so far, bytes in all)
+FrameProgress = Callable[[int, int], None]  # (frames so far, frames in all)
+
+
+class CreatorError(Exception):
+    """Anything a creator's request can fail with; the message is one line for a person."""
+
+
+class InvalidRequest(CreatorError):
+    """The request itself is wrong (a bad frame range, a negative cost): fix it and retry."""
+
+
+class SceneError(CreatorError):
+    """The scene cannot be packed: not a .blend, unreadable, or dependencies missing."""
+
+
+class CoordinatorUnavailable(CreatorError):
+    """The coordinator cannot be reached (not running, wrong address, network down)."""
+
+    def __init__(self, address: str, details: str) -> None:
+        super().__init__(f"cannot reach the coordinator at {address} ({details})")
+        self.address = address
+
+
+class CoordinatorRefused(CreatorError):
+    """The coordinator answered with an error: `code` is the gRPC status name."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{details} ({code})")
+        self.code = code
+        self.details = details
+
+
+class JobNotFound(CoordinatorRefused):
+    """No such job, or not one of this creator's."""
+
+
+class DepositRefused(CreatorError):
+    """The escrow deposit the coordinator prepared is not one this wallet should sign."""
+
+
+class TransferFailed(CreatorError):
+    """An upload or download gave up after its retries."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job renders and how it is paid; zero or "" means "the scene's own"."""
+
+    frames: str = ""  # "1-250" or "1,5,10-20"; "" = the scene's frame range
+    chunk: int = 1  # frames per task
+    tier: int = 3
+    max_cost_usd: float = 0.0  # escrowed at submit; 0 = the top of the estimate's range
+    name: str = ""
+    engine: str = ""
+    samples: int = 0
+    resolution_x: int = 0
+    resolution_y: int = 0
+    resolution_percentage: int = 0
+    output_format: str = "png"
+
+    def validate(self) -> None:
+        """Refuse what the coordinator would refuse, before anything is packed or sent."""
+        if self.frames.strip():
+            try:
+                parse_frames(self.frames)
+            except FrameSpecError as error:
+                raise InvalidRequest(f"frames: {error}") from None
+        if self.chunk < 1:
+            raise InvalidRequest("chunk must be at least 1 frame per task")
+        if self.tier not in TIERS:
+            raise InvalidRequest(f"tier must be 1, 2 or 3, not {self.tier}")
+        if not math.isfinite(self.max_cost_usd) or self.max_cost_usd < 0:
+            raise InvalidRequest("max cost must be positive (0: the top of the estimate)")
+        if self.samples < 0:
+            raise InvalidRequest("samples must be positive (0: the scene's)")
+        if self.resolution_x < 0 or self.resolution_y < 0:
+            raise InvalidRequest("resolution must be positive (0: the scene's)")
+        if self.resolution_percentage < 0:
+            raise InvalidRequest("resolution percentage must be positive (0: the scene's)")
+        if self.output_format not in FORMATS:
+            raise InvalidRequest(f"output format must be one of {', '.join(sorted(FORMATS))}")
+
+    def settings(self) -> pb.RenderSettings:
+        return pb.RenderSettings(
+            engine=self.engine.upper(),
+            samples=self.samples,
+            resolution_x=self.resolution_x,
+            resolution_y=self.resolution_y,
+            resolution_percentage=self.resolution_percentage,
+            output_format=FORMATS[self.output_format],
+        )
+
+
+@dataclass(frozen=True)
+class UploadedScene:
+    """A packed scene the coordinator now holds, by the sha256 of its manifest."""
+
+    scene_id: str
+    files: int
+    sent_bytes: int  # 0 when the coordinator already had everything from this creator
+    missing: tuple[str, ...] = ()  # dependencies BAT could not find (only if allowed)
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: pb.Job
+    estimate: pb.Estimate
+    max_cost_usd: float  # what was escrowed
+
+
+@dataclass(frozen=True)
+class Download:
+    files: list[Path] = field(default_factory=list)
+    not_ready: int = 0  # frames not rendered (yet): downloading again later fetches them
+
+
+def frame_file_name(frame: pb.Frame) -> str:
+    """The file a frame is saved as: frame_000001.png."""
+    return f"frame_{frame.frame:06d}.{frame.extension or 'png'}"
+
+
+def job_ended(job: pb.Job) -> bool:
+    return job.state in ENDED_STATES
+
+
+@contextlib.contextmanager
+def _rpc(address: str, job_id: str = "") -> Iterator[None]:
+    """Turn the coordinator's gRPC errors into this module's exceptions."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise rpc_error(error, address, job_id) from None
+
+
+def rpc_error(error: grpc.RpcError, address: str, job_id: str = "") -> CreatorError:
+    """The CreatorError for a failed call (exported for callers that use the stubs too)."""
+    code = error.code()
+    details = error.details() or code.name
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return CoordinatorUnavailable(address, f"{code.name}: {details}")
+    if code == grpc.StatusCode.NOT_FOUND and job_id:
+        return JobNotFound(code.name, details)
+    return CoordinatorRefused(code.name, details)
+
+
+def _transfer_error(error: TransferError, address: str, job_id: str = "") -> CreatorError:
+    """A transfer that gave up because of the coordinator says so; others are TransferFailed."""
+    if isinstance(error.__cause__, grpc.RpcError):
+        failure = rpc_error(error.__cause__, address, job_id)
+        if isinstance(failure, CoordinatorUnavailable):
+            return failure
+    return TransferFailed(str(error))
+
+
+class Creator:
+    """One creator's session with one coordinator, signed with the creator's keypair."""
+
+    def __init__(self, client: FarmClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> Creator:
+        """Open a signed channel; nothing is sent until the first call."""
+        if not address.strip():
+            raise InvalidRequest("the coordinator address is empty; give HOST:PORT")
+        return cls(FarmClient(address.strip(), keypair, tls_ca=tls_ca))
+
+    @property
+    def address(self) -> str:
+        return self.client.address
+
+    @property
+    def pubkey(self) -> str:
+        return self.client.pubkey
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Creator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- scenes and jobs -----------------------------------------------------------------
+
+    def upload_scene(
+        self,
+        scene: Path,
+        *,
+        on_progress: TransferProgress | None = None,
+        on_packing: Callable[[str], None] | None = None,
+        allow_missing: bool = False,
+    ) -> UploadedScene:
+        """Pack the scene with BAT and upload only what the coordinator lacks from this key.
+
+        Missing dependencies refuse the upload unless allow_missing: a scene rendering
+        without its textures costs money and looks wrong.
+        """
+        with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
+            try:
+                packed = pack_scene(Path(scene), Path(work), on_progress=on_packing)
+            except PackingError as error:
+                raise SceneError(f"cannot pack {scene}: {error}") from None
+            if packed.missing and not allow_missing:
+                raise SceneError(f"{scene}: missing dependencies: "
+                                 f"{', '.join(packed.missing[:10])}")
+            manifest_file = Path(work) / "scene-manifest.json"
+            manifest_file.write_bytes(packed.manifest.to_bytes())
+            files = {**packed.files, packed.manifest.scene_id: manifest_file}
+            with _rpc(self.address):
+                try:
+                    sent = upload_files(self.client.blobs, files, on_progress=on_progress)
+                except TransferError as error:
+                    raise _transfer_error(error, self.address) from None
+        return UploadedScene(packed.manifest.scene_id, len(files), sent, tuple(packed.missing))
+
+    def estimate(self, scene_id: str, options: JobOptions) -> pb.Estimate:
+        """The coordinator's measured estimate (it renders probe frames) and its range."""
+        options.validate()
+        with _rpc(self.address):
+            return self.client.jobs.EstimateJob(pb.EstimateRequest(
+                scene_id=scene_id, frames=options.frames, settings=options.settings(),
+                tier=options.tier), timeout=ESTIMATE_TIMEOUT_S)
+
+    def submit(
+        self,
+        scene_id: str,
+        options: JobOptions,
+        *,
+        estimate: pb.Estimate | None = None,
+        on_estimate: Callable[[pb.Estimate, float], None] | None = None,
+    ) -> Submission:
+        """Escrow the maximum cost (signed here, by this wallet) and start the job.
+
+        The escrow is options.max_cost_usd, or the top of the estimate's range; on_estimate
+        sees the estimate and that amount before anything is signed.
+        """
+        options.validate()
+        if estimate is None:
+            estimate = self.estimate(scene_id, options)
+        max_cost = options.max_cost_usd or estimate.max_cost_usd
+        if on_estimate is not None:
+            on_estimate(estimate, max_cost)
+        with _rpc(self.address):
+            deposit = self.client.jobs.PrepareDeposit(
+                pb.PrepareDepositRequest(amount_usd=max_cost), timeout=60)
+            try:
+                signed = sign_deposit(deposit.message, self.client.keypair)
+            except DepositError as error:
+                raise DepositRefused(str(error)) from None
+            response = self.client.jobs.SubmitJob(pb.SubmitJobRequest(
+                scene_id=scene_id, frames=options.frames, chunk_size=options.chunk,
+                settings=options.settings(), name=options.name, tier=options.tier,
+                max_cost_usd=max_cost, signed_deposit=signed), timeout=SUBMIT_TIMEOUT_S)
+        return Submission(response.job, estimate, max_cost)
+
+    def submit_scene(
+        self,
+        scene: Path,
+        options: JobOptions,
+        *,
+        on_progress: TransferProgress | None = None,
+        on_estimate: Callable[[pb.Estimate, float], None] | None = None,
+    ) -> tuple[Submission, UploadedScene]:
+        """Validate, pack, upload, estimate, escrow and submit in one call."""
+        options.validate()
+        if not options.name:
+            options = replace(options, name=Path(scene).stem)
+        uploaded = self.upload_scene(scene, on_progress=on_progress)
+        return self.submit(uploaded.scene_id, options, on_estimate=on_estimate), uploaded
+
+    def job(self, job_id: str) -> pb.Job:
+        """The job's state and frame counts now (with why frames wait for verification)."""
+        with _rpc(self.address, job_id):
+            return self.client.jobs.GetJob(pb.GetJobRequest(job_id=job_id),
+                                           timeout=CALL_TIMEOUT_S)
+
+    def jobs(self, limit: int = 20) -> pb.ListJobsResponse:
+        """This creator's newest jobs."""
+        with _rpc(self.address):
+            return self.client.jobs.ListJobs(pb.ListJobsRequest(limit=limit),
+                                             timeout=CALL_TIMEOUT_S)
+
+    def watch(
+        self,
+        job_id: str,
+        *,
+        on_update: Callable[[pb.Job], None] | None = None,
+        on_away: Callable[[], None] | None = None,
+        reconnect_after_s: float = 1.0,
+    ) -> pb.Job:
+        """Follow the job's stream until it ends; reconnect while the coordinator is away."""
+        while True:
+            try:
+                for job in self.client.jobs.WatchJob(pb.GetJobRequest(job_id=job_id),
+                                                     wait_for_ready=True):
+                    if on_update is not None:
+                        on_update(job)
+                    if job_ended(job):
+                        return job
+            except grpc.RpcError as error:
+                failure = rpc_error(error, self.address, job_id)
+                if not isinstance(failure, CoordinatorUnavailable):
+                    raise failure from None
+                if on_away is not None:
+                    on_away()
+                time.sleep(reconnect_after_s)
+
+    def frames(self, job_id: str) -> list[pb.Frame]:
+        """Every frame of the job with its state, node and Proof-of-Render verdict."""
+        with _rpc(self.address, job_id):
+            return list(self.client.jobs.ListFrames(pb.ListFramesRequest(job_id=job_id),
+                                                    timeout=CALL_TIMEOUT_S).frames)
+
+    def download(self, job_id: str, out_dir: Path, *,
+                 on_progress: FrameProgress | None = None) -> Download:
+        """Fetch every finished frame into out_dir; resumes and skips files already there."""
+        frames = self.frames(job_id)
+        ready = [frame for frame in frames if frame.state == pb.FRAME_STATE_DONE]
+        out_dir = Path(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidRequest(f"cannot create {out_dir}: {error.strerror}") from None
+        files: list[Path] = []
+        with _rpc(self.address, job_id):
+            for number, frame in enumerate(ready, 1):
+                try:
+                    files.append(download_blob(self.client.blobs, frame.image.sha256,
+                                               out_dir / frame_file_name(frame)))
+                except TransferError as error:
+                    raise _transfer_error(error, self.address, job_id) from None
+                if on_progress is not None:
+                    on_progress(number, len(ready))
+        return Download(files, len(frames) - len(ready))
+
+    def cancel(self, job_id: str) -> pb.Job:
+        """Stop the job: unverified frames are dropped (not charged), the rest refunded."""
+        with _rpc(self.address, job_id):
+            return self.client.jobs.CancelJob(pb.CancelJobRequest(job_id=job_id),
+                                              timeout=CALL_TIMEOUT_S)
+
+    # -- money ---------------------------------------------------------------------------
+
+    def receipts(self, job_id: str) -> pb.Receipts:
+        """What each frame of the job burned, and the refund."""
+        with _rpc(self.address, job_id):
+            return self.client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=job_id), timeout=60)
+
+    def wallet(self) -> pb.Wallet:
+        """This creator's token balance and escrow."""
+        with _rpc(self.address):
+            return self.client.jobs.GetWallet(pb.WalletRequest(), timeout=60)
+
+    def airdrop(self, tokens: float) -> pb.Wallet:
+        """Test tokens (embedded chain and test clusters only)."""
+        if not math.isfinite(tokens) or tokens <= 0:
+            raise InvalidRequest("say how many tokens to airdrop (more than 0)")
+        decimals = self.wallet().decimals
+        with _rpc(self.address):
+            return self.client.jobs.Airdrop(pb.AirdropRequest(
+                tokens=int(tokens * 10**decimals)), timeout=120)
+
