@@ -149,7 +149,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     # The sweep runs in a worker thread: asyncio events may only be set from the loop.
     settlement = Settlement(store, proof, payments,
                             on_change=lambda job_id: loop.call_soon_threadsafe(events.changed,
-                                                                               job_id))
+                                                                               job_id),
+                            on_work=lambda: loop.call_soon_threadsafe(events.work_queued))
     servicers = (
         JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
             None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster),

@@ -18,6 +18,7 @@ from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from coordinator.bonding import availability
+from coordinator.budget import CHARGE_SHORT, may_lease
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
 from coordinator.payments import Payments
 from coordinator.payments.bonds import Bonds
@@ -30,7 +31,7 @@ from coordinator.payments.pricing import (
     frame_work_ms,
     relative_factor,
 )
-from coordinator.payments.results import PaymentError
+from coordinator.payments.results import EscrowShort, PaymentError
 from coordinator.quarantine import (
     EPOCH_PARTICIPANT,
     FRAME_CHARGE,
@@ -53,11 +54,13 @@ CHARGE_BATCH = 100  # approved frames charged per sweep (plus as many as are qua
 
 class Settlement:
     def __init__(self, store: FarmStore, proof: ProofStore, payments: Payments,
-                 on_change: Callable[[str], None] = lambda _job_id: None) -> None:
+                 on_change: Callable[[str], None] = lambda _job_id: None,
+                 on_work: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.proof = proof
         self.payments = payments
         self.on_change = on_change
+        self.on_work = on_work  # a paused job resumed: wake the nodes waiting for work
         self.quarantine = Quarantine(payments.engine)
         self.pricing = PricingStore(store.engine)
         self._last_orphan_scan = 0.0
@@ -65,8 +68,8 @@ class Settlement:
     def sweep(self, now: float | None = None) -> None:
         """Charge approved frames, settle ended jobs, refund orphaned escrow, close epochs."""
         now = time.time() if now is None else now
-        for step in (self._charge_frames, self._settle_jobs, self._refund_orphans,
-                     self._close_epoch):
+        for step in (self._charge_frames, self._revisit_paused, self._settle_jobs,
+                     self._refund_orphans, self._close_epoch):
             try:
                 step(now)
             except Exception:  # e.g. the database is down: the other steps still run
@@ -77,31 +80,72 @@ class Settlement:
         # Each frame on its own: one that cannot be charged is quarantined, not retried
         # forever in front of the others (coordinator.quarantine).
         held = self.quarantine.keys(FRAME_CHARGE)
+        short: set[str] = set()  # jobs whose escrow ran short this sweep: they pause
         for frame, tier, score in self.store.uncharged_frames(CHARGE_BATCH + len(held)):
             key = f"{frame.job_id}:{frame.frame}"
-            if key not in held:
-                with self.quarantine.isolated(FRAME_CHARGE, key, now=now):
-                    self._charge_frame(frame, tier, score, now)
+            if key not in held and frame.job_id not in short \
+                    and self._charge_isolated(frame, tier, score, now) is False:
+                short.add(frame.job_id)
 
     def _charge_frame(self, frame: FrameResultRecord, tier: int, score: float,
-                      now: float) -> None:
+                      now: float) -> bool:
+        """Book one approved frame; False when the escrow cannot cover it (the job pauses).
+
+        Nothing is ever cut short: the frame keeps its image and waits for a top-up. A
+        cancelled job's frame the escrow cannot pay is marked unpaid for good (its creator
+        never gets it, its node is not credited) so the rest can be refunded.
+        """
         work = self._network_work(frame)
         try:
-            charge = self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
-                                                frame.render_seconds, score, tier, work=work)
+            self.payments.charge_frame(frame.job_id, frame.frame, frame.node_id,
+                                       frame.render_seconds, score, tier, work=work)
+        except EscrowShort as short:
+            job = self.store.get_job(frame.job_id)
+            if job is not None and job.cancelled:
+                log.warning("cancelled job %s: frame %d is unpaid (%s)", frame.job_id,
+                            frame.frame, short)
+                self.store.mark_unpaid(frame.job_id, frame.frame)
+                self.on_change(frame.job_id)
+                return True
+            if self.store.pause_job(frame.job_id, CHARGE_SHORT, now, short.cost_tokens):
+                log.warning("job %s paused: %s", frame.job_id, short)
+                self.on_change(frame.job_id)
+            return False
         except PaymentError as error:
             log.error("job %s frame %d cannot be charged: %s", frame.job_id, frame.frame, error)
-            return
+            return False
         self.store.mark_charged(frame.job_id, frame.frame)
         if work is not None:
             self._compare_claims(frame, score, work, now)
-        if charge.over_budget:
-            log.warning("job %s is over its budget: cancelling what is left", frame.job_id)
-            self.store.cancel_job(frame.job_id, now)
-            self.store.set_job_error(
-                frame.job_id, "the job's maximum cost is used up; the remaining frames "
-                "were cancelled (submit again with a higher --max-cost)", now)
         self.on_change(frame.job_id)
+        return True
+
+    def _charge_isolated(self, frame: FrameResultRecord, tier: int, score: float,
+                         now: float) -> bool | None:
+        """`_charge_frame`, with a frame that raises quarantined (None: it was)."""
+        charged = None
+        with self.quarantine.isolated(FRAME_CHARGE, f"{frame.job_id}:{frame.frame}", now=now):
+            charged = self._charge_frame(frame, tier, score, now)
+        return charged
+
+    def _revisit_paused(self, now: float) -> None:
+        """Charge paused jobs' waiting frames; resume those the escrow covers again."""
+        held = self.quarantine.keys(FRAME_CHARGE)
+        for job, _budget in self.store.paused_jobs():
+            waiting = self.store.waiting_frames(job.job_id)
+            if any(f"{job.job_id}:{frame.frame}" in held for frame, _, _ in waiting):
+                continue  # a quarantined frame: the operator looks at it first
+            if not all(self._charge_isolated(frame, tier, score, now)
+                       for frame, tier, score in waiting):
+                continue
+            view = self.store.budget_view(job.job_id)
+            covered = (job.cancelled or view is None
+                       or view.remaining_frames <= view.committed_frames  # none left to lease
+                       or may_lease(view, job.chunk_size))
+            if covered and self.store.resume_job(job.job_id, now):
+                log.info("job %s resumed", job.job_id)
+                self.on_change(job.job_id)
+                self.on_work()
 
     def _network_work(self, frame: FrameResultRecord) -> int | None:
         """The frame's work from the job's quote and its node's timing shape (pricing.py).

@@ -40,6 +40,7 @@ from coordinator.payments.pricing import (
     usd_to_tokens,
     work_ms,
 )
+from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord
@@ -239,21 +240,27 @@ def test_insufficient_balance_is_a_clear_error(payments: Payments, chain: Crashi
     assert payments.check().ok
 
 
-def test_over_budget_charges_only_what_is_left(payments: Payments, chain: CrashingChain) -> None:
+def test_a_charge_past_the_escrow_waits_whole_for_a_top_up(
+        payments: Payments, chain: CrashingChain) -> None:
     deposit = 2 * FRAME_TOKENS + FRAME_TOKENS // 2  # covers 2.5 frames
-    fund_and_escrow(payments, "job-2", deposit)
+    creator = fund_and_escrow(payments, "job-2", deposit)
     n = node()
     first = [payments.charge_frame("job-2", f, n, FRAME_SECONDS, NODE_SCORE, 2) for f in (1, 2)]
-    third = payments.charge_frame("job-2", 3, n, FRAME_SECONDS, NODE_SCORE, 2)
-    fourth = payments.charge_frame("job-2", 4, n, FRAME_SECONDS, NODE_SCORE, 2)
     assert not any(c.over_budget for c in first)
+    with pytest.raises(EscrowShort, match=f"costs {FRAME_TOKENS} base units, the escrow holds "
+                                          f"{FRAME_TOKENS // 2}"):
+        payments.charge_frame("job-2", 3, n, FRAME_SECONDS, NODE_SCORE, 2)
+    assert [c.frame for c in payments.receipts("job-2").frames] == [1, 2], "nothing partial"
+    message = payments.deposit_message(str(creator.pubkey()), FRAME_TOKENS)
+    payments.top_up("job-2", str(creator.pubkey()), signed_deposit(message, creator),
+                    FRAME_TOKENS)
+    third = payments.charge_frame("job-2", 3, n, FRAME_SECONDS, NODE_SCORE, 2)
     assert (third.tokens_burned, third.cost_tokens, third.over_budget) == (
-        FRAME_TOKENS // 2, FRAME_TOKENS, True)
-    assert (fourth.tokens_burned, fourth.signature, fourth.state) == (0, None, "none")
+        FRAME_TOKENS, FRAME_TOKENS, False)
     receipts = payments.settle_job("job-2")
-    assert receipts.over_budget and receipts.refund == 0 and receipts.refund_signature is None
-    assert chain.escrow_balance() == 0 and chain.supply() == GRANT - deposit
-    assert payments.earnings(n).open_credits == 4 * 72_000  # the work was done and approved
+    assert (receipts.deposited, receipts.refund) == (deposit + FRAME_TOKENS, FRAME_TOKENS // 2)
+    assert chain.escrow_balance() == 0 and chain.supply() == GRANT - 3 * FRAME_TOKENS
+    assert payments.earnings(n).open_credits == 3 * 72_000
     assert payments.check().ok
 
 
@@ -274,9 +281,10 @@ def test_concurrent_charges_never_overdraw(payments: Payments, chain: CrashingCh
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    # Exactly five frames fit: the other three are refused whole (they wait for a top-up).
+    assert len(errors) == 3 and all(isinstance(e, EscrowShort) for e in errors), errors
     receipts = payments.settle_job("job-3")
-    assert receipts.total_tokens_burned == deposit and len(receipts.frames) == 8
+    assert receipts.total_tokens_burned == deposit and len(receipts.frames) == 5
     assert chain.escrow_balance() == 0 and payments.check().ok
 
 

@@ -9,6 +9,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from coordinator.domain.states import JobState, TaskState, job_state_from_frames
 from coordinator.intake import scene_inspection
 from coordinator.storage.models import FrameResultRecord, JobRecord, SceneRecord, TaskRecord
+from coordinator.storage.store import UNPAID
 from frameproof.blender.worker import SceneInspection
 from frameproof.v1 import farm_pb2 as pb
 
@@ -18,6 +19,7 @@ JOB_STATES = {
     JobState.DONE: pb.JOB_STATE_DONE,
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    JobState.PAUSED: pb.JOB_STATE_PAUSED,
 }
 FRAME_STATES = {
     TaskState.QUEUED: pb.FRAME_STATE_QUEUED,
@@ -72,9 +74,16 @@ def scene_info(record: SceneRecord) -> pb.SceneInfo:
 
 
 def job_message(
-    job: JobRecord, counts: dict[TaskState, int], scene: SceneRecord | None
+    job: JobRecord, counts: dict[TaskState, int], scene: SceneRecord | None,
+    *, paused: bool = False, awaiting_charge: bool = False,
 ) -> pb.Job:
-    state = job_state_from_frames(counts, cancelled=job.cancelled)
+    """`paused`: its budget paused the job; `awaiting_charge`: approved frames not paid yet.
+
+    A job is done once its frames are approved *and* charged (its creator may download
+    them); a paused job says so until its escrow covers the next frame again.
+    """
+    state = budget_state(job_state_from_frames(counts, cancelled=job.cancelled),
+                         paused=paused and not job.cancelled, awaiting_charge=awaiting_charge)
     message = pb.Job(
         job_id=job.job_id,
         name=job.name,
@@ -104,6 +113,15 @@ def job_message(
     return message
 
 
+def budget_state(state: JobState, *, paused: bool, awaiting_charge: bool) -> JobState:
+    """The job's state once money is counted: paused, or not done before it is paid."""
+    if paused and state != JobState.CANCELLED:
+        return JobState.PAUSED
+    if awaiting_charge and state in (JobState.DONE, JobState.FAILED):
+        return JobState.RENDERING  # the sweep books the last charges within a second
+    return state
+
+
 def frame_messages(
     tasks: list[TaskRecord], results: list[FrameResultRecord], errors: dict[str, str]
 ) -> list[pb.Frame]:
@@ -128,7 +146,12 @@ def frame_messages(
                 frame.blender_version = result.blender_version
                 frame.device = result.device
                 frame.receipt_signature = result.receipt_signature
-                if result.verdict == "approved":
+                if result.verdict == "approved" and result.charged:
                     frame.state = pb.FRAME_STATE_DONE
+                elif result.verdict in ("approved", UNPAID):
+                    frame.state = pb.FRAME_STATE_UNPAID  # not served until it is paid
+                    frame.verification += ("; never paid: the job was cancelled first"
+                                           if result.verdict == UNPAID
+                                           else "; waiting for its charge")
             frames.append(frame)
     return frames

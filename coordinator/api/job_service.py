@@ -15,12 +15,14 @@ from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
+from coordinator.budget import LEASE_SHORT, pause_reason, topup_suggestion
 from coordinator.domain.frames import chunk_frames, format_frames
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
 from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, resolve_frames
 from coordinator.intake import scene_inspection as inspection_of
 from coordinator.payments import CostEstimate, Payments, estimate
+from coordinator.payments.pricing import tokens_to_usd
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
@@ -125,7 +127,10 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             high_ms_per_frame=probe.high_ms_per_frame, frames=len(frames),
             cost_usd=float(cost.cost_usd), cost_low_usd=float(cost.cost_low_usd),
             cost_high_usd=float(cost.cost_high_usd), created_at=now))
-        self.store.create_job(job, chunk_frames(frames, job.chunk_size), now)
+        # Leases reserve escrow at the quote's price per frame until charges say better.
+        frame_price = self.payments.escrow_amount(cost.cost_usd) // max(1, len(frames))
+        self.store.create_job(job, chunk_frames(frames, job.chunk_size), now,
+                              frame_price_tokens=frame_price)
         self.events.work_queued()
         log.info("job %s: %d frames of scene %s", job.job_id, len(frames), scene_id[:12])
         return pb.SubmitJobResponse(job=self._job_message(job.job_id))
@@ -227,8 +232,11 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         creator = None if self.access.is_admin(caller) else caller.pubkey
         jobs, total = self.store.list_jobs(creator, request.limit or DEFAULT_LIST_JOBS)
         counts = self.store.frame_counts(job.job_id for job in jobs)
+        paused, awaiting = self.store.budget_flags(job.job_id for job in jobs)
         return pb.ListJobsResponse(
-            jobs=[convert.job_message(job, counts[job.job_id], None) for job in jobs],
+            jobs=[convert.job_message(job, counts[job.job_id], None,
+                                      paused=job.job_id in paused,
+                                      awaiting_charge=job.job_id in awaiting) for job in jobs],
             total=total,
         )
 
@@ -251,6 +259,40 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.events.changed(job_id)
         log.info("job %s cancelled", job_id)
         return self._job_message(job_id)
+
+    async def TopUpJob(self, request, context):
+        job_id = await self._existing_job_id(request.job_id, context)
+        if not 0 < request.amount_usd <= MAX_JOB_COST_USD:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
+        if not request.signed_deposit:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "no deposit: call PrepareDeposit for the amount and sign it "
+                                "(frameproof topup does this)")
+        creator = current_caller().pubkey
+        job = self.store.get_job(job_id)
+        assert job is not None
+        if job.creator != creator:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"job {job_id} belongs to another creator: only its creator "
+                                "may top it up")
+        if job.cancelled or job.settled:
+            ended = "cancelled" if job.cancelled else "finished"
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {job_id} is {ended}: nothing to top up (what was not "
+                                "charged is refunded)")
+        tokens = self.payments.escrow_amount(usd(request.amount_usd))
+        try:
+            receipt = await asyncio.to_thread(self.payments.top_up, job_id, creator,
+                                              request.signed_deposit, tokens)
+        except InsufficientBalance as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except PaymentError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"top-up refused: {error}")
+        log.info("job %s topped up by %d base units", job_id, tokens)
+        self.events.changed(job_id)  # the settlement sweep resumes it within a second
+        return pb.TopUpResponse(job=self._job_message(job_id), tokens=tokens,
+                                deposit_signature=receipt.signature)
 
     async def ListFrames(self, request, context):
         job_id = await self._existing_job_id(request.job_id, context)
@@ -288,10 +330,34 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         job = self.store.get_job(job_id)
         assert job is not None
         counts = self.store.frame_counts([job_id])[job_id]
-        message = convert.job_message(job, counts, self.store.get_scene(job.scene_id))
+        paused, awaiting = self.store.budget_flags([job_id])
+        message = convert.job_message(job, counts, self.store.get_scene(job.scene_id),
+                                      paused=job_id in paused,
+                                      awaiting_charge=job_id in awaiting)
         if self.proof is not None and counts.get(TaskState.VERIFYING, 0):
             message.verification.CopyFrom(verification_queue(self.proof.queue_standing(job_id)))
+        self._add_budget(message)
         return message
+
+    def _add_budget(self, message: pb.Job) -> None:
+        """Escrowed and charged USD, and a paused job's reason with the top-up it needs."""
+        amounts = self.payments.budget(message.job_id)
+        if amounts is None:
+            return
+        pricing = self.payments.pricing
+        escrowed = tokens_to_usd(pricing, amounts[0])
+        charged = tokens_to_usd(pricing, amounts[1])
+        message.escrowed_usd = float(escrowed)
+        message.charged_usd = float(charged)
+        if message.state != pb.JOB_STATE_PAUSED:
+            return
+        record = self.store.budget_record(message.job_id)
+        view = self.store.budget_view(message.job_id)
+        waiting = record.waiting_cost_tokens if record else 0
+        suggested = topup_suggestion(view, waiting) if view is not None else max(1, waiting)
+        message.paused_reason = pause_reason(
+            message.job_id, record.reason if record else LEASE_SHORT, charged, escrowed,
+            tokens_to_usd(pricing, suggested))
 
     async def _existing_job_id(self, job_id: str, context: grpc.aio.ServicerContext) -> str:
         job_id = await require_id(context, job_id, "job_id")

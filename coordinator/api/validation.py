@@ -108,6 +108,12 @@ FIELDS: dict[str, Bound] = {
     "CancelJobRequest.job_id": Bound(pattern="hex-id"),
     "ListFramesRequest.job_id": Bound(pattern="hex-id"),
     "ListJobsRequest.limit": Bound(low=0, high=1000, note="0: 100"),
+    "TopUpRequest.job_id": Bound(pattern="hex-id"),
+    "TopUpRequest.signed_deposit": Bound(max_bytes=SOLANA_TX_BYTES,
+                                         note="a Solana transaction's size limit"),
+    "TopUpRequest.amount_usd": Bound(low=0, high=MAX_JOB_COST_USD,
+                                     note="must be > 0 (the handler); the same cap as "
+                                     "PrepareDeposit"),
     # nodes
     "NodeCapabilities.blender_version": Bound(max_bytes=64),
     "NodeCapabilities.devices": Bound(max_items=16, max_bytes=64),

@@ -36,6 +36,7 @@ from coordinator.payments.models import (
 from coordinator.payments.results import PaymentError
 
 MEMO_PREFIX = "fp:"
+TOPUP_PURPOSE = "topup:"  # a deposit op adding to an open job's escrow: "topup:<job>:<op_id>"
 MAX_DRIVE_ATTEMPTS = 3  # fresh attempts per call after "dropped"; reconcile_pending goes on
 USER_SIGNED = ("deposit", "bond")  # signed by a creator or node, relayed: never re-prepared
 
@@ -149,7 +150,14 @@ class OpJournal:
             lines = ledger.movement_lines(op.kind, op.amount, owner=op.owner,
                                           job_id=op.job_id or "", node_id=op.node_id or "")
             ledger.post(session, op_id, op.kind, lines, now)
-            if op.kind == "deposit":
+            if op.kind == "deposit" and op.purpose.startswith(TOPUP_PURPOSE):
+                # A top-up counts in the escrow exactly when its tokens are posted there.
+                session.exec(  # type: ignore[call-overload]
+                    update(JobBillingRecord)
+                    .where(col(JobBillingRecord.job_id) == op.job_id)
+                    .values(deposited=JobBillingRecord.deposited + op.amount, updated_at=now)
+                )
+            elif op.kind == "deposit":
                 _set_billing(session, op.job_id, "opening", "open", now)
             if op.kind == "bond":
                 _credit_bond(session, op, now)

@@ -21,13 +21,21 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
+from coordinator.budget import may_charge
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.payments import ledger
 from coordinator.payments.audit import run_check
 from coordinator.payments.bonds import BondPolicy, Bonds
 from coordinator.payments.epochs import EpochConfig, split_emission
-from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
+from coordinator.payments.journal import (
+    MEMO_PREFIX,
+    TOPUP_PURPOSE,
+    OpJournal,
+    check_amount,
+    new_op,
+    parse_pubkey,
+)
 from coordinator.payments.models import (
     OP_DROPPED,
     OP_FAILED,
@@ -56,6 +64,7 @@ from coordinator.payments.results import (
     EpochEarning,
     EpochSummary,
     EscrowReceipt,
+    EscrowShort,
     FrameCharge,
     InsufficientBalance,
     JobReceipts,
@@ -84,6 +93,7 @@ __all__ = [
     "EpochEarning",
     "EpochSummary",
     "EscrowReceipt",
+    "EscrowShort",
     "FrameCharge",
     "InsufficientBalance",
     "JobReceipts",
@@ -213,6 +223,74 @@ class Payments:
             raise PaymentError("the deposit expired before it landed; sign a new one")
         return self._escrow_receipt(billing)
 
+    def top_up(self, job_id: str, creator: str, signed_deposit: bytes,
+               amount: int) -> EscrowReceipt:
+        """Relay a creator-signed deposit into an open job's escrow (`frameproof topup`).
+
+        The same checks as `open_escrow` (payer, signer and amount are those of the expected
+        transfer; a signed deposit funds once). Only the job's creator may top up, and only
+        while its escrow is open. `deposited` grows when the deposit lands, in the transaction
+        that posts it (journal), so the ledger check stays exact. Returns the deposit's
+        receipt: state "open" once landed, "opening" while undecided.
+        """
+        check_amount(amount)
+        owner = parse_pubkey(creator)
+        billing = self._billing(job_id)
+        if billing is None:
+            raise PaymentError(f"job {job_id} has no escrow")
+        if billing.creator != creator:
+            raise PaymentError(f"job {job_id} belongs to another creator: only its creator "
+                               "may top it up")
+        if billing.state != "open":
+            raise PaymentError(f"job {job_id}'s escrow is {billing.state}: nothing to top up")
+        held = self.chain.token_balance(owner)
+        if held < amount:
+            raise InsufficientBalance(self._short_message(creator, held, amount))
+        memo = _deposit_memo(signed_deposit)
+        try:
+            tx = self.chain.prepare_signed_deposit(signed_deposit, owner, amount, memo=memo)
+        except ChainError as exc:
+            raise PaymentError(f"deposit refused: {exc}") from exc
+        now = self._clock()
+        op_id = memo.removeprefix(MEMO_PREFIX)
+        op = ChainOpRecord(
+            op_id=op_id, purpose=f"{TOPUP_PURPOSE}{job_id}:{op_id}", kind="deposit",
+            owner=creator, amount=amount, job_id=job_id, state=OP_SENT, attempts=1,
+            signature=tx.signature, raw=tx.raw, description=tx.description,
+            valid_until=tx.valid_until, created_at=now, updated_at=now,
+        )
+        with self._session() as session:
+            # Compare-and-set on the open escrow first: a settlement that got in before wins
+            # and the top-up is refused; one that comes after sees this op and waits for it.
+            still_open = session.exec(  # type: ignore[call-overload]
+                update(JobBillingRecord)
+                .where(col(JobBillingRecord.job_id) == job_id)
+                .where(col(JobBillingRecord.state) == "open")
+                .values(updated_at=now)
+            ).rowcount
+            if still_open != 1:
+                session.rollback()
+                raise PaymentError(f"job {job_id}'s escrow was closed meanwhile: nothing to "
+                                   "top up")
+            try:
+                session.add(op)
+                session.commit()
+            except IntegrityError as exc:
+                raise PaymentError("this signed deposit was already used") from exc
+        state = self._journal.drive(op.op_id)
+        if state == OP_FAILED:
+            raise PaymentError(f"the top-up failed on chain: {self._journal.op(op.op_id).error}")
+        if state == OP_DROPPED:
+            raise PaymentError("the top-up expired before it landed; sign a new one")
+        landed = self._journal.op(op.op_id)
+        return EscrowReceipt(job_id, creator, amount, landed.signature or "",
+                             "open" if state == OP_LANDED else "opening")
+
+    def budget(self, job_id: str) -> tuple[int, int] | None:
+        """(deposited, charged) of the job's escrow in base units; None without escrow."""
+        billing = self._billing(job_id)
+        return None if billing is None else (int(billing.deposited), int(billing.charged))
+
     # --- work: charges and settlement -------------------------------------------------------
 
     def charge_frame(
@@ -232,7 +310,9 @@ class Payments:
         the node's claims (seconds x score), for jobs made before quotes. The claims are kept
         on the charge either way, for audit.
         Call it for approved frames only: rejected or failed frames are never charged.
-        Idempotent per (job, frame). See `FrameCharge.over_budget` for an exhausted escrow.
+        Idempotent per (job, frame). A charge is whole or nothing: when the escrow left
+        cannot cover it, EscrowShort is raised and nothing is booked (the frame waits for a
+        top-up; the creator is never charged past the escrow).
         """
         if work is None:
             work = work_ms(render_seconds, node_score)
@@ -250,8 +330,9 @@ class Payments:
                 state = billing.state if billing else "unknown"
                 raise PaymentError(f"job {job_id} has no open escrow (state: {state})")
             left = billing.deposited - billing.charged
-            burn = min(cost_tokens, left)
-            over = burn < cost_tokens
+            if not may_charge(left, cost_tokens):
+                raise EscrowShort(job_id, frame, cost_tokens, left)
+            burn, over = cost_tokens, False
             if self._reserve(billing, job_id, frame, node_id, render_seconds, node_score,
                              work, usd_micro, cost_tokens, burn, over):
                 charge = self._charge(job_id, frame)
@@ -273,6 +354,8 @@ class Payments:
                 raise PaymentError(f"job {job_id} has no escrow")
             if billing.state == "opening":
                 raise PaymentError(f"job {job_id}: the deposit has not landed yet")
+            if billing.state == "open" and self._topup_pending(session, job_id):
+                raise PaymentError(f"job {job_id}: a top-up has not landed yet")
             if billing.state == "open":
                 refund = billing.deposited - billing.charged
                 values: dict[str, object] = {"state": "settled", "refunded": refund,
@@ -289,7 +372,8 @@ class Payments:
                     .where(col(JobBillingRecord.state) == "open")
                     .values(**values)
                 ).rowcount
-                if moved == 1:
+                # Checked again after taking the row: a top-up recorded meanwhile waits.
+                if moved == 1 and not self._topup_pending(session, job_id):
                     session.commit()
                 else:
                     session.rollback()
@@ -562,6 +646,17 @@ class Payments:
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def _topup_pending(session: Session, job_id: str) -> bool:
+        """A top-up deposit of the job not final yet: settling now would strand it."""
+        return session.exec(
+            select(ChainOpRecord.op_id)
+            .where(ChainOpRecord.job_id == job_id)
+            .where(ChainOpRecord.kind == "deposit")
+            .where(col(ChainOpRecord.purpose).startswith(TOPUP_PURPOSE))
+            .where(col(ChainOpRecord.state).in_(OPEN_STATES))
+        ).first() is not None
 
     def _billing(self, job_id: str) -> JobBillingRecord | None:
         with self._session() as session:

@@ -17,6 +17,18 @@ class InsufficientBalance(PaymentError):
     """The creator's wallet cannot cover the escrow for the job's maximum cost."""
 
 
+class EscrowShort(PaymentError):
+    """The frame's charge would go past the job's escrow: nothing was charged.
+
+    The frame waits (the job pauses) until a top-up covers it; see coordinator.budget.
+    """
+
+    def __init__(self, job_id: str, frame: int, cost_tokens: int, left: int) -> None:
+        super().__init__(f"job {job_id} frame {frame} costs {cost_tokens} base units, the "
+                         f"escrow holds {left}")
+        self.job_id, self.frame, self.cost_tokens, self.left = job_id, frame, cost_tokens, left
+
+
 # --- what the API answers -----------------------------------------------------------------
 
 
@@ -35,9 +47,8 @@ class EscrowReceipt:
 class FrameCharge:
     """The charge for one approved frame.
 
-    `over_budget` is True when the escrow could not cover the frame's full cost: the frame was
-    charged only what was left (`tokens_burned < cost_tokens`, possibly 0) and the job is
-    marked over budget. Payments never stops a job; the caller decides (e.g. `settle_job`).
+    A charge is whole: `tokens_burned == cost_tokens` (a frame the escrow cannot cover raises
+    `EscrowShort` instead). `over_budget` stays for charges booked before that rule.
     """
 
     job_id: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -42,6 +42,26 @@ class JobRecord(SQLModel, table=True):
     created_at: float
     updated_at: float
     error: str = ""
+
+
+class JobBudgetRecord(SQLModel, table=True):
+    """How much of its escrow a job may commit to new leases, and whether it is paused.
+
+    A row per job submitted with escrow (see coordinator.budget). Leasing skips paused jobs;
+    the settlement sweep pauses a job whose next charge or lease the escrow cannot cover and
+    resumes it once it can (after a top-up).
+    """
+
+    __tablename__ = "job_budget"
+    job_id: str = Field(primary_key=True, foreign_key="job.job_id")
+    # Expected price of one frame in token base units (the estimate at submit): reserved
+    # for every frame in flight until charges give the job's own mean price.
+    frame_price_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    paused: bool = Field(default=False, index=True)
+    reason: str = ""  # why it is paused (coordinator.budget: LEASE_SHORT or CHARGE_SHORT)
+    # The charge of the frame waiting for money (CHARGE_SHORT), for the suggested top-up.
+    waiting_cost_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: float = 0.0
 
 
 class TaskRecord(SQLModel, table=True):

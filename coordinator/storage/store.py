@@ -21,14 +21,18 @@ from sqlalchemy import (
     or_,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from coordinator.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
 from coordinator.domain.states import TaskState
+from coordinator.payments.models import FrameChargeRecord, JobBillingRecord
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
+    JobBudgetRecord,
     JobRecord,
     NodeRecord,
     SceneFileRecord,
@@ -92,10 +96,19 @@ class FarmStore:
 
     # ------------------------------------------------------------ jobs
 
-    def create_job(self, job: JobRecord, chunks: Sequence[Sequence[int]], now: float) -> None:
-        """Store a job and its tasks in one transaction: all or nothing."""
+    def create_job(self, job: JobRecord, chunks: Sequence[Sequence[int]], now: float,
+                   frame_price_tokens: int | None = None) -> None:
+        """Store a job and its tasks in one transaction: all or nothing.
+
+        `frame_price_tokens`: the estimate's price of one frame; given, the job's leases are
+        gated on its escrow (coordinator.budget).
+        """
         with self._session() as session:
             session.add(job)
+            if frame_price_tokens is not None:
+                session.flush()  # the job row first: the budget row refers to it
+                session.add(JobBudgetRecord(job_id=job.job_id, updated_at=now,
+                                            frame_price_tokens=max(0, frame_price_tokens)))
             for chunk in chunks:
                 session.add(
                     TaskRecord(
@@ -198,6 +211,10 @@ class FarmStore:
             .join(NodeRecord, col(NodeRecord.node_id) == col(FrameResultRecord.node_id))
             .where(FrameResultRecord.verdict == "approved")
             .where(col(FrameResultRecord.charged).is_(False))
+            # A paused job's frames wait for money: the sweep revisits those jobs on their own
+            # (waiting_frames), so they never crowd the others' charges out of this batch.
+            .where(col(FrameResultRecord.job_id).not_in(_paused_jobs()))
+            .order_by(col(FrameResultRecord.job_id), col(FrameResultRecord.frame))
             .limit(limit)
         )
         with self._session() as session:
@@ -221,6 +238,94 @@ class FarmStore:
                 .values(charged=True)
             )
             session.commit()
+
+    def waiting_frames(self, job_id: str) -> list[tuple[FrameResultRecord, int, float]]:
+        """One job's approved, uncharged frames (in frame order) with its tier and node score."""
+        query = (
+            select(FrameResultRecord, JobRecord.tier, NodeRecord.benchmark_score)
+            .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
+            .join(NodeRecord, col(NodeRecord.node_id) == col(FrameResultRecord.node_id))
+            .where(FrameResultRecord.job_id == job_id)
+            .where(FrameResultRecord.verdict == "approved")
+            .where(col(FrameResultRecord.charged).is_(False))
+            .order_by(col(FrameResultRecord.frame))
+        )
+        with self._session() as session:
+            return [(frame, tier, score) for frame, tier, score in session.exec(query)]
+
+    def mark_unpaid(self, job_id: str, frame: int) -> None:
+        """A cancelled job's approved frame its escrow cannot pay: never charged, never served."""
+        with self._session() as session:
+            session.execute(
+                update(FrameResultRecord)
+                .where(col(FrameResultRecord.job_id) == job_id)
+                .where(col(FrameResultRecord.frame) == frame)
+                .where(col(FrameResultRecord.charged).is_(False))
+                .values(verdict=UNPAID)
+            )
+            session.commit()
+
+    # ------------------------------------------------------------ budget
+
+    def budget_view(self, job_id: str) -> BudgetView | None:
+        """The job's escrow and frames in flight (None: a job without a budget row)."""
+        with self._session() as session:
+            return _budget_view(session, job_id)
+
+    def budget_record(self, job_id: str) -> JobBudgetRecord | None:
+        with self._session() as session:
+            return session.get(JobBudgetRecord, job_id)
+
+    def paused_jobs(self) -> list[tuple[JobRecord, JobBudgetRecord]]:
+        """Unsettled paused jobs (with their budget rows), the longest-paused first."""
+        query = (
+            select(JobRecord, JobBudgetRecord)
+            .join(JobBudgetRecord, col(JobBudgetRecord.job_id) == col(JobRecord.job_id))
+            .where(col(JobBudgetRecord.paused).is_(True))
+            .where(col(JobRecord.settled).is_(False))
+            .order_by(col(JobBudgetRecord.updated_at))
+        )
+        with self._session() as session:
+            return [(job, budget) for job, budget in session.exec(query)]
+
+    def budget_flags(self, job_ids: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Of these jobs: those paused, and those with approved frames not charged yet."""
+        ids = list(job_ids)
+        if not ids:
+            return set(), set()
+        with self._session() as session:
+            paused = session.exec(
+                select(JobBudgetRecord.job_id).where(col(JobBudgetRecord.job_id).in_(ids))
+                .where(col(JobBudgetRecord.paused).is_(True))
+            ).all()
+            awaiting = session.exec(
+                select(FrameResultRecord.job_id).where(col(FrameResultRecord.job_id).in_(ids))
+                .where(FrameResultRecord.verdict == "approved")
+                .where(col(FrameResultRecord.charged).is_(False))
+                .distinct()
+            ).all()
+        return set(paused), set(awaiting)
+
+    def pause_job(self, job_id: str, cause: str, now: float, waiting_cost: int = 0) -> bool:
+        """Stop leasing the job's frames; True when it was running until now.
+
+        `waiting_cost`: the charge of the approved frame the escrow could not cover.
+        """
+        with self._session() as session:
+            moved = _set_paused(session, job_id, True, cause, now)
+            if waiting_cost:
+                session.execute(update(JobBudgetRecord)
+                                .where(col(JobBudgetRecord.job_id) == job_id)
+                                .values(waiting_cost_tokens=waiting_cost))
+            session.commit()
+            return moved
+
+    def resume_job(self, job_id: str, now: float) -> bool:
+        """Lease the job's frames again; True when it was paused until now."""
+        with self._session() as session:
+            moved = _set_paused(session, job_id, False, "", now)
+            session.commit()
+            return moved
 
     def jobs_ready_to_settle(self) -> list[JobRecord]:
         """Unsettled jobs with no frame being verified and (unless cancelled) none to render.
@@ -268,6 +373,7 @@ class FarmStore:
             .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
             .where(JobRecord.creator == creator)
             .where(FrameResultRecord.blob_sha256 == sha256)
+            .where(col(FrameResultRecord.charged).is_(True))  # paid frames only (PAYMENTS.md)
         )
         with self._session() as session:
             return scene_holds(session, own_scenes, sha256) or bool(session.exec(frame).first())
@@ -359,10 +465,12 @@ class FarmStore:
             .having(func.count() >= policy.max_failures_per_node)
         )
         candidates = (
-            select(TaskRecord.task_id)
+            select(TaskRecord.task_id, TaskRecord.job_id,
+                   TaskRecord.last_frame - TaskRecord.first_frame + 1)
             .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
             .where(TaskRecord.state == TaskState.QUEUED)
             .where(col(JobRecord.cancelled).is_(False))
+            .where(col(TaskRecord.job_id).not_in(_paused_jobs()))
             .where(col(JobRecord.tier) >= node_rank)
             .where(col(TaskRecord.task_id).not_in(failed_tasks))
             .where(col(TaskRecord.job_id).not_in(failed_jobs))
@@ -377,7 +485,11 @@ class FarmStore:
             .limit(8)
         )
         with self._session() as session:
-            for task_id in session.exec(candidates).all():
+            short: set[str] = set()
+            for task_id, job_id, frames in session.exec(candidates).all():
+                if job_id in short or not self._budget_allows(session, job_id, frames, now):
+                    short.add(job_id)
+                    continue
                 lease_id = uuid.uuid4().hex
                 claimed = session.execute(
                     update(TaskRecord)
@@ -394,11 +506,21 @@ class FarmStore:
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
                     session.commit()
                     return session.get(TaskRecord, task_id)
+            session.commit()  # the pauses decided above
             return None
 
     def _leases_held(self, node_id: str) -> int:
         with self._session() as session:
             return int(session.exec(select(_leases_of(node_id))).one())
+
+    @staticmethod
+    def _budget_allows(session: Session, job_id: str, frames: int, now: float) -> bool:
+        """Reserve escrow for a lease: a job that cannot pay for it pauses instead."""
+        view = _budget_view(session, job_id)
+        if view is None or may_lease(view, frames):
+            return True
+        _set_paused(session, job_id, True, LEASE_SHORT, now)
+        return False
 
     def extend_lease(self, lease_id: str, node_id: str, now: float) -> TaskRecord:
         """Heartbeat: push the lease's expiry forward, or raise LeaseLost."""
@@ -526,6 +648,68 @@ class FarmStore:
         if task.state != TaskState.LEASED:
             raise LeaseLost(f"the task is {task.state} now")
         return task
+
+
+UNPAID = "unpaid"  # FrameResultRecord.verdict of a cancelled job's frame its escrow could not pay
+
+
+def _paused_jobs() -> Select:
+    return select(JobBudgetRecord.job_id).where(col(JobBudgetRecord.paused).is_(True))
+
+
+def _set_paused(session: Session, job_id: str, paused: bool, cause: str, now: float) -> bool:
+    moved = session.execute(
+        update(JobBudgetRecord)
+        .where(col(JobBudgetRecord.job_id) == job_id)
+        .where(col(JobBudgetRecord.paused).is_(not paused))
+        .values(paused=paused, reason=cause, updated_at=now,
+                **({} if paused else {"waiting_cost_tokens": 0}))
+    )
+    if paused and not moved.rowcount:  # type: ignore[attr-defined]
+        session.execute(  # already paused: keep the latest cause (a charge outranks a lease)
+            update(JobBudgetRecord)
+            .where(col(JobBudgetRecord.job_id) == job_id)
+            .where(col(JobBudgetRecord.reason) != cause)
+            .values(reason=cause)
+        )
+    return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+
+def _budget_view(session: Session, job_id: str) -> BudgetView | None:
+    """See `FarmStore.budget_view`: one statement of indexed aggregates over one job.
+
+    One round trip because leasing asks it for every lease (bench/lease_budget_bench.py).
+    """
+    frames = func.coalesce(func.sum(TaskRecord.last_frame - TaskRecord.first_frame + 1), 0)
+    of_job = col(TaskRecord.job_id) == job_id
+    leased = sa_select(frames).where(of_job, col(TaskRecord.state) == TaskState.LEASED)
+    live = sa_select(frames).where(
+        of_job, col(TaskRecord.state).not_in([TaskState.FAILED, TaskState.CANCELLED]))
+    uncharged = sa_select(func.count()).select_from(FrameResultRecord).where(
+        col(FrameResultRecord.job_id) == job_id, col(FrameResultRecord.charged).is_(False),
+        col(FrameResultRecord.verdict) != UNPAID)
+    charges = col(FrameChargeRecord.job_id) == job_id
+    charged_frames = sa_select(func.count()).select_from(FrameChargeRecord).where(charges)
+    charged_tokens = sa_select(func.coalesce(func.sum(FrameChargeRecord.cost_tokens), 0)).where(
+        charges)
+    row = session.execute(
+        sa_select(JobBudgetRecord.frame_price_tokens, JobBillingRecord.deposited,
+                  JobBillingRecord.charged, leased.scalar_subquery(), live.scalar_subquery(),
+                  uncharged.scalar_subquery(), charged_frames.scalar_subquery(),
+                  charged_tokens.scalar_subquery())
+        .join(JobBillingRecord, col(JobBillingRecord.job_id) == col(JobBudgetRecord.job_id))
+        .where(col(JobBudgetRecord.job_id) == job_id)
+        .where(col(JobBillingRecord.state).in_(("opening", "open")))
+    ).first()
+    if row is None:
+        return None
+    price, deposited, charged, leased_n, live_n, uncharged_n, charged_n, charged_sum = (
+        int(value or 0) for value in row)
+    return BudgetView(
+        deposited=deposited, charged=charged, committed_frames=leased_n + uncharged_n,
+        remaining_frames=max(0, live_n - charged_n),
+        price=frame_price(price, charged_sum, charged_n),
+    )
 
 
 def record_task_failure(

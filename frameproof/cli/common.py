@@ -21,6 +21,7 @@ STATE_NAMES = {
     pb.JOB_STATE_DONE: "done",
     pb.JOB_STATE_FAILED: "failed",
     pb.JOB_STATE_CANCELLED: "cancelled",
+    pb.JOB_STATE_PAUSED: "paused",
 }
 FRAME_STATE_NAMES = {
     pb.FRAME_STATE_QUEUED: "queued",
@@ -29,6 +30,7 @@ FRAME_STATE_NAMES = {
     pb.FRAME_STATE_DONE: "done",
     pb.FRAME_STATE_FAILED: "failed",
     pb.FRAME_STATE_CANCELLED: "cancelled",
+    pb.FRAME_STATE_UNPAID: "unpaid",
 }
 ENDED = {pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
@@ -95,4 +97,7 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         },
         "created_unix_ms": job.created_unix_ms,
         "error": job.error,
+        "escrowed_usd": job.escrowed_usd,
+        "charged_usd": job.charged_usd,
+        "paused_reason": job.paused_reason,
     }

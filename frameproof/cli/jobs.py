@@ -18,6 +18,7 @@ from frameproof.cli.common import (
     print_json,
 )
 from frameproof.cli.queue import verification_line
+from frameproof.cli.topup import budget_warning
 from frameproof.client import FarmClient
 from frameproof.creator import Creator
 from frameproof.v1 import farm_pb2 as pb
@@ -69,6 +70,11 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
     out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
               f"{job.settings.resolution_x}x{job.settings.resolution_y} "
               f"at {job.settings.resolution_percentage}%")
+    if job.escrowed_usd > 0:
+        out.print(f"budget: ${job.charged_usd:.6f} of ${job.escrowed_usd:.6f} charged")
+    warning = budget_warning(job)
+    if warning:
+        err.print(warning, markup=False, highlight=False)
     return 0
 
 

@@ -10,7 +10,7 @@ import grpc
 from solders.keypair import Keypair
 
 from frameproof import config
-from frameproof.cli import download, jobs, money, nodes, submit, watch
+from frameproof.cli import download, jobs, money, nodes, submit, topup, watch
 from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.creator import CreatorError, InvalidRequest
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_job_argument(commands.add_parser("status", help="one job's progress"))
     jobs.add_job_argument(commands.add_parser("watch", help="follow a job live"), False)
     jobs.add_job_argument(commands.add_parser("cancel", help="cancel a job"), False)
+    topup.add_arguments(commands.add_parser("topup", help="add escrow to a job; a paused "
+                                            "job resumes"))
     jobs.add_job_argument(commands.add_parser("frames", help="each frame's state and node"))
     nodes.add_arguments(commands.add_parser("nodes", help="nodes with reputation, tier, "
                                             "verified and failed frames"))
@@ -61,6 +63,7 @@ HANDLERS = {
     "status": jobs.run_status,
     "watch": watch.run,
     "cancel": jobs.run_cancel,
+    "topup": topup.run,
     "frames": jobs.run_frames,
     "download": download.run,
     "nodes": nodes.run,

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from frameproof.cli.common import STATE_NAMES, err, out
 from frameproof.cli.queue import verification_detail
+from frameproof.cli.topup import budget_warning
 from frameproof.client import FarmClient
 from frameproof.creator import Creator
 from frameproof.v1 import farm_pb2 as pb
@@ -19,6 +20,7 @@ def watch_job(client: FarmClient, job_id: str, *, quiet: bool = False) -> pb.Job
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=err, disable=quiet) as progress:
         bar = progress.add_task(f"job {job_id}", total=None, detail="")
+        warned: set[str] = set()
 
         def show(job: pb.Job) -> None:
             frames = job.frames
@@ -27,6 +29,13 @@ def watch_job(client: FarmClient, job_id: str, *, quiet: bool = False) -> pb.Job
                 detail=f"{STATE_NAMES.get(job.state, '?')}, {frames.rendering} "
                        f"rendering, {frames.failed} failed{verification_detail(job)}",
             )
+            warning = budget_warning(job)
+            kind = warning.split(":", 1)[0] if warning else ""
+            if warning and kind not in warned:  # once each: 80%, and each pause
+                warned.add(kind)
+                progress.console.print(warning, markup=False, highlight=False)
+            if job.state != pb.JOB_STATE_PAUSED:
+                warned.discard("paused")
 
         def away() -> None:
             progress.update(bar, detail="coordinator away, reconnecting")
