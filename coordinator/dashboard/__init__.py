@@ -39,7 +39,7 @@ from coordinator.blobstore import BlobStore
 from coordinator.dashboard.thumbnails import Thumbnails
 from coordinator.payments.payments import Payments
 from coordinator.payments.results import CheckReport
-from coordinator.storage.dashboard import DashboardQueries, Page
+from coordinator.storage.dashboard import DashboardQueries, LedgerSummary, Page
 from coordinator.storage.proof import standing_of
 from verifier.reputation import check_probability
 
@@ -47,6 +47,7 @@ PAGE_SIZE = 50
 FRAME_PAGE_SIZE = 48
 LIVE_INTERVAL_SECONDS = 1.0
 LIVE_STREAM_SECONDS = 300.0  # a stream ends after this; the browser's EventSource reconnects
+SUMMARY_SECONDS = 10.0  # the ledger page's token totals are at most this old
 LEDGER_CHECK_SECONDS = 60.0  # the ledger check runs at most this often, only while watched
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -92,6 +93,13 @@ class Dashboard:
     thumbnails: Thumbnails
     payments: Payments | None
     ledger_check: LedgerCheck
+    _summary: tuple[float, LedgerSummary] | None = None
+
+    def ledger_summary(self) -> LedgerSummary:
+        """Token totals sum every ledger line (O(ledger)): computed at most every 10 s."""
+        if self._summary is None or time.monotonic() - self._summary[0] > SUMMARY_SECONDS:
+            self._summary = (time.monotonic(), self.queries.ledger_summary())
+        return self._summary[1]
 
     @property
     def decimals(self) -> int:
@@ -232,7 +240,7 @@ def _ledger_view(board: Dashboard, request: Request) -> tuple[str, dict[str, Any
     mints, mints_total = board.queries.chain_ops("mint", mints_page)
     epochs, epochs_total = board.queries.epochs(epochs_page)
     return "ledger.html", {
-        "summary": board.queries.ledger_summary(), "check": board.ledger_check.latest(),
+        "summary": board.ledger_summary(), "check": board.ledger_check.latest(),
         "burns": burns, "burn_pages": _pages(burns_page, burns_total),
         "mints": mints, "mint_pages": _pages(mints_page, mints_total),
         "epochs": epochs, "epoch_pages": _pages(epochs_page, epochs_total),

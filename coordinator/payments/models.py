@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 OP_NEW = "new"  # intent recorded, no transaction signed yet
@@ -33,6 +33,8 @@ class ChainOpRecord(SQLModel, table=True):
     """One token movement on chain: grant, deposit, burn, refund, mint (emission or fee)."""
 
     __tablename__ = "pay_chain_op"
+    # The dashboard's burns and mints, newest first, a page at a time.
+    __table_args__ = (Index("ix_pay_chain_op_kind_created", "kind", "created_at", "op_id"),)
     op_id: str = Field(primary_key=True)  # also the on-chain memo, as "fp:<op_id>"
     purpose: str = Field(unique=True)  # natural key: "burn:<job>:<frame>", "refund:<job>", ...
     kind: str = Field(index=True)  # grant | deposit | burn | refund | mint | bond | unbond

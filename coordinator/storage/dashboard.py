@@ -237,7 +237,7 @@ class DashboardQueries:
         with self._session() as session:
             ops = list(session.exec(
                 select(ChainOpRecord).where(ChainOpRecord.kind == kind)
-                .order_by(col(ChainOpRecord.created_at).desc(), col(ChainOpRecord.op_id))
+                .order_by(col(ChainOpRecord.created_at).desc(), col(ChainOpRecord.op_id).desc())
                 .offset(page.offset).limit(page.size)))
             total = int(session.exec(select(func.count()).select_from(ChainOpRecord)
                                      .where(ChainOpRecord.kind == kind)).one())

@@ -39,7 +39,7 @@ class JobRecord(SQLModel, table=True):
     # Escrow closed: the uncharged rest went back to the creator. Indexed because settlement
     # looks for the few unsettled jobs every second.
     settled: bool = Field(default=False, index=True)
-    created_at: float
+    created_at: float = Field(index=True)  # the dashboard lists jobs newest first, paged
     updated_at: float
     error: str = ""
 
