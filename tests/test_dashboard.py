@@ -23,6 +23,7 @@ from sqlmodel import Session
 
 from coordinator import web
 from coordinator.blobstore import BlobStore
+from coordinator.budget import LEASE_SHORT
 from coordinator.dashboard import dashboard_routes
 from coordinator.dashboard.thumbnails import THUMB_WIDTH, Thumbnails
 from coordinator.domain.frames import chunk_frames, parse_frames
@@ -98,7 +99,7 @@ def _job(store: FarmStore, job_id: str, spec: str, chunk: int, at: float) -> Non
     store.create_job(JobRecord(job_id=job_id, name=job_id, scene_id="s", frames_spec=spec,
                                chunk_size=chunk, settings_json="{}", created_at=at,
                                updated_at=at, creator="creator-key"),
-                     chunk_frames(parse_frames(spec), chunk), at)
+                     chunk_frames(parse_frames(spec), chunk), at, frame_price_tokens=10)
 
 
 def test_queries_page_jobs_frames_and_events(tmp_path: Path) -> None:
@@ -150,6 +151,14 @@ def test_queries_page_jobs_frames_and_events(tmp_path: Path) -> None:
     older, _ = queries.reputation_events("n1", Page(2, 5))
     assert [e.reason for e in older] == ["event 1", "event 0"]
     assert queries.job("nope") is None and queries.node("nope") is None
+
+    # A job its budget paused says so, with the reason, until it is resumed.
+    assert store.pause_job("job2", LEASE_SHORT, 300.0)
+    paused = queries.job("job2")
+    assert paused is not None and paused.state == "paused" and paused.paused
+    assert paused.pause_reason == LEASE_SHORT
+    store.resume_job("job2", 301.0)
+    assert queries.job("job2").state == "queued"  # type: ignore[union-attr]
 
 
 @pytest.fixture()
@@ -221,6 +230,12 @@ def test_pages_over_http(served) -> None:  # type: ignore[no-untyped-def]
     _, _, node = _get(base + "/nodes/n1")
     assert b"tiles differ" in node and b"exact" in node
     assert b"job-a" not in node and b"/secret/x" not in node
+
+    # A job its budget paused says why and how to resume it.
+    FarmStore(_engine).pause_job("job-a", LEASE_SHORT, 200.0)
+    _, _, paused = _get(base + "/jobs")
+    assert b'<span class="pill paused">paused</span>' in paused
+    assert b"top up to resume" in paused and LEASE_SHORT.encode() in paused
 
     # Nothing changes state over this listener.
     request = urllib.request.Request(base + "/jobs/job-a", method="POST", data=b"")

@@ -13,8 +13,9 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from coordinator.api.convert import budget_state
 from coordinator.domain.frames import parse_frames
-from coordinator.domain.states import JobState, TaskState, job_state_from_frames
+from coordinator.domain.states import TaskState, job_state_from_frames
 from coordinator.payments import ledger
 from coordinator.payments.models import (
     ChainOpRecord,
@@ -25,12 +26,14 @@ from coordinator.payments.models import (
 )
 from coordinator.storage.models import (
     FrameResultRecord,
+    JobBudgetRecord,
     JobRecord,
     NodeRecord,
     NodeStandingRecord,
     ReputationEventRecord,
     TaskRecord,
 )
+from coordinator.storage.store import FarmStore
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class JobRow:
     counts: dict[TaskState, int]
     state: str
     billing: JobBillingRecord | None
-    paused: bool = False
+    paused: bool = False  # its budget paused it (coordinator.budget)
+    pause_reason: str = ""
 
     @property
     def total(self) -> int:
@@ -131,14 +135,20 @@ class DashboardQueries:
                 counts[job_id][TaskState(state)] = int(n)
             billing = {record.job_id: record for record in session.exec(
                 select(JobBillingRecord).where(col(JobBillingRecord.job_id).in_(ids)))}
-        paused = _paused_jobs(session, ids)
+        budgets = {record.job_id: record for record in session.exec(
+            select(JobBudgetRecord).where(col(JobBudgetRecord.job_id).in_(ids)))} if ids else {}
+        _, awaiting = FarmStore(self.engine).budget_flags(ids)
         rows = []
         for job in jobs:
-            state = job_state_from_frames(counts[job.job_id], cancelled=job.cancelled)
-            is_paused = job.job_id in paused and state != JobState.CANCELLED
-            rows.append(JobRow(job=job, counts=counts[job.job_id],
-                               state="paused" if is_paused else str(state),
-                               billing=billing.get(job.job_id), paused=is_paused))
+            budget = budgets.get(job.job_id)
+            paused = budget is not None and budget.paused and not job.cancelled
+            # The same state GetJob reports: paused by its budget, not done before it is paid.
+            state = budget_state(job_state_from_frames(counts[job.job_id],
+                                                       cancelled=job.cancelled),
+                                 paused=paused, awaiting_charge=job.job_id in awaiting)
+            rows.append(JobRow(job=job, counts=counts[job.job_id], state=str(state),
+                               billing=billing.get(job.job_id), paused=paused,
+                               pause_reason=budget.reason if paused and budget else ""))
         return rows
 
     def frames(self, job: JobRecord, page: Page) -> tuple[list[FrameCell], int]:
@@ -256,13 +266,3 @@ class DashboardQueries:
                 .group_by(PayoutRecord.epoch))}
         return [(e, *payouts.get(e.epoch, (0, 0))) for e in epochs], total
 
-
-def _paused_jobs(session: Session, job_ids: Sequence[str]) -> set[str]:
-    """Jobs their budget paused (coordinator.budget), where this coordinator has budgets."""
-    from coordinator.storage import models
-
-    budget = getattr(models, "JobBudgetRecord", None)
-    if budget is None or not job_ids:
-        return set()
-    return set(session.exec(select(budget.job_id).where(  # type: ignore[attr-defined]
-        col(budget.job_id).in_(job_ids), col(budget.paused).is_(True))))  # type: ignore[attr-defined]
