@@ -29,6 +29,7 @@ from frameproof.wallet import DepositError, sign_deposit
 
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
 TIERS = (1, 2, 3)  # 1: trusted nodes only, 2: priority, 3: economy
+MAX_TOPUP_USD = 1_000_000.0  # the coordinator's cap on one deposit
 ENDED_STATES = frozenset({pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 # Estimating renders probe frames on the coordinator; submitting waits for the chain.
 ESTIMATE_TIMEOUT_S = 300.0
@@ -380,6 +381,25 @@ class Creator:
                                               timeout=CALL_TIMEOUT_S)
 
     # -- money ---------------------------------------------------------------------------
+
+    def top_up(self, job_id: str, usd: float) -> pb.TopUpResponse:
+        """Add `usd` to the job's escrow (signed here, by this wallet); a paused job resumes.
+
+        Only the job's creator may top up, and only while the job is neither cancelled nor
+        finished (docs/PAYMENTS.md, "Pause and top-up").
+        """
+        if not math.isfinite(usd) or not 0 < usd <= MAX_TOPUP_USD:
+            raise InvalidRequest(f"the top-up must be more than $0 and at most "
+                                 f"${MAX_TOPUP_USD:,.0f}")
+        with _rpc(self.address, job_id):
+            deposit = self.client.jobs.PrepareDeposit(pb.PrepareDepositRequest(amount_usd=usd),
+                                                      timeout=60)
+            try:
+                signed = sign_deposit(deposit.message, self.client.keypair)
+            except DepositError as error:
+                raise DepositRefused(str(error)) from None
+            return self.client.jobs.TopUpJob(pb.TopUpRequest(
+                job_id=job_id, signed_deposit=signed, amount_usd=usd), timeout=SUBMIT_TIMEOUT_S)
 
     def receipts(self, job_id: str) -> pb.Receipts:
         """What each frame of the job burned, and the refund."""

@@ -41,6 +41,7 @@ from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import FrameResultRecord, JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore, FrameOutputRecord
+from frameproof.creator import Creator, InvalidRequest
 
 PRICE = 1_000  # expected price of a frame, base units
 
@@ -297,3 +298,11 @@ def test_cancelling_a_paused_job_refunds_the_rest_and_keeps_unpaid_frames_back(
     assert farm.payments.earnings(farm.node).open_credits == 0, "no credit for unpaid work"
     report = farm.payments.check()
     assert report.ok, report.lines
+
+
+@pytest.mark.parametrize("usd", [0.0, -1.0, float("nan"), float("inf"), 2e6])
+def test_a_bad_topup_amount_fails_before_any_call(usd: float) -> None:
+    """Nothing listens on port 1: an InvalidRequest proves no call was made."""
+    with Creator.connect("127.0.0.1:1", Keypair()) as creator, \
+            pytest.raises(InvalidRequest, match="top-up must be more than"):
+        creator.top_up("abc", usd)

@@ -6,11 +6,10 @@ import argparse
 
 from frameproof.cli.common import err, fail, job_json, out, print_json
 from frameproof.client import FarmClient
+from frameproof.creator import MAX_TOPUP_USD, Creator
 from frameproof.v1 import farm_pb2 as pb
-from frameproof.wallet import DepositError, sign_deposit
 
 WARN_FRACTION = 0.8  # status and watch warn once this share of the escrow is charged
-MAX_TOPUP_USD = 1_000_000.0  # the coordinator's cap on one deposit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, client: FarmClient) -> int:
     if not 0 < args.usd <= MAX_TOPUP_USD:
         fail(f"--usd must be more than 0 and at most {MAX_TOPUP_USD:.0f}", 2)
-    deposit = client.jobs.PrepareDeposit(pb.PrepareDepositRequest(amount_usd=args.usd),
-                                         timeout=60)
-    try:
-        signed = sign_deposit(deposit.message, client.keypair)
-    except DepositError as error:
-        fail(str(error))
-    response = client.jobs.TopUpJob(pb.TopUpRequest(job_id=args.job, signed_deposit=signed,
-                                                    amount_usd=args.usd), timeout=120)
+    response = Creator(client).top_up(args.job, args.usd)
     job = response.job
     if args.json:
         print_json({**job_json(job), "topup_usd": args.usd, "topup_tokens": response.tokens,
