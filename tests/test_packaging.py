@@ -89,6 +89,9 @@ def test_wheel_contains_the_generated_grpc_code(dist: Path) -> None:
                         if n.endswith(".dist-info/METADATA"))
     for module in ("__init__.py", "farm_pb2.py", "farm_pb2.pyi", "farm_pb2_grpc.py"):
         assert f"frameproof/v1/{module}" in names
+    for page in ("templates/base.html", "templates/job.html", "static/live.js",
+                 "static/dashboard.css"):  # the dashboard's files ship as package data
+        assert f"coordinator/dashboard/{page}" in names
     assert "Requires-Dist: grpcio==1.85.1" in metadata
     assert "grpcio-tools" not in metadata.split("Provides-Extra: dev")[0]  # build-only
     assert "Requires-Dist: bpy==5.0.1; extra == \"node\"" in metadata
@@ -167,7 +170,8 @@ def test_node_and_coordinator_commands_run_from_the_wheel(dist: Path, tmp_path: 
                       timeout=120)
         assert expected in result.stdout, (command, result.stdout)
     # The servers' modules import from the wheel too (not only the argument parsers).
-    _run([python, "-c", "import coordinator.server, render_node.daemon, verifier.worker"],
+    _run([python, "-c", "import coordinator.server, coordinator.dashboard, render_node.daemon, "
+          "verifier.worker"],
          cwd=venv, env=env, timeout=120)
 
 
