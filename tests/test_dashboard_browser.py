@@ -95,6 +95,13 @@ def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
                 f"document.querySelector(\"tr.job[data-job='{job.job_id}'] .pill\")"
                 ".textContent.trim() == 'done'", timeout=30_000)
             assert "6/6 done" in row.inner_text()
+            # A job whose escrow cannot pay for a frame pauses; the open page shows it.
+            poor = submit_sample(client, SAMPLE, "1-4", max_cost_usd=0.000001)
+            page.wait_for_function(
+                f"(document.querySelector(\"tr.job[data-job='{poor.job_id}'] .pill\") || "
+                "{textContent: ''}).textContent.trim() == 'paused'", timeout=120_000)
+            assert "top up to resume" in page.locator(
+                f"tr.job[data-job='{poor.job_id}']").inner_text()
             _shoot(page, "jobs")
 
             page.goto(f"{base}/nodes")

@@ -259,6 +259,9 @@ def _environment(board: Dashboard) -> Environment:
     def usd_micro(amount: int | None) -> str:
         return "$" + _amount((amount or 0) / 1e6, 6)
 
+    def usd(amount: float | None) -> str:
+        return "$" + _amount(amount or 0.0, 6)
+
     def when(at: float | None) -> str:
         if not at:
             return "—"
@@ -277,7 +280,7 @@ def _environment(board: Dashboard) -> Environment:
         text = text or ""
         return text if len(text) <= length + 1 else text[:length] + "…"
 
-    env.filters.update(tokens=tokens, usd_micro=usd_micro, when=when, ago=ago, short=short)
+    env.filters.update(tokens=tokens, usd_micro=usd_micro, usd=usd, when=when, ago=ago, short=short)
     env.globals["page_url"] = _page_url
     return env
 
