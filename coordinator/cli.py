@@ -30,6 +30,7 @@ from coordinator.payments.bonds import BondPolicy
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
 from coordinator.storage.proof import PEER_AUDIT_RATE
 from frameproof import config
+from frameproof.cli.argv import options_after_command
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 
@@ -40,6 +41,8 @@ MALLOC_ARENAS = 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # `render-node --coordinator X run` works like `render-node run --coordinator X`.
+    argv = options_after_command(parser, sys.argv[1:] if argv is None else argv)
     role = None
     if config.command_of(argv) == "serve":
         role = config.coordinator_role(config.subcommand_parsers(parser)["serve"])

@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from frameproof import config
 from frameproof.blender.worker import BlenderError, BlenderWorker
+from frameproof.cli.argv import options_after_command
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
@@ -27,6 +28,8 @@ from render_node.sysinfo import capabilities, save_benchmark
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # `render-node --coordinator X run` works like `render-node run --coordinator X`.
+    argv = options_after_command(parser, sys.argv[1:] if argv is None else argv)
     role = None
     if config.command_of(argv) == "run":
         role = config.node_role(config.subcommand_parsers(parser)["run"])

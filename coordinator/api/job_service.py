@@ -16,7 +16,7 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
 from coordinator.budget import LEASE_SHORT, pause_reason, topup_suggestion
-from coordinator.domain.frames import chunk_frames, format_frames
+from coordinator.domain.frames import FrameSpecError, chunk_frames, format_frames, parse_frames
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
 from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, resolve_frames
@@ -26,6 +26,7 @@ from coordinator.payments.pricing import tokens_to_usd
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
+from coordinator.storage.control import ControlError, JobControl
 from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
@@ -64,6 +65,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.payments = payments
         self.allow_airdrop = allow_airdrop
         self.prober = prober
+        self.control = JobControl(store.engine)
 
     async def InspectScene(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
@@ -233,6 +235,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         jobs, total = self.store.list_jobs(creator, request.limit or DEFAULT_LIST_JOBS)
         counts = self.store.frame_counts(job.job_id for job in jobs)
         paused, awaiting = self.store.budget_flags(job.job_id for job in jobs)
+        paused |= {job_id for job_id, control in self.control.get(
+            job.job_id for job in jobs).items() if control.paused}
         return pb.ListJobsResponse(
             jobs=[convert.job_message(job, counts[job.job_id], None,
                                       paused=job.job_id in paused,
@@ -303,6 +307,64 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         )
         return pb.ListFramesResponse(frames=frames)
 
+    # ------------------------------------------------------------ job control
+
+    async def PauseJob(self, request, context):
+        """No new frames of the job are leased; frames in flight finish and are kept."""
+        job_id = await self._own_live_job(request.job_id, context, "pause")
+        if self.control.set_paused(job_id, True, time.time()):
+            log.info("job %s paused by its creator", job_id)
+        self.events.changed(job_id)
+        return self._job_message(job_id)
+
+    async def ResumeJob(self, request, context):
+        """Lifts the creator's pause only: a budget pause stays until the escrow covers it."""
+        job_id = await self._own_live_job(request.job_id, context, "resume")
+        if self.control.set_paused(job_id, False, time.time()):
+            log.info("job %s resumed by its creator", job_id)
+        self.events.changed(job_id)
+        self.events.work_queued()
+        return self._job_message(job_id)
+
+    async def SetJobPriority(self, request, context):
+        job_id = await self._own_live_job(request.job_id, context, "reprioritise")
+        try:
+            self.control.set_priority(job_id, request.priority, time.time())
+        except ControlError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        self.events.changed(job_id)
+        return self._job_message(job_id)
+
+    async def RequeueFrames(self, request, context):
+        job_id = await self._own_live_job(request.job_id, context, "requeue frames of")
+        try:
+            frames = parse_frames(request.frames)
+        except FrameSpecError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        try:
+            queued = self.control.requeue(job_id, frames, time.time())
+        except ControlError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        log.info("job %s: frames %s requeued by its creator", job_id, format_frames(queued))
+        self.events.changed(job_id)
+        self.events.work_queued()
+        return pb.RequeueFramesResponse(job=self._job_message(job_id), frames=queued)
+
+    async def _own_live_job(self, job_id: str, context: grpc.aio.ServicerContext,
+                            verb: str) -> str:
+        """The caller's own job (by id or prefix): only its creator steers it."""
+        job_id = await self._existing_job_id(job_id, context)
+        job = self.store.get_job(job_id)
+        assert job is not None
+        if job.creator != current_caller().pubkey:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"job {job_id} belongs to another creator: only its creator "
+                                f"may {verb} it")
+        if job.cancelled:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {job_id} is cancelled")
+        return job_id
+
     # ------------------------------------------------------------ helpers
 
     def _estimate(self, probe: PriceProbeRecord, frames: int, tier: int) -> CostEstimate:
@@ -331,15 +393,21 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         assert job is not None
         counts = self.store.frame_counts([job_id])[job_id]
         paused, awaiting = self.store.budget_flags([job_id])
+        control = self.control.get([job_id]).get(job_id)
+        by_creator = control is not None and control.paused and not job.cancelled
+        # Paused for either reason (budget or creator); each is lifted on its own.
         message = convert.job_message(job, counts, self.store.get_scene(job.scene_id),
-                                      paused=job_id in paused,
+                                      paused=job_id in paused or by_creator,
                                       awaiting_charge=job_id in awaiting)
+        if control is not None:
+            message.paused_by_creator = by_creator
+            message.priority = control.priority
         if self.proof is not None and counts.get(TaskState.VERIFYING, 0):
             message.verification.CopyFrom(verification_queue(self.proof.queue_standing(job_id)))
-        self._add_budget(message)
+        self._add_budget(message, budget_paused=job_id in paused)
         return message
 
-    def _add_budget(self, message: pb.Job) -> None:
+    def _add_budget(self, message: pb.Job, *, budget_paused: bool = True) -> None:
         """Escrowed and charged USD, and a paused job's reason with the top-up it needs."""
         amounts = self.payments.budget(message.job_id)
         if amounts is None:
@@ -349,8 +417,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         charged = tokens_to_usd(pricing, amounts[1])
         message.escrowed_usd = float(escrowed)
         message.charged_usd = float(charged)
-        if message.state != pb.JOB_STATE_PAUSED:
-            return
+        if message.state != pb.JOB_STATE_PAUSED or not budget_paused:
+            return  # not paused, or paused by its creator only (paused_by_creator)
         record = self.store.budget_record(message.job_id)
         view = self.store.budget_view(message.job_id)
         waiting = record.waiting_cost_tokens if record else 0
@@ -361,6 +429,12 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def _existing_job_id(self, job_id: str, context: grpc.aio.ServicerContext) -> str:
         job_id = await require_id(context, job_id, "job_id")
+        caller = current_caller()
+        try:  # a unique prefix of one of the caller's jobs names it, like git
+            job_id = self.control.resolve(
+                job_id, None if self.access.is_admin(caller) else caller.pubkey) or job_id
+        except ControlError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         job = self.store.get_job(job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")

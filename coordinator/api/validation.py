@@ -114,6 +114,11 @@ FIELDS: dict[str, Bound] = {
     "TopUpRequest.amount_usd": Bound(low=0, high=MAX_JOB_COST_USD,
                                      note="must be > 0 (the handler); the same cap as "
                                      "PrepareDeposit"),
+    "JobControlRequest.job_id": Bound(pattern="hex-id", note="or a unique prefix (4+)"),
+    "SetJobPriorityRequest.job_id": Bound(pattern="hex-id"),
+    "SetJobPriorityRequest.priority": Bound(low=-100, high=100),
+    "RequeueFramesRequest.job_id": Bound(pattern="hex-id"),
+    "RequeueFramesRequest.frames": Bound(max_bytes=10_000),
     # nodes
     "NodeCapabilities.blender_version": Bound(max_bytes=64),
     "NodeCapabilities.devices": Bound(max_items=16, max_bytes=64),

@@ -278,3 +278,17 @@ class FrameTimingRecord(SQLModel, table=True):
     claimed_score: float
     work_ms: int = 0  # network-derived work, set when the frame is charged
     at: float
+
+
+class JobControlRecord(SQLModel, table=True):
+    """A creator's steering of one job: paused by them, and its priority among their jobs.
+
+    A row only for jobs their creator steered. Independent of the budget's pause: leasing
+    skips a job paused for either reason, and resuming here never lifts the other.
+    """
+
+    __tablename__ = "job_control"
+    job_id: str = Field(primary_key=True, foreign_key="job.job_id")
+    paused: bool = Field(default=False, index=True)
+    priority: int = 0  # higher first, among the same creator's jobs only
+    updated_at: float = 0.0

@@ -33,6 +33,7 @@ from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
     JobBudgetRecord,
+    JobControlRecord,
     JobRecord,
     NodeRecord,
     SceneFileRecord,
@@ -464,29 +465,47 @@ class FarmStore:
             .group_by(TaskFailureRecord.job_id)
             .having(func.count() >= policy.max_failures_per_node)
         )
+
+        def eligible(*columns):  # type: ignore[no-untyped-def]
+            query = (
+                select(*columns)
+                .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
+                .where(TaskRecord.state == TaskState.QUEUED)
+                .where(col(JobRecord.cancelled).is_(False))
+                .where(col(TaskRecord.job_id).not_in(_paused_jobs()))
+                .where(col(TaskRecord.job_id).not_in(_creator_paused()))
+                .where(col(JobRecord.tier) >= node_rank)
+                .where(col(TaskRecord.task_id).not_in(failed_tasks))
+                .where(col(TaskRecord.job_id).not_in(failed_jobs))
+            )
+            if max_frames_per_job is not None:
+                query = query.where(_within_frames_per_job(node_id, max_frames_per_job))
+            return query
+
+        # FIFO: a job's tasks are queued when it is created, a requeued task goes to the
+        # back. Ordering on the task alone lets the queue index do the work.
         candidates = (
-            select(TaskRecord.task_id, TaskRecord.job_id,
-                   TaskRecord.last_frame - TaskRecord.first_frame + 1)
-            .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
-            .where(TaskRecord.state == TaskState.QUEUED)
-            .where(col(JobRecord.cancelled).is_(False))
-            .where(col(TaskRecord.job_id).not_in(_paused_jobs()))
-            .where(col(JobRecord.tier) >= node_rank)
-            .where(col(TaskRecord.task_id).not_in(failed_tasks))
-            .where(col(TaskRecord.job_id).not_in(failed_jobs))
-        )
-        if max_frames_per_job is not None:
-            candidates = candidates.where(_within_frames_per_job(node_id, max_frames_per_job))
-        candidates = (
-            candidates
-            # FIFO: a job's tasks are queued when it is created, a requeued task goes to the
-            # back. Ordering on the task alone lets the queue index do the work.
+            eligible(TaskRecord.task_id, TaskRecord.job_id,
+                     TaskRecord.last_frame - TaskRecord.first_frame + 1, JobRecord.creator)
             .order_by(col(TaskRecord.queued_at), col(TaskRecord.first_frame))
             .limit(8)
         )
         with self._session() as session:
+            prioritised = session.exec(select(JobControlRecord.job_id)
+                                       .where(JobControlRecord.priority != 0).limit(1)).first()
+            order: list[tuple[str, str, int, tuple[str, float] | None]] = []
+            for task_id, job_id, frames, creator in session.exec(candidates).all():
+                if prioritised is not None:
+                    # The FIFO picks whose turn it is; the creator's priorities pick which of
+                    # their own tasks takes it. The task passed over inherits the queue place
+                    # of the one taken, so a creator gets no more turns than without priority.
+                    for preferred, queued_at, its_job, its_frames in _preferred_task(
+                            session, eligible, creator):
+                        if preferred != task_id:
+                            order.append((preferred, its_job, its_frames, (task_id, queued_at)))
+                order.append((task_id, job_id, frames, None))
             short: set[str] = set()
-            for task_id, job_id, frames in session.exec(candidates).all():
+            for task_id, job_id, frames, passed_over in order:
                 if job_id in short or not self._budget_allows(session, job_id, frames, now):
                     short.add(job_id)
                     continue
@@ -504,6 +523,10 @@ class FarmStore:
                     )
                 )
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    if passed_over is not None:
+                        session.execute(update(TaskRecord)
+                                        .where(col(TaskRecord.task_id) == passed_over[0])
+                                        .values(queued_at=passed_over[1]))
                     session.commit()
                     return session.get(TaskRecord, task_id)
             session.commit()  # the pauses decided above
@@ -769,3 +792,25 @@ def scene_holds(session: Session, scene_ids: Select, sha256: str) -> bool:
     scene_file = select(SceneFileRecord.sha256).where(
         SceneFileRecord.sha256 == sha256, col(SceneFileRecord.scene_id).in_(scene_ids))
     return bool(session.exec(manifest).first() or session.exec(scene_file).first())
+
+
+def _creator_paused() -> Select:
+    """Jobs their creator paused (frameproof pause): leasing skips them."""
+    return select(JobControlRecord.job_id).where(col(JobControlRecord.paused).is_(True))
+
+
+def _preferred_task(session: Session, eligible,  # type: ignore[no-untyped-def]
+                    creator: str) -> list[tuple[str, float, str, int]]:
+    """The creator's own next task by their priorities (higher first), then FIFO:
+    (task id, queued at, job id, frames)."""
+    query = (
+        eligible(TaskRecord.task_id, TaskRecord.queued_at, TaskRecord.job_id,
+                 TaskRecord.last_frame - TaskRecord.first_frame + 1)
+        .outerjoin(JobControlRecord, col(JobControlRecord.job_id) == col(TaskRecord.job_id))
+        .where(JobRecord.creator == creator)
+        .order_by(func.coalesce(JobControlRecord.priority, 0).desc(),
+                  col(TaskRecord.queued_at), col(TaskRecord.first_frame))
+        .limit(1)
+    )
+    return [(task_id, queued_at, job_id, int(frames))
+            for task_id, queued_at, job_id, frames in session.exec(query).all()]

@@ -27,9 +27,9 @@ MAX_LIMIT = 1000  # the coordinator's cap on one listing
 
 
 def add_job_argument(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
-    parser.add_argument("job", help="job id")
+    parser.add_argument("job", help="job id, or a unique prefix of it (like git)")
     if json_flag:
-        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
@@ -40,10 +40,17 @@ def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
     if args.json:
         print_json([job_json(job) for job in jobs])
         return 0
-    table = Table("job", "name", "state", "done", "failed", "total", "submitted")
+    # Readable at 80 columns: the id is never cut (it is what people copy), the name is.
+    table = Table(box=None, pad_edge=False)
+    table.add_column("job", no_wrap=True, min_width=16)
+    table.add_column("name", overflow="ellipsis", no_wrap=True, max_width=20)
+    table.add_column("state", no_wrap=True)
+    table.add_column("done", justify="right", no_wrap=True)
+    table.add_column("failed", justify="right", no_wrap=True)
+    table.add_column("submitted", no_wrap=True)
     for job in jobs:
-        table.add_row(job.job_id, job.name, STATE_NAMES.get(job.state, "?"),
-                      str(job.frames.done), str(job.frames.failed), str(job.frames.total),
+        table.add_row(job.job_id, escape(job.name), STATE_NAMES.get(job.state, "?"),
+                      f"{job.frames.done}/{job.frames.total}", str(job.frames.failed),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_unix_ms / 1000)))
     out.print(table)
     if listing.total > len(jobs):
@@ -65,6 +72,9 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
     out.print(f"frames {job.frames_spec}: {counts.done}/{counts.total} done, "
               f"{counts.rendering} rendering, {counts.verifying} verifying, "
               f"{counts.queued} queued, {counts.failed} failed")
+    if job.paused_by_creator:
+        out.print(f"paused by you: no new frames start (frameproof resume {job.job_id})",
+                  markup=False, highlight=False)
     if line := verification_line(job):
         out.print(line, markup=False)
     out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
@@ -80,8 +90,12 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
 
 def run_cancel(args: argparse.Namespace, client: FarmClient) -> int:
     job = client.jobs.CancelJob(pb.CancelJobRequest(job_id=args.job), timeout=30)
-    out.print(f"job {job.job_id} {STATE_NAMES.get(job.state, '?')}: "
-              f"{job.frames.done} frames kept")
+    kept = job.frames.done
+    line = f"job {job.job_id} {STATE_NAMES.get(job.state, '?')}: {kept} approved frames kept"
+    if job.frames.verifying:
+        line += (f"; {job.frames.verifying} rendered but not yet verified are dropped "
+                 "(never charged)")
+    out.print(line, markup=False, highlight=False)
     return 0
 
 
@@ -106,12 +120,17 @@ def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
     if args.json:
         print_json(rows)
         return 0
-    table = Table("frame", "state", "node", "seconds", "attempts", "verification", "blender",
-                  "device", "error")
+    # One line per frame at 80 columns: the note (error, else verification) is cut, not
+    # wrapped; `--json` has everything. "tries": renders started, the current one included.
+    table = Table(box=None, pad_edge=False)
+    for name in ("frame", "state", "node", "seconds", "tries"):
+        table.add_column(name, no_wrap=True,
+                         justify="right" if name in ("frame", "seconds", "tries") else "left")
+    table.add_column("note", overflow="ellipsis", no_wrap=True)
     for row in rows:
-        table.add_row(str(row["frame"]), row["state"], row["node_id"][:12],
-                      f"{row['render_seconds']:.2f}", str(row["attempts"]),
-                      escape(row["verification"][:60]), row["blender_version"], row["device"],
-                      escape(row["error"][:60]))
+        tries = row["attempts"] + (row["state"] in ("rendering", "verifying", "done"))
+        table.add_row(str(row["frame"]), row["state"], row["node_id"][:8],
+                      f"{row['render_seconds']:.2f}", str(tries),
+                      escape((row["error"] or row["verification"])[:200]))
     out.print(table)
     return 0

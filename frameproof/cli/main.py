@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,15 +11,30 @@ import grpc
 from solders.keypair import Keypair
 
 from frameproof import config
-from frameproof.cli import download, jobs, money, nodes, submit, topup, watch
+from frameproof.cli import control, download, jobs, money, nodes, submit, topup, watch
+from frameproof.cli.argv import globals_first
+from frameproof.cli.checks import check_job_options
 from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
-from frameproof.creator import CreatorError, InvalidRequest
+from frameproof.creator import CoordinatorUnavailable, CreatorError, InvalidRequest
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
+from frameproof.transfer import TransferError
+from frameproof.v1 import farm_pb2 as pb
+
+EXIT_CODES = """exit status:
+  0    done (watch: the job finished with every frame done)
+  1    the farm refused or failed the request, or the job ended failed/cancelled (watch)
+  2    bad input, found before anything was sent (options, frames, files, keypair)
+  3    the coordinator cannot be reached
+  130  interrupted (Ctrl-C); a submitted job keeps running on the farm
+
+Global options (--coordinator, --keypair, --tls-ca, --config) go before or after the
+command. A JOB is a job id or a unique prefix of one of your jobs (like git)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frameproof", description=__doc__)
+    parser = argparse.ArgumentParser(prog="frameproof", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="FILE", help="defaults for these "
                         "options (docs/CONFIG.md; default $FRAMEPROOF_CONFIG or "
                         "~/.config/frameproof/config.toml, if present)")
@@ -50,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     money.add_wallet_arguments(commands.add_parser("wallet", help="your token balance and "
                                                    "escrow; `wallet airdrop N` on test chains"))
     money.add_receipts_arguments(commands.add_parser("receipts", help="what a job was charged"))
+    control.add_arguments(commands)
     demo = commands.add_parser("demo", help="run a whole farm on this machine")
-    demo.add_argument("--out", type=Path, default=Path("demo-output"))
-    demo.add_argument("--frames", default="1-12")
-    demo.add_argument("--nodes", type=int, default=2)
+    demo.add_argument("--out", type=Path, default=Path("demo-output"),
+                      help="folder for the frames and a contact sheet (default demo-output)")
+    demo.add_argument("--frames", default="1-12", help="frames of the sample scene (default 1-12)")
+    demo.add_argument("--nodes", type=int, default=2, help="render nodes to start (default 2)")
     return parser
 
 
@@ -70,11 +88,19 @@ HANDLERS = {
     "estimate": money.run_estimate,
     "wallet": money.run_wallet,
     "receipts": money.run_receipts,
+    "pause": control.run_pause,
+    "resume": control.run_resume,
+    "priority": control.run_priority,
+    "requeue": control.run_requeue,
 }
+UNREACHABLE = 3
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends in one line on stderr and a documented status."""
     parser = build_parser()
+    argv = globals_first(parser, sys.argv[1:] if argv is None else argv)
     args = config.parse_args(parser, argv, config.creator_role(parser),
                              default_path=config.default_creator_config())
     if args.command == "demo":
@@ -83,22 +109,61 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(args)
     address = coordinator_address(args.coordinator)
     try:
+        if args.command in ("submit", "estimate"):
+            check_job_options(args, argv)
         keypair = _creator_keypair(args.keypair)
         with FarmClient(address, keypair, tls_ca=args.tls_ca) as client:
+            if args.command in ("submit", "estimate"):
+                _reachable(client, address)  # before packing: fail fast, not after retries
             return HANDLERS[args.command](args, client)
     except CliError as error:
-        err.print(f"frameproof: {error}", markup=False, highlight=False)
-        return error.status
+        return _say(str(error), error.status)
     except grpc.RpcError as error:
-        err.print(f"frameproof: {explain_rpc_error(error, address)}", markup=False,
-                  highlight=False)
-        return 1
+        status = UNREACHABLE if error.code() == grpc.StatusCode.UNAVAILABLE else 1
+        return _say(explain_rpc_error(error, address), status)
     except CreatorError as error:
-        err.print(f"frameproof: {describe_creator_error(error)}", markup=False,
-                  highlight=False)
-        return 2 if isinstance(error, InvalidRequest) else 1
+        status = (2 if isinstance(error, InvalidRequest) else
+                  UNREACHABLE if isinstance(error, CoordinatorUnavailable) else 1)
+        return _say(describe_creator_error(error), status)
+    except TransferError as error:
+        return _say(f"transfer failed: {error}", 1)
     except KeyboardInterrupt:
-        return 130
+        return _say(_interrupted(args), INTERRUPTED)
+    except OSError as error:
+        return _say(f"{error.filename or ''}{': ' if error.filename else ''}"
+                    f"{error.strerror or error}", 1)
+    except Exception as error:
+        if os.environ.get("FRAMEPROOF_DEBUG"):
+            raise
+        return _say(f"unexpected error ({type(error).__name__}: {error}); "
+                    "FRAMEPROOF_DEBUG=1 shows the traceback", 1)
+
+
+def _say(message: str, status: int) -> int:
+    err.print(f"frameproof: {message}", markup=False, highlight=False, soft_wrap=True)
+    return status
+
+
+def _reachable(client: FarmClient, address: str) -> None:
+    """One quick call: an unreachable coordinator is reported before the scene is packed."""
+    try:
+        client.jobs.GetWallet(pb.WalletRequest(), timeout=5)
+    except grpc.RpcError as error:
+        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise CliError(explain_rpc_error(error, address), UNREACHABLE) from error
+        raise
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C left behind, so nobody wonders whether the job still runs."""
+    job = getattr(args, "job", None)
+    if args.command in ("watch", "status", "frames", "download") and job:
+        return (f"interrupted; the job keeps running on the farm: frameproof watch {job}"
+                + (" (download again to resume)" if args.command == "download" else ""))
+    if args.command == "submit":
+        return ("interrupted; if a job id was printed the job runs on the farm "
+                "(frameproof jobs), otherwise nothing was submitted")
+    return "interrupted"
 
 
 def _creator_keypair(explicit: Path | None) -> Keypair:

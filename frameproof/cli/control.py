@@ -1,0 +1,87 @@
+"""`frameproof pause | resume | priority | requeue`: steer a job after submitting it."""
+
+from __future__ import annotations
+
+import argparse
+
+from frameproof.cli.common import STATE_NAMES, fail, job_json, out, print_json
+from frameproof.client import FarmClient
+from frameproof.v1 import farm_pb2 as pb
+
+MAX_PRIORITY = 100
+
+
+def _job(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="job id, or a unique prefix of it (like git)")
+    parser.add_argument("--json", action="store_true", help="print the job as JSON")
+
+
+def add_arguments(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _job(commands.add_parser(
+        "pause", help="stop leasing the job's frames; frames in flight finish and are kept",
+        description="Pause a job: no new frames are handed to nodes; frames being rendered "
+        "or verified finish and are kept. A budget pause is separate: `resume` lifts only "
+        "yours (`frameproof topup` lifts the budget's)."))
+    _job(commands.add_parser("resume", help="lease the job's frames again after `pause`"))
+    priority = commands.add_parser(
+        "priority", help="order among your own jobs (higher first)",
+        description="Set which of your own jobs gets your turns first. It never moves a job "
+        "ahead of other creators' work: the farm still serves creators first come, first "
+        "served; this picks which of your jobs takes each of your turns.")
+    _job(priority)
+    priority.add_argument("level", type=int, metavar="N",
+                          help=f"-{MAX_PRIORITY}..{MAX_PRIORITY}; default of every job 0")
+    requeue = commands.add_parser(
+        "requeue", help="render chosen done or failed frames again (charged again)",
+        description="Render chosen frames again, e.g. after fixing a flaky node's failure. "
+        "Only done or failed frames of a job that has not settled yet; the new render is "
+        "charged at the job's quoted price like any frame (the first render was verified and "
+        "paid). The old image stays until the new one is approved.")
+    _job(requeue)
+    requeue.add_argument("--frames", required=True, help="which frames, e.g. 5-7 or 1,3")
+
+
+def run_pause(args: argparse.Namespace, client: FarmClient) -> int:
+    job = client.jobs.PauseJob(pb.JobControlRequest(job_id=args.job), timeout=30)
+    return _report(args, job, "paused: no new frames start; "
+                   f"{job.frames.rendering} rendering and {job.frames.verifying} verifying "
+                   f"finish and are kept (frameproof resume {job.job_id})")
+
+
+def run_resume(args: argparse.Namespace, client: FarmClient) -> int:
+    job = client.jobs.ResumeJob(pb.JobControlRequest(job_id=args.job), timeout=30)
+    note = "resumed"
+    if job.state == getattr(pb, "JOB_STATE_PAUSED", -1):
+        note = "resumed by you, but still paused by its budget (frameproof topup)"
+    return _report(args, job, note)
+
+
+def run_priority(args: argparse.Namespace, client: FarmClient) -> int:
+    if not -MAX_PRIORITY <= args.level <= MAX_PRIORITY:
+        fail(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", 2)
+    job = client.jobs.SetJobPriority(
+        pb.SetJobPriorityRequest(job_id=args.job, priority=args.level), timeout=30)
+    return _report(args, job, f"priority {job.priority} among your jobs")
+
+
+def run_requeue(args: argparse.Namespace, client: FarmClient) -> int:
+    from coordinator.domain.frames import FrameSpecError, format_frames, parse_frames
+
+    try:
+        parse_frames(args.frames)
+    except FrameSpecError as error:
+        fail(f"--frames: {error}", 2)
+    answer = client.jobs.RequeueFrames(
+        pb.RequeueFramesRequest(job_id=args.job, frames=args.frames), timeout=30)
+    return _report(args, answer.job, f"frames {format_frames(list(answer.frames))} queued "
+                   "again (charged again at the job's price)")
+
+
+def _report(args: argparse.Namespace, job: pb.Job, what: str) -> int:
+    if args.json:
+        print_json({**job_json(job), "paused_by_creator": job.paused_by_creator,
+                    "priority": job.priority})
+        return 0
+    out.print(f"job {job.job_id} ({STATE_NAMES.get(job.state, '?')}): {what}",
+              markup=False, highlight=False)
+    return 0
