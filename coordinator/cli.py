@@ -30,7 +30,7 @@ from coordinator.payments.bonds import BondPolicy
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
 from coordinator.storage.proof import PEER_AUDIT_RATE
 from frameproof import config
-from frameproof.cli.argv import options_after_command
+from frameproof.cli.argv import OneLineParser, options_after_command
 from frameproof.client import FarmClient
 from frameproof.v1 import farm_pb2 as pb
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="render-coordinator", description=__doc__,
+    parser = OneLineParser(prog="render-coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_arguments(commands.add_parser("serve", help="serve the gRPC API until SIGTERM"))

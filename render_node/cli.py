@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from frameproof import config
 from frameproof.blender.worker import BlenderError, BlenderWorker
-from frameproof.cli.argv import options_after_command
+from frameproof.cli.argv import OneLineParser, options_after_command
 from frameproof.client import FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="render-node", description=__doc__)
+    parser = OneLineParser(prog="render-node", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="lease and render frames until stopped")

@@ -79,7 +79,7 @@ def test_cancel_stops_a_job(farm: LocalFarm, capsys):
 
 def test_unreachable_coordinator_is_explained(capsys, tmp_path):
     assert frameproof(["--coordinator", "127.0.0.1:1", "--keypair", str(tmp_path / "k.json"),
-                       "jobs"]) == 1
+                       "jobs"]) == 3  # the documented status for an unreachable coordinator
     assert "cannot reach the coordinator at 127.0.0.1:1" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 
 def _subparser_maps(parser: argparse.ArgumentParser) -> Iterator[dict]:
@@ -92,3 +93,10 @@ def options_after_command(parser: argparse.ArgumentParser, argv: Sequence[str]) 
     if not command:
         return list(argv)
     return command + leading + [word for item in items[index:] for word in item]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line with exit status 2, pointing at --help (subparsers inherit)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")

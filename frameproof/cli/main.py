@@ -12,7 +12,7 @@ from solders.keypair import Keypair
 
 from frameproof import config
 from frameproof.cli import control, download, jobs, money, nodes, submit, topup, watch
-from frameproof.cli.argv import globals_first
+from frameproof.cli.argv import OneLineParser, globals_first
 from frameproof.cli.checks import check_job_options
 from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
 from frameproof.client import FarmClient, coordinator_address
@@ -33,7 +33,7 @@ command. A JOB is a job id or a unique prefix of one of your jobs (like git)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frameproof", description=__doc__, epilog=EXIT_CODES,
+    parser = OneLineParser(prog="frameproof", description=__doc__, epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="FILE", help="defaults for these "
                         "options (docs/CONFIG.md; default $FRAMEPROOF_CONFIG or "
@@ -67,12 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "escrow; `wallet airdrop N` on test chains"))
     money.add_receipts_arguments(commands.add_parser("receipts", help="what a job was charged"))
     control.add_arguments(commands)
+    _fill_help(commands)
     demo = commands.add_parser("demo", help="run a whole farm on this machine")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="folder for the frames and a contact sheet (default demo-output)")
     demo.add_argument("--frames", default="1-12", help="frames of the sample scene (default 1-12)")
     demo.add_argument("--nodes", type=int, default=2, help="render nodes to start (default 2)")
     return parser
+
+
+# The same option means the same thing in every command: one text, for those declared bare.
+STANDARD_HELP = {
+    "--json": "print JSON instead of text",
+    "--frames": "e.g. 1-250 or 1,5,10-20 (default: the scene's own range)",
+    "--tier": "1: trusted nodes only, 2: priority, 3: economy (default)",
+    "--samples": "render samples, at least 1 (default: the scene's)",
+    "--resolution-percentage": "1..1000 (default: the scene's)",
+    "--format": "png or exr (default png)",
+    "scene": "the .blend file",
+    "job": "job id, or a unique prefix of it (like git)",
+    "action": "show (default) or airdrop (test chains)",
+}
+
+
+def _fill_help(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for sub in commands.choices.values():
+        for action in sub._actions:
+            key = action.option_strings[0] if action.option_strings else action.dest
+            if not action.help and key in STANDARD_HELP:
+                action.help = STANDARD_HELP[key]
 
 
 HANDLERS = {
@@ -169,7 +192,7 @@ def _interrupted(args: argparse.Namespace) -> str:
 def _creator_keypair(explicit: Path | None) -> Keypair:
     path = creator_keypair_path(explicit)
     if not path.exists():
-        err.print(f"creating a new Solana keypair for you at {path}")
+        err.print(f"creating a new Solana keypair for you at {path}", soft_wrap=True)
     try:
         return load_or_create_keypair(path)
     except ValueError as error:

@@ -1,0 +1,138 @@
+"""A creator's mistakes, one command at a time: each ends in one line and a documented status.
+
+Exit statuses (frameproof --help): 2 bad input found before anything is sent, 3 the
+coordinator cannot be reached, 130 interrupted. None of these may end in a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE_SCENE
+
+from coordinator.intake import SUPPORTED_ENGINES
+from frameproof.cli import checks
+from frameproof.cli.argv import globals_first, options_after_command
+from frameproof.cli.main import build_parser
+from frameproof.cli.main import main as frameproof
+
+DEAD = "127.0.0.1:1"  # nothing listens there
+SCENE = str(SAMPLE_SCENE)
+JOB = "0123456789abcdef"
+
+BAD_INPUTS = [
+    # (what the creator typed, exit status, words the one line must contain)
+    (["submit", "missing.blend"], 2, "no such file"),
+    (["submit", str(ROOT / "README.md")], 2, "not a .blend"),
+    (["submit", SCENE, "--samples", "0"], 2, "--samples must be at least 1"),
+    (["submit", SCENE, "--resolution", "0x0"], 2, "width and height must be 1.."),
+    (["submit", SCENE, "--resolution", "wide"], 2, "1920x1080"),
+    (["submit", SCENE, "--resolution-percentage", "0"], 2, "--resolution-percentage"),
+    (["submit", SCENE, "--max-cost", "0"], 2, "--max-cost must be more than 0"),
+    (["submit", SCENE, "--max-cost", "nan"], 2, "--max-cost must be more than 0"),
+    (["submit", SCENE, "--chunk", "0"], 2, "--chunk must be at least 1"),
+    (["submit", SCENE, "--frames", "7-3"], 2, "--frames"),
+    (["submit", SCENE, "--frames", "1-x"], 2, "--frames"),
+    (["submit", SCENE, "--engine", "CYCLEZ"], 2, "not a render engine"),
+    (["submit", SCENE, "--tier", "9"], 2, "invalid choice"),
+    (["estimate", SCENE, "--samples", "0"], 2, "--samples must be at least 1"),
+    (["estimate", SCENE, "--frames", "3-1"], 2, "--frames"),
+    (["jobs", "--limit", "0"], 2, "--limit"),
+    (["priority", JOB, "1000"], 2, "priority must be between"),
+    (["priority", JOB, "high"], 2, "invalid int value"),
+    (["requeue", JOB, "--frames", "x"], 2, "--frames"),
+    (["requeue", JOB], 2, "--frames"),
+    (["watch"], 2, "job"),
+    (["frobnicate"], 2, "invalid choice"),
+    # The coordinator is down: reported in one line, before any packing, as status 3.
+    (["submit", SCENE, "--frames", "1-2"], 3, "cannot reach the coordinator"),
+    (["estimate", SCENE], 3, "cannot reach the coordinator"),
+    (["status", JOB], 3, "cannot reach the coordinator"),
+    (["jobs"], 3, "cannot reach the coordinator"),
+    (["pause", JOB], 3, "cannot reach the coordinator"),
+    (["resume", JOB], 3, "cannot reach the coordinator"),
+    (["requeue", JOB, "--frames", "1"], 3, "cannot reach the coordinator"),
+    (["cancel", JOB], 3, "cannot reach the coordinator"),
+]
+
+
+@pytest.mark.parametrize(("argv", "status", "words"), BAD_INPUTS,
+                         ids=[" ".join(case[0])[:60] for case in BAD_INPUTS])
+def test_a_bad_input_ends_in_one_line(argv, status, words, tmp_path: Path, capsys):
+    started = time.monotonic()
+    try:
+        code = frameproof([*argv, "--coordinator", DEAD,  # global options after the command
+                           "--keypair", str(tmp_path / "id.json")])
+    except SystemExit as exit_:  # argparse's own exit
+        code = exit_.code
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines()
+             if line and not line.startswith("creating a new Solana keypair")]
+    assert code == status, captured.err
+    assert len(lines) == 1, captured.err
+    assert words in lines[0] and "Traceback" not in captured.err
+    assert time.monotonic() - started < 15, "fails fast, no silent retries"
+
+
+def test_a_broken_keypair_is_one_line(tmp_path: Path, capsys):
+    broken = tmp_path / "id.json"
+    broken.write_text("not json")
+    assert frameproof(["jobs", "--keypair", str(broken), "--coordinator", DEAD]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_help_lists_exit_statuses_and_every_option_has_help():
+    parser = build_parser()
+    assert "exit status:" in parser.format_help() and "130" in parser.format_help()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"frameproof {name} {action.option_strings[0]} has no help"
+
+
+def test_engines_checked_locally_are_the_coordinators():
+    assert checks.ENGINES == SUPPORTED_ENGINES
+
+
+def test_global_options_go_before_or_after_the_command():
+    parser = build_parser()
+    moved = globals_first(parser, ["status", "abc", "--coordinator", "h:1", "--json",
+                                   "--keypair=k.json"])
+    args = parser.parse_args(moved)
+    assert (args.command, args.job, args.coordinator, str(args.keypair), args.json) == (
+        "status", "abc", "h:1", "k.json", True)
+    from coordinator.cli import build_parser as coordinator_parser
+    from render_node.cli import build_parser as node_parser
+
+    node = node_parser()
+    args = node.parse_args(options_after_command(
+        node, ["--coordinator", "h:1", "--work-dir", "w", "run"]))
+    assert (args.command, args.coordinator, str(args.work_dir)) == ("run", "h:1", "w")
+    coordinator = coordinator_parser()
+    args = coordinator.parse_args(options_after_command(
+        coordinator, ["--data-dir", "d", "ledger", "check"]))
+    assert (args.command, str(args.data_dir)) == ("ledger", "d")
+
+
+def test_ctrl_c_says_the_job_keeps_running(tmp_path: Path):
+    """`watch` waits for an absent coordinator; Ctrl-C there says what state things are in."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from frameproof.cli.entry import main; "
+         "sys.exit(main())", "watch", JOB, "--coordinator", DEAD, "--keypair",
+         str(tmp_path / "id.json")],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    time.sleep(8)  # imports under load, then waiting for the coordinator
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"frameproof: interrupted; the job keeps running on the farm: frameproof watch {JOB}")
