@@ -83,7 +83,8 @@ class LocalFarm:
         node = subprocess.Popen(
             [sys.executable, "-m", "render_node.cli", "run", "--coordinator", self.address,
              "--work-dir", str(self.root / name), "--threads", str(threads), "--name", name,
-             *extra_args],
+             # Nodes sharing one machine skip the first-start benchmark (demo and tests).
+             "--benchmark-score", "1.0", *extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.nodes.append(node)

@@ -23,7 +23,7 @@ from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
 from render_node import bonding, status
 from render_node.daemon import NodeConfig, RenderNode
-from render_node.sysinfo import capabilities, save_benchmark
+from render_node.sysinfo import benchmark_score, capabilities, has_benchmark, save_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return status.run(args)
     if args.command == "info":
-        return _info(args.threads)
+        return _info(args.threads, args.work_dir)
     if args.command == "benchmark":
         return _benchmark(args.work_dir, args.threads)
     if args.command == "earnings":
@@ -69,9 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) here: "
                      "frames, render seconds, failures (default: off)")
+    run.add_argument("--benchmark-score", type=float, metavar="S",
+                     help="on first start, save S as this machine's score instead of measuring "
+                     "it (default: measure once, ~30 s; `render-node benchmark` measures again)")
 
     info = commands.add_parser("info", help="print what this node would advertise")
-    info.add_argument("--threads", type=int, default=0)
+    info.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
+    info.add_argument("--work-dir", type=Path, help="the node's work dir: show the score it "
+                      "saved (default: none, the reference score 1.0)")
 
     bench = commands.add_parser("benchmark", help="render the reference scene and save this "
                                 "node's score in its work dir (1.0 = the reference machine)")
@@ -106,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not has_benchmark(args.work_dir):
+        # A node never advertises the reference score by default: it measures itself once.
+        if args.benchmark_score is not None:
+            if not 0 < args.benchmark_score < 1e6:
+                print("render-node: --benchmark-score must be positive", file=sys.stderr)
+                return 2
+            save_benchmark(args.work_dir, args.benchmark_score, 0.0)
+        else:
+            print("render-node: first start: measuring this machine once (render-node "
+                  "benchmark)", file=sys.stderr, flush=True)
+            if _benchmark(args.work_dir, args.threads):
+                return 1
     memory = int(args.memory_limit_gb * 2**30) if args.memory_limit_gb else None
     node = RenderNode(NodeConfig(
         coordinator=coordinator_address(args.coordinator),
@@ -138,7 +155,11 @@ def _run(args: argparse.Namespace) -> int:
 def _benchmark(work_dir: Path, threads: int) -> int:
     from frameproof.benchmark import run_benchmark
 
-    result = run_benchmark(threads=threads)
+    try:
+        result = run_benchmark(threads=threads)
+    except (BlenderError, OSError, RuntimeError) as error:
+        print(f"render-node: the benchmark failed: {error}", file=sys.stderr)
+        return 1
     save_benchmark(work_dir, result.score, result.seconds)
     print(json.dumps({"score": round(result.score, 4), "seconds": round(result.seconds, 3),
                       "reference_seconds": result.reference_seconds,
@@ -235,14 +256,15 @@ def _print_bond(bond: pb.Bond, as_json: bool) -> None:
         print("  work is not bounded")
 
 
-def _info(threads: int) -> int:
+def _info(threads: int, work_dir: Path | None) -> int:
     try:
         with BlenderWorker(threads=threads) as worker:
             version = worker.blender_version()
     except BlenderError as error:
         print(f"render-node: Blender does not start: {error}", file=sys.stderr)
         return 1
-    advertised = capabilities(version, threads, ["CPU"])
+    score = benchmark_score(work_dir) if work_dir is not None else 1.0
+    advertised = capabilities(version, threads, ["CPU"], score)
     print(json.dumps(MessageToDict(advertised, preserving_proto_field_name=True), indent=2))
     return 0
 

@@ -25,6 +25,11 @@ def save_benchmark(work_dir: Path, score: float, seconds: float) -> None:
     (work_dir / BENCHMARK_FILE).write_text(json.dumps({"score": score, "seconds": seconds}))
 
 
+def has_benchmark(work_dir: Path) -> bool:
+    """Whether this work dir has a saved score (`render-node run` measures once if not)."""
+    return (work_dir / BENCHMARK_FILE).is_file()
+
+
 def benchmark_score(work_dir: Path) -> float:
     """The score `render-node benchmark` saved, or 1.0 (the reference) if it never ran."""
     try:

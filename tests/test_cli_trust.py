@@ -6,6 +6,7 @@ coordinator cannot be reached, 130 interrupted. None of these may end in a trace
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,3 +137,16 @@ def test_ctrl_c_says_the_job_keeps_running(tmp_path: Path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         f"frameproof: interrupted; the job keeps running on the farm: frameproof watch {JOB}")
+
+
+def test_render_node_info_shows_the_saved_score(tmp_path: Path):
+    from render_node.sysinfo import has_benchmark, save_benchmark
+
+    assert not has_benchmark(tmp_path), "`render-node run` would measure on first start"
+    save_benchmark(tmp_path, 2.5, 12.0)
+    result = subprocess.run([sys.executable, "-m", "render_node.cli", "--work-dir",
+                             str(tmp_path), "info"],  # options before the command work too
+                            capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["benchmark_score"] == 2.5

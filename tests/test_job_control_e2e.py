@@ -50,6 +50,7 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
     assert paused["job_id"] == job_id and paused["paused_by_creator"]
     farm.start_node("node")
     wait_until_registered(farm, ["node"])
+    assert (farm.root / "node" / "benchmark.json").exists(), "the first start saves a score"
     time.sleep(4)  # several lease polls of the node
     held = as_json(farm, capsys, "status", prefix)
     assert held["frames"]["queued"] == 3, "a paused job hands out no frame"

@@ -83,7 +83,7 @@ STANDARD_HELP = {
     "--tier": "1: trusted nodes only, 2: priority, 3: economy (default)",
     "--samples": "render samples, at least 1 (default: the scene's)",
     "--resolution-percentage": "1..1000 (default: the scene's)",
-    "--format": "png or exr (default png)",
+    "--format": "image format (default png)",
     "scene": "the .blend file",
     "job": "job id, or a unique prefix of it (like git)",
     "action": "show (default) or airdrop (test chains)",
