@@ -11,8 +11,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from coordinator.domain.frames import FrameSpecError, parse_frames
 from frameproof.cli.common import fail
+from frameproof.frames import FrameSpecError, parse_frames
 
 # The same engines as coordinator.intake.SUPPORTED_ENGINES (tests/test_cli_trust.py checks);
 # not imported from there because that module pulls in the coordinator's database layer.
@@ -34,11 +34,6 @@ def given(argv: Sequence[str], option: str) -> str | None:
 
 def check_job_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """Refuse, with exit status 2, a job `submit`/`estimate` would only fail on later."""
-    scene = args.scene
-    if not scene.is_file():
-        fail(f"{scene}: no such file", 2)
-    if scene.suffix.lower() != ".blend":
-        fail(f"{scene}: not a .blend file", 2)
     if given(argv, "--samples") is not None and args.samples < 1:
         fail("--samples must be at least 1 (leave it out for the scene's own)", 2)
     percentage = given(argv, "--resolution-percentage")
@@ -66,3 +61,8 @@ def check_job_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
             parse_frames(args.frames)
         except FrameSpecError as error:
             fail(f"--frames: {error}", 2)
+    scene = args.scene  # last: an option's typo is named even before the file is found
+    if not scene.is_file():
+        fail(f"{scene}: no such file", 2)
+    if scene.suffix.lower() != ".blend":
+        fail(f"{scene}: not a .blend file", 2)

@@ -6,6 +6,7 @@ import argparse
 
 from frameproof.cli.common import STATE_NAMES, fail, job_json, out, print_json
 from frameproof.client import FarmClient
+from frameproof.frames import FrameSpecError, parse_frames
 from frameproof.v1 import farm_pb2 as pb
 
 MAX_PRIORITY = 100
@@ -65,15 +66,13 @@ def run_priority(args: argparse.Namespace, client: FarmClient) -> int:
 
 
 def run_requeue(args: argparse.Namespace, client: FarmClient) -> int:
-    from coordinator.domain.frames import FrameSpecError, format_frames, parse_frames
-
     try:
         parse_frames(args.frames)
     except FrameSpecError as error:
         fail(f"--frames: {error}", 2)
     answer = client.jobs.RequeueFrames(
         pb.RequeueFramesRequest(job_id=args.job, frames=args.frames), timeout=30)
-    return _report(args, answer.job, f"frames {format_frames(list(answer.frames))} queued "
+    return _report(args, answer.job, f"frames {_spec(list(answer.frames))} queued "
                    "again (charged again at the job's price)")
 
 
@@ -85,3 +84,14 @@ def _report(args: argparse.Namespace, job: pb.Job, what: str) -> int:
     out.print(f"job {job.job_id} ({STATE_NAMES.get(job.state, '?')}): {what}",
               markup=False, highlight=False)
     return 0
+
+
+def _spec(frames: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3,7"."""
+    runs: list[list[int]] = []
+    for frame in frames:
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1][1] = frame
+        else:
+            runs.append([frame, frame])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
