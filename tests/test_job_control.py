@@ -102,3 +102,23 @@ def test_job_ids_by_unique_prefix_of_ones_own_jobs(store: FarmStore):  # noqa: F
         control.resolve("deadbeef", None)
     with pytest.raises(ControlError, match="too short"):
         control.resolve("fee", "alice")
+
+
+def test_a_budget_pause_and_a_creator_pause_are_lifted_separately(store: FarmStore):  # noqa: F811
+    from coordinator.budget import LEASE_SHORT
+    from coordinator.storage.models import JobRecord
+
+    control = JobControl(store.engine)
+    add_job(store, "dddd0000", [])  # the scene row
+    store.create_job(JobRecord(job_id="dddd0001", scene_id="scene", frames_spec="",
+                               settings_json="{}", created_at=0.0, updated_at=0.0), [[1]], 0.0,
+                     frame_price_tokens=10)  # a job with a budget
+    assert store.pause_job("dddd0001", LEASE_SHORT, 1.0)  # out of escrow
+    control.set_paused("dddd0001", True, 2.0)  # and paused by its creator
+    control.set_paused("dddd0001", False, 3.0)
+    assert store.lease_next_task("node", 4.0) is None, "the creator's resume keeps the budget's"
+    assert store.resume_job("dddd0001", 5.0)  # the escrow covers it again (a top-up)
+    control.set_paused("dddd0001", True, 6.0)
+    assert store.lease_next_task("node", 7.0) is None, "and the budget's keeps the creator's"
+    control.set_paused("dddd0001", False, 8.0)
+    assert store.lease_next_task("node", 9.0) is not None

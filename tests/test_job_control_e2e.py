@@ -78,8 +78,13 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
     # The frame in flight finished and was kept; the rest wait, nothing is lost.
     assert after["done"] >= 1 and after["queued"] >= 1
     assert after["done"] + after["queued"] == 3
-    done = [row["frame"] for row in as_json(farm, capsys, "frames", job_id)
-            if row["state"] == "done"]
+
+    def charged() -> list[int] | None:  # approved frames are charged within a second or so
+        rows = as_json(farm, capsys, "frames", job_id)
+        done = [row["frame"] for row in rows if row["state"] == "done"]
+        return done if len(done) == after["done"] else None
+
+    done = wait_for(charged, timeout=60)
 
     requeued = as_json(farm, capsys, "requeue", prefix, "--frames", str(done[0]))
     assert requeued["frames"]["queued"] == after["queued"] + 1

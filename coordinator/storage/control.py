@@ -14,7 +14,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
-from coordinator.storage.models import JobControlRecord, JobRecord, TaskRecord
+from coordinator.storage.models import (
+    FrameResultRecord,
+    JobControlRecord,
+    JobRecord,
+    TaskRecord,
+)
 
 MIN_PREFIX = 4  # shorter prefixes match too much to be typed on purpose
 MAX_PRIORITY = 100
@@ -117,6 +122,14 @@ class JobControl:
             if busy:
                 raise ControlError(f"frame {busy[0].first_frame} is {busy[0].state}: only done "
                                    "or failed frames can be requeued")
+            waiting = session.exec(
+                select(FrameResultRecord.frame).where(FrameResultRecord.job_id == job_id)
+                .where(col(FrameResultRecord.frame).in_(sorted(covered)))
+                .where(FrameResultRecord.verdict == "approved")
+                .where(col(FrameResultRecord.charged).is_(False))).first()
+            if waiting is not None:  # its node is paid for it first; the sweep takes a second
+                raise ControlError(f"frame {waiting} is waiting for its charge: try again in a "
+                                   "moment")
             for task in chosen:
                 moved = session.execute(
                     update(TaskRecord)
