@@ -21,6 +21,7 @@ from coordinator.storage.verification_queue import (
     LEASE_COST_FACTOR,
     LEASE_FLOOR_SECONDS,
     MAX_CHECK_FAILURES,
+    MAX_CHECK_SECONDS,
     Candidate,
     fair_order,
     lease_seconds_for,
@@ -197,3 +198,20 @@ def test_queue_standing_says_where_a_job_waits(stores):
     assert (standing.waiting, standing.position, standing.verifiers_busy) == (1, 1, 1)
     big = proof.queue_standing("big")
     assert (big.waiting, big.in_progress, big.position) == (2, 1, 2)
+
+
+def test_renewals_stop_at_the_longest_a_check_may_take(stores):
+    """A verifier that renews forever (hung, or a peer hoarding checks) is stopped."""
+    store, proof = stores
+    add_job(store, "job", "alice", frames=1, at=0.0)
+    deliver_all(store, "node", now=1.0)
+    check = proof.lease_verification("v", now=2.0)
+    assert check is not None
+    now = 2.0
+    while now < 2.0 + MAX_CHECK_SECONDS:
+        now += LEASE_FLOOR_SECONDS / 2
+        assert proof.extend_verification(check.verification_id, "v", now).keep
+    stop = proof.extend_verification(check.verification_id, "v", now + LEASE_FLOOR_SECONDS)
+    assert not stop.keep and "more than 2 h" in stop.reason
+    again = proof.lease_verification("w", now=now + LEASE_FLOOR_SECONDS)
+    assert again is not None and again.verification_id == check.verification_id

@@ -33,7 +33,9 @@ from coordinator.storage.models import (
 from coordinator.storage.store import SchedulingPolicy, record_task_failure, scene_holds
 from coordinator.storage.verification_queue import (
     CANDIDATE_JOBS,
+    LEASE_CAP_SECONDS,
     MAX_CHECK_FAILURES,
+    MAX_CHECK_SECONDS,
     Candidate,
     QueueStanding,
     VerificationTroubleRecord,
@@ -131,6 +133,9 @@ class ProofStore:
         self._served_lock = threading.Lock()
         self._stuck: list[tuple[str, str, float]] = []  # held since the last report_stuck
         self.quarantine = Quarantine(engine)
+        # When each live lease began (renewals stop at MAX_CHECK_SECONDS); a restart
+        # requeues every leased check, so memory is enough.
+        self._lease_started: dict[str, float] = {}
         create_queue_tables(engine)
 
     def _session(self) -> Session:
@@ -254,6 +259,7 @@ class ProofStore:
                     if claimed.rowcount == 1:  # type: ignore[attr-defined]
                         session.commit()
                         self._served(candidate, now)
+                        self._lease_started[verification_id] = now
                         session.expire_all()
                         return session.get(VerificationRecord, verification_id)
             return None
@@ -320,6 +326,10 @@ class ProofStore:
                     self._count_failure(session, check, reason, now)
             session.commit()
         self._report_stuck()
+        if math.isfinite(now):  # forget leases long over (finished or handed back)
+            horizon = now - MAX_CHECK_SECONDS - LEASE_CAP_SECONDS
+            for verification_id in [v for v, t in self._lease_started.items() if t < horizon]:
+                del self._lease_started[verification_id]
         return len(lapsed)
 
     # ------------------------------------------------------------ keeping the queue moving
@@ -339,6 +349,15 @@ class ProofStore:
             if job is None or job.cancelled:
                 return Renewal(False, 0.0, f"stop verification {verification_id}: its job "
                                "was cancelled")
+            started = self._lease_started.get(verification_id, now)
+            if now - started > MAX_CHECK_SECONDS:  # a hoarding or hung verifier
+                reason = (f"verifier {verifier_id[:12]} worked on it for more than "
+                          f"{MAX_CHECK_SECONDS / 3600:.0f} h")
+                _requeue(session, check)
+                self._count_failure(session, check, reason, now)
+                session.commit()
+                self._report_stuck()
+                return Renewal(False, 0.0, f"stop verification {verification_id}: {reason}")
             expires = now + self._sized_lease(session, check)
             session.execute(update(VerificationRecord)
                             .where(col(VerificationRecord.verification_id) == verification_id)

@@ -23,6 +23,7 @@ from coordinator.storage.models import VerificationRecord
 LEASE_FLOOR_SECONDS = 120.0  # a check's first lease never gets shorter than this
 LEASE_CAP_SECONDS = 3600.0  # nor longer: the heartbeat extends it while the verifier works
 LEASE_COST_FACTOR = 3.0  # lease = factor x the measured cost (headroom for a loaded verifier)
+MAX_CHECK_SECONDS = 2 * 3600.0  # renewals stop here: the check goes back to the queue
 MAX_CHECK_FAILURES = 3  # lapsed leases or verifier errors before a check is held as stuck
 CANDIDATE_JOBS = 64  # jobs considered per lease (the oldest checks of each)
 
