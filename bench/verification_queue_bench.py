@@ -120,7 +120,10 @@ def main() -> None:
         "one node at two threads. Time from B's delivery (CompleteTask) to approval (the "
         "verdict), from the coordinator's database. Fair order serves B's checks between "
         "A's instead of after all of them; a second worker takes them while the first is "
-        "busy with a slow check:\n\n" + "\n".join(rows))
+        "busy with a slow check:\n\n" + "\n".join(rows) + "\n\nWith 8 frames p99 is the "
+        "slowest frame. A small frame waits at most for the slow check in progress, not for "
+        "the backlog; checks of a cancelled job are dropped and the verifier stops the one "
+        "it runs (tests/test_verification_backlog.py).")
     write_section("verification queue", ".venv/bin/python bench/verification_queue_bench.py",
                   body)
 
