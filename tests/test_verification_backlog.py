@@ -9,14 +9,24 @@ once the job is cancelled, a check that keeps failing held as stuck and reported
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import job, submit_sample, wait_for, wait_until_done, wait_until_registered
+from farm_helpers import (
+    job,
+    make_scene_variant,
+    submit_sample,
+    wait_for,
+    wait_until_done,
+    wait_until_registered,
+)
 
+from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.proof import ProofStore
 from coordinator.storage.verification_queue import LEASE_FLOOR_SECONDS, MAX_CHECK_FAILURES
 from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient
@@ -24,9 +34,10 @@ from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
-# A frame the verifier re-renders three times at one thread: a check of a minute or more
-# on this machine, while the node renders it once with two threads.
-SLOW_SAMPLES = 2000
+# The sample saved without adaptive sampling, at this many samples: a frame the verifier
+# re-renders three times at one thread, a check of a minute or more on this machine, while
+# the node renders it once with two threads.
+SLOW_SAMPLES = 4096
 
 
 def settled_receipts(client: FarmClient, job_id: str, timeout: float = 90) -> pb.Receipts:
@@ -116,7 +127,10 @@ def test_a_small_job_behind_a_cancelled_slow_to_verify_job_finishes_in_minutes(
         farm.start_node("n1", threads=2)
         wait_until_registered(farm, ["n1"])
         client = farm.client()
-        slow = submit_sample(client, SAMPLE_SCENE, "1", samples=SLOW_SAMPLES)
+        shutil.copytree(SAMPLE_SCENE.parent / "textures", tmp_path / "textures")
+        scene = make_scene_variant(SAMPLE_SCENE, tmp_path / "slow.blend",
+                                   "scene.cycles.use_adaptive_sampling = False")
+        slow = submit_sample(client, scene, "1", samples=SLOW_SAMPLES)
         wait_for(lambda: job(client, slow.job_id).verification.in_progress == 1, 300,
                  interval=0.5)
         client.jobs.CancelJob(pb.CancelJobRequest(job_id=slow.job_id), timeout=30)
@@ -130,4 +144,9 @@ def test_a_small_job_behind_a_cancelled_slow_to_verify_job_finishes_in_minutes(
         receipts = settled_receipts(client, slow.job_id)
         assert receipts.total_tokens_burned == 0 and receipts.refunded == receipts.escrowed
         log = (farm.data_dir / "verifier" / "verifier.log").read_text()
-        assert "its job was cancelled" in log, "the verifier was told to stop the slow check"
+        # The dropped check was never approved: either a heartbeat told the verifier to stop
+        # mid-render, or (a check quicker than one heartbeat) its verdict was refused.
+        assert ("its job was cancelled" in log or "refused: verification" in log), log
+        checks = {c.state for c in ProofStore(open_database(sqlite_url(farm.data_dir)))
+                  .verifications_of(slow.job_id)}
+        assert checks == {"cancelled"}, checks
