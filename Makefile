@@ -14,7 +14,7 @@ ifneq ($(call VERSION_OF,$(PY)),$(PYTHON_WANTED))
 STAMP_FORCE := FORCE
 endif
 
-.PHONY: demo test lint proto dist clean check-python browser FORCE
+.PHONY: demo test lint proto dist addon clean check-python browser FORCE
 
 demo: check-python $(GENERATED)
 	$(VENV)/bin/frameproof demo
@@ -64,6 +64,11 @@ dist: check-python $(STAMP)
 	rm -rf dist
 	$(PY) -m build --outdir dist .
 	@ls -l dist
+
+# The Blender extension zip with frameproof and its dependencies as wheels for this platform
+# (PLATFORMS="--platform windows-x64 --platform macos-arm64" for others): dist/.
+addon: check-python $(STAMP)
+	$(PY) addon/build_extension.py $(PLATFORMS)
 
 clean:
 	rm -rf frameproof/v1 .pytest_cache build dist
