@@ -321,7 +321,7 @@ class FRAMEPROOF_OT_cancel(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         settings = context.scene.frameproof
-        return bool(settings.job_id) and settings.job_state in ("", "queued", "rendering")
+        return bool(settings.job_id) and settings.job_state in ("", "queued", "rendering", "paused")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
