@@ -67,3 +67,5 @@ def test_addon_estimates_submits_follows_and_downloads_next_to_the_blend(
     image = cv2.imread(str(out / "frame_000001.png"))
     assert image.shape[:2] == (36, 64)  # the saved 20% of 320x180: the add-on saved first
     assert seen["download_message"] == f"2 frames in {out}"
+    assert seen["unreachable_message"].startswith(
+        "Download failed: cannot reach the coordinator at 127.0.0.1:1 ("), seen
