@@ -18,3 +18,6 @@ def clip_utf8(text: str, max_bytes: int) -> str:
     if len(data) <= max_bytes:
         return text
     return data[:max_bytes].decode("utf-8", errors="ignore")
+
+# Blender's output for one frame that a node uploads with its result (the end of it).
+FRAME_LOG_BYTES = 16 * 1024

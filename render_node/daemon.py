@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
-from frameproof.limits import FAIL_REASON_BYTES, clip_utf8
+from frameproof.limits import FAIL_REASON_BYTES, FRAME_LOG_BYTES, clip_utf8
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
@@ -167,6 +168,7 @@ class RenderNode:
         for frame in lease.frames:
             if withdrawn.is_set():
                 raise LeaseWithdrawn
+            log_start = self._log_size()
             try:
                 result = self._render_frame(blend, frame, out_dir / f"{frame:06d}.{extension}",
                                             settings)
@@ -184,11 +186,30 @@ class RenderNode:
                 device=result.device,
                 receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
                                                lease.settings),
+                log=self._frame_log(log_start),
             ))
             done_frames[0] += 1
             log.info("frame %d rendered in %.2fs", frame, result.seconds)
         upload_files(self.client.blobs, images)
         return outputs
+
+    def _log_size(self) -> int:
+        try:
+            return (self.config.work_dir / "blender.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _frame_log(self, start: int) -> str:
+        """What Blender wrote since `start`, its end, scrubbed of this node's paths."""
+        try:
+            with open(self.config.work_dir / "blender.log", "rb") as log:
+                end = log.seek(0, os.SEEK_END)
+                log.seek(max(start, end - FRAME_LOG_BYTES))
+                text = log.read(FRAME_LOG_BYTES).decode("utf-8", "replace")
+        except OSError:
+            return ""
+        clean = scrub_paths(text, self.config.work_dir).encode()
+        return clean[-FRAME_LOG_BYTES:].decode("utf-8", "ignore")
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
                       settings: RenderSettings) -> RenderResult:
@@ -263,3 +284,13 @@ class RenderNode:
             if self.stopping.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/[^\s'\"/:]+)+/([^\s'\"/:]*)")
+
+
+def scrub_paths(text: str, work_dir: Path) -> str:
+    """A log fit for the creator: the node's folders removed, file names kept."""
+    for folder in {str(work_dir.resolve()), str(work_dir)}:
+        text = text.replace(folder, "<node>")
+    return _ABSOLUTE_PATH.sub(lambda match: "…/" + match.group(2), text)

@@ -49,6 +49,8 @@ BAD_INPUTS = [
     (["priority", JOB, "high"], 2, "invalid int value"),
     (["requeue", JOB, "--frames", "x"], 2, "--frames"),
     (["requeue", JOB], 2, "--frames"),
+    (["log", JOB, "x"], 2, "invalid int value"),
+    (["log", JOB, "1"], 3, "cannot reach the coordinator"),
     (["watch"], 2, "job"),
     (["frobnicate"], 2, "invalid choice"),
     # The coordinator is down: reported in one line, before any packing, as status 3.

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import grpc
 from conftest import ROOT, SAMPLE_SCENE
 from farm_helpers import TINY, wait_for, wait_until_registered
 
 from frameproof.cli.main import main as frameproof
 from frameproof.localfarm import LocalFarm
+from frameproof.v1 import farm_pb2 as pb
 
 
 def fp(farm: LocalFarm, *args: str) -> int:
@@ -104,6 +106,20 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
     assert [row["state"] for row in rows] == ["done"] * 3
     requeued_row = next(row for row in rows if row["frame"] == done[0])
     assert requeued_row["sha256"], "the frame was rendered and approved again"
+
+    # Blender's output for a frame, from its node, without the node's folders; creator only.
+    assert fp(farm, "log", prefix, "2") == 0
+    captured = capsys.readouterr()
+    assert "Saved:" in captured.out and "rendered by node" in captured.err
+    assert str(farm.root) not in captured.out, "the node's paths are scrubbed"
+    with farm.client(farm.root / "other-creator.json") as other:
+        try:
+            other.jobs.GetFrameLog(pb.FrameLogRequest(job_id=job_id, frame=2), timeout=30)
+            raise AssertionError("another creator read the log")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert fp(farm, "log", prefix, "99") == 1
+    assert "no log for frame 99" in capsys.readouterr().err
 
     def job_settled() -> bool:
         code = fp(farm, "requeue", job_id, "--frames", "1")

@@ -26,7 +26,7 @@ from coordinator.payments.pricing import tokens_to_usd
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
-from coordinator.storage.control import ControlError, JobControl
+from coordinator.storage.control import ControlError, JobControl, frame_log
 from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
@@ -349,6 +349,24 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.events.changed(job_id)
         self.events.work_queued()
         return pb.RequeueFramesResponse(job=self._job_message(job_id), frames=queued)
+
+    async def GetFrameLog(self, request, context):
+        """Blender's output for a frame; only the job's creator reads it (not even admins:
+        it may show their scene's names)."""
+        job_id = await self._existing_job_id(request.job_id, context)
+        job = self.store.get_job(job_id)
+        assert job is not None
+        if job.creator != current_caller().pubkey:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"job {job_id} belongs to another creator: only its creator "
+                                "may read its logs")
+        record = frame_log(self.store.engine, job_id, request.frame)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no log for frame {request.frame} of job {job_id} (not "
+                                "rendered yet, or not a frame of the job)")
+        return pb.FrameLog(job_id=job_id, frame=record.frame, node_id=record.node_id,
+                           text=record.text)
 
     async def _own_live_job(self, job_id: str, context: grpc.aio.ServicerContext,
                             verb: str) -> str:

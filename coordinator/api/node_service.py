@@ -22,6 +22,7 @@ from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.pricing import MS_PER_HOUR
 from coordinator.payments.results import InsufficientBalance, PaymentError
+from coordinator.storage.control import save_frame_logs
 from coordinator.storage.models import (
     NodeRecord,
     NodeStandingRecord,
@@ -197,6 +198,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         if not recorded:  # a retried completion: it was counted the first time
             return pb.CompleteTaskResponse(accepted=True)
         self.proof.count_completed_lease(node_id, time.time())
+        save_frame_logs(self.store.engine, task.job_id, node_id,
+                        {o.frame: o.log for o in request.outputs if o.log}, time.time())
         node = self.store.get_node(node_id)
         self.pricing.lease_completed(lease_id, node_id, task.job_id,
                                      [(o.frame, o.render_seconds) for o in outputs],

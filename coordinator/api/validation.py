@@ -33,7 +33,12 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from frameproof.limits import FAIL_REASON_BYTES, TILE_REASON_BYTES, VERDICT_REASON_BYTES
+from frameproof.limits import (
+    FAIL_REASON_BYTES,
+    FRAME_LOG_BYTES,
+    TILE_REASON_BYTES,
+    VERDICT_REASON_BYTES,
+)
 from frameproof.v1 import farm_pb2
 
 DEFAULT_STRING_BYTES = 256
@@ -119,6 +124,9 @@ FIELDS: dict[str, Bound] = {
     "SetJobPriorityRequest.priority": Bound(low=-100, high=100),
     "RequeueFramesRequest.job_id": Bound(pattern="hex-id"),
     "RequeueFramesRequest.frames": Bound(max_bytes=10_000),
+    "FrameLogRequest.job_id": Bound(pattern="hex-id"),
+    "FrameLogRequest.frame": Bound(low=0, high=MAX_BLENDER_FRAME),
+    "FrameOutput.log": Bound(max_bytes=FRAME_LOG_BYTES, note="the end of Blender's output"),
     # nodes
     "NodeCapabilities.blender_version": Bound(max_bytes=64),
     "NodeCapabilities.devices": Bound(max_items=16, max_bytes=64),

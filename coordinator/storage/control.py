@@ -15,11 +15,13 @@ from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
 from coordinator.storage.models import (
+    FrameLogRecord,
     FrameResultRecord,
     JobControlRecord,
     JobRecord,
     TaskRecord,
 )
+from frameproof.limits import FRAME_LOG_BYTES
 
 MIN_PREFIX = 4  # shorter prefixes match too much to be typed on purpose
 MAX_PRIORITY = 100
@@ -143,3 +145,20 @@ class JobControl:
                     raise ControlError(f"frame {task.first_frame} changed meanwhile: try again")
             session.commit()
         return sorted(covered)
+
+
+def save_frame_logs(engine: Engine, job_id: str, node_id: str, logs: dict[int, str],
+                    now: float) -> None:
+    """Keep each frame's Blender output from the node whose result was just recorded."""
+    if not logs:
+        return
+    with Session(engine) as session:
+        for frame, text in logs.items():
+            session.merge(FrameLogRecord(job_id=job_id, frame=frame, node_id=node_id,
+                                         text=text[:FRAME_LOG_BYTES], created_at=now))
+        session.commit()
+
+
+def frame_log(engine: Engine, job_id: str, frame: int) -> FrameLogRecord | None:
+    with Session(engine) as session:
+        return session.get(FrameLogRecord, (job_id, frame))

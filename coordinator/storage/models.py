@@ -292,3 +292,15 @@ class JobControlRecord(SQLModel, table=True):
     paused: bool = Field(default=False, index=True)
     priority: int = 0  # higher first, among the same creator's jobs only
     updated_at: float = 0.0
+
+
+class FrameLogRecord(SQLModel, table=True):
+    """Blender's output for a frame from the node whose render was recorded last (scrubbed
+    of the node's paths by the node; at most frameproof.limits.FRAME_LOG_BYTES)."""
+
+    __tablename__ = "frame_log"
+    job_id: str = Field(primary_key=True, foreign_key="job.job_id")
+    frame: int = Field(primary_key=True)
+    node_id: str
+    text: str = ""
+    created_at: float = 0.0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from frameproof.cli.common import STATE_NAMES, fail, job_json, out, print_json
+from frameproof.cli.common import STATE_NAMES, err, fail, job_json, out, print_json
 from frameproof.client import FarmClient
 from frameproof.frames import FrameSpecError, parse_frames
 from frameproof.v1 import farm_pb2 as pb
@@ -40,6 +41,14 @@ def add_arguments(commands: argparse._SubParsersAction) -> None:  # type: ignore
         "paid). The old image stays until the new one is approved.")
     _job(requeue)
     requeue.add_argument("--frames", required=True, help="which frames, e.g. 5-7 or 1,3")
+    frame_log = commands.add_parser(
+        "log", help="Blender's output for one frame, from the node that rendered it",
+        description="Blender's output while rendering one frame (the end of it, at most 16 "
+        "KiB), as the node that rendered it uploaded it with its result, its own folders "
+        "removed. Only the job's creator may read it.")
+    frame_log.add_argument("job", help="job id, or a unique prefix of it (like git)")
+    frame_log.add_argument("frame", type=int, help="frame number")
+    frame_log.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def run_pause(args: argparse.Namespace, client: FarmClient) -> int:
@@ -74,6 +83,21 @@ def run_requeue(args: argparse.Namespace, client: FarmClient) -> int:
         pb.RequeueFramesRequest(job_id=args.job, frames=args.frames), timeout=30)
     return _report(args, answer.job, f"frames {_spec(list(answer.frames))} queued "
                    "again (charged again at the job's price)")
+
+
+def run_log(args: argparse.Namespace, client: FarmClient) -> int:
+    if args.frame < 0:
+        fail("frame must be 0 or more", 2)
+    log = client.jobs.GetFrameLog(pb.FrameLogRequest(job_id=args.job, frame=args.frame),
+                                  timeout=30)
+    if args.json:
+        print_json({"job_id": log.job_id, "frame": log.frame, "node_id": log.node_id,
+                    "text": log.text})
+        return 0
+    err.print(f"frame {log.frame} of job {log.job_id}, rendered by node {log.node_id}",
+              markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.write(log.text if log.text.endswith("\n") or not log.text else log.text + "\n")
+    return 0
 
 
 def _report(args: argparse.Namespace, job: pb.Job, what: str) -> int:

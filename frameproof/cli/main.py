@@ -115,6 +115,7 @@ HANDLERS = {
     "resume": control.run_resume,
     "priority": control.run_priority,
     "requeue": control.run_requeue,
+    "log": control.run_log,
 }
 UNREACHABLE = 3
 INTERRUPTED = 130
@@ -180,7 +181,7 @@ def _reachable(client: FarmClient, address: str) -> None:
 def _interrupted(args: argparse.Namespace) -> str:
     """What Ctrl-C left behind, so nobody wonders whether the job still runs."""
     job = getattr(args, "job", None)
-    if args.command in ("watch", "status", "frames", "download") and job:
+    if args.command in ("watch", "status", "frames", "download", "log") and job:
         return (f"interrupted; the job keeps running on the farm: frameproof watch {job}"
                 + (" (download again to resume)" if args.command == "download" else ""))
     if args.command == "submit":
