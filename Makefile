@@ -14,7 +14,7 @@ ifneq ($(call VERSION_OF,$(PY)),$(PYTHON_WANTED))
 STAMP_FORCE := FORCE
 endif
 
-.PHONY: demo test lint proto dist addon clean check-python browser FORCE
+.PHONY: demo test lint proto dist addon clean check-python browser screenshots FORCE
 
 demo: check-python $(GENERATED)
 	$(VENV)/bin/frameproof demo
@@ -46,6 +46,10 @@ $(STAMP): pyproject.toml setup.py $(STAMP_FORCE)
 
 # The dashboard's browser test drives Debian's chromium; installed when missing and root (CI).
 # Otherwise that test skips and says why.
+# The dashboard's screenshots in docs/ are retaken on demand, not by every test run.
+screenshots: check-python $(GENERATED) browser
+	FRAMEPROOF_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_dashboard_browser.py -q
+
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q chromium) \

@@ -1,6 +1,8 @@
 """The web dashboard in a real browser (headless Debian chromium through Playwright), against
 a live coordinator with a job rendering: the job page updates as frames land without a
-reload, thumbnails decode, and every page is screenshotted into docs/screenshots/."""
+reload, thumbnails decode, and every page is screenshotted: into the test's temporary folder,
+or into docs/screenshots/ with `make screenshots` (FRAMEPROOF_SCREENSHOTS=docs/screenshots), so an
+ordinary test run leaves the checkout unchanged."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from frameproof.localfarm import LocalFarm
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "spinning_cube.blend"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("FRAMEPROOF_CHROMIUM") or shutil.which("chromium")
 
 playwright_api = pytest.importorskip(
@@ -42,9 +43,12 @@ def _status(url: str) -> int:
         return error.code
 
 
-def _shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def _shoot(page, name: str, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = Path(os.environ.get("FRAMEPROOF_SCREENSHOTS") or folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000, f"{path} is not a screenshot"
 
 
 def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
@@ -87,7 +91,7 @@ def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
             assert len(widths) == 6 and all(w > 0 for w in widths), widths
             captions = page.locator("figure.frame figcaption").all_inner_texts()
             assert all("verified" in c and "$" in c for c in captions), captions
-            _shoot(page, "job")
+            _shoot(page, "job", tmp_path / "screenshots")
 
             page.goto(f"{base}/jobs")
             row = page.locator(f"tr.job[data-job='{job.job_id}']")
@@ -102,7 +106,7 @@ def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
                 "{textContent: ''}).textContent.trim() == 'paused'", timeout=120_000)
             assert "top up to resume" in page.locator(
                 f"tr.job[data-job='{poor.job_id}']").inner_text()
-            _shoot(page, "jobs")
+            _shoot(page, "jobs", tmp_path / "screenshots")
 
             page.goto(f"{base}/nodes")
             assert page.locator("tr.node").count() == 1
@@ -110,9 +114,9 @@ def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
             page.wait_for_selector("tr.event")
             history = page.locator("table.list").inner_text()
             assert job.job_id not in history  # the public view names no creator's job
-            _shoot(page, "node")
+            _shoot(page, "node", tmp_path / "screenshots")
             page.goto(f"{base}/nodes")
-            _shoot(page, "nodes")
+            _shoot(page, "nodes", tmp_path / "screenshots")
 
             page.goto(f"{base}/ledger")
             # The epoch closes (8 s) and its mint lands; the ledger check runs in the back.
@@ -121,7 +125,7 @@ def test_dashboard_follows_a_rendering_job(tmp_path: Path) -> None:
                 "document.querySelectorAll('tr.mint').length >= 1 && "
                 "document.querySelector('#ledger-check').textContent.includes('holds')",
                 timeout=120_000)
-            _shoot(page, "ledger")
+            _shoot(page, "ledger", tmp_path / "screenshots")
             browser.close()
 
         wait_for(lambda: farm.coordinator is not None and farm.coordinator.poll() is None, 5)
