@@ -127,3 +127,10 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
         return code == 1 and "settled" in err and len(err.strip().splitlines()) == 1
 
     wait_for(job_settled, timeout=60, interval=1.0)
+    # One money unit in text: USD, the tokens in brackets.
+    capsys.readouterr()
+    assert fp(farm, "receipts", prefix) == 0
+    total = capsys.readouterr().out.strip().splitlines()[-1]
+    assert total.startswith("total $") and " tokens) burned of $" in total, total
+    assert fp(farm, "wallet") == 0
+    assert "balance $" in capsys.readouterr().out

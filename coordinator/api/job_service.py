@@ -221,6 +221,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             decimals=self.payments.pricing.decimals,
             state=receipts.state,
             refund_state=receipts.refund_state or "",
+            token_price_usd=float(self.payments.pricing.token_price_usd),
         )
 
     async def GetJob(self, request, context):

@@ -101,3 +101,11 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "charged_usd": job.charged_usd,
         "paused_reason": job.paused_reason,
     }
+
+
+def money(base_units: int, decimals: int, token_price_usd: float) -> str:
+    """One money unit in text output: USD first, the tokens in brackets ("$1.50 (150 tokens)")."""
+    from frameproof.wallet import tokens
+
+    usd = base_units / 10**decimals * token_price_usd
+    return f"${usd:.6f} ({tokens(base_units, decimals)} tokens)"

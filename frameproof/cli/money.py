@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from frameproof.cli.common import err, fail, out, print_json
+from frameproof.cli.common import err, fail, money, out, print_json
 from frameproof.cli.submit import estimate_json, job_options, upload_scene
 from frameproof.client import FarmClient
 from frameproof.creator import FORMATS, Creator
@@ -40,8 +40,8 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
                   f"${estimate.cost_high_usd:.6f} (≈{estimate.reference_seconds_per_frame:.2f} s "
                   "per frame on the reference machine)")
         out.print(probe_line(estimate))
-        out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} = "
-                  f"{result['escrow_tokens']} tokens (change with --max-cost)")
+        out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} "
+                  f"({result['escrow_tokens']} tokens; change with --max-cost)")
     return 0
 
 
@@ -73,9 +73,10 @@ def run_wallet(args: argparse.Namespace, client: FarmClient) -> int:
                     "decimals": wallet.decimals, "token_price_usd": wallet.token_price_usd})
     else:
         out.print(f"wallet {wallet.pubkey}")
-        out.print(f"balance {tokens(wallet.balance, wallet.decimals)} tokens "
-                  f"(${wallet.balance / 10**wallet.decimals * wallet.token_price_usd:.2f}), "
-                  f"{tokens(wallet.escrow, wallet.decimals)} in escrow for unfinished jobs")
+        price = wallet.token_price_usd
+        out.print(f"balance {money(wallet.balance, wallet.decimals, price)}, "
+                  f"{money(wallet.escrow, wallet.decimals, price)} in escrow for unfinished "
+                  "jobs", soft_wrap=True)
     return 0
 
 
@@ -103,15 +104,17 @@ def run_receipts(args: argparse.Namespace, client: FarmClient) -> int:
             "decimals": receipts.decimals,
         })
         return 0
-    table = Table("frame", "node", "cost (USD)", "burned", "signature")
+    table = Table("frame", "node", "cost (USD)", "(tokens)", "signature")
     for frame in receipts.frames:
-        table.add_row(str(frame.frame), frame.node_id[:12], f"{frame.cost_usd:.6f}",
-                      tokens(frame.tokens_burned, receipts.decimals), frame.signature[:20])
+        table.add_row(str(frame.frame), frame.node_id[:8], f"${frame.cost_usd:.6f}",
+                      f"({tokens(frame.tokens_burned, receipts.decimals)})",
+                      frame.signature[:16])
     out.print(table)
-    out.print(f"total ${receipts.total_cost_usd:.6f}, "
-              f"{tokens(receipts.total_tokens_burned, receipts.decimals)} tokens burned of "
-              f"{tokens(receipts.escrowed, receipts.decimals)} escrowed; refund "
-              f"{tokens(receipts.refunded, receipts.decimals)}")
+    price, decimals = receipts.token_price_usd, receipts.decimals
+    out.print(f"total {money(receipts.total_tokens_burned, decimals, price)} burned of "
+              f"{money(receipts.escrowed, decimals, price)} escrowed; refund "
+              f"{money(receipts.refunded, decimals, price)}", markup=False, highlight=False,
+              soft_wrap=True)
     if receipts.state != "settled":
         err.print("the job is not settled yet: the refund comes when it ends")
     elif receipts.refund_state in ("new", "sent"):
