@@ -51,7 +51,15 @@ VARIANTS = {
     "sixteenth": (False, 2, SAMPLES // 16, 0, 100),
     "quarter_dn": (True, 2, SAMPLES // 4, 0, 100),
     "halfres": (False, 2, SAMPLES, 0, 50),
+    # denoised jobs (the scene saved with OpenImageDenoise on): honest and cheating nodes
+    "honest_t1_dn": (True, 1, SAMPLES, 0, 100),
+    "honest_t2_dn": (True, 2, SAMPLES, 0, 100),
+    "half_dn": (True, 2, SAMPLES // 2, 0, 100),
+    "sixteenth_dn": (True, 2, SAMPLES // 16, 0, 100),
+    "halfres_dn": (True, 2, SAMPLES, 0, 50),
 }
+DENOISED_VARIANTS = ("honest_t1_dn", "honest_t2_dn", "half_dn", "quarter_dn", "sixteenth_dn",
+                     "halfres_dn")
 Frames = dict[tuple[str, str, int], np.ndarray]  # (scene, variant, frame) -> uint8 RGB
 
 
@@ -67,11 +75,8 @@ def build_scenes(work: Path) -> dict[str, tuple[Path, Path]]:
         capture_output=True,
     )
     return {
-        "spinning_cube": (
-            ROOT / "samples" / "spinning_cube.blend",
-            out / "spinning_cube_denoised.blend",
-        ),
-        "glossy_orbit": (out / "glossy_orbit.blend", out / "glossy_orbit_denoised.blend"),
+        name: (out / f"{name}.blend", out / f"{name}_denoised.blend")
+        for name in ("spinning_cube", "glossy_orbit")
     }
 
 
@@ -81,14 +86,19 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def render_all(worker: BlenderWorker, scenes: dict, frames: list[int], work: Path) -> Frames:
-    """Every variant of every frame; grouped by variant so the warm child keeps its scene."""
+def render_all(worker: BlenderWorker, scenes: dict, frames: list[int], work: Path,
+               denoised_frames: list[int]) -> Frames:
+    """Every variant of every frame; grouped by variant so the warm child keeps its scene.
+    Denoised jobs' variants only for ``denoised_frames`` (their checks render real tiles)."""
     out: Frames = {}
     for scene, (blend, denoised) in scenes.items():
         for name, (dn, threads, spp, seed, pct) in VARIANTS.items():
+            wanted = denoised_frames if name in DENOISED_VARIANTS else frames
+            if name == "quarter_dn":
+                wanted = sorted(set(frames) | set(denoised_frames))
             worker.threads = threads
             settings = RenderSettings(samples=spp, seed=seed, resolution_percentage=pct)
-            for frame in frames:
+            for frame in wanted:
                 path = work / "renders" / f"{scene}_{name}_{frame}.png"
                 worker.render_frame(denoised if dn else blend, frame, path, settings)
                 out[scene, name, frame] = read_rgb(path)
@@ -98,14 +108,14 @@ def render_all(worker: BlenderWorker, scenes: dict, frames: list[int], work: Pat
 def border_equals_crop(
     worker: BlenderWorker, scenes: dict, frames: Frames, work: Path, count: int
 ) -> tuple[int, int]:
-    """Render real border tiles and compare them with crops of the full frame."""
+    """Render real tiles the verifier's way (``tile=``: dither hashed by frame position) and
+    compare them with crops of the full frame."""
     worker.threads = 2
     rng = random.Random(7)
     equal = total = 0
     for scene, (blend, _) in scenes.items():
         frame = next(f for (s, v, f) in frames if s == scene and v == "honest_t2")
         full = frames[scene, "honest_t2", frame]
-        height, width = full.shape[:2]
         for i, tile in enumerate(tiles.choose_tiles(full, count, rng)):
             path = work / "border" / f"{scene}_{i}.png"
             worker.render_frame(
@@ -113,9 +123,9 @@ def border_equals_crop(
                 frame,
                 path,
                 RenderSettings(samples=SAMPLES, seed=0),
-                border=tiles.to_border(tile, width, height),
+                tile=(tile.x, tile.y, tile.w, tile.h),
             )
-            got = read_rgb(path)
+            got = tiles.crop(read_rgb(path), tile)
             total += 1
             equal += got.shape == tiles.crop(full, tile).shape and bool(
                 np.array_equal(got, tiles.crop(full, tile))
@@ -352,6 +362,115 @@ def tile_score_table(frames: Frames, scenes: list[str], frame_ids: list[int]) ->
     return rows
 
 
+# -- denoised jobs ----------------------------------------------------------------------------
+
+
+def denoised_suite(frames: Frames, scenes: list[str], frame_ids: list[int]) -> dict[str, Callable]:
+    """Cheats against a job whose scene denoises: every render the cheater makes is denoised."""
+    other = {scenes[0]: scenes[1], scenes[1]: scenes[0]}
+
+    def honest(s: str, f: int) -> np.ndarray:
+        return frames[s, "honest_t1_dn", f]
+
+    def neighbour(s: str, f: int) -> np.ndarray | None:
+        i = frame_ids.index(f)
+        return honest(s, frame_ids[i + 1]) if i + 1 < len(frame_ids) else None
+
+    def half_res(s: str, f: int) -> np.ndarray:
+        h, w = honest(s, f).shape[:2]
+        return cv2.resize(frames[s, "halfres_dn", f], (w, h), interpolation=cv2.INTER_CUBIC)
+
+    def shift(s: str, f: int) -> np.ndarray:
+        img = honest(s, f)
+        return np.concatenate([img[:, :1], img[:, :-1]], axis=1)
+
+    def partial(s: str, f: int) -> np.ndarray:
+        img = honest(s, f).copy()
+        w = img.shape[1]
+        img[:, w // 2 :] = frames[s, "sixteenth_dn", f][:, w // 2 :]
+        return img
+
+    return {
+        "blank": lambda s, f: np.zeros_like(honest(s, f)),
+        "noise": lambda s, f: np.random.default_rng(f).integers(
+            0, 256, honest(s, f).shape, dtype=np.uint8),
+        "wrong frame (next frame)": neighbour,
+        "another job's frame": lambda s, f: honest(other[s], f),
+        "samples 1/2 (denoised)": lambda s, f: frames[s, "half_dn", f],
+        "samples 1/4 (denoised)": lambda s, f: frames[s, "quarter_dn", f],
+        "samples 1/16 (denoised)": lambda s, f: frames[s, "sixteenth_dn", f],
+        "half resolution upscaled": half_res,
+        "1-pixel shift": shift,
+        "right half at 1/16 samples": partial,
+    }
+
+
+def run_denoised_checks(worker: BlenderWorker, scenes: dict, frames: Frames,
+                        frame_ids: list[int], draws: int, work: Path) -> dict:
+    """Exact mode on denoised jobs, with the verifier's real tile renders (a 64-px margin).
+
+    The node is the honest 1-thread render; the verifier renders each tile with 2 threads
+    through ``BlenderWorker.render_frame(tile=...)``, cached per (scene, frame, tile): the tile
+    draw is keyed by (scene, frame, draw), so strategies with the same detail map share it.
+    The whole-frame stage is the verifier's exact full render (2 threads).
+    """
+    names = list(scenes)
+    suite = denoised_suite(frames, names, frame_ids)
+    strategies = {"honest": lambda s, f: frames[s, "honest_t1_dn", f], **suite}
+    cache: dict[tuple, np.ndarray] = {}
+    results: dict = defaultdict(list)
+    honest_tiles: list[judge.TileVerdict] = []
+    renders = [0, 0.0]
+    worker.threads = 2
+    settings = RenderSettings(samples=SAMPLES, seed=0)
+
+    for s in names:
+        denoised = scenes[s][1]
+        for f in frame_ids:
+            whole = frames[s, "honest_t2_dn", f]
+            height, width = whole.shape[:2]
+
+            def render(tile: tiles.Tile, other_seed: bool, s=s, f=f, whole=whole,
+                       denoised=denoised, width=width, height=height) -> np.ndarray:
+                assert not other_seed
+                if (tile.w, tile.h) == (width, height):
+                    return whole
+                key = (s, f, tile)
+                if key not in cache:
+                    path = work / "dn_tiles" / f"{s}_{f}.png"
+                    t = time.perf_counter()
+                    done = worker.render_frame(denoised, f, path, settings,
+                                               tile=(tile.x, tile.y, tile.w, tile.h))
+                    renders[0] += 1
+                    renders[1] += time.perf_counter() - t
+                    assert done.strategy == "padded", done.strategy
+                    cache[key] = tiles.crop(read_rgb(path), tile)
+                return cache[key]
+
+            for name, make in strategies.items():
+                node = make(s, f)
+                if node is None:
+                    continue
+                for d in range(draws):
+                    cheap = metrics.check_frame(node, width, height)
+                    if not cheap.ok:
+                        results[name].append(Check(Outcome.FAIL, "cheap", []))
+                        continue
+                    judged = judge_with_escalation(
+                        node, exact=True, count=EXACT_TILES,
+                        rng=random.Random(seed_of("denoised", s, f, d)), render=render,
+                        close=True,
+                    )
+                    verdicts = [v for t, v in judged.tiles if (t.w, t.h) != (width, height)]
+                    failed = judged.verdict.outcome is Outcome.FAIL
+                    results[name].append(
+                        Check(Outcome.FAIL if failed else Outcome.PASS, judged.stage, verdicts))
+                    if name == "honest":
+                        honest_tiles.extend(verdicts)
+    return {"results": results, "honest_tiles": honest_tiles, "renders": renders[0],
+            "render_seconds": renders[1]}
+
+
 # -- simulation --------------------------------------------------------------------------------
 
 
@@ -426,7 +545,7 @@ def simulation_table(detect: dict[str, float], fp: float, runs: dict[str, int]) 
 def measure_cost(worker: BlenderWorker, work: Path) -> dict[str, float]:
     """One 1280x720 frame and three 128² border tiles of the sample scene (16 samples)."""
     worker.threads = 2
-    blend = ROOT / "samples" / "spinning_cube.blend"
+    blend = work / "scenes" / "spinning_cube.blend"
     settings = RenderSettings(samples=SAMPLES, seed=0, resolution_percentage=400)
     full = worker.render_frame(blend, 12, work / "cost" / "full.png", settings)
     node = read_rgb(full.output)
@@ -448,11 +567,21 @@ def measure_cost(worker: BlenderWorker, work: Path) -> dict[str, float]:
             times.append(time.perf_counter() - t)
             refs.append(read_rgb(out.output))
         judge.judge_tile(tiles.crop(node, tile), refs[0], exact=False, second_reference=refs[1])
+    denoised = work / "scenes" / "spinning_cube_denoised.blend"
+    full_dn = worker.render_frame(denoised, 12, work / "cost" / "full_dn.png", settings)
+    padded = []
+    for i, tile in enumerate(chosen[:EXACT_TILES]):
+        t = time.perf_counter()
+        worker.render_frame(denoised, 12, work / "cost" / f"dn{i}.png", settings,
+                            tile=(tile.x, tile.y, tile.w, tile.h))
+        padded.append(time.perf_counter() - t)
     return {
         "frame": full.seconds,
         "tile": float(np.mean(times)),
         "check_stat": time.perf_counter() - t0,
         "tile_px": chosen[0].w,
+        "frame_dn": full_dn.seconds,
+        "tile_dn": float(np.mean(padded)),
     }
 
 
@@ -478,7 +607,9 @@ def write_report(path: Path, ctx: dict) -> None:
         "",
         f"- Scenes: `samples/spinning_cube.blend` and `glossy_orbit` (built at run time by "
         f"`bench/scenes/build_scenes.py`: orbiting camera, metal/plastic/emissive spheres, area "
-        f"light), 320x180, {SAMPLES} samples, frames {ctx['frames']}.",
+        f"light), 320x180, {SAMPLES} samples, frames {ctx['frames']}, saved as creators save "
+        "them: adaptive sampling on (threshold 0.01), dither 1.0 (Blender's default), and a "
+        "denoised copy of each (OpenImageDenoise). The farm renders them as saved.",
         "- Honest node: seed 0, 1 thread. Exact-mode verifier: seed 0, 2 threads; the pair "
         "with threads swapped (node 2, verifier 1) is an extra honest case. Statistical-mode "
         "verifier (another device class, simulated): reference seed 1 with second reference "
@@ -538,6 +669,7 @@ def write_report(path: Path, ctx: dict) -> None:
         f"frames failed, {rate(res['statistical']['honest'], Outcome.PASS):.2%} passed "
         "(the rest was escalated and then passed).",
         "",
+        *denoised_section(ctx),
         "## Per-tile statistical scores (vs the seed-1 reference, seed 2 as second reference; "
         "5th / 50th / 95th percentile)",
         "",
@@ -632,15 +764,18 @@ def write_report(path: Path, ctx: dict) -> None:
         "",
         "## Verification cost (sample scene at 1280x720, 16 samples, 2 threads)",
         "",
-        f"Measured: full frame {c['frame']:.1f} s; one {c['tile_px']}² border tile re-render "
+        f"Measured: full frame {c['frame']:.1f} s ({c['frame_dn']:.1f} s denoised); one "
+        f"{c['tile_px']}² tile with a 64-px margin on the denoised copy {c['tile_dn']:.2f} s; "
+        f"one {c['tile_px']}² border tile re-render "
         f"{c['tile']:.2f} s (warm worker, persistent data); a {STAT_TILES}-tile statistical "
         f"check (each tile rendered with two seeds) including comparisons "
         f"{c['check_stat']:.2f} s. Cost share = checking rate x renders x tile time / frame "
         "time.",
         "",
         f"| trust level | checking rate | exact mode ({EXACT_TILES} tiles) | statistical "
-        f"({STAT_TILES} tiles, 2 seeds) |",
-        "|---|---|---|---|",
+        f"({STAT_TILES} tiles, 2 seeds) | exact, denoised job ({EXACT_TILES} tiles with a "
+        "64-px margin) |",
+        "|---|---|---|---|---|",
     ]
     run_floor = math.ceil(reputation.RATE_CONSTANT / reputation.RATE_FLOOR)
     levels = [
@@ -652,7 +787,8 @@ def write_report(path: Path, ctx: dict) -> None:
     for label, p in levels:
         lines.append(
             f"| {label} | {p:.0%} | {p * per_check['exact'] / c['frame']:.2%} | "
-            f"{p * per_check['statistical'] / c['frame']:.2%} |"
+            f"{p * per_check['statistical'] / c['frame']:.2%} | "
+            f"{p * EXACT_TILES * c['tile_dn'] / c['frame_dn']:.2%} |"
         )
     mix = 0.8 * reputation.RATE_FLOOR + 0.15 * 0.10 + 0.05 * 1.0
     lines += [
@@ -674,6 +810,53 @@ def write_report(path: Path, ctx: dict) -> None:
             tail = "\n" + old[old.index(HAND_WRITTEN) :]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n" + tail, encoding="utf-8")
+
+
+def denoised_section(ctx: dict) -> list[str]:
+    """Exact mode on denoised jobs: detection, false positives, what the tiles scored."""
+    dn = ctx["denoised"]
+    res, honest_tiles = dn["results"], dn["honest_tiles"]
+    th = judge.DEFAULT_THRESHOLDS
+    lines = [
+        "## Denoised jobs (exact mode, tiles re-rendered with a 64-px margin)",
+        "",
+        f"Frames {ctx['denoised_frames']} of both scenes saved with OpenImageDenoise on; "
+        f"{ctx['draws']} tile draws per frame. The denoiser sees neighbouring pixels, so a "
+        "tile is re-rendered with a 64-px margin and judged *close* (pass: max |Δ| ≤ "
+        f"{th.close_max_diff} levels, ≥ {th.close_equal_fraction:.0%} equal pixels, mean |Δ| ≤ "
+        f"{th.close_mean_diff}; fail: ≥ {th.close_fail_fraction:.1%} of pixels off by > "
+        f"{th.close_fail_diff}); anything else escalates to more tiles, then to the whole frame "
+        "re-rendered exactly (full denoised frames are bit-identical across 1 and 2 threads). "
+        f"{dn['renders']} real tile renders, {dn['render_seconds'] / max(1, dn['renders']):.2f} "
+        "s each.",
+        "",
+        "| strategy | detected | decided at tiles | more tiles | whole frame | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, checks in res.items():
+        label = "honest (false positives)" if name == "honest" else name
+        stages = {st: sum(c.stage == st for c in checks) / max(1, len(checks))
+                  for st in ("tiles", "more tiles", "whole frame")}
+        cheap = sum(c.stage == "cheap" for c in checks) / max(1, len(checks))
+        lines.append(
+            f"| {label} | {rate(checks):.1%} | {stages['tiles'] + cheap:.1%} | "
+            f"{stages['more tiles']:.1%} | {stages['whole frame']:.1%} | {len(checks)} |"
+        )
+    if honest_tiles:
+        worst_max = max(v.scores["max_abs_diff"] for v in honest_tiles)
+        worst_eq = min(v.scores["equal_fraction"] for v in honest_tiles)
+        worst_mean = max(v.scores["mean_abs_diff"] for v in honest_tiles)
+        lines += [
+            "",
+            f"Honest tiles ({len(honest_tiles)}): "
+            f"{sum(v.outcome is Outcome.FAIL for v in honest_tiles)} failed, "
+            f"{sum(v.outcome is Outcome.GREY for v in honest_tiles)} grey; worst max |Δ| "
+            f"{worst_max:.0f}, lowest equal fraction {worst_eq:.3f}, highest mean |Δ| "
+            f"{worst_mean:.3f}. The tile stage is a cheap filter; the exact whole frame decides "
+            "whatever it leaves grey, so a grey honest tile costs one frame render, never a "
+            "false failure.",
+        ]
+    return [*lines, ""]
 
 
 HAND_WRITTEN = "<!-- hand-written below: bench/verification_bench.py keeps it as it is -->"
@@ -704,10 +887,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few frames and runs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "VERIFICATION.md")
+    parser.add_argument("--frame-step", type=int, default=2, help="frames 1-24, every N")
+    parser.add_argument("--draws", type=int, default=6, help="tile draws per checked frame")
+    parser.add_argument("--denoised-frames", type=int, default=6,
+                        help="frames per scene checked as denoised jobs (real tile renders)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    frame_ids = [1, 9, 17] if args.quick else list(range(1, 25, 2))
-    draws = 2 if args.quick else 6
+    frame_ids = [1, 9, 17] if args.quick else list(range(1, 25, args.frame_step))
+    denoised_frames = frame_ids[:2] if args.quick else frame_ids[: args.denoised_frames]
+    draws = 2 if args.quick else args.draws
     runs = (
         {"new": 200, "trusted": 100, "honest": 10}
         if args.quick
@@ -718,9 +906,12 @@ def main(argv: list[str] | None = None) -> int:
         scenes = build_scenes(work)
         with BlenderWorker(threads=2, log_path=work / "blender.log") as worker:
             print("rendering ...", flush=True)
-            frames = render_all(worker, scenes, frame_ids, work)
+            frames = render_all(worker, scenes, frame_ids, work, denoised_frames)
             border = border_equals_crop(worker, scenes, frames, work, 4 if args.quick else 10)
-            print(f"border tiles equal to crops: {border}; measuring cost ...", flush=True)
+            print(f"border tiles equal to crops: {border}; denoised jobs ...", flush=True)
+            denoised = run_denoised_checks(worker, scenes, frames, denoised_frames, draws, work)
+            print(f"{denoised['renders']} denoised tiles rendered; measuring cost ...",
+                  flush=True)
             cost = measure_cost(worker, work)
             blender = worker.blender_version()
         print(f"renders done at {time.perf_counter() - t0:.0f} s; checking ...", flush=True)
@@ -731,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
         mode: min(rate(v) for k, v in checks["results"][mode].items() if k != "honest")
         for mode in ("exact", "statistical")
     }
+    detect["exact, denoised jobs"] = min(
+        rate(v) for k, v in denoised["results"].items() if k != "honest"
+    )
     n_honest = len(checks["results"]["exact"]["honest"]) + len(
         checks["results"]["statistical"]["honest"]
     )
@@ -748,6 +942,8 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed": time.perf_counter() - t0,
         "blender": blender,
         "frames": f"{frame_ids[0]}-{frame_ids[-1]} (every {frame_ids[1] - frame_ids[0]})",
+        "denoised_frames": ", ".join(map(str, denoised_frames)),
+        "denoised": denoised,
         "tile": tiles.default_tile_size(320, 180),
         "draws": draws,
         "border": border,

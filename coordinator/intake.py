@@ -160,6 +160,33 @@ def _unknown_scene(scene_id: str) -> str:
     return f"scene {scene_id} is unknown: upload its manifest first"
 
 
+def render_notices(scene: SceneInspection, samples: int = 0) -> list[str]:
+    """What the farm renders differently from the saved file, one sentence each.
+
+    The farm renders the scene as saved; only what cannot be reproduced on another machine
+    or would run the scene's Python is changed, and the creator is told at submit.
+    """
+    notices: list[str] = []
+    if scene.engine == "CYCLES" and scene.time_limit > 0:
+        notices.append(
+            f"the scene's time limit ({scene.time_limit:g} s) depends on each machine's speed "
+            f"and cannot be reproduced: the farm ignores it and renders the full "
+            f"{samples or scene.samples} samples per frame (use --samples to render fewer)"
+        )
+    if scene.freestyle_scripts:
+        notices.append(
+            "Freestyle in Python-scripting mode is turned off: the farm runs no scripts from "
+            "a scene (the parameter-editor mode renders as saved)"
+        )
+    if scene.stamp_burned:
+        notices.append(
+            "the burned-in stamp shows only frame, frame range, camera, lens, scene, marker "
+            "and note: date, time, render time, memory, host and file name differ per machine "
+            "and are left out"
+        )
+    return notices
+
+
 def scene_inspection(record: SceneRecord) -> SceneInspection:
     return SceneInspection(**json.loads(record.info_json))
 

@@ -96,6 +96,7 @@ class JobOptions:
     resolution_y: int = 0
     resolution_percentage: int = 0
     output_format: str = "png"
+    seed: int | None = None  # Cycles seed; None: the scene's own, as saved
 
     def validate(self) -> None:
         """Refuse what the coordinator would refuse, before anything is packed or sent."""
@@ -118,9 +119,11 @@ class JobOptions:
             raise InvalidRequest("resolution percentage must be positive (0: the scene's)")
         if self.output_format not in FORMATS:
             raise InvalidRequest(f"output format must be one of {', '.join(sorted(FORMATS))}")
+        if self.seed is not None and self.seed < 0:
+            raise InvalidRequest("seed must be 0 or more (or absent: the scene's own)")
 
     def settings(self) -> pb.RenderSettings:
-        return pb.RenderSettings(
+        settings = pb.RenderSettings(
             engine=self.engine.upper(),
             samples=self.samples,
             resolution_x=self.resolution_x,
@@ -128,6 +131,9 @@ class JobOptions:
             resolution_percentage=self.resolution_percentage,
             output_format=FORMATS[self.output_format],
         )
+        if self.seed is not None:  # only an explicit override; absent renders the scene's
+            settings.seed = self.seed
+        return settings
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def from_proto(settings: pb.RenderSettings) -> RenderSettings:
         resolution_y=settings.resolution_y,
         resolution_percentage=settings.resolution_percentage,
         output_format=FORMATS.get(settings.output_format, DEFAULT_FORMAT)[0],
-        seed=settings.seed,
+        seed=settings.seed if settings.HasField("seed") else None,
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from frameproof.blender.worker import BlenderWorker, RenderSettings
 from verifier import metrics
 from verifier.judge import FrameVerdict, Outcome, TileVerdict, judge_frame, judge_tile
-from verifier.tiles import Tile, choose_tiles, crop, to_border
+from verifier.tiles import Tile, choose_tiles, crop
 
 EXACT_TILES = 3  # one exact tile catches every cheat we tried; three cover the frame's thirds
 STATISTICAL_TILES = 4  # statistical scores are pooled over the frame: more tiles, less noise
@@ -92,18 +92,21 @@ def judge_with_escalation(
     count: int,
     rng: random.Random,
     render: RenderReference,
+    close: bool = False,
 ) -> Judgement:
     """Tiles, then as many tiles again pooled with the first when grey, then the whole frame.
 
     Shared by the verifier and ``bench/verification_bench.py``, so what is measured is what
     runs. The whole-frame stage re-renders the frame on the verifier (its device class); it may
-    still be grey, and the caller decides what grey means there.
+    still be grey, and the caller decides what grey means there. ``close``: tiles of a denoised
+    scene, judged near-identical (:func:`verifier.judge.judge_tile`); the whole frame is still
+    judged exactly. ``count=0`` goes straight to the whole frame.
     """
     checked: list[tuple[Tile, TileVerdict]] = []
     for stage in ("tiles", "more tiles"):
         chosen = choose_tiles(image, count, rng)
         for tile in chosen:
-            checked.append((tile, _judge_tile(image, tile, exact, render)))
+            checked.append((tile, _judge_tile(image, tile, exact, render, close)))
         verdict = judge_frame([v for _, v in checked])
         if verdict.outcome is not Outcome.GREY:
             return Judgement(verdict, stage, checked)
@@ -116,10 +119,13 @@ def judge_with_escalation(
     return Judgement(judge_frame([tile_verdict]), "whole frame", checked)
 
 
-def _judge_tile(image: np.ndarray, tile: Tile, exact: bool, render: RenderReference) -> TileVerdict:
+def _judge_tile(
+    image: np.ndarray, tile: Tile, exact: bool, render: RenderReference, close: bool = False
+) -> TileVerdict:
     reference = render(tile, False)
     second = None if exact else render(tile, True)
-    return judge_tile(crop(image, tile), reference, exact=exact, second_reference=second)
+    return judge_tile(crop(image, tile), reference, exact=exact, second_reference=second,
+                      close=close)
 
 
 def check_frame(
@@ -142,11 +148,22 @@ def check_frame(
         and job.node_device.upper() == worker.device.upper()
     )
     mode = "exact" if exact else "statistical"
+    # How this scene's tiles are reproduced: alone (exact), with a margin (denoised: close),
+    # or only by the whole frame (Freestyle, burned-in stamps).
+    plan = worker.tile_plan(job.blend, job.settings)
+    strategy = plan.strategy
+    close = strategy == "padded"
+    if close:
+        mode += " (denoised: tiles with a margin)"
     outcome = CheckOutcome(False, "", mode, pixel_sha)
-    render = _tile_renderer(job, worker, scratch, outcome)
+    render = _tile_renderer(job, worker, scratch, outcome, plan.seed)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
+    if strategy == "whole":
+        count = 0
+        outcome.mode = mode = f"{mode} (whole frame)"
     judged = judge_with_escalation(
-        image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render
+        image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render,
+        close=close and exact,
     )
     outcome.tiles = judged.tiles
     verdict = judged.verdict
@@ -162,10 +179,13 @@ def check_frame(
 
 
 def _tile_renderer(
-    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome
+    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int
 ) -> RenderReference:
-    """Border renders of the job's frame under its settings, timed into ``outcome``."""
-    seed = job.settings.seed if job.settings.seed is not None else 0
+    """Border renders of the job's frame under its settings, timed into ``outcome``.
+
+    ``seed`` is the one the job renders with (the scene's own unless the creator overrode it);
+    statistical mode's second reference uses the next one.
+    """
     other = replace(job.settings, seed=seed + 1)
     count = 0
 
@@ -180,12 +200,13 @@ def _tile_renderer(
             job.frame,
             output,
             other if other_seed else job.settings,
-            border=None if whole else to_border(tile, job.width, job.height),
+            tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
         )
         outcome.render_seconds += time.perf_counter() - start
         reference = metrics.decode_frame(output)
         output.unlink(missing_ok=True)
         assert reference is not None, "the verifier's own render does not decode"
-        return reference
+        # The file has the frame's size (dither is hashed by pixel position): crop the tile.
+        return reference if whole else crop(reference, tile)
 
     return render

@@ -5,8 +5,10 @@ Writes, into OUT_DIR (generated at run time, nothing binary is committed):
 - ``glossy_orbit.blend``: a second scene unlike the sample one: a camera orbiting three
   spheres (glossy metal, rough dielectric, emissive) on a noise-textured floor under an area
   light, so noise, reflections and camera motion differ from the spinning cube.
-- ``<scene>_denoised.blend`` for both scenes: the same file with Cycles' OpenImageDenoise on,
-  which the "low samples + denoiser" cheats render with.
+- ``spinning_cube.blend`` and ``glossy_orbit.blend`` as creators save them: adaptive sampling
+  on (threshold 0.01) and Blender's default dither (1.0).
+- ``<scene>_denoised.blend`` for both scenes: the same with Cycles' OpenImageDenoise on: the
+  denoised jobs, and what the "low samples + denoiser" cheats render with.
 
 Run it in its own process before the benchmark starts its Blender worker (one Blender at a time).
 """
@@ -116,20 +118,26 @@ def save(out: Path) -> None:
     bpy.ops.wm.save_as_mainfile(filepath=str(out), compress=True, relative_remap=True)
 
 
-def denoised_copy(src: Path, out: Path) -> None:
-    """Save ``src`` with OpenImageDenoise on (relative texture paths remapped to ``out``)."""
+def as_creators_save(src: Path, out: Path, *, denoise: bool) -> None:
+    """Save ``src`` with what creators' files have on: adaptive sampling (threshold 0.01) and
+    Blender's default dither; OpenImageDenoise when ``denoise``. The farm renders it as saved."""
     bpy.ops.wm.open_mainfile(filepath=str(src), load_ui=False, use_scripts=False)
-    cycles = bpy.context.scene.cycles
-    cycles.use_denoising = True
-    cycles.denoiser = "OPENIMAGEDENOISE"
+    scene = bpy.context.scene
+    scene.cycles.use_adaptive_sampling = True
+    scene.cycles.adaptive_threshold = 0.01
+    scene.render.dither_intensity = 1.0
+    scene.cycles.use_denoising = denoise
+    if denoise:
+        scene.cycles.denoiser = "OPENIMAGEDENOISE"
     save(out)
 
 
 def main(out_dir: Path) -> None:
-    glossy = out_dir / "glossy_orbit.blend"
+    glossy = out_dir / "glossy_orbit_built.blend"
     build_glossy_orbit(glossy)
-    denoised_copy(glossy, out_dir / "glossy_orbit_denoised.blend")
-    denoised_copy(SAMPLE, out_dir / "spinning_cube_denoised.blend")
+    for name, src in (("glossy_orbit", glossy), ("spinning_cube", SAMPLE)):
+        as_creators_save(src, out_dir / f"{name}.blend", denoise=False)
+        as_creators_save(src, out_dir / f"{name}_denoised.blend", denoise=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from coordinator.domain.states import JobState, TaskState, job_state_from_frames
-from coordinator.intake import scene_inspection
+from coordinator.intake import render_notices, scene_inspection
 from coordinator.storage.models import FrameResultRecord, JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.store import UNPAID
 from frameproof.blender.worker import SceneInspection
@@ -49,7 +49,8 @@ def effective_settings(requested: pb.RenderSettings, scene: SceneInspection) -> 
         resolution_y=requested.resolution_y or scene.resolution_y,
         resolution_percentage=requested.resolution_percentage or scene.resolution_percentage,
         output_format=requested.output_format or pb.OUTPUT_FORMAT_PNG,
-        seed=requested.seed,  # fixed per job: any verifier can reproduce the node's noise
+        # only an explicit override: absent renders the scene's own seed (and animated seed)
+        seed=requested.seed if requested.HasField("seed") else None,
     )
 
 
@@ -70,6 +71,15 @@ def scene_info(record: SceneRecord) -> pb.SceneInfo:
         samples=scene.samples,
         camera=scene.camera or "",
         blender_version=scene.file_blender_version,
+        seed=scene.seed,
+        animated_seed=scene.animated_seed,
+        adaptive_sampling=scene.adaptive_sampling,
+        adaptive_threshold=scene.adaptive_threshold,
+        adaptive_min_samples=scene.adaptive_min_samples,
+        denoise=scene.denoise,
+        denoiser=scene.denoiser,
+        time_limit=scene.time_limit,
+        notices=render_notices(scene),
     )
 
 

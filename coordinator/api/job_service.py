@@ -19,7 +19,13 @@ from coordinator.budget import LEASE_SHORT, pause_reason, topup_suggestion
 from coordinator.domain.frames import FrameSpecError, chunk_frames, format_frames, parse_frames
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
-from coordinator.intake import IntakeError, MissingBlobsError, SceneIntake, resolve_frames
+from coordinator.intake import (
+    IntakeError,
+    MissingBlobsError,
+    SceneIntake,
+    render_notices,
+    resolve_frames,
+)
 from coordinator.intake import scene_inspection as inspection_of
 from coordinator.payments import CostEstimate, Payments, estimate
 from coordinator.payments.pricing import tokens_to_usd
@@ -166,6 +172,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             method=cost.quote.method,
             probe_frames=json.loads(probe.frames_json),
             note=probe.note,
+            notices=render_notices(inspection, settings.samples),
         )
 
     async def PrepareDeposit(self, request, context):
@@ -485,6 +492,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
                 problems.append(f"{name} must be 0 (the scene's own) or 1..65536")
         if not 0 <= settings.resolution_percentage <= 1000:
             problems.append("resolution_percentage must be 0 (the scene's own) or 1..1000")
+        if settings.HasField("seed") and settings.seed < 0:
+            problems.append("seed must be 0 or more (or absent: the scene's own)")
         if settings.output_format not in convert.EXTENSIONS and settings.output_format != 0:
             problems.append("unknown output format")
         try:

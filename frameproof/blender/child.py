@@ -122,6 +122,7 @@ class Child:
                 "missing": self.missing_dependencies(),
                 "output_media_type": render.image_settings.media_type,
                 "scripts_blocked": bool(bpy.app.autoexec_fail),
+                **scene_facts(scene),
             },
         }
 
@@ -171,7 +172,8 @@ class Child:
         """
         return os.path.normpath(self.bpy.path.abspath(path, library=library))
 
-    def render(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def load(self, msg: dict[str, Any]) -> Any:
+        """The job's scene with its settings applied (kept loaded for the next frames)."""
         bpy = self.bpy
         settings = msg.get("settings") or {}
         key = json.dumps([msg["blend"], settings, msg.get("device", "CPU")], sort_keys=True)
@@ -180,7 +182,17 @@ class Child:
             apply_settings(bpy.context.scene, settings)
             set_device(bpy, bpy.context.scene, msg.get("device", "CPU"))
             self.loaded_key = key
-        scene = bpy.context.scene
+        return bpy.context.scene
+
+    def strategy(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """How tiles of this job are reproduced (:func:`tile_strategy`)."""
+        scene = self.load(msg)
+        seed = int(scene.cycles.seed) if scene.render.engine == "CYCLES" else 0
+        return {"ok": True, "strategy": tile_strategy(scene), "seed": seed}
+
+    def render(self, msg: dict[str, Any]) -> dict[str, Any]:
+        bpy = self.bpy
+        scene = self.load(msg)
         if scene.camera is None:
             raise ValueError("the scene has no active camera: nothing to render")
         render = scene.render
@@ -188,7 +200,12 @@ class Child:
         render.threads_mode = "FIXED" if threads > 0 else "AUTO"
         if threads > 0:
             render.threads = threads
-        set_border(render, msg.get("border"))
+        strategy = ""
+        if msg.get("tile") is not None:
+            strategy = tile_strategy(scene)
+            set_border(render, tile_border(render, msg["tile"], strategy), crop=False)
+        else:
+            set_border(render, msg.get("border"))
         output = msg["output"]
         render.filepath = output
         render.use_file_extension = False  # write exactly the name the parent gave us
@@ -199,7 +216,8 @@ class Child:
         if not os.path.isfile(output):
             raise RuntimeError(f"Blender reported success but wrote no file at {output}")
         width, height = image_size(bpy, output)
-        return {"ok": True, "seconds": seconds, "width": width, "height": height}
+        return {"ok": True, "seconds": seconds, "width": width, "height": height,
+                "strategy": strategy}
 
 
 def scene_samples(scene: Any) -> int:
@@ -212,8 +230,24 @@ def scene_samples(scene: Any) -> int:
     return 1
 
 
+# Burned-in stamp fields that are the same on every machine; the others (date, time, render
+# time, memory, host, file name) differ per machine and would leak the node's paths.
+REPRODUCIBLE_STAMP_FIELDS = (
+    "use_stamp_frame", "use_stamp_frame_range", "use_stamp_camera", "use_stamp_lens",
+    "use_stamp_scene", "use_stamp_marker", "use_stamp_note", "use_stamp_labels",
+)
+# Margin (px) a tile of a denoised scene is rendered with: the denoiser sees the neighbours.
+DENOISE_MARGIN = 64
+
+
 def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
-    """Apply job overrides plus the normalisation every job gets (reproducible, script-free)."""
+    """Apply the creator's explicit overrides; everything else renders as saved.
+
+    Only what security or reproducibility needs is changed, and the creator is told at submit
+    (``coordinator.intake.render_notices``): a wall-clock time limit (its sample count would
+    depend on the machine: the full samples are rendered), Freestyle in Python-scripting mode
+    (it would run the scene's Python), metadata stamps that leak paths, dates and host names.
+    """
     render = scene.render
     engine = settings.get("engine") or ""
     if engine:
@@ -231,23 +265,17 @@ def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
         if value > 0:
             setattr(render, name, value)
     if render.engine == "CYCLES":
-        scene.cycles.time_limit = 0.0  # a time limit would make the sample count hardware-dependent
-        # Adaptive sampling decides per region: a border tile then stops at other sample counts
-        # than the full frame (measured: 0.5% of pixels off by up to 6 levels at 512 samples),
-        # so tiles could not be re-rendered exactly. Every pixel gets the job's samples.
-        scene.cycles.use_adaptive_sampling = False
+        scene.cycles.time_limit = 0.0  # wall-clock: the sample count would depend on the machine
         seed = settings.get("seed")
-        if seed is not None:
-            # A fixed seed makes renders reproducible, so a verifier can re-render tiles exactly.
-            # The scene's animated-seed flag is kept: it is per-frame deterministic as well.
+        if seed is not None:  # only an explicit creator override; the saved seed otherwise
             scene.cycles.seed = int(seed)
-    render.dither_intensity = 0.0
-    render.use_freestyle = False  # Freestyle line styles can run Python
+    if freestyle_runs_python(scene):
+        render.use_freestyle = False
     render.use_persistent_data = True  # keep Cycles' scene data between frames of a warm child
-    render.use_stamp = False
-    for prop in render.bl_rna.properties:  # no dates, paths, host names in file metadata
-        if prop.identifier.startswith("use_stamp_") and prop.identifier != "use_stamp_labels":
-            setattr(render, prop.identifier, False)
+    for prop in render.bl_rna.properties:  # no dates, paths, host names in pixels or metadata
+        name = prop.identifier
+        if name.startswith("use_stamp_") and name not in REPRODUCIBLE_STAMP_FIELDS:
+            setattr(render, name, False)
     image = render.image_settings
     image.media_type = "IMAGE"  # bpy 5.0: must precede file_format (scene may output video)
     fmt = (settings.get("output_format") or "PNG").upper()
@@ -263,6 +291,59 @@ def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
         image.exr_codec = "ZIP"
     else:
         raise ValueError(f"unsupported output format {fmt!r}; expected PNG or EXR")
+
+
+def freestyle_runs_python(scene: Any) -> bool:
+    """Freestyle in Python-scripting mode runs the scene's style modules (text blocks)."""
+    if not scene.render.use_freestyle:
+        return False
+    return any(layer.use_freestyle and layer.freestyle_settings.mode == "SCRIPT"
+               for layer in scene.view_layers)
+
+
+def denoises(scene: Any) -> bool:
+    """The final image is denoised (Cycles' render denoiser)."""
+    return scene.render.engine == "CYCLES" and bool(scene.cycles.use_denoising)
+
+
+def tile_strategy(scene: Any) -> str:
+    """How a tile of this scene is reproduced exactly or closely (see :func:`tile_border`).
+
+    ``tile``: a border render of the tile alone is bit-identical to the full frame's region.
+    ``padded``: the denoiser sees neighbours, so the tile is rendered with a margin and is
+    close, not identical. ``whole``: Freestyle lines and burned-in stamps are laid out over
+    the whole frame, so only a full render reproduces them.
+    """
+    if render_uses_whole_frame(scene):
+        return "whole"
+    return "padded" if denoises(scene) else "tile"
+
+
+def render_uses_whole_frame(scene: Any) -> bool:
+    return bool(scene.render.use_freestyle or scene.render.use_stamp)
+
+
+def scene_facts(scene: Any) -> dict[str, Any]:
+    """The saved settings intake reports to the creator (all kept as saved, except as noted)."""
+    cycles = scene.cycles if scene.render.engine == "CYCLES" else None
+    facts: dict[str, Any] = {
+        "dither": float(scene.render.dither_intensity),
+        "freestyle": bool(scene.render.use_freestyle),
+        "freestyle_scripts": freestyle_runs_python(scene),
+        "stamp_burned": bool(scene.render.use_stamp),
+    }
+    if cycles is not None:
+        facts.update(
+            seed=int(cycles.seed),
+            animated_seed=bool(cycles.use_animated_seed),
+            adaptive_sampling=bool(cycles.use_adaptive_sampling),
+            adaptive_threshold=float(cycles.adaptive_threshold),
+            adaptive_min_samples=int(cycles.adaptive_min_samples),
+            denoise=bool(cycles.use_denoising),
+            denoiser=str(cycles.denoiser) if cycles.use_denoising else "",
+            time_limit=float(cycles.time_limit),
+        )
+    return facts
 
 
 def set_device(bpy: Any, scene: Any, device: str) -> None:
@@ -286,8 +367,35 @@ def set_device(bpy: Any, scene: Any, device: str) -> None:
     scene.cycles.device = "GPU"
 
 
-def set_border(render: Any, border: list[float] | None) -> None:
-    """Render only a region (for tile re-renders); the file is cropped to it."""
+def tile_border(render: Any, tile: list[int], strategy: str) -> list[float] | None:
+    """Blender border (fractions, Y up) for a pixel tile ``[x, y, w, h]`` (top-left origin).
+
+    ``padded`` widens it by :data:`DENOISE_MARGIN` on every side; ``whole`` renders the frame.
+    Blender truncates ``fraction x size``, so a quarter pixel is added to every edge.
+    """
+    if strategy == "whole":
+        return None
+    scale = render.resolution_percentage / 100
+    width, height = int(render.resolution_x * scale), int(render.resolution_y * scale)
+    x, y, w, h = (int(v) for v in tile)
+    if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width and y + h <= height):
+        raise ValueError(f"tile {tile!r} is not inside the {width}x{height} frame")
+    if strategy == "padded":
+        x0, y0 = max(0, x - DENOISE_MARGIN), max(0, y - DENOISE_MARGIN)
+        x1, y1 = min(width, x + w + DENOISE_MARGIN), min(height, y + h + DENOISE_MARGIN)
+        x, y, w, h = x0, y0, x1 - x0, y1 - y0
+    return [(x + 0.25) / width, min((x + w + 0.25) / width, 1.0),
+            (height - (y + h) + 0.25) / height, min((height - y + 0.25) / height, 1.0)]
+
+
+def set_border(render: Any, border: list[float] | None, *, crop: bool = True) -> None:
+    """Render only a region (for tile re-renders).
+
+    ``crop=False`` keeps the frame's size with the region in place: Blender's dither is hashed
+    by pixel position, so only then do a tile's 8-bit pixels equal the full frame's (measured:
+    a cropped tile of a dithered scene had 33-41% of pixels equal, max 2 levels; uncropped,
+    all equal).
+    """
     if border is None:
         render.use_border = False
         render.use_crop_to_border = False
@@ -296,7 +404,7 @@ def set_border(render: Any, border: list[float] | None) -> None:
     if not (0.0 <= min_x < max_x <= 1.0 and 0.0 <= min_y < max_y <= 1.0):
         raise ValueError(f"invalid border {border!r}: need 0 <= min < max <= 1 on both axes")
     render.use_border = True
-    render.use_crop_to_border = True
+    render.use_crop_to_border = crop
     render.border_min_x, render.border_max_x = min_x, max_x
     render.border_min_y, render.border_max_y = min_y, max_y
 
@@ -313,7 +421,8 @@ def image_size(bpy: Any, path: str) -> tuple[int, int]:
 
 def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
     """Answer commands until ``quit`` or until the parent closes the command pipe."""
-    handlers = {"ping": child.ping, "inspect": child.inspect, "render": child.render}
+    handlers = {"ping": child.ping, "inspect": child.inspect, "render": child.render,
+                "strategy": child.strategy}
     for line in commands:
         if not line.strip():
             continue

@@ -36,7 +36,7 @@ class RenderSettings:
     resolution_y: int = 0
     resolution_percentage: int = 0
     output_format: str = "PNG"  # "PNG" or "EXR"
-    seed: int | None = None  # Cycles seed; None keeps the scene's (verifiers re-render same-seed)
+    seed: int | None = None  # Cycles seed override; None renders the scene's own seed
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,19 @@ class SceneInspection:
     missing: list[str]
     output_media_type: str
     scripts_blocked: bool = False  # the file contained scripts that were not run
+    # Saved settings the farm keeps (Cycles only; defaults for records made before them).
+    seed: int = 0
+    animated_seed: bool = False
+    adaptive_sampling: bool = False
+    adaptive_threshold: float = 0.0
+    adaptive_min_samples: int = 0
+    denoise: bool = False
+    denoiser: str = ""
+    time_limit: float = 0.0  # seconds; not reproducible: the farm renders the full samples
+    dither: float = 0.0
+    freestyle: bool = False
+    freestyle_scripts: bool = False  # Python-scripting mode: turned off by the farm
+    stamp_burned: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,16 @@ class RenderResult:
     height: int
     blender_version: str
     device: str
+    # for tile renders: "tile" (exact), "padded" (denoised, close) or "whole" (full frame)
+    strategy: str = ""
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How the verifier reproduces a tile of a job (see ``child.tile_strategy``)."""
+
+    strategy: str  # "tile" (alone, exact), "padded" (denoised: with a margin), "whole"
+    seed: int  # the Cycles seed the job renders with (the scene's unless overridden)
 
 
 class BlenderError(Exception):
@@ -136,9 +159,16 @@ class BlenderWorker:
         settings: RenderSettings,
         *,
         border: tuple[float, float, float, float] | None = None,
+        tile: tuple[int, int, int, int] | None = None,
         timeout: float = 600.0,
     ) -> RenderResult:
-        """Render one frame to ``output`` (written atomically, PNG metadata stripped)."""
+        """Render one frame to ``output`` (written atomically, PNG metadata stripped).
+
+        ``border`` renders a region cropped to it; ``tile`` (x, y, w, h in pixels, top-left
+        origin) renders what reproduces that tile of the full frame (the tile, the tile with
+        a margin for denoised scenes, or the whole frame: ``RenderResult.strategy``) into a
+        file of the full frame's size, to be cropped by the caller.
+        """
         output = Path(output).resolve()
         output.parent.mkdir(parents=True, exist_ok=True)
         fmt = settings.output_format.upper()
@@ -154,6 +184,7 @@ class BlenderWorker:
             "settings": asdict(settings),
             "threads": self.threads,
             "border": list(border) if border is not None else None,
+            "tile": list(tile) if tile is not None else None,
             "device": self.device,
             "cpu_seconds": self.cpu_seconds,
         }
@@ -172,7 +203,19 @@ class BlenderWorker:
             height=height,
             blender_version=version,
             device=self.device,
+            strategy=str(reply.get("strategy") or ""),
         )
+
+    def tile_plan(self, blend: Path, settings: RenderSettings, *,
+                  timeout: float = 120.0) -> TilePlan:
+        """How a tile of this job is reproduced, and the seed it renders with.
+
+        Loads the scene with the job's settings, so the next render of it starts warm.
+        """
+        reply = self._call({"cmd": "strategy", "blend": str(Path(blend).resolve()),
+                            "settings": asdict(settings), "device": self.device,
+                            "cpu_seconds": self.cpu_seconds}, timeout)
+        return TilePlan(str(reply["strategy"]), int(reply["seed"]))
 
     def close(self) -> None:
         """Ask the child to quit, then make sure it is gone."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from frameproof.cli.common import err, fail, money, out, print_json
-from frameproof.cli.submit import estimate_json, job_options, upload_scene
+from frameproof.cli.submit import estimate_json, job_options, print_notices, upload_scene
 from frameproof.client import FarmClient
 from frameproof.creator import FORMATS, Creator
 from frameproof.v1 import farm_pb2 as pb
@@ -22,6 +22,8 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=0)
     parser.add_argument("--resolution-percentage", type=int, default=0)
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Cycles seed (default: the scene's own, as saved)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -42,6 +44,7 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
         out.print(probe_line(estimate))
         out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} "
                   f"({result['escrow_tokens']} tokens; change with --max-cost)")
+        print_notices(estimate)
     return 0
 
 

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", default="", help="WIDTHxHEIGHT (default: the scene's)")
     parser.add_argument("--resolution-percentage", type=int, default=0)
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Cycles seed (default: the scene's own, as saved)")
     parser.add_argument("--tier", type=int, choices=(1, 2, 3), default=3,
                         help="1: trusted nodes only, 2: priority, 3: economy (default)")
     parser.add_argument("--max-cost", type=float, default=0.0,
@@ -52,7 +54,7 @@ def job_options(args: argparse.Namespace) -> JobOptions:
         max_cost_usd=getattr(args, "max_cost", 0.0), name=getattr(args, "name", ""),
         engine=getattr(args, "engine", ""), samples=args.samples, resolution_x=width,
         resolution_y=height, resolution_percentage=args.resolution_percentage,
-        output_format=args.format)
+        output_format=args.format, seed=getattr(args, "seed", None))
 
 
 def run(args: argparse.Namespace, client: FarmClient) -> int:
@@ -88,6 +90,7 @@ def estimate_json(estimate: pb.Estimate, tier: int) -> dict[str, object]:
         "escrow_tokens": tokens(estimate.tokens, estimate.decimals),
         "token_price_usd": estimate.token_price_usd,
         "method": estimate.method,
+        "notices": list(estimate.notices),
         "probe_frames": list(estimate.probe_frames),
         "note": estimate.note,
     }
@@ -99,8 +102,15 @@ def _show_estimate(options: JobOptions) -> Callable[[pb.Estimate, float], None]:
                   f"{options.tier} (range ${estimate.cost_low_usd:.6f}.."
                   f"${estimate.cost_high_usd:.6f}, {estimate.method}); escrowing up to "
                   f"${max_cost:.6f}")
+        print_notices(estimate)
 
     return show
+
+
+def print_notices(estimate: pb.Estimate) -> None:
+    """One line per setting the farm cannot render as saved (e.g. a wall-clock time limit)."""
+    for notice in estimate.notices:
+        err.print(f"note: {notice}", markup=False, highlight=False)
 
 
 def upload_scene(creator: Creator, scene: Path) -> UploadedScene:
