@@ -238,6 +238,10 @@ REPRODUCIBLE_STAMP_FIELDS = (
 )
 # Margin (px) a tile of a denoised scene is rendered with: the denoiser sees the neighbours.
 DENOISE_MARGIN = 64
+# Margin (px) of every other tile: adaptive sampling's convergence test looks at neighbouring
+# pixels. Measured at 512 samples, seed 7, threshold 0.01: a bare tile had 98.3-99.2% of
+# pixels equal (max 6 levels); with 4 px or more, every pixel equal.
+TILE_MARGIN = 8
 
 
 def apply_settings(scene: Any, settings: dict[str, Any]) -> None:
@@ -309,7 +313,8 @@ def denoises(scene: Any) -> bool:
 def tile_strategy(scene: Any) -> str:
     """How a tile of this scene is reproduced exactly or closely (see :func:`tile_border`).
 
-    ``tile``: a border render of the tile alone is bit-identical to the full frame's region.
+    ``tile``: a border render of the tile (with a few pixels of margin for adaptive sampling) is
+    bit-identical to the full frame's region.
     ``padded``: the denoiser sees neighbours, so the tile is rendered with a margin and is
     close, not identical. ``whole``: Freestyle lines and burned-in stamps are laid out over
     the whole frame, so only a full render reproduces them.
@@ -370,8 +375,9 @@ def set_device(bpy: Any, scene: Any, device: str) -> None:
 def tile_border(render: Any, tile: list[int], strategy: str) -> list[float] | None:
     """Blender border (fractions, Y up) for a pixel tile ``[x, y, w, h]`` (top-left origin).
 
-    ``padded`` widens it by :data:`DENOISE_MARGIN` on every side; ``whole`` renders the frame.
-    Blender truncates ``fraction x size``, so a quarter pixel is added to every edge.
+    The tile is widened by :data:`TILE_MARGIN` (``padded``: :data:`DENOISE_MARGIN`) on every
+    side, inside the frame; ``whole`` renders the frame. Blender truncates ``fraction x size``,
+    so a quarter pixel is added to every edge.
     """
     if strategy == "whole":
         return None
@@ -380,10 +386,10 @@ def tile_border(render: Any, tile: list[int], strategy: str) -> list[float] | No
     x, y, w, h = (int(v) for v in tile)
     if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width and y + h <= height):
         raise ValueError(f"tile {tile!r} is not inside the {width}x{height} frame")
-    if strategy == "padded":
-        x0, y0 = max(0, x - DENOISE_MARGIN), max(0, y - DENOISE_MARGIN)
-        x1, y1 = min(width, x + w + DENOISE_MARGIN), min(height, y + h + DENOISE_MARGIN)
-        x, y, w, h = x0, y0, x1 - x0, y1 - y0
+    margin = DENOISE_MARGIN if strategy == "padded" else TILE_MARGIN
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(width, x + w + margin), min(height, y + h + margin)
+    x, y, w, h = x0, y0, x1 - x0, y1 - y0
     return [(x + 0.25) / width, min((x + w + 0.25) / width, 1.0),
             (height - (y + h) + 0.25) / height, min((height - y + 0.25) / height, 1.0)]
 
