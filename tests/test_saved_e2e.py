@@ -49,7 +49,7 @@ def wait_until_verified(client: FarmClient, job_id: str) -> list[pb.Frame]:
         final = frames(client, job_id)
         return final if all(f.verification.startswith("passed") for f in final) else None
 
-    return wait_for(verified, timeout=120)
+    return wait_for(verified, timeout=300)
 
 
 def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def submit_with_cli(client: FarmClient, blend: Path,
 def cheater_then_honest(farm: LocalFarm, client: FarmClient, job_id: str) -> tuple[str, str]:
     """The cheater alone has the queue until it delivered two frames, then an honest node."""
     cheater = node_id_of(farm, "cheater")
-    wait_for(lambda: standing(client, cheater).standing.leases_completed >= 2, timeout=120)
+    wait_for(lambda: standing(client, cheater).standing.leases_completed >= 2, timeout=240)
     farm.start_node("honest")
     wait_until_registered(farm, ["honest"])
     return cheater, node_id_of(farm, "honest")
@@ -137,5 +137,5 @@ def test_a_denoised_scene_is_verified_and_a_cheater_caught(
     assert cheats.standing.frames_failed >= 2
     assert cheats.standing.reputation < good.standing.reputation
     modes = {json.loads(e.details_json)["mode"] for e in cheats.history if e.kind == "failed"}
-    assert modes == {"exact (denoised: tiles with a margin)"}, modes
+    assert modes == {"exact, denoised"}, modes
     assert_frames_as_saved(files, blend, tmp_path / "reference")

@@ -154,13 +154,13 @@ def check_frame(
     strategy = plan.strategy
     close = strategy == "padded"
     if close:
-        mode += " (denoised: tiles with a margin)"
+        mode += ", denoised"  # tiles with a margin, judged close; the whole frame exactly
     outcome = CheckOutcome(False, "", mode, pixel_sha)
     render = _tile_renderer(job, worker, scratch, outcome, plan.seed)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
     if strategy == "whole":
         count = 0
-        outcome.mode = mode = f"{mode} (whole frame)"
+        outcome.mode = mode = f"{mode}, whole frame"
     judged = judge_with_escalation(
         image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render,
         close=close and exact,
