@@ -542,17 +542,19 @@ def simulation_table(detect: dict[str, float], fp: float, runs: dict[str, int]) 
 # -- cost --------------------------------------------------------------------------------------
 
 
-def measure_cost(worker: BlenderWorker, work: Path) -> dict[str, float]:
-    """One 1280x720 frame and three 128² border tiles of the sample scene (16 samples)."""
+def measure_cost(worker: BlenderWorker, work: Path, percentage: int) -> dict[str, float]:
+    """One frame of the sample scene at ``percentage`` of 320x180 (400: 1280x720, 128² tiles)
+    and its border tiles (16 samples), plain and denoised."""
     worker.threads = 2
     blend = work / "scenes" / "spinning_cube.blend"
-    settings = RenderSettings(samples=SAMPLES, seed=0, resolution_percentage=400)
+    settings = RenderSettings(samples=SAMPLES, seed=0, resolution_percentage=percentage)
+    width, height = 320 * percentage // 100, 180 * percentage // 100
     full = worker.render_frame(blend, 12, work / "cost" / "full.png", settings)
     node = read_rgb(full.output)
     times = []
     t0 = time.perf_counter()
     chosen = tiles.choose_tiles(node, STAT_TILES, random.Random(3))
-    second_seed = RenderSettings(samples=SAMPLES, seed=1, resolution_percentage=400)
+    second_seed = RenderSettings(samples=SAMPLES, seed=1, resolution_percentage=percentage)
     for i, tile in enumerate(chosen):
         refs = []
         for j, job in enumerate((settings, second_seed)):
@@ -562,7 +564,7 @@ def measure_cost(worker: BlenderWorker, work: Path) -> dict[str, float]:
                 12,
                 work / "cost" / f"tile{i}_{j}.png",
                 job,
-                border=tiles.to_border(tile, 1280, 720),
+                border=tiles.to_border(tile, width, height),
             )
             times.append(time.perf_counter() - t)
             refs.append(read_rgb(out.output))
@@ -581,6 +583,7 @@ def measure_cost(worker: BlenderWorker, work: Path) -> dict[str, float]:
         "check_stat": time.perf_counter() - t0,
         "tile_px": chosen[0].w,
         "frame_dn": full_dn.seconds,
+        "size": f"{width}x{height}",
         "tile_dn": float(np.mean(padded)),
     }
 
@@ -602,6 +605,7 @@ def write_report(path: Path, ctx: dict) -> None:
         + (" --quick (smoke run: small numbers)" if ctx["quick"] else "")
         + f" in {ctx['elapsed']:.0f} s on this 2-core machine (bpy {ctx['blender']}, Cycles CPU).",
         "Every number below was measured in that run; rerun the command to reproduce them.",
+        f"Run size: `{ctx['argv']}` (smaller than the defaults: the machine was shared).",
         "",
         "## Setup",
         "",
@@ -762,7 +766,7 @@ def write_report(path: Path, ctx: dict) -> None:
     per_check = {"exact": EXACT_TILES * c["tile"], "statistical": 2 * STAT_TILES * c["tile"]}
     lines += [
         "",
-        "## Verification cost (sample scene at 1280x720, 16 samples, 2 threads)",
+        f"## Verification cost (sample scene at {c['size']}, 16 samples, 2 threads)",
         "",
         f"Measured: full frame {c['frame']:.1f} s ({c['frame_dn']:.1f} s denoised); one "
         f"{c['tile_px']}² tile with a 64-px margin on the denoised copy {c['tile_dn']:.2f} s; "
@@ -888,6 +892,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: few frames and runs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "VERIFICATION.md")
     parser.add_argument("--frame-step", type=int, default=2, help="frames 1-24, every N")
+    parser.add_argument("--cost-percentage", type=int, default=400,
+                        help="cost measured at this %% of 320x180 (400: 1280x720)")
     parser.add_argument("--draws", type=int, default=6, help="tile draws per checked frame")
     parser.add_argument("--denoised-frames", type=int, default=6,
                         help="frames per scene checked as denoised jobs (real tile renders)")
@@ -912,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
             denoised = run_denoised_checks(worker, scenes, frames, denoised_frames, draws, work)
             print(f"{denoised['renders']} denoised tiles rendered; measuring cost ...",
                   flush=True)
-            cost = measure_cost(worker, work)
+            cost = measure_cost(worker, work, args.cost_percentage)
             blender = worker.blender_version()
         print(f"renders done at {time.perf_counter() - t0:.0f} s; checking ...", flush=True)
         names = list(scenes)
@@ -939,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     sim += simulation_table({"stress: FP 1e-3": detect["statistical"]}, 1e-3, runs)
     ctx = {
         "quick": args.quick,
+        "argv": " ".join(["bench/verification_bench.py", *(argv if argv is not None
+                                                              else sys.argv[1:])]),
         "elapsed": time.perf_counter() - t0,
         "blender": blender,
         "frames": f"{frame_ids[0]}-{frame_ids[-1]} (every {frame_ids[1] - frame_ids[0]})",
