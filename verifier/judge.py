@@ -70,11 +70,14 @@ class Thresholds:
     # honest max |Δ| ≤ 4 levels, ≥ 87.7% equal pixels, mean |Δ| ≤ 0.05; a 3/4-sample denoised
     # cheat max |Δ| 7-15 in detailed tiles, a 1/4-sample one 18-30. Grey escalates to the
     # whole frame, which is re-rendered exactly (denoised full frames are bit-identical).
+    # bench/verification_bench.py then saw honest tiles up to max |Δ| 13, mean 0.50 (the
+    # denoiser's auto-exposure sees the whole region), so a close tile fails only when it is
+    # grossly different (mean |Δ| above 4x the honest worst); sample cuts are left grey and
+    # the exact whole frame decides them: no honest frame can fail on a tile.
     close_max_diff: int = 4
     close_equal_fraction: float = 0.85
     close_mean_diff: float = 0.10
-    close_fail_diff: int = 8  # levels; pixels beyond it are evidence of a different render
-    close_fail_fraction: float = 0.002
+    close_fail_mean: float = 2.0
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -146,17 +149,12 @@ def _judge_close(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdi
         "equal_fraction": float((per_pixel == 0).mean()),
         "max_abs_diff": float(diff.max(initial=0)),
         "mean_abs_diff": float(diff.mean()),
-        "beyond_fail_fraction": float((per_pixel > th.close_fail_diff).mean()),
     }
     what = (f"{scores['equal_fraction']:.2%} equal, max |Δ| {scores['max_abs_diff']:.0f}, "
             f"mean |Δ| {scores['mean_abs_diff']:.3f}")
-    if scores["beyond_fail_fraction"] >= th.close_fail_fraction:
-        return TileVerdict(
-            Outcome.FAIL,
-            f"differs from the denoised re-render ({what}; "
-            f"{scores['beyond_fail_fraction']:.2%} of pixels off by > {th.close_fail_diff})",
-            scores,
-        )
+    if scores["mean_abs_diff"] > th.close_fail_mean:
+        return TileVerdict(Outcome.FAIL, f"differs grossly from the denoised re-render ({what})",
+                           scores)
     if (
         scores["max_abs_diff"] <= th.close_max_diff
         and scores["equal_fraction"] >= th.close_equal_fraction
