@@ -104,17 +104,17 @@ def test_an_unknown_scene_is_a_failed_precondition(client):
 
 
 @pytest.mark.parametrize(
-    ("frames_spec", "message"),
-    [
-        ("20-30", "outside the scene's range 1-24"),
-        ("0", "outside the scene's range 1-24"),
-        ("5-1", "runs backwards"),
-        ("1,,2", "empty item"),
-        ("one-two", "is not a frame number"),
+    ("frames_spec", "message", "exit_code"),
+    [  # 1: the coordinator refused (it knows the scene's range); 2: bad input, caught locally
+        ("20-30", "outside the scene's range 1-24", 1),
+        ("0", "outside the scene's range 1-24", 1),
+        ("5-1", "runs backwards", 2),
+        ("1,,2", "empty item", 2),
+        ("one-two", "is not a frame number", 2),
     ],
 )
-def test_wrong_frame_ranges_are_refused(coordinator, frames_spec, message, capsys):
-    assert cli(coordinator, "submit", SAMPLE_SCENE, "--frames", frames_spec) == 1
+def test_wrong_frame_ranges_are_refused(coordinator, frames_spec, message, exit_code, capsys):
+    assert cli(coordinator, "submit", SAMPLE_SCENE, "--frames", frames_spec) == exit_code
     assert message in capsys.readouterr().err
 
 
