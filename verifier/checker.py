@@ -148,13 +148,13 @@ def check_frame(
         and job.node_device.upper() == worker.device.upper()
     )
     mode = "exact" if exact else "statistical"
-    # How this scene's tiles are reproduced: alone (exact), with a margin (denoised: close),
-    # or only by the whole frame (Freestyle, burned-in stamps).
+    # How this scene's tiles are reproduced: alone (exact), with a margin (denoised or volume:
+    # close), or only by the whole frame (Freestyle, burned-in stamps, EEVEE).
     plan = worker.tile_plan(job.blend, job.settings)
     strategy = plan.strategy
-    close = strategy == "padded"
-    if close:
-        mode += ", denoised"  # tiles with a margin, judged close; the whole frame exactly
+    close = strategy in ("padded", "close")
+    if close:  # tiles with a margin, judged close; the whole frame exactly
+        mode += ", denoised" if strategy == "padded" else ", close"
     outcome = CheckOutcome(False, "", mode, pixel_sha)
     render = _tile_renderer(job, worker, scratch, outcome, plan.seed)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)

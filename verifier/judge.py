@@ -3,8 +3,9 @@ full re-render on a trusted node of the node's own device class).
 
 Two modes. **Exact** (node and verifier share Blender build, device class and seed): the tile
 must be pixel-identical up to a tiny tolerance; this catches every cheat we tried with one tile.
-On a denoised scene a tile is re-rendered with a margin and must be *close* (the denoiser sees
-neighbours); anything short of clearly matching escalates to an exact whole-frame re-render.
+On a denoised or volume scene a tile is re-rendered with a margin and must be *close* (the
+denoiser sees neighbours); anything short of clearly matching escalates to an exact whole-frame
+re-render. EEVEE scenes are re-rendered whole and compared exactly.
 **Statistical** (different device class, simulated with a different seed): the node's tile
 must look like *a* render of the same frame (blurred SSIM), carry the noise level of the job's
 sample count (noise ratio, also judged over the whole frame), have path-tracing noise that
@@ -140,7 +141,7 @@ def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdi
 
 
 def _judge_close(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdict:
-    """Denoised tile vs a re-render with a margin: tiny, sparse differences only."""
+    """Denoised or volume tile vs a re-render with a margin: tiny, sparse differences only."""
     a = metrics.to_uint8(node).astype(np.int16)[..., :3]
     b = metrics.to_uint8(ref).astype(np.int16)[..., :3]
     diff = np.abs(a - b)
@@ -153,15 +154,16 @@ def _judge_close(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdi
     what = (f"{scores['equal_fraction']:.2%} equal, max |Δ| {scores['max_abs_diff']:.0f}, "
             f"mean |Δ| {scores['mean_abs_diff']:.3f}")
     if scores["mean_abs_diff"] > th.close_fail_mean:
-        return TileVerdict(Outcome.FAIL, f"differs grossly from the denoised re-render ({what})",
-                           scores)
+        return TileVerdict(
+            Outcome.FAIL, f"differs grossly from the re-render with a margin ({what})", scores
+        )
     if (
         scores["max_abs_diff"] <= th.close_max_diff
         and scores["equal_fraction"] >= th.close_equal_fraction
         and scores["mean_abs_diff"] <= th.close_mean_diff
     ):
-        return TileVerdict(Outcome.PASS, f"matches the denoised re-render ({what})", scores)
-    return TileVerdict(Outcome.GREY, f"near the denoised re-render ({what}): escalate", scores)
+        return TileVerdict(Outcome.PASS, f"matches the re-render with a margin ({what})", scores)
+    return TileVerdict(Outcome.GREY, f"near the re-render with a margin ({what}): escalate", scores)
 
 
 def _judge_statistical(

@@ -79,7 +79,7 @@ class RenderResult:
     height: int
     blender_version: str
     device: str
-    # for tile renders: "tile" (exact), "padded" (denoised, close) or "whole" (full frame)
+    # for tile renders: "tile" (exact), "padded" (denoised, close), "close" (volume) or "whole"
     strategy: str = ""
 
 
@@ -87,7 +87,7 @@ class RenderResult:
 class TilePlan:
     """How the verifier reproduces a tile of a job (see ``child.tile_strategy``)."""
 
-    strategy: str  # "tile" (alone, exact), "padded" (denoised: with a margin), "whole"
+    strategy: str  # "tile" (exact), "padded" (denoised), "close" (volume): with a margin; "whole"
     seed: int  # the Cycles seed the job renders with (the scene's unless overridden)
 
 
