@@ -119,7 +119,7 @@ def test_wrong_frame_ranges_are_refused(coordinator, frames_spec, message, exit_
 
 
 def test_an_engine_the_farm_cannot_render_is_refused(coordinator, capsys):
-    assert cli(coordinator, "submit", SAMPLE_SCENE, "--engine", "BLENDER_GAME") == 1
+    assert cli(coordinator, "submit", SAMPLE_SCENE, "--engine", "BLENDER_GAME") == 2  # bad input
     assert "not supported" in capsys.readouterr().err
 
 
