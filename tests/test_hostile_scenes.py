@@ -27,6 +27,7 @@ from frameproof.blender import (
     RenderSettings,
 )
 from frameproof.client import FarmClient
+from frameproof.creator import Creator
 from frameproof.localfarm import LocalFarm
 from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
@@ -218,8 +219,13 @@ def test_hostile_scene_jobs_fail_with_a_reason_while_another_job_completes(
         with farm.client() as client:
             hog = submit_sample(client, scenes / "memory_hog.blend", "1", samples=0,
                                 resolution_percentage=0)
+            # A million samples: the measured-price quote (here its pixels x samples fallback,
+            # as the probe gives up) is far above the default test budget, and a job whose
+            # next frame cannot be paid is paused, never leased. Fund it, so the node's
+            # frame timeout is what stops it.
+            Creator(client).airdrop(1000)
             slow = submit_sample(client, scenes / "slow.blend", "1", samples=0,
-                                 resolution_percentage=0)
+                                 resolution_percentage=0, max_cost_usd=450.0)
             good = submit_sample(client, SAMPLE_SCENE, "1-2")
             wait_until_done(client, good.job_id, timeout=300)
 

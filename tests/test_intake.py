@@ -119,8 +119,14 @@ def test_wrong_frame_ranges_are_refused(coordinator, frames_spec, message, exit_
 
 
 def test_an_engine_the_farm_cannot_render_is_refused(coordinator, capsys):
+    # The CLI knows the engines and refuses before packing; the coordinator refuses too.
     assert cli(coordinator, "submit", SAMPLE_SCENE, "--engine", "BLENDER_GAME") == 2  # bad input
-    assert "not supported" in capsys.readouterr().err
+    assert "not a render engine" in capsys.readouterr().err
+    with coordinator.client() as client:
+        error = submit_error(client, _sample_scene_id(coordinator),
+                             settings=pb.RenderSettings(engine="BLENDER_GAME"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "not supported" in error.details()
 
 
 def test_bad_settings_are_refused(client, coordinator):
