@@ -36,8 +36,6 @@ from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.payments.epochs import allocate
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
 from coordinator.payments.models import (
-    OP_DROPPED,
-    OP_FAILED,
     OP_SENT,
     BondRecord,
     ChainOpRecord,
@@ -318,11 +316,7 @@ class Bonds:
                 session.commit()
             except IntegrityError as exc:
                 raise PaymentError("this signed bond was already used") from exc
-        state = self._journal.drive(op.op_id)
-        if state == OP_FAILED:
-            raise PaymentError(f"the bond failed on chain: {self._journal.op(op.op_id).error}")
-        if state == OP_DROPPED:
-            raise PaymentError("the bond expired before it landed; sign a new one")
+        self._journal.drive_signed(op.op_id, "the bond")
         return self.status(node_id)
 
     # --- leaving ---------------------------------------------------------------------------------

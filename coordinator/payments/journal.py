@@ -60,6 +60,19 @@ class OpJournal:
             raise PaymentError(f"unknown chain operation {op_id}")
         return op
 
+    def drive_signed(self, op_id: str, what: str) -> str:
+        """Drive a transfer the payer signed; its failure is the payer's to hear, not a retry.
+
+        Returns the state (landed, or sent while pending); failed or expired raise PaymentError
+        naming ``what`` ("the deposit", "the bond", ...).
+        """
+        state = self.drive(op_id)
+        if state == OP_FAILED:
+            raise PaymentError(f"{what} failed on chain: {self.op(op_id).error}")
+        if state == OP_DROPPED:
+            raise PaymentError(f"{what} expired before it landed; sign a new one")
+        return state
+
     def drive(self, op_id: str) -> str:
         """Take one op as far as it goes now; returns its state (sent = still pending)."""
         for _ in range(MAX_DRIVE_ATTEMPTS):

@@ -37,8 +37,6 @@ from coordinator.payments.journal import (
     parse_pubkey,
 )
 from coordinator.payments.models import (
-    OP_DROPPED,
-    OP_FAILED,
     OP_LANDED,
     OP_NEW,
     OP_SENT,
@@ -214,13 +212,9 @@ class Payments:
                 raise PaymentError(
                     "this signed deposit was already used, or the job already has escrow"
                 ) from exc
-        state = self._journal.drive(op.op_id)
+        self._journal.drive_signed(op.op_id, "the deposit")
         billing = self._billing(job_id)
         assert billing is not None
-        if state == OP_FAILED:
-            raise PaymentError(f"the deposit failed on chain: {self._journal.op(op.op_id).error}")
-        if state == OP_DROPPED:
-            raise PaymentError("the deposit expired before it landed; sign a new one")
         return self._escrow_receipt(billing)
 
     def top_up(self, job_id: str, creator: str, signed_deposit: bytes,
@@ -277,11 +271,7 @@ class Payments:
                 session.commit()
             except IntegrityError as exc:
                 raise PaymentError("this signed deposit was already used") from exc
-        state = self._journal.drive(op.op_id)
-        if state == OP_FAILED:
-            raise PaymentError(f"the top-up failed on chain: {self._journal.op(op.op_id).error}")
-        if state == OP_DROPPED:
-            raise PaymentError("the top-up expired before it landed; sign a new one")
+        state = self._journal.drive_signed(op.op_id, "the top-up")
         landed = self._journal.op(op.op_id)
         return EscrowReceipt(job_id, creator, amount, landed.signature or "",
                              "open" if state == OP_LANDED else "opening")
