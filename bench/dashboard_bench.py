@@ -34,15 +34,7 @@ from coordinator import web  # noqa: E402
 from coordinator.blobstore import BlobStore  # noqa: E402
 from coordinator.dashboard import FRAME_PAGE_SIZE, PAGE_SIZE, dashboard_routes  # noqa: E402
 from coordinator.dashboard.thumbnails import Thumbnails  # noqa: E402
-from coordinator.payments import ledger  # noqa: E402
-from coordinator.payments.models import (  # noqa: E402
-    ChainOpRecord,
-    EpochRecord,
-    FrameChargeRecord,
-    JobBillingRecord,
-    LedgerLineRecord,
-    PostingRecord,
-)
+from coordinator.storage import ledger  # noqa: E402
 from coordinator.storage.dashboard import DashboardQueries, Page  # noqa: E402
 from coordinator.storage.database import open_database, sqlite_url  # noqa: E402
 from coordinator.storage.models import (  # noqa: E402
@@ -53,6 +45,14 @@ from coordinator.storage.models import (  # noqa: E402
     ReputationEventRecord,
     SceneRecord,
     TaskRecord,
+)
+from coordinator.storage.payment_models import (  # noqa: E402
+    ChainOpRecord,
+    EpochRecord,
+    FrameChargeRecord,
+    JobBillingRecord,
+    LedgerLineRecord,
+    PostingRecord,
 )
 
 STATES = ("done", "done", "done", "done", "verifying", "leased", "queued", "queued", "failed",

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from coordinator.cli import MACHINE_SCORE_ENV  # noqa: E402
-from coordinator.payments.pricing import (  # noqa: E402
+from coordinator.domain.pricing import (  # noqa: E402
     PricingConfig,
     estimate,
     pixel_sample_estimate,

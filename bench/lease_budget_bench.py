@@ -87,7 +87,7 @@ def main() -> int:
             f"Python {platform.python_version()}; a shared 2-core machine)\n\n"
             "One node leases every frame of the queue, one lease at a time (SQLite). With "
             "the gate on, each lease also reads the job's escrow, its frames in flight and "
-            "its mean charge (coordinator/budget.py, docs/PAYMENTS.md).\n\n"
+            "its mean charge (coordinator/domain/budget.py, docs/PAYMENTS.md).\n\n"
             + "\n".join(table) + "\n")
         with (ROOT / "docs" / "BENCHMARKS.md").open("a") as docs:
             docs.write(section)

@@ -32,8 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from coordinator.domain import reputation  # noqa: E402
 from frameproof.blender import BlenderWorker, RenderSettings  # noqa: E402
-from verifier import judge, metrics, reputation, tiles  # noqa: E402
+from verifier import judge, metrics, tiles  # noqa: E402
 from verifier.checker import EXACT_TILES, Judgement, judge_with_escalation  # noqa: E402
 from verifier.checker import STATISTICAL_TILES as STAT_TILES  # noqa: E402
 from verifier.judge import Outcome  # noqa: E402
@@ -737,9 +738,9 @@ def write_report(path: Path, ctx: dict) -> None:
         "",
         " ".join(reputation.__doc__.split("\n\n")[1].split()),
         "",
-        "Monte-Carlo simulation of `verifier.reputation` (per-check detection = the weakest "
-        "strategy's measured rate in that mode; false-positive rate per check as given; honest "
-        "nodes also time out on 1% of frames):",
+        "Monte-Carlo simulation of `coordinator.domain.reputation` (per-check detection = the "
+        "weakest strategy's measured rate in that mode; false-positive rate per check as "
+        "given; honest nodes also time out on 1% of frames):",
         "",
         "| mode | detection used | FP per check | "
         "new node cheating 10%: quarantined ≤ 100 frames | "

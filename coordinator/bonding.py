@@ -14,9 +14,9 @@ from collections import Counter
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from coordinator.domain.reputation import Outcome
 from coordinator.domain.states import TaskState
 from coordinator.payments.bonds import Bonds, NodeEpochFacts, availability_weights
-from coordinator.payments.models import WorkCreditRecord
 from coordinator.storage.models import (
     JobRecord,
     NodeStandingRecord,
@@ -24,10 +24,10 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
+from coordinator.storage.payment_models import WorkCreditRecord
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
-from verifier.reputation import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -370,9 +370,9 @@ def _doctor(args: argparse.Namespace) -> int:
     coordinator go on writing meanwhile; PostgreSQL is shared anyway)."""
     from datetime import UTC, datetime
 
-    from coordinator.quarantine import VERIFICATION, Quarantine
     from coordinator.storage.database import open_database, sqlite_url
     from coordinator.storage.proof import ProofStore
+    from coordinator.storage.quarantine import VERIFICATION, Quarantine
 
     saved = json.loads((args.data_dir / SAVED_CONFIG).read_text()) if (
         args.data_dir / SAVED_CONFIG).exists() else {}

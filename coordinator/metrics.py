@@ -33,13 +33,13 @@ from sqlalchemy.engine import Engine
 
 from coordinator.chain.base import ChainError
 from coordinator.domain.states import TaskState
-from coordinator.payments.models import ChainOpRecord, FrameChargeRecord
 from coordinator.storage.models import (
     JobRecord,
     NodeRecord,
     TaskRecord,
     VerificationRecord,
 )
+from coordinator.storage.payment_models import ChainOpRecord, FrameChargeRecord
 
 # Events are counted in one process-wide registry: several coordinators in one process
 # (tests) share them, as they share the process.

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from coordinator.payments.pricing import (
+from coordinator.domain.pricing import (
     Quote,
     finite_positive,
     pixel_sample_estimate,

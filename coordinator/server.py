@@ -31,12 +31,13 @@ from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
 from coordinator.bonding import BondKeeper
 from coordinator.chain import open_chain
+from coordinator.domain.epochs import EpochConfig
+from coordinator.domain.reputation import Outcome
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
 from coordinator.payments import Payments
 from coordinator.payments.bonds import BondPolicy
-from coordinator.payments.epochs import EpochConfig
 from coordinator.probe import MachineScore, Prober
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
@@ -47,7 +48,6 @@ from coordinator.storage.store import FarmStore, SchedulingPolicy
 from frameproof.auth import NONCE_WINDOW_SECONDS, NonceCache
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
-from verifier.reputation import Outcome
 
 log = logging.getLogger(__name__)
 

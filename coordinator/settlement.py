@@ -18,21 +18,24 @@ from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from coordinator.bonding import availability
-from coordinator.budget import CHARGE_SHORT, may_lease
-from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
-from coordinator.payments import Payments
-from coordinator.payments.bonds import Bonds
-from coordinator.payments.journal import parse_pubkey
-from coordinator.payments.models import JobBillingRecord, WorkCreditRecord
-from coordinator.payments.pricing import (
+from coordinator.domain.budget import CHARGE_SHORT, may_lease
+from coordinator.domain.pricing import (
     claim_mismatch,
     claimed_work_ratio,
     finite_positive,
     frame_work_ms,
     relative_factor,
 )
+from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
+from coordinator.payments import Payments
+from coordinator.payments.bonds import Bonds
+from coordinator.payments.journal import parse_pubkey
 from coordinator.payments.results import EscrowShort, PaymentError
-from coordinator.quarantine import (
+from coordinator.storage.models import FrameResultRecord, JobRecord
+from coordinator.storage.payment_models import JobBillingRecord, WorkCreditRecord
+from coordinator.storage.pricing_store import PricingStore
+from coordinator.storage.proof import ProofStore
+from coordinator.storage.quarantine import (
     EPOCH_PARTICIPANT,
     FRAME_CHARGE,
     JOB_SETTLE,
@@ -40,9 +43,6 @@ from coordinator.quarantine import (
     TRANSIENT,
     Quarantine,
 )
-from coordinator.storage.models import FrameResultRecord, JobRecord
-from coordinator.storage.pricing_store import PricingStore
-from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Settlement:
 
     def _charge_frames(self, now: float) -> None:
         # Each frame on its own: one that cannot be charged is quarantined, not retried
-        # forever in front of the others (coordinator.quarantine).
+        # forever in front of the others (coordinator.storage.quarantine).
         held = self.quarantine.keys(FRAME_CHARGE)
         short: set[str] = set()  # jobs whose escrow ran short this sweep: they pause
         for frame, tier, score in self.store.uncharged_frames(CHARGE_BATCH + len(held)):

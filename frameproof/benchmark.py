@@ -3,7 +3,7 @@
 In the spirit of OctaneBench: everyone renders the same scene with the same settings, and the
 score is `REFERENCE_SECONDS / measured_seconds` (1.0 = the reference machine, 2.0 = twice as
 fast). A node's own score is only a hint (routing, display): prices come from the network's
-measurements (coordinator/payments/pricing.py). The coordinator runs this benchmark on its own
+measurements (coordinator/domain/pricing.py). The coordinator runs this benchmark on its own
 machine to convert its probe renders into reference seconds.
 
 The scene is built procedurally with bpy (no .blend asset to ship or tamper with) in a child

@@ -21,6 +21,7 @@ from coordinator.chain import signed_deposit
 from coordinator.chain.embedded import EmbeddedChain
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
+from coordinator.domain.reputation import NodeStanding, check_probability
 from coordinator.payments import PaymentError, Payments
 from coordinator.payments.bonds import (
     UNBOUNDED,
@@ -36,7 +37,6 @@ from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.proof import ProofStore, VerificationResult
 from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
-from verifier.reputation import NodeStanding, check_probability
 
 TOKEN = 10**6
 POLICY = BondPolicy(min_bond_tokens=Decimal(10), unbond_cooldown_seconds=100.0)

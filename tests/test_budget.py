@@ -1,6 +1,6 @@
 """A budget never destroys work: pause, top-up, resume, cancel, on the real store and chain.
 
-The rules are pure (coordinator.budget); the scenarios run the real FarmStore on SQLite,
+The rules are pure (coordinator.domain.budget); the scenarios run the real FarmStore on SQLite,
 real Payments on the embedded SVM (SPL Token transactions) and the real settlement sweep.
 Frames are delivered through the store's own lease and completion calls; only the
 verifier's verdict is written directly (Proof-of-Render has its own tests). The same story
@@ -21,7 +21,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from coordinator.api.convert import budget_state, frame_messages
-from coordinator.budget import (
+from coordinator.chain import signed_deposit
+from coordinator.chain.embedded import EmbeddedChain
+from coordinator.domain.budget import (
     CHARGE_SHORT,
     LEASE_SHORT,
     BudgetView,
@@ -31,8 +33,6 @@ from coordinator.budget import (
     pause_reason,
     topup_suggestion,
 )
-from coordinator.chain import signed_deposit
-from coordinator.chain.embedded import EmbeddedChain
 from coordinator.domain.states import JobState, TaskState
 from coordinator.payments import InsufficientBalance, PaymentError, Payments, PricingConfig
 from coordinator.payments.results import EscrowShort

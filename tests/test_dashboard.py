@@ -23,9 +23,9 @@ from sqlmodel import Session
 
 from coordinator import web
 from coordinator.blobstore import BlobStore
-from coordinator.budget import LEASE_SHORT
 from coordinator.dashboard import dashboard_routes
 from coordinator.dashboard.thumbnails import THUMB_WIDTH, Thumbnails
+from coordinator.domain.budget import LEASE_SHORT
 from coordinator.domain.frames import chunk_frames, parse_frames
 from coordinator.storage.dashboard import DashboardQueries, Page
 from coordinator.storage.database import open_database, sqlite_url

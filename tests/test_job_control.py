@@ -105,7 +105,7 @@ def test_job_ids_by_unique_prefix_of_ones_own_jobs(store: FarmStore):  # noqa: F
 
 
 def test_a_budget_pause_and_a_creator_pause_are_lifted_separately(store: FarmStore):  # noqa: F811
-    from coordinator.budget import LEASE_SHORT
+    from coordinator.domain.budget import LEASE_SHORT
     from coordinator.storage.models import JobRecord
 
     control = JobControl(store.engine)

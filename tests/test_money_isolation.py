@@ -25,12 +25,12 @@ from sqlalchemy import text
 from coordinator.chain import signed_deposit
 from coordinator.cli import main as coordinator_cli
 from coordinator.payments import Payments
-from coordinator.quarantine import EPOCH_PARTICIPANT, FRAME_CHARGE, JOB_SETTLE, Quarantine
 from coordinator.server import CoordinatorConfig, open_payments
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore, VerificationResult
+from coordinator.storage.quarantine import EPOCH_PARTICIPANT, FRAME_CHARGE, JOB_SETTLE, Quarantine
 from coordinator.storage.store import FarmStore, FrameOutputRecord
 
 SCENE = "a" * 64

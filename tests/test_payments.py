@@ -24,6 +24,13 @@ from coordinator.chain import PreparedTx, TokenChain, TxStatus, signed_deposit
 from coordinator.chain.embedded import EmbeddedChain
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
+from coordinator.domain.epochs import allocate, split_emission
+from coordinator.domain.pricing import (
+    cost_usd,
+    pixel_sample_estimate,
+    usd_to_tokens,
+    work_ms,
+)
 from coordinator.payments import (
     EpochConfig,
     InsufficientBalance,
@@ -32,14 +39,7 @@ from coordinator.payments import (
     PricingConfig,
     estimate,
 )
-from coordinator.payments.epochs import allocate, split_emission
 from coordinator.payments.payments import TABLES
-from coordinator.payments.pricing import (
-    cost_usd,
-    pixel_sample_estimate,
-    usd_to_tokens,
-    work_ms,
-)
 from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import pytest
 
-from coordinator.payments.pricing import (
+from coordinator.domain.pricing import (
     MODEL_UNCERTAINTY_FULL,
     PricingConfig,
     Quote,

@@ -21,9 +21,9 @@ from farm_helpers import TINY, submit_sample, wait_for, wait_until_done, wait_un
 from sqlmodel import Session, select
 
 from coordinator.cli import MACHINE_SCORE_ENV
-from coordinator.payments.models import WorkCreditRecord
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobQuoteRecord
+from coordinator.storage.payment_models import WorkCreditRecord
 from frameproof.cli import money, nodes
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair

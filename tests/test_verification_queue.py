@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from coordinator.domain.states import TaskState
-from coordinator.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
 from coordinator.storage.verification_queue import (
     LEASE_CAP_SECONDS,

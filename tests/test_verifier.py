@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
+from coordinator.domain import reputation
 from frameproof.blender import BlenderWorker, RenderSettings
-from verifier import judge, metrics, reputation, tiles
+from verifier import judge, metrics, tiles
 from verifier.judge import Outcome
 
 REPO = Path(__file__).resolve().parents[1]

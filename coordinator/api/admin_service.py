@@ -12,12 +12,12 @@ from coordinator.access import AccessPolicy
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.node_service import standing_message
+from coordinator.domain.pricing import MS_PER_HOUR
 from coordinator.payments import Payments
-from coordinator.payments.pricing import MS_PER_HOUR
 from coordinator.payments.results import EpochSummary
-from coordinator.quarantine import Quarantine
 from coordinator.settlement import screened_participants
 from coordinator.storage.proof import ProofStore
+from coordinator.storage.quarantine import Quarantine
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc

@@ -15,8 +15,9 @@ from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
-from coordinator.budget import LEASE_SHORT, pause_reason, topup_suggestion
+from coordinator.domain.budget import LEASE_SHORT, pause_reason, topup_suggestion
 from coordinator.domain.frames import FrameSpecError, chunk_frames, format_frames, parse_frames
+from coordinator.domain.pricing import tokens_to_usd
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
 from coordinator.intake import (
@@ -28,7 +29,6 @@ from coordinator.intake import (
 )
 from coordinator.intake import scene_inspection as inspection_of
 from coordinator.payments import CostEstimate, Payments, estimate
-from coordinator.payments.pricing import tokens_to_usd
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd

@@ -18,9 +18,10 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
 from coordinator.bonding import release_if_due
+from coordinator.domain.pricing import MS_PER_HOUR
+from coordinator.domain.reputation import Outcome, check_probability
 from coordinator.events import JobEvents
 from coordinator.payments import Payments
-from coordinator.payments.pricing import MS_PER_HOUR
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.storage.control import save_frame_logs
 from coordinator.storage.models import (
@@ -37,7 +38,6 @@ from frameproof.manifest import is_sha256
 from frameproof.receipts import verify_receipt
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
-from verifier.reputation import Outcome, check_probability
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from coordinator.api import convert
 from coordinator.api.auth import LOCAL_ADMIN, current_caller
 from coordinator.api.errors import require_id
 from coordinator.events import JobEvents
-from coordinator.quarantine import TRANSIENT, VERIFICATION, Quarantine
 from coordinator.storage.proof import Peer, ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.quarantine import TRANSIENT, VERIFICATION, Quarantine
 from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc

@@ -37,11 +37,11 @@ from starlette.staticfiles import StaticFiles
 from coordinator.api.node_service import event_message
 from coordinator.blobstore import BlobStore
 from coordinator.dashboard.thumbnails import Thumbnails
+from coordinator.domain.reputation import check_probability
 from coordinator.payments.payments import Payments
 from coordinator.payments.results import CheckReport
 from coordinator.storage.dashboard import DashboardQueries, LedgerSummary, Page
 from coordinator.storage.proof import standing_of
-from verifier.reputation import check_probability
 
 PAGE_SIZE = 50
 FRAME_PAGE_SIZE = 48

@@ -20,7 +20,7 @@ class JobState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    PAUSED = "paused"  # the escrow left does not cover the next frame (coordinator.budget)
+    PAUSED = "paused"  # the escrow left does not cover the next frame (coordinator.domain.budget)
 
 
 TERMINAL_TASK_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})

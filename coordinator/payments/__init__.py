@@ -4,9 +4,9 @@ Burn-and-mint equilibrium as in Render Network's RNP-001, on the chain layer's `
 The coordinator uses `Payments`; see docs/PAYMENTS.md.
 """
 
-from coordinator.payments.epochs import EpochConfig
+from coordinator.domain.epochs import EpochConfig
+from coordinator.domain.pricing import CostEstimate, PricingConfig, estimate
 from coordinator.payments.payments import Payments
-from coordinator.payments.pricing import CostEstimate, PricingConfig, estimate
 from coordinator.payments.results import (
     CheckReport,
     EpochEarning,

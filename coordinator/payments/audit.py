@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from coordinator.payments import ledger
-from coordinator.payments.models import (
+from coordinator.chain.base import TokenChain
+from coordinator.payments.results import CheckReport
+from coordinator.storage import ledger
+from coordinator.storage.payment_models import (
     OP_LANDED,
     OPEN_STATES,
     BondRecord,
@@ -23,21 +25,17 @@ from coordinator.payments.models import (
     LedgerLineRecord,
     PostingRecord,
 )
-from coordinator.payments.results import CheckReport
-from coordinator.quarantine import quarantine_lines
-
-if TYPE_CHECKING:
-    from coordinator.payments.payments import Payments
+from coordinator.storage.quarantine import quarantine_lines
 
 
-def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
+def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> CheckReport:
     """See `Payments.check`; every line is a verdict, "MISMATCH ..." lines make it fail."""
     lines: list[str] = []
 
     def verdict(good: bool, text: str) -> None:
         lines.append(("ok       " if good else "MISMATCH ") + text)
 
-    with Session(payments.engine) as session:
+    with Session(engine) as session:
         ops = session.exec(select(ChainOpRecord)).all()
         posted: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for op_id, account, amount in session.exec(
@@ -72,7 +70,7 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
                 bad_ops += 1
                 verdict(False, f"{op.kind} {op.op_id}: posted {got}, expected {want}")
             if verify_signatures and op.signature:
-                status = payments.chain.status(op.signature)
+                status = chain.status(op.signature)
                 if status != "landed":
                     bad_ops += 1
                     verdict(False, f"{op.kind} {op.op_id}: ledger says landed, chain says "
@@ -89,13 +87,13 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
         lines.append(f"pending  {len(pending)} operations not final (run reconcile_pending): "
                      + ", ".join(f"{op.kind} {op.op_id} {op.state}" for op in pending[:10]))
 
-    chain_escrow = payments.chain.escrow_balance()
+    chain_escrow = chain.escrow_balance()
     ledger_escrow = sum(escrows.values())
     verdict(ledger_escrow == chain_escrow,
             f"escrow: ledger {ledger_escrow}, chain {chain_escrow}")
     minted_total = -issued
     ledger_supply = minted_total - burned
-    chain_supply = payments.chain.supply()
+    chain_supply = chain.supply()
     verdict(ledger_supply == chain_supply,
             f"supply: ledger minted {minted_total} - burned {burned} = {ledger_supply}, "
             f"chain {chain_supply}")
@@ -121,21 +119,21 @@ def run_check(payments: Payments, *, verify_signatures: bool) -> CheckReport:
                            f"{job.refunded})")
     if not any(line.startswith("MISMATCH job") for line in lines):
         verdict(True, f"{len(jobs)} jobs: escrow accounts match their billing")
-    _check_bonds(payments, verdict, lines, bond_accounts, treasury, bonds,
+    _check_bonds(chain, verdict, lines, bond_accounts, treasury, bonds,
                  {op.node_id for op in pending if op.node_id})
     ok = not any(line.startswith("MISMATCH") for line in lines)
-    return CheckReport(ok, lines + quarantine_lines(payments.engine))
+    return CheckReport(ok, lines + quarantine_lines(engine))
 
 
-def _check_bonds(payments: Payments, verdict: Callable[[bool, str], None], lines: list[str],
+def _check_bonds(chain: TokenChain, verdict: Callable[[bool, str], None], lines: list[str],
                  accounts: dict[str, int], treasury: int, bonds: Sequence[BondRecord],
                  pending_nodes: set[str | None]) -> None:
     """Bond vault and treasury vault against their ledger accounts; each bond against its
     account once its operations are final."""
-    chain_bonds = payments.chain.bond_vault_balance()
+    chain_bonds = chain.bond_vault_balance()
     verdict(sum(accounts.values()) == chain_bonds,
             f"bonds: ledger {sum(accounts.values())}, chain bond vault {chain_bonds}")
-    chain_treasury = payments.chain.treasury_vault_balance()
+    chain_treasury = chain.treasury_vault_balance()
     verdict(treasury == chain_treasury,
             f"treasury: ledger {treasury}, chain treasury vault {chain_treasury}")
     for account, held in accounts.items():

@@ -33,16 +33,16 @@ from sqlmodel import Session, SQLModel, col, select
 
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
-from coordinator.payments.epochs import allocate
+from coordinator.domain.epochs import allocate
+from coordinator.domain.reputation import PROBATION_RUN, NodeStanding
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
-from coordinator.payments.models import (
+from coordinator.payments.results import InsufficientBalance, PaymentError
+from coordinator.storage.payment_models import (
     OP_SENT,
     BondRecord,
     ChainOpRecord,
     SlashRecord,
 )
-from coordinator.payments.results import InsufficientBalance, PaymentError
-from verifier.reputation import PROBATION_RUN, NodeStanding
 
 BOND_TABLES = [BondRecord.__table__, SlashRecord.__table__]
 

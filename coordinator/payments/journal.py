@@ -22,8 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, PreparedTx, TokenChain, TxStatus
-from coordinator.payments import ledger
-from coordinator.payments.models import (
+from coordinator.payments.results import PaymentError
+from coordinator.storage import ledger
+from coordinator.storage.payment_models import (
     OP_DROPPED,
     OP_FAILED,
     OP_LANDED,
@@ -33,7 +34,6 @@ from coordinator.payments.models import (
     ChainOpRecord,
     JobBillingRecord,
 )
-from coordinator.payments.results import PaymentError
 
 MEMO_PREFIX = "fp:"
 TOPUP_PURPOSE = "topup:"  # a deposit op adding to an open job's escrow: "topup:<job>:<op_id>"

@@ -21,13 +21,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from coordinator.budget import may_charge
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
-from coordinator.payments import ledger
+from coordinator.domain.budget import may_charge
+from coordinator.domain.epochs import EpochConfig, split_emission
+from coordinator.domain.pricing import (
+    PricingConfig,
+    cost_usd,
+    tokens_to_usd,
+    usd_to_tokens,
+    work_ms,
+)
 from coordinator.payments.audit import run_check
 from coordinator.payments.bonds import BondPolicy, Bonds
-from coordinator.payments.epochs import EpochConfig, split_emission
 from coordinator.payments.journal import (
     MEMO_PREFIX,
     TOPUP_PURPOSE,
@@ -35,27 +41,6 @@ from coordinator.payments.journal import (
     check_amount,
     new_op,
     parse_pubkey,
-)
-from coordinator.payments.models import (
-    OP_LANDED,
-    OP_NEW,
-    OP_SENT,
-    OPEN_STATES,
-    ChainOpRecord,
-    EpochRecord,
-    FrameChargeRecord,
-    JobBillingRecord,
-    LedgerLineRecord,
-    PayoutRecord,
-    PostingRecord,
-    WorkCreditRecord,
-)
-from coordinator.payments.pricing import (
-    PricingConfig,
-    cost_usd,
-    tokens_to_usd,
-    usd_to_tokens,
-    work_ms,
 )
 from coordinator.payments.results import (
     CheckReport,
@@ -71,7 +56,22 @@ from coordinator.payments.results import (
     Payout,
     Wallet,
 )
+from coordinator.storage import ledger
 from coordinator.storage.database import add_missing_columns
+from coordinator.storage.payment_models import (
+    OP_LANDED,
+    OP_NEW,
+    OP_SENT,
+    OPEN_STATES,
+    ChainOpRecord,
+    EpochRecord,
+    FrameChargeRecord,
+    JobBillingRecord,
+    LedgerLineRecord,
+    PayoutRecord,
+    PostingRecord,
+    WorkCreditRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +507,7 @@ class Payments:
         settled job's escrow account is back to zero and each job's account matches its
         billing (deposit - burns - refund) once its ops are final.
         """
-        return run_check(self, verify_signatures=verify_signatures)
+        return run_check(self.engine, self.chain, verify_signatures=verify_signatures)
 
     # --- what users see ----------------------------------------------------------------------
 

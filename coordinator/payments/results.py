@@ -20,7 +20,7 @@ class InsufficientBalance(PaymentError):
 class EscrowShort(PaymentError):
     """The frame's charge would go past the job's escrow: nothing was charged.
 
-    The frame waits (the job pauses) until a top-up covers it; see coordinator.budget.
+    The frame waits (the job pauses) until a top-up covers it; see coordinator.domain.budget.
     """
 
     def __init__(self, job_id: str, frame: int, cost_tokens: int, left: int) -> None:

@@ -1,6 +1,6 @@
 """Job control by a job's creator: pause, resume, priority, requeue, and job ids by prefix.
 
-Kept apart from the budget's pause (coordinator.budget, table job_budget): a job paused for
+Kept apart from the budget's pause (coordinator.domain.budget, table job_budget): a job paused for
 both reasons leases nothing until both are lifted, and the creator's resume never lifts the
 budget's pause. See docs/ARCHITECTURE.md ("Job control").
 """

@@ -16,14 +16,7 @@ from sqlmodel import Session, col, select
 from coordinator.api.convert import budget_state
 from coordinator.domain.frames import parse_frames
 from coordinator.domain.states import TaskState, job_state_from_frames
-from coordinator.payments import ledger
-from coordinator.payments.models import (
-    ChainOpRecord,
-    EpochRecord,
-    FrameChargeRecord,
-    JobBillingRecord,
-    PayoutRecord,
-)
+from coordinator.storage import ledger
 from coordinator.storage.models import (
     FrameResultRecord,
     JobBudgetRecord,
@@ -32,6 +25,13 @@ from coordinator.storage.models import (
     NodeStandingRecord,
     ReputationEventRecord,
     TaskRecord,
+)
+from coordinator.storage.payment_models import (
+    ChainOpRecord,
+    EpochRecord,
+    FrameChargeRecord,
+    JobBillingRecord,
+    PayoutRecord,
 )
 from coordinator.storage.store import FarmStore
 
@@ -54,7 +54,7 @@ class JobRow:
     counts: dict[TaskState, int]
     state: str
     billing: JobBillingRecord | None
-    paused: bool = False  # its budget paused it (coordinator.budget)
+    paused: bool = False  # its budget paused it (coordinator.domain.budget)
     pause_reason: str = ""
 
     @property

@@ -47,7 +47,7 @@ class JobRecord(SQLModel, table=True):
 class JobBudgetRecord(SQLModel, table=True):
     """How much of its escrow a job may commit to new leases, and whether it is paused.
 
-    A row per job submitted with escrow (see coordinator.budget). Leasing skips paused jobs;
+    A row per job submitted with escrow (see coordinator.domain.budget). Leasing skips paused jobs;
     the settlement sweep pauses a job whose next charge or lease the escrow cannot cover and
     resumes it once it can (after a top-up).
     """
@@ -58,7 +58,7 @@ class JobBudgetRecord(SQLModel, table=True):
     # for every frame in flight until charges give the job's own mean price.
     frame_price_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     paused: bool = Field(default=False, index=True)
-    reason: str = ""  # why it is paused (coordinator.budget: LEASE_SHORT or CHARGE_SHORT)
+    reason: str = ""  # why it is paused (coordinator.domain.budget: LEASE_SHORT or CHARGE_SHORT)
     # The charge of the frame waiting for money (CHARGE_SHORT), for the suggested top-up.
     waiting_cost_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     updated_at: float = 0.0
@@ -129,7 +129,7 @@ class TaskFailureRecord(SQLModel, table=True):
 
 
 class NodeStandingRecord(SQLModel, table=True):
-    """A node's reputation state (see verifier.reputation for the model)."""
+    """A node's reputation state (see coordinator.domain.reputation for the model)."""
 
     __tablename__ = "node_standing"
     node_id: str = Field(primary_key=True)

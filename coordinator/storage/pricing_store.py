@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
-from coordinator.payments.pricing import measured_speed
+from coordinator.domain.pricing import measured_speed
 from coordinator.storage.models import (
     FrameTimingRecord,
     JobQuoteRecord,

@@ -18,8 +18,9 @@ from sqlalchemy import delete, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from coordinator.domain import reputation
+from coordinator.domain.reputation import NodeStanding, Outcome, ReputationChange
 from coordinator.domain.states import TaskState
-from coordinator.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.models import (
     FrameResultRecord,
     JobQuoteRecord,
@@ -30,6 +31,7 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
+from coordinator.storage.quarantine import VERIFICATION, Quarantine
 from coordinator.storage.store import SchedulingPolicy, record_task_failure, scene_holds
 from coordinator.storage.verification_queue import (
     CANDIDATE_JOBS,
@@ -44,8 +46,6 @@ from coordinator.storage.verification_queue import (
     measured_check_seconds,
 )
 from coordinator.storage.verification_queue import create_tables as create_queue_tables
-from verifier import reputation
-from verifier.reputation import NodeStanding, Outcome, ReputationChange
 
 TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
 PEER_TIER = "tier1"  # the standing a node needs to verify other nodes' frames

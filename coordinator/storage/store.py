@@ -26,9 +26,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from coordinator.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
+from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
 from coordinator.domain.states import TaskState
-from coordinator.payments.models import FrameChargeRecord, JobBillingRecord
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
@@ -42,6 +41,7 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
+from coordinator.storage.payment_models import FrameChargeRecord, JobBillingRecord
 
 JOB_ERROR_BYTES = STORED_LIMITS[JobRecord]["error"]
 
@@ -102,7 +102,7 @@ class FarmStore:
         """Store a job and its tasks in one transaction: all or nothing.
 
         `frame_price_tokens`: the estimate's price of one frame; given, the job's leases are
-        gated on its escrow (coordinator.budget).
+        gated on its escrow (coordinator.domain.budget).
         """
         with self._session() as session:
             session.add(job)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from coordinator.payments.models import LedgerLineRecord, PostingRecord
+from coordinator.storage.payment_models import LedgerLineRecord, PostingRecord
 
 ISSUED = "issued"
 BURNED = "burned"
