@@ -3,9 +3,8 @@
     .venv/bin/python bench/estimate_bench.py [--frames 1-4] [--scenes plain,skin,...]
     .venv/bin/python bench/estimate_bench.py --tiles   # the probe's tiles against whole frames
 
-Builds six tiny scenes whose cost per pixel-sample differs by far more than 4x
-(bench/scenes/estimate_scenes.py; `--scenes fog` adds the volume scene, whose frames
-Proof-of-Render's exact tiles reject today, so its job never ends), starts a real LocalFarm
+Builds seven tiny scenes whose cost per pixel-sample differs by far more than 4x
+(bench/scenes/estimate_scenes.py, a fog volume among them), starts a real LocalFarm
 (coordinator + two nodes, the coordinator measuring its own benchmark score), and for each
 scene runs `frameproof estimate` then `frameproof submit` with the default budget, waits for
 the job and its refund, and reads the receipts. Written to docs/BENCHMARKS.md ("estimate accuracy"):
@@ -44,15 +43,9 @@ from frameproof.creator import Creator, JobOptions  # noqa: E402
 from frameproof.localfarm import LocalFarm  # noqa: E402
 from frameproof.v1 import farm_pb2 as pb  # noqa: E402
 
-SCENES = ("plain", "skin", "glass", "dense", "textures", "growing")  # fog: see the docstring
+SCENES = ("plain", "fog", "skin", "glass", "dense", "textures", "growing")
 TIER = 3
 COMMAND = ".venv/bin/python bench/estimate_bench.py"
-FOG_NOTE = (
-    " The fog scene (a scattering volume around the camera, `--scenes fog`) is not in the "
-    "default list: Proof-of-Render rejects its honest frames (a border tile of it matched 79% "
-    "of the same region of the full frame, max 29/255, while full frames were identical "
-    "across 1 and 2 threads), quarantines both nodes, and the job never ends."
-)
 
 
 def wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -146,7 +139,9 @@ def table(rows: list[dict], score: float, frames: str) -> str:
         "the nodes' reported render seconds (honest nodes here, one thread each, so up to 2x "
         "slower than the probe's two threads) times the coordinator's score, over the "
         "estimate's reference seconds. Old ÷ charged is what the pixels x samples estimate "
-        "(the model before the probe) would have said. See docs/PRICING.md." + FOG_NOTE,
+        "(the model before the probe) would have said. See docs/PRICING.md. Load average "
+        f"of this machine at the end of the run: {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (the probe and the nodes compete with whatever else runs).",
     ]
     return "\n".join(lines)
 

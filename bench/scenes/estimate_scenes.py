@@ -4,8 +4,8 @@ Tiny Cycles scenes (160x90, frames 1-6) whose cost per pixel-sample differs by f
 than 4x, each for a reason the old pixels x samples estimate could not see:
 
 - ``plain``: a diffuse cube on a plane, two bounces: the cheap end;
-- ``fog``: the camera inside a scattering volume, lit by a spot light (built, but not in the
-  default list: Proof-of-Render's exact tiles reject volumes today, see docs/BENCHMARKS.md);
+- ``fog``: the camera inside a scattering volume, lit by a spot light (Proof-of-Render checks
+  volume scenes in close mode, docs/VERIFICATION.md);
 - ``skin``: five subdivided heads in random-walk subsurface scattering;
 - ``glass``: a stack of glass spheres with 48 transmission bounces;
 - ``dense``: three 1.3-million-triangle meshes (scene sync and BVH are a large fixed cost);
