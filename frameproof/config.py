@@ -22,7 +22,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Role:
     env_prefix: str
     sections: Mapping[str, argparse.ArgumentParser]
     env_aliases: Mapping[str, str]  # "section.key" -> a variable used before config files
+    # section -> the section whose values it takes unless it sets them itself: `estimate`
+    # prices the job `submit` would submit, so it takes [submit]'s settings too
+    inherits: Mapping[str, str] = field(default_factory=dict)
 
     def settings(self) -> dict[str, dict[str, Setting]]:
         out: dict[str, dict[str, Setting]] = {}
@@ -126,6 +129,10 @@ def apply(role: Role, path: Path | None, *, required: bool = True,
         for key, setting in table.items():
             if setting.env in environ:
                 values[section][key] = _from_env(setting, environ[setting.env])
+    for child, parent in role.inherits.items():
+        for key, value in values.get(parent, {}).items():
+            if key in settings.get(child, {}):
+                values[child].setdefault(key, value)
     for section, table in values.items():
         for key, value in table.items():
             setting = settings[section][key]
@@ -292,7 +299,7 @@ def creator_role(parser: argparse.ArgumentParser) -> Role:
         if name != "demo" and any(a.option_strings and a.dest not in NOT_CONFIGURABLE
                                   for a in sub._actions):
             sections[name] = sub
-    return Role("frameproof", "FRAMEPROOF", sections, {})
+    return Role("frameproof", "FRAMEPROOF", sections, {}, {"estimate": "submit"})
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, role: Role | None,

@@ -21,13 +21,15 @@ import grpc
 from solders.keypair import Keypair
 
 from frameproof.client import FarmClient
-from frameproof.frames import FrameSpecError, parse_frames
+from frameproof.frames import FrameSpecError, format_frames, parse_frames
+from frameproof.output_names import frame_output_path, uses_fallback
 from frameproof.packing import PackingError, pack_scene
 from frameproof.transfer import TransferError, download_blob, upload_files
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import DepositError, sign_deposit
 
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "exr": pb.OUTPUT_FORMAT_EXR}
+MAX_JOB_NAME = 200  # the coordinator's limit on a job's name
 TIERS = (1, 2, 3)  # 1: trusted nodes only, 2: priority, 3: economy
 MAX_TOPUP_USD = 1_000_000.0  # the coordinator's cap on one deposit
 ENDED_STATES = frozenset({pb.JOB_STATE_DONE, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
@@ -157,11 +159,50 @@ class Submission:
 class Download:
     files: list[Path] = field(default_factory=list)
     not_ready: int = 0  # frames not rendered (yet): downloading again later fetches them
+    output_path: str = ""  # the scene's output path the names follow ("": none, the fallback)
+
+    @property
+    def fallback_names(self) -> bool:
+        """True when the scene names no output file, so frames are frame_NNNNNN.ext."""
+        return uses_fallback(self.output_path)
 
 
-def frame_file_name(frame: pb.Frame) -> str:
-    """The file a frame is saved as: frame_000001.png."""
-    return f"frame_{frame.frame:06d}.{frame.extension or 'png'}"
+@dataclass(frozen=True)
+class Requeued:
+    """Frames queued again: in the job itself, or (once it had settled) in a new job."""
+
+    job: pb.Job  # the job the frames now render in
+    frames: list[int]
+    follow_up_of: str = ""  # the settled job, when `job` is a new job for its frames
+    submission: Submission | None = None  # the new job's estimate and escrow
+
+    @property
+    def new_job(self) -> bool:
+        return bool(self.follow_up_of)
+
+
+def follow_up_options(job: pb.Job, frames: list[int], *, max_cost_usd: float = 0.0
+                      ) -> JobOptions:
+    """A new job for `frames` of `job`, rendering exactly as it did: its scene's settings with
+    the same overrides, tier and chunk (a setting the creator left to the scene is its
+    effective value, which renders the same)."""
+    settings = job.settings
+    name = f"{job.name} (requeue of {job.job_id[:8]})"
+    return JobOptions(
+        frames=format_frames(frames), chunk=max(1, job.chunk_size), tier=job.tier or 3,
+        max_cost_usd=max_cost_usd, name=name[-MAX_JOB_NAME:], engine=settings.engine,
+        samples=settings.samples, resolution_x=settings.resolution_x,
+        resolution_y=settings.resolution_y,
+        resolution_percentage=settings.resolution_percentage,
+        output_format="exr" if settings.output_format == pb.OUTPUT_FORMAT_EXR else "png",
+        seed=settings.seed if settings.HasField("seed") else None)
+
+
+def frame_file_name(frame: pb.Frame, output_path: str = "") -> Path:
+    """Where a frame is saved under the download folder: the scene's output path as Blender
+    names it (`//render/shot_####` → render/shot_0001.png), or frame_000001.png when the
+    scene names no file (frameproof/output_names.py)."""
+    return Path(frame_output_path(output_path, frame.frame, frame.extension or "png"))
 
 
 def job_ended(job: pb.Job) -> bool:
@@ -360,7 +401,9 @@ class Creator:
 
     def download(self, job_id: str, out_dir: Path, *,
                  on_progress: FrameProgress | None = None) -> Download:
-        """Fetch every finished frame into out_dir; resumes and skips files already there."""
+        """Fetch every finished frame into out_dir, named after the scene's output path;
+        resumes and skips files already there."""
+        pattern = self.job(job_id).scene.output_path
         frames = self.frames(job_id)
         ready = [frame for frame in frames if frame.state == pb.FRAME_STATE_DONE]
         out_dir = Path(out_dir)
@@ -373,18 +416,59 @@ class Creator:
             for number, frame in enumerate(ready, 1):
                 try:
                     files.append(download_blob(self.client.blobs, frame.image.sha256,
-                                               out_dir / frame_file_name(frame)))
+                                               out_dir / frame_file_name(frame, pattern)))
                 except TransferError as error:
                     raise _transfer_error(error, self.address, job_id) from None
                 if on_progress is not None:
                     on_progress(number, len(ready))
-        return Download(files, len(frames) - len(ready))
+        return Download(files, len(frames) - len(ready), pattern)
 
     def cancel(self, job_id: str) -> pb.Job:
         """Stop the job: unverified frames are dropped (not charged), the rest refunded."""
         with _rpc(self.address, job_id):
             return self.client.jobs.CancelJob(pb.CancelJobRequest(job_id=job_id),
                                               timeout=CALL_TIMEOUT_S)
+
+    def requeue(
+        self,
+        job_id: str,
+        frames: str,
+        *,
+        max_cost_usd: float = 0.0,
+        on_estimate: Callable[[pb.Estimate, float], None] | None = None,
+    ) -> Requeued:
+        """Render chosen done or failed frames again; the creator pays for the new renders.
+
+        While the job's escrow is open the frames go back to its queue and are charged from
+        it at the job's price. Once it has settled (escrow closed and refunded, finished or
+        cancelled) they become a new job on the same scene with the same settings, escrowed
+        like any submit (max_cost_usd, or the top of its own measured estimate; signed
+        here); the settled job's charges and refund stay as they were (docs/PAYMENTS.md).
+        """
+        try:
+            wanted = parse_frames(frames)
+        except FrameSpecError as error:
+            raise InvalidRequest(f"frames: {error}") from None
+        if not math.isfinite(max_cost_usd) or max_cost_usd < 0:
+            raise InvalidRequest("max cost must be positive (0: the top of the estimate)")
+        try:
+            with _rpc(self.address, job_id):
+                answer = self.client.jobs.RequeueFrames(
+                    pb.RequeueFramesRequest(job_id=job_id, frames=frames),
+                    timeout=CALL_TIMEOUT_S)
+            return Requeued(answer.job, list(answer.frames))
+        except CoordinatorRefused as refusal:
+            if refusal.code != "FAILED_PRECONDITION" or \
+                    self.receipts(job_id).state != "settled":
+                raise
+        job = self.job(job_id)
+        outside = sorted(set(wanted) - set(parse_frames(job.frames_spec)))
+        if outside:
+            raise CreatorError(f"frame {outside[0]} is not part of job {job.job_id} "
+                                 f"(frames {job.frames_spec})")
+        options = follow_up_options(job, wanted, max_cost_usd=max_cost_usd)
+        submission = self.submit(job.scene_id, options, on_estimate=on_estimate)
+        return Requeued(submission.job, wanted, job.job_id, submission)
 
     # -- money ---------------------------------------------------------------------------
 

@@ -31,6 +31,17 @@ def parse_frames(spec: str) -> list[int]:
     return sorted(frames)
 
 
+def format_frames(frames: list[int]) -> str:
+    """The shortest spec for sorted distinct frames: [1, 2, 3, 7] -> "1-3,7"."""
+    runs: list[list[int]] = []
+    for frame in frames:
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1][1] = frame
+        else:
+            runs.append([frame, frame])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _frame_number(token: str, spec: str) -> int:
     if not token.isdigit():
         raise FrameSpecError(

@@ -63,8 +63,10 @@ def test_addon_estimates_submits_follows_and_downloads_next_to_the_blend(
 
     out = project / "frameproof" / seen["job_id"]
     assert Path(seen["downloaded"]) == out
-    assert sorted(p.name for p in out.iterdir()) == ["frame_000001.png", "frame_000002.png"]
-    image = cv2.imread(str(out / "frame_000001.png"))
+    # named after the scene's output path (//render/frame_), under the add-on's folder
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == [
+        "render/frame_0001.png", "render/frame_0002.png"]
+    image = cv2.imread(str(out / "render" / "frame_0001.png"))
     assert image.shape[:2] == (36, 64)  # the saved 20% of 320x180: the add-on saved first
     assert seen["download_message"] == f"2 frames in {out}"
     assert seen["unreachable_message"].startswith(

@@ -53,18 +53,21 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
 
     out = tmp_path / "frames"
     assert fp(farm, "download", job["job_id"], "--out", str(out)) == 0
-    names = sorted(path.name for path in out.iterdir())
-    assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png",
-                     "frame_000007.png"]
+    # Named as Blender names them from the scene's output path (//render/frame_).
+    assert "output path //render/frame_" in capsys.readouterr().err
+    names = sorted(str(path.relative_to(out)) for path in out.rglob("*.png"))
+    assert names == ["render/frame_0001.png", "render/frame_0002.png", "render/frame_0003.png",
+                     "render/frame_0007.png"]
     # Interrupted download: a truncated partial and a missing frame are both completed.
-    whole = (out / "frame_000002.png").read_bytes()
-    (out / "frame_000002.png").unlink()
-    (out / "frame_000002.png.part").write_bytes(whole[: len(whole) // 2])
-    (out / "frame_000007.png").unlink()
+    render = out / "render"
+    whole = (render / "frame_0002.png").read_bytes()
+    (render / "frame_0002.png").unlink()
+    (render / "frame_0002.png.part").write_bytes(whole[: len(whole) // 2])
+    (render / "frame_0007.png").unlink()
     assert fp(farm, "download", job["job_id"], "--out", str(out)) == 0
-    assert (out / "frame_000002.png").read_bytes() == whole
-    assert (out / "frame_000007.png").exists()
-    assert not list(out.glob("*.part"))
+    assert (render / "frame_0002.png").read_bytes() == whole
+    assert (render / "frame_0007.png").exists()
+    assert not list(out.rglob("*.part"))
 
 
 def test_cancel_stops_a_job(farm: LocalFarm, capsys):

@@ -96,8 +96,31 @@ def test_help_lists_exit_statuses_and_every_option_has_help():
     assert "exit status:" in parser.format_help() and "130" in parser.format_help()
     for name, sub in parser._subparsers._group_actions[0].choices.items():
         for action in sub._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"frameproof {name} {action.option_strings[0]} has no help"
+            if action.dest != "help":  # options and positional arguments alike
+                what = action.option_strings[0] if action.option_strings else action.dest
+                assert action.help, f"frameproof {name} {what} has no help"
+
+
+def test_estimate_takes_exactly_the_options_submit_takes():
+    """The same command line with `estimate` instead of `submit` prices that very job (the
+    quotes are compared on a real coordinator in test_job_control_e2e)."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+
+    def options(command: str) -> dict[str, tuple]:
+        return {action.dest: (tuple(action.option_strings), action.default, action.type,
+                              action.choices, action.nargs, action.required, action.const)
+                for action in commands[command]._actions if action.dest != "help"}
+
+    submit, estimate = options("submit"), options("estimate")
+    assert estimate == submit
+    for dest in submit:  # each is accepted, not merely declared
+        action = next(a for a in commands["submit"]._actions if a.dest == dest)
+        if action.option_strings and action.nargs != 0:
+            value = {"frames": "1-2", "resolution": "8x8", "format": "png", "tier": "2",
+                     "name": "x", "engine": "CYCLES"}.get(dest, "1")
+            args = build_parser().parse_args(["estimate", SCENE, action.option_strings[0],
+                                              value])
+            assert getattr(args, dest) is not None
 
 
 def test_engines_checked_locally_are_the_coordinators():

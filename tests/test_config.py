@@ -90,7 +90,15 @@ def test_creator_defaults_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (args.coordinator, args.tier, args.chunk) == ("farm.example:443", 2, 4)
     assert args.tls_ca == tmp_path / "ca.pem"
     assert creator_args(["submit", "s.blend", "--tier", "1"], file).tier == 1
+    # estimate prices the job submit would send: [submit]'s settings unless [estimate]'s
+    estimate = creator_args(["estimate", "s.blend"], file)
+    assert (estimate.tier, estimate.chunk) == (2, 4)
+    own = tmp_path / "own.toml"
+    own.write_text("[submit]\ntier = 2\nchunk = 4\n\n[estimate]\ntier = 1\n")
+    estimate = creator_args(["estimate", "s.blend"], own)
+    assert (estimate.tier, estimate.chunk) == (1, 4)
     monkeypatch.setenv("FRAMEPROOF_SUBMIT_TIER", "3")
+    assert creator_args(["estimate", "s.blend"], file).tier == 3
     assert creator_args(["submit", "s.blend"], file).tier == 3
     monkeypatch.setenv("FRAMEPROOF_COORDINATOR", "env:1")
     assert creator_args(["jobs"], file).coordinator == "env:1"

@@ -170,19 +170,21 @@ def test_a_scene_saved_with_video_output_renders_png_frames(tmp_path, coordinato
     scene = make_scene_variant(
         SAMPLE_SCENE, scene_dir / "video.blend",
         "scene.render.image_settings.media_type = 'VIDEO'\n"
-        "scene.render.image_settings.file_format = 'FFMPEG'",
+        "scene.render.image_settings.file_format = 'FFMPEG'\n"
+        "scene.render.filepath = '//render/shot_####'",
     )
     node = coordinator.start_node("video-node")
     try:
         with coordinator.client() as client:
             job = submit_sample(client, scene, "3")
             wait_until_done(client, job.job_id)
-            files, _ = download_frames(client, job.job_id, tmp_path / "out")
+            files = download_frames(client, job.job_id, tmp_path / "out").files
             assert [f.extension for f in frames(client, job.job_id)] == ["png"]
     finally:
         node.terminate()
         node.wait(30)
-    assert files[0].suffix == ".png"
+    # named after the scene's own output path, with the frames' (PNG) extension
+    assert files == [tmp_path / "out" / "render" / "shot_0003.png"]
     assert load_image(files[0]).shape == (36, 64, 3)
 
 

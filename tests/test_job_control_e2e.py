@@ -41,11 +41,15 @@ def at_80_columns(farm: LocalFarm, *args: str) -> str:
     return result.stdout
 
 
-def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
+def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys, tmp_path,
+                                                 monkeypatch):
     farm.start_coordinator()
-    job = as_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-3",
-                  "--samples", str(TINY["samples"]), "--resolution-percentage",
-                  str(TINY["resolution_percentage"]), "--max-cost", "1")
+    options = ["--frames", "1-3", "--samples", str(TINY["samples"]),
+               "--resolution-percentage", str(TINY["resolution_percentage"]), "--max-cost", "1"]
+    # estimate takes submit's options and prices the same job: the same quote, field by field
+    quote = as_json(farm, capsys, "estimate", str(SAMPLE_SCENE), *options)
+    job = as_json(farm, capsys, "submit", str(SAMPLE_SCENE), *options)
+    assert job["estimate"] == quote
     job_id, prefix = job["job_id"], job["job_id"][:6]
 
     paused = as_json(farm, capsys, "pause", prefix)  # a unique prefix names the job
@@ -121,12 +125,46 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys):
     assert fp(farm, "log", prefix, "99") == 1
     assert "no log for frame 99" in capsys.readouterr().err
 
-    def job_settled() -> bool:
-        code = fp(farm, "requeue", job_id, "--frames", "1")
-        err = capsys.readouterr().err
-        return code == 1 and "settled" in err and len(err.strip().splitlines()) == 1
+    def job_settled() -> dict | None:
+        receipts = as_json(farm, capsys, "receipts", job_id)
+        return receipts if receipts["state"] == "settled" else None
 
-    wait_for(job_settled, timeout=60, interval=1.0)
+    settled = wait_for(job_settled, timeout=60, interval=1.0)
+    # Requeue after settlement: the escrow is closed, so the frame renders as a new job on the
+    # same scene and settings, escrowed and paid by the creator like any submit; the settled
+    # job's charges and refund stay as they were.
+    follow = as_json(farm, capsys, "requeue", prefix, "--frames", "2", "--max-cost", "0.5")
+    assert follow["requeue_of"] == job_id and follow["job_id"] != job_id
+    assert follow["frames_spec"] == "2" and follow["settings"] == job["settings"]
+    assert fp(farm, "requeue", prefix, "--frames", "9") == 1  # not a frame of the job
+    assert "not part of job" in capsys.readouterr().err
+
+    # watch --on-done runs the creator's command with the job in its environment, and
+    # --notify calls the desktop's notifier (here a stand-in notify-send on PATH).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    notifier = bin_dir / "notify-send"
+    notifier.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'notified'}\n")
+    notifier.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    hook_out = tmp_path / "hook.env"
+    assert fp(farm, "watch", follow["job_id"][:8], "--notify",
+              "--on-done", f"env | grep ^FRAMEPROOF_ | sort > {hook_out}") == 0
+    seen = dict(line.split("=", 1) for line in hook_out.read_text().splitlines())
+    assert seen["FRAMEPROOF_JOB_ID"] == follow["job_id"]
+    assert seen["FRAMEPROOF_JOB_STATE"] == "done"
+    assert (seen["FRAMEPROOF_FRAMES_DONE"], seen["FRAMEPROOF_FRAMES_TOTAL"]) == ("1", "1")
+    notified = (tmp_path / "notified").read_text()
+    assert "done" in notified and "1/1 frames done" in notified
+    capsys.readouterr()
+    assert fp(farm, "watch", follow["job_id"], "--on-done", "exit 7") == 0
+    assert "--on-done exited with status 7" in capsys.readouterr().err
+
+    again = as_json(farm, capsys, "receipts", job_id)
+    for key in ("frames", "total_tokens_burned", "escrowed", "refund", "state"):
+        assert again[key] == settled[key], f"the settled job's {key} changed"
+    assert len(as_json(farm, capsys, "receipts", follow["job_id"])["frames"]) == 1
+
     # One money unit in text: USD, the tokens in brackets.
     capsys.readouterr()
     assert fp(farm, "receipts", prefix) == 0

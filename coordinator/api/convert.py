@@ -80,6 +80,7 @@ def scene_info(record: SceneRecord) -> pb.SceneInfo:
         denoiser=scene.denoiser,
         time_limit=scene.time_limit,
         notices=render_notices(scene),
+        output_path=scene.output_path,
     )
 
 

@@ -105,11 +105,12 @@ class JobControl:
             if job is None:
                 raise ControlError(f"no job {job_id}")
             if job.cancelled:
-                raise ControlError(f"job {job_id} is cancelled: submit the frames as a new job")
+                raise ControlError(f"job {job_id} is cancelled: once it has settled, "
+                                   "`frameproof requeue` renders the frames as a new job")
             if job.settled:
                 raise ControlError(
-                    f"job {job_id} is settled (its escrow is closed): render the frames again "
-                    f"with `frameproof submit --frames ...`")
+                    f"job {job_id} is settled (its escrow is closed): `frameproof requeue` "
+                    "renders the frames as a new job, escrowed like a submit")
             tasks = list(session.exec(
                 select(TaskRecord).where(TaskRecord.job_id == job_id)
                 .where(col(TaskRecord.first_frame) <= max(wanted))

@@ -121,6 +121,8 @@ class Child:
                 "libraries": [lib.filepath for lib in bpy.data.libraries],
                 "missing": self.missing_dependencies(),
                 "output_media_type": render.image_settings.media_type,
+                # read, never expanded or run: downloads name frames after it
+                "output_path": str(render.filepath)[:1024],
                 "scripts_blocked": bool(bpy.app.autoexec_fail),
                 **scene_facts(scene),
             },

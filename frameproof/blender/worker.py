@@ -69,6 +69,7 @@ class SceneInspection:
     freestyle: bool = False
     freestyle_scripts: bool = False  # Python-scripting mode: turned off by the farm
     stamp_burned: bool = False
+    output_path: str = ""  # Output Properties' path, e.g. //render/shot_#### ("": none read)
 
 
 @dataclass(frozen=True)

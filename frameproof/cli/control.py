@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
+from frameproof.cli.checks import MAX_COST_USD
 from frameproof.cli.common import STATE_NAMES, err, fail, job_json, out, print_json
 from frameproof.client import FarmClient
-from frameproof.frames import FrameSpecError, parse_frames
+from frameproof.creator import Creator
+from frameproof.frames import FrameSpecError, format_frames, parse_frames
 from frameproof.v1 import farm_pb2 as pb
 
 MAX_PRIORITY = 100
@@ -35,12 +39,17 @@ def add_arguments(commands: argparse._SubParsersAction) -> None:  # type: ignore
                           help=f"-{MAX_PRIORITY}..{MAX_PRIORITY}; default of every job 0")
     requeue = commands.add_parser(
         "requeue", help="render chosen done or failed frames again (charged again)",
-        description="Render chosen frames again, e.g. after fixing a flaky node's failure. "
-        "Only done or failed frames of a job that has not settled yet; the new render is "
-        "charged at the job's quoted price like any frame (the first render was verified and "
-        "paid). The old image stays until the new one is approved.")
+        description="Render chosen done or failed frames again, e.g. after fixing a flaky "
+        "node's failure; you pay for the new renders (the first render was verified and "
+        "paid). While the job runs they are charged from its escrow at its quoted price, and "
+        "the old image stays until the new one is approved. Once the job has settled (its "
+        "escrow closed and refunded) they render as a new job on the same scene and "
+        "settings, escrowed like `submit` (--max-cost, or the top of its own estimate).")
     _job(requeue)
     requeue.add_argument("--frames", required=True, help="which frames, e.g. 5-7 or 1,3")
+    requeue.add_argument("--max-cost", type=float, default=0.0, metavar="USD",
+                         help="a settled job's new job only: most USD it may cost, escrowed "
+                              "(default: the top of its estimate's range)")
     frame_log = commands.add_parser(
         "log", help="Blender's output for one frame, from the node that rendered it",
         description="Blender's output while rendering one frame (the end of it, at most 16 "
@@ -79,10 +88,31 @@ def run_requeue(args: argparse.Namespace, client: FarmClient) -> int:
         parse_frames(args.frames)
     except FrameSpecError as error:
         fail(f"--frames: {error}", 2)
-    answer = client.jobs.RequeueFrames(
-        pb.RequeueFramesRequest(job_id=args.job, frames=args.frames), timeout=30)
-    return _report(args, answer.job, f"frames {_spec(list(answer.frames))} queued "
-                   "again (charged again at the job's price)")
+    if not (math.isfinite(args.max_cost) and 0 <= args.max_cost <= MAX_COST_USD):
+        fail(f"--max-cost must be a positive number of USD, at most {MAX_COST_USD:,.0f}", 2)
+    result = Creator(client).requeue(args.job, args.frames, max_cost_usd=args.max_cost,
+                                     on_estimate=_show_follow_up(args))
+    if not result.new_job:
+        return _report(args, result.job, f"frames {format_frames(result.frames)} queued "
+                       "again (charged again at the job's price)")
+    if args.json:
+        print_json({**job_json(result.job), "requeue_of": result.follow_up_of})
+        return 0
+    out.print(f"job {result.follow_up_of} has settled: frames {format_frames(result.frames)} "
+              f"render as new job {result.job.job_id} (frameproof watch {result.job.job_id})",
+              markup=False, highlight=False)
+    out.print(result.job.job_id)
+    return 0
+
+
+def _show_follow_up(args: argparse.Namespace) -> Callable[[pb.Estimate, float], None]:
+    def show(estimate: pb.Estimate, max_cost: float) -> None:
+        if not args.json:
+            err.print(f"the job's escrow is closed; a new job for these frames: estimate "
+                      f"${estimate.cost_usd:.6f}, escrowing up to ${max_cost:.6f} (you sign)",
+                      markup=False, highlight=False, soft_wrap=True)
+
+    return show
 
 
 def run_log(args: argparse.Namespace, client: FarmClient) -> int:
@@ -108,14 +138,3 @@ def _report(args: argparse.Namespace, job: pb.Job, what: str) -> int:
     out.print(f"job {job.job_id} ({STATE_NAMES.get(job.state, '?')}): {what}",
               markup=False, highlight=False)
     return 0
-
-
-def _spec(frames: list[int]) -> str:
-    """[1, 2, 3, 7] -> "1-3,7"."""
-    runs: list[list[int]] = []
-    for frame in frames:
-        if runs and frame == runs[-1][1] + 1:
-            runs[-1][1] = frame
-        else:
-            runs.append([frame, frame])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                                  max_cost_usd=1.0)
             job_id = Creator(client).submit_scene(SAMPLE_SCENE, options)[0].job.job_id
             job = watch_job(client, job_id)
-            frames, _ = download_frames(client, job_id, out_dir / "frames")
+            frames = download_frames(client, job_id, out_dir / "frames").files
     if job.state != pb.JOB_STATE_DONE:
         err.print(f"the demo job ended {STATE_NAMES.get(job.state, job.state)}: {job.error}; "
                   f"see the logs in {farm_dir / 'logs'}")

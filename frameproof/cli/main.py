@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how many of the newest jobs to list (1-1000, default 20)")
     listing.add_argument("--json", action="store_true")
     jobs.add_job_argument(commands.add_parser("status", help="one job's progress"))
-    jobs.add_job_argument(commands.add_parser("watch", help="follow a job live"), False)
+    watch.add_arguments(commands.add_parser("watch", help="follow a job live; notify or run "
+                                            "a command when it ends"))
     jobs.add_job_argument(commands.add_parser("cancel", help="cancel a job"), False)
     topup.add_arguments(commands.add_parser("topup", help="add escrow to a job; a paused "
                                             "job resumes"))

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
 from frameproof.cli.common import err, fail, money, out, print_json
-from frameproof.cli.submit import estimate_json, job_options, print_notices, upload_scene
+from frameproof.cli.submit import (
+    add_arguments,
+    estimate_json,
+    job_options,
+    print_notices,
+    upload_scene,
+)
 from frameproof.client import FarmClient
-from frameproof.creator import FORMATS, Creator
+from frameproof.creator import Creator
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
 
 
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scene", type=Path)
-    parser.add_argument("--frames", default="")
-    parser.add_argument("--tier", type=int, choices=(1, 2, 3), default=3)
-    parser.add_argument("--samples", type=int, default=0)
-    parser.add_argument("--resolution-percentage", type=int, default=0)
-    parser.add_argument("--format", choices=sorted(FORMATS), default="png")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="Cycles seed (default: the scene's own, as saved)")
-    parser.add_argument("--json", action="store_true")
+    """Exactly submit's options: the same command line with `estimate` prices that job."""
+    add_arguments(parser, prints="the estimate")
 
 
 def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
@@ -42,8 +40,11 @@ def run_estimate(args: argparse.Namespace, client: FarmClient) -> int:
                   f"${estimate.cost_high_usd:.6f} (≈{estimate.reference_seconds_per_frame:.2f} s "
                   "per frame on the reference machine)")
         out.print(probe_line(estimate))
-        out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} "
-                  f"({result['escrow_tokens']} tokens; change with --max-cost)")
+        if options.max_cost_usd:
+            out.print(f"submit escrows up to ${options.max_cost_usd:.6f} (your --max-cost)")
+        else:
+            out.print(f"submit escrows up to ${estimate.max_cost_usd:.6f} "
+                      f"({result['escrow_tokens']} tokens; change with --max-cost)")
         print_notices(estimate)
     return 0
 

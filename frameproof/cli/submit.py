@@ -19,7 +19,8 @@ from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, prints: str = "the job") -> None:
+    """submit's options; `estimate` takes exactly these too, so it prices the same job."""
     parser.add_argument("scene", type=Path, help="the .blend file to render")
     parser.add_argument("--frames", default="", help="e.g. 1-250 or 1,5,10-20 "
                         "(default: the scene's own range)")
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="a name for the job")
     parser.add_argument("--engine", default="", help="CYCLES, BLENDER_EEVEE or "
                         "BLENDER_WORKBENCH (default: the scene's)")
-    parser.add_argument("--samples", type=int, default=0, help="default: the scene's")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="render samples, at least 1 (default: the scene's)")
     parser.add_argument("--resolution", default="", help="WIDTHxHEIGHT (default: the scene's)")
     parser.add_argument("--resolution-percentage", type=int, default=0)
     parser.add_argument("--format", choices=sorted(FORMATS), default="png")
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cost", type=float, default=0.0,
                         help="most USD this job may cost; escrowed at submit (default: the "
                              "top of the estimate's range)")
-    parser.add_argument("--json", action="store_true", help="print the job as JSON")
+    parser.add_argument("--json", action="store_true", help=f"print {prints} as JSON")
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:
