@@ -24,6 +24,7 @@ from frameproof.client import FarmClient
 from frameproof.frames import FrameSpecError, format_frames, parse_frames
 from frameproof.output_names import frame_output_path, uses_fallback
 from frameproof.packing import PackingError, pack_scene
+from frameproof.preview import MAX_FPS, EncodeFailed, EncoderMissing, encode_mp4, find_encoder
 from frameproof.transfer import TransferError, download_blob, upload_files
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import DepositError, sign_deposit
@@ -81,6 +82,14 @@ class DepositRefused(CreatorError):
 
 class TransferFailed(CreatorError):
     """An upload or download gave up after its retries."""
+
+
+class PreviewUnavailable(InvalidRequest):
+    """No encoder for the MP4 preview on this machine: the message says what to install."""
+
+
+class PreviewFailed(CreatorError):
+    """The encoder ran and could not make the preview (its own last line says why)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,13 @@ def follow_up_options(job: pb.Job, frames: list[int], *, max_cost_usd: float = 0
         resolution_percentage=settings.resolution_percentage,
         output_format="exr" if settings.output_format == pb.OUTPUT_FORMAT_EXR else "png",
         seed=settings.seed if settings.HasField("seed") else None)
+
+
+@dataclass(frozen=True)
+class Preview:
+    path: Path  # the MP4
+    frames: int  # approved frames in it
+    not_ready: int  # frames not approved (yet): a later preview includes them
 
 
 def frame_file_name(frame: pb.Frame, output_path: str = "") -> Path:
@@ -405,7 +421,8 @@ class Creator:
         resumes and skips files already there."""
         pattern = self.job(job_id).scene.output_path
         frames = self.frames(job_id)
-        ready = [frame for frame in frames if frame.state == pb.FRAME_STATE_DONE]
+        ready = sorted((frame for frame in frames if frame.state == pb.FRAME_STATE_DONE),
+                       key=lambda frame: frame.frame)
         out_dir = Path(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -422,6 +439,38 @@ class Creator:
                 if on_progress is not None:
                     on_progress(number, len(ready))
         return Download(files, len(frames) - len(ready), pattern)
+
+    def preview(self, job_id: str, out: Path, *, fps: float = 24.0,
+                frames_dir: Path | None = None,
+                on_progress: FrameProgress | None = None) -> Preview:
+        """An MP4 of the job's approved frames so far, in frame order, encoded by FFmpeg
+        (frameproof.preview; the encoder is checked before anything is downloaded).
+
+        The frames are downloaded into `frames_dir` (kept, resumed like `download`) or a
+        temporary folder.
+        """
+        if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+            raise InvalidRequest(f"fps must be more than 0 and at most {MAX_FPS}")
+        out = Path(out)
+        if out.suffix.lower() != ".mp4":
+            raise InvalidRequest(f"{out}: the preview is an .mp4 file")
+        try:
+            encoder = find_encoder()
+        except EncoderMissing as error:
+            raise PreviewUnavailable(str(error)) from None
+        with tempfile.TemporaryDirectory(prefix="frameproof-preview-") as work:
+            fetched = self.download(job_id, Path(frames_dir or Path(work) / "frames"),
+                                    on_progress=on_progress)
+            if not fetched.files:
+                raise CreatorError(f"job {job_id} has no approved frames yet "
+                                   f"({fetched.not_ready} to come): preview it later")
+            sequence = Path(work) / "sequence"
+            sequence.mkdir()
+            try:
+                encode_mp4(fetched.files, out, fps=fps, work=sequence, encoder=encoder)
+            except EncodeFailed as error:
+                raise PreviewFailed(f"ffmpeg could not encode the preview: {error}") from None
+        return Preview(out, len(fetched.files), fetched.not_ready)
 
     def cancel(self, job_id: str) -> pb.Job:
         """Stop the job: unverified frames are dropped (not charged), the rest refunded."""

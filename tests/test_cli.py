@@ -69,6 +69,14 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
     assert (render / "frame_0007.png").exists()
     assert not list(out.rglob("*.part"))
 
+    # An MP4 preview of the approved frames, encoded by imageio-ffmpeg's FFmpeg.
+    import imageio_ffmpeg
+
+    movie = tmp_path / "preview.mp4"
+    assert fp(farm, "preview", job["job_id"][:8], "--out", str(movie), "--fps", "12") == 0
+    assert "4 approved frames at 12 fps" in capsys.readouterr().out
+    assert imageio_ffmpeg.count_frames_and_secs(str(movie))[0] == 4
+
 
 def test_cancel_stops_a_job(farm: LocalFarm, capsys):
     farm.start_coordinator()  # no node: nothing will render

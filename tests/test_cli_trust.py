@@ -52,6 +52,9 @@ BAD_INPUTS = [
     (["log", JOB, "x"], 2, "invalid int value"),
     (["log", JOB, "1"], 3, "cannot reach the coordinator"),
     (["watch"], 2, "job"),
+    (["preview", JOB, "--fps", "0"], 2, "--fps must be more than 0"),
+    (["preview", JOB, "--out", "x.gif"], 2, "the preview is an .mp4 file"),
+    (["preview", JOB], 3, "cannot reach the coordinator"),
     (["frobnicate"], 2, "invalid choice"),
     # The coordinator is down: reported in one line, before any packing, as status 3.
     (["submit", SCENE, "--frames", "1-2"], 3, "cannot reach the coordinator"),
@@ -81,6 +84,17 @@ def test_a_bad_input_ends_in_one_line(argv, status, words, tmp_path: Path, capsy
     assert len(lines) == 1, captured.err
     assert words in lines[0] and "Traceback" not in captured.err
     assert time.monotonic() - started < 15, "fails fast, no silent retries"
+
+
+def test_a_missing_preview_encoder_is_one_line_before_any_call(tmp_path: Path, capsys,
+                                                              monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+    code = frameproof(["preview", JOB, "--coordinator", DEAD,
+                       "--keypair", str(tmp_path / "id.json")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("creating a new")]
+    assert code == 2, err  # not 3: the coordinator (down) was never asked
+    assert len(lines) == 1 and "pip install 'frameproof[preview]'" in lines[0]
 
 
 def test_a_broken_keypair_is_one_line(tmp_path: Path, capsys):

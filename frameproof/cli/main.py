@@ -24,7 +24,8 @@ from frameproof.v1 import farm_pb2 as pb
 EXIT_CODES = """exit status:
   0    done (watch: the job finished with every frame done)
   1    the farm refused or failed the request, or the job ended failed/cancelled (watch)
-  2    bad input, found before anything was sent (options, frames, files, keypair)
+  2    bad input, found before anything was sent (options, frames, files, keypair;
+       preview: no encoder installed)
   3    the coordinator cannot be reached
   130  interrupted (Ctrl-C); a submitted job keeps running on the farm
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser("download", help="download a job's frames")
     jobs.add_job_argument(fetch, False)
     fetch.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    download.add_preview_arguments(commands.add_parser(
+        "preview", help="an MP4 of a job's approved frames (needs frameproof[preview])"))
     money.add_estimate_arguments(commands.add_parser("estimate", help="what a job would cost"))
     money.add_wallet_arguments(commands.add_parser("wallet", help="your token balance and "
                                                    "escrow; `wallet airdrop N` on test chains"))
@@ -108,6 +111,7 @@ HANDLERS = {
     "topup": topup.run,
     "frames": jobs.run_frames,
     "download": download.run,
+    "preview": download.run_preview,
     "nodes": nodes.run,
     "estimate": money.run_estimate,
     "wallet": money.run_wallet,
@@ -182,7 +186,7 @@ def _reachable(client: FarmClient, address: str) -> None:
 def _interrupted(args: argparse.Namespace) -> str:
     """What Ctrl-C left behind, so nobody wonders whether the job still runs."""
     job = getattr(args, "job", None)
-    if args.command in ("watch", "status", "frames", "download", "log") and job:
+    if args.command in ("watch", "status", "frames", "download", "preview", "log") and job:
         return (f"interrupted; the job keeps running on the farm: frameproof watch {job}"
                 + (" (download again to resume)" if args.command == "download" else ""))
     if args.command == "submit":
