@@ -3,7 +3,8 @@
 `serve` runs the gRPC service. `epoch close` and `ledger check` act on the
 coordinator that owns a data dir: through its local admin socket when it is
 running, directly on its database and chain when it is stopped. `doctor` lists
-the records the money path quarantined, straight from the database.
+the records the money path quarantined, straight from the database. `migrate`
+brings a database's schema to this release (`serve` does it on start too).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _epoch_close(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "migrate":
+        return _migrate(args)
     return _ledger_check(args)
 
 
@@ -75,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--release", nargs=2, metavar=("KIND", "KEY"),
                         help="let the next sweep try this record again (after fixing it)")
+    migrate = commands.add_parser("migrate", help="upgrade the database's schema to this "
+                                  "release (serve does it on start)")
+    migrate.add_argument("--data-dir", type=Path, default=Path(".farm"),
+                         help="the farm's SQLite database, or the --db its coordinator ran with")
+    migrate.add_argument("--db", help="SQLAlchemy URL (default: the data dir's database)")
     return parser
 
 
@@ -406,6 +414,36 @@ def _doctor(args: argparse.Namespace) -> int:
             when = datetime.fromtimestamp(h.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
             print(f"  {h.kind:<18} {h.key}  since {when} UTC\n    {h.reason}")
     return 1 if held else 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """One line: what the upgrade did (or that the schema was current already)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from coordinator.storage import migrations
+    from coordinator.storage.database import open_engine, safe_url, sqlite_url
+
+    saved = json.loads((args.data_dir / SAVED_CONFIG).read_text()) if (
+        args.data_dir / SAVED_CONFIG).exists() else {}
+    url = args.db or saved.get("db_url") or sqlite_url(args.data_dir)
+    if url.startswith("sqlite") and not args.db and not args.data_dir.is_dir():
+        print(f"render-coordinator: no data dir {args.data_dir}", file=sys.stderr)
+        return 2
+    try:
+        engine = open_engine(url)
+    except (SQLAlchemyError, ImportError) as error:  # a malformed URL, a missing driver
+        print(f"render-coordinator: migrate: {error}", file=sys.stderr)
+        return 2
+    try:
+        migration = migrations.upgrade(engine)
+    except (SQLAlchemyError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0]
+        print(f"render-coordinator: migrate {safe_url(url)}: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{safe_url(url)}: {migration.describe()}")
+    return 0
 
 
 def _ledger_check(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from coordinator.bonding import BondKeeper, busy_reason
@@ -382,16 +381,3 @@ def test_the_keeper_returns_a_bond_only_without_work_in_flight(
     assert payments.bonds.status(node_id).state == "returned"
     assert balance(payments, operator) == 10 * TOKEN
     assert_ledger_ok(payments)
-
-
-def test_a_database_from_before_bonds_gets_the_new_column(tmp_path: Path) -> None:
-    """`pay_chain_op.node_id` is added to an existing database on start (nullable)."""
-    url = sqlite_url(tmp_path)
-    old = open_database(url)
-    with old.begin() as connection:
-        connection.execute(text('ALTER TABLE pay_chain_op DROP COLUMN "node_id"'))
-    old.dispose()
-    engine = open_database(url)
-    columns = {column["name"] for column in inspect(engine).get_columns("pay_chain_op")}
-    assert "node_id" in columns
-    engine.dispose()

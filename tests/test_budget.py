@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from solders.keypair import Keypair
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -167,26 +167,10 @@ class Farm:
         assert all(f.tokens_burned == f.cost_tokens for f in receipts.frames), "no partial burn"
 
 
-POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-POSTGRES_DATABASE = "test_budget"  # its own database: other suites drop tables in `test`
-
-
-def postgres_url() -> str:
-    """A fresh database of our own on the local server, or skip when it is unreachable."""
-    try:
-        admin = create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
-        with admin.connect() as db:
-            db.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DATABASE} WITH (FORCE)"))
-            db.execute(text(f"CREATE DATABASE {POSTGRES_DATABASE}"))
-        admin.dispose()
-    except Exception:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    return f"{POSTGRES_SERVER}/{POSTGRES_DATABASE}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Farm]:
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else postgres_url()
+    url = (sqlite_url(tmp_path) if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
     engine = open_database(url)
     chain = EmbeddedChain(tmp_path / "chain")
     yield Farm(engine, chain)

@@ -14,6 +14,7 @@ requirement the wheel declares for the `node` and `coordinator` extras is satisf
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def test_wheel_contains_the_generated_grpc_code(dist: Path) -> None:
     for page in ("templates/base.html", "templates/job.html", "static/live.js",
                  "static/dashboard.css"):  # the dashboard's files ship as package data
         assert f"coordinator/dashboard/{page}" in names
+    for part in ("env.py", "script.py.mako", "versions/0001_initial_schema.py"):
+        assert f"coordinator/storage/migrations/{part}" in names  # Alembic ships, runs below
     assert "Requires-Dist: grpcio==1.85.1" in metadata
     assert "grpcio-tools" not in metadata.split("Provides-Extra: dev")[0]  # build-only
     assert "Requires-Dist: bpy==5.0.1; extra == \"node\"" in metadata
@@ -174,6 +177,10 @@ def test_node_and_coordinator_commands_run_from_the_wheel(dist: Path, tmp_path: 
     _run([python, "-c", "import coordinator.server, coordinator.dashboard, render_node.daemon, "
           "verifier.worker"],
          cwd=venv, env=env, timeout=120)
+    # The schema's migrations run from the wheel (revisions found as installed files).
+    migrated = _run([str(venv / "bin" / "render-coordinator"), "migrate", "--data-dir",
+                     str(tmp_path)], cwd=venv, env=env, timeout=120)
+    assert re.search(r": created at \w+ \(head\)$", migrated.stdout.strip()), migrated.stdout
 
 
 def _third_party_overlay(folder: Path) -> Path:

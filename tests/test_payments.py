@@ -39,7 +39,6 @@ from coordinator.payments import (
     PricingConfig,
     estimate,
 )
-from coordinator.payments.payments import TABLES
 from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
@@ -48,7 +47,6 @@ from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 from frameproof.benchmark import REFERENCE_SECONDS, run_benchmark, score_from_seconds
 
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 PRICING = PricingConfig()  # $0.50/token, 6 decimals, Tier 2 = $1.00 per reference-hour
 EPOCHS = EpochConfig()  # 1000 tokens/epoch, 1% decay, 10% availability, 5% fee (not minted)
 # One frame: 36 s on a node scoring 2.0 = 72 s of reference work = 0.02 h -> $0.02 on Tier 2
@@ -461,16 +459,8 @@ def test_key_flow_over_rpc(engine: Engine) -> None:
             chain.close()
 
 
-def test_ledger_tables_on_postgresql(tmp_path: Path) -> None:
-    try:
-        engine = open_database(POSTGRES_URL)
-        with engine.connect() as db:
-            db.execute(text("select 1"))
-    except Exception:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    from sqlmodel import SQLModel
-
-    SQLModel.metadata.drop_all(engine, tables=TABLES)
+def test_ledger_tables_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    engine = open_database(postgres_url)
     chain = EmbeddedChain(tmp_path / "chain")
     try:
         payments = Payments(engine, chain, PRICING, EPOCHS)
@@ -484,7 +474,7 @@ def test_ledger_tables_on_postgresql(tmp_path: Path) -> None:
         report = payments.check()
         assert report.ok, report.lines
     finally:
-        SQLModel.metadata.drop_all(engine, tables=TABLES)
+        chain.close()
         engine.dispose()
 
 

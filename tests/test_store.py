@@ -7,25 +7,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import Session, col
 
 from coordinator.domain.states import TaskState
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost, SchedulingPolicy
 
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 POLICY = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = open_database(POSTGRES_URL)
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,14 +22,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FarmStore]
     if request.param == "sqlite":
         engine = open_database(sqlite_url(tmp_path))
     else:
-        if not _postgres_available():
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        engine = open_database(POSTGRES_URL)
-        SQLModel.metadata.drop_all(engine)
-        SQLModel.metadata.create_all(engine)
+        engine = open_database(request.getfixturevalue("migrated_postgres_url"))
     yield FarmStore(engine, POLICY)
-    if request.param == "postgresql":
-        SQLModel.metadata.drop_all(engine)
     engine.dispose()
 
 
@@ -193,11 +176,8 @@ def test_a_listing_holds_the_newest_jobs_oldest_first_and_counts_them_all(store:
     assert (jobs, total) == ([], 0)
 
 
-def test_an_index_declared_later_is_added_to_an_existing_database(tmp_path: Path):
-    engine = open_database(sqlite_url(tmp_path))
-    with engine.begin() as connection:
-        connection.execute(text("DROP INDEX ix_job_settled"))  # a database from before it
-    engine.dispose()
+def test_the_settlement_sweeps_query_uses_the_settled_index(tmp_path: Path):
+    """An older database gets the index from the first revision (tests/unit/test_migrations)."""
     engine = open_database(sqlite_url(tmp_path))
     with engine.connect() as connection:
         plan = connection.execute(text(

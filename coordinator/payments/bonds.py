@@ -29,7 +29,7 @@ from solders.transaction import VersionedTransaction
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
@@ -43,9 +43,6 @@ from coordinator.storage.payment_models import (
     ChainOpRecord,
     SlashRecord,
 )
-
-BOND_TABLES = [BondRecord.__table__, SlashRecord.__table__]
-
 
 # --- the rules --------------------------------------------------------------------------
 
@@ -204,7 +201,6 @@ class Bonds:
         self.policy = policy or BondPolicy()
         self._journal = journal
         self._clock = clock
-        SQLModel.metadata.create_all(engine, tables=BOND_TABLES)
 
     @property
     def minimum(self) -> int:

@@ -19,7 +19,7 @@ from solders.transaction import VersionedTransaction
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
@@ -57,7 +57,6 @@ from coordinator.payments.results import (
     Wallet,
 )
 from coordinator.storage import ledger
-from coordinator.storage.database import add_missing_columns
 from coordinator.storage.payment_models import (
     OP_LANDED,
     OP_NEW,
@@ -67,26 +66,13 @@ from coordinator.storage.payment_models import (
     EpochRecord,
     FrameChargeRecord,
     JobBillingRecord,
-    LedgerLineRecord,
     PayoutRecord,
-    PostingRecord,
     WorkCreditRecord,
 )
 
 log = logging.getLogger(__name__)
 
-TABLES = [
-    ChainOpRecord.__table__,
-    PostingRecord.__table__,
-    LedgerLineRecord.__table__,
-    JobBillingRecord.__table__,
-    FrameChargeRecord.__table__,
-    WorkCreditRecord.__table__,
-    EpochRecord.__table__,
-    PayoutRecord.__table__,
-]
 __all__ = [
-    "TABLES",
     "CheckReport",
     "EpochEarning",
     "EpochSummary",
@@ -130,8 +116,6 @@ class Payments:
         self._clock = clock
         self._epoch_lock = threading.Lock()
         self._journal = OpJournal(engine, chain, clock)
-        SQLModel.metadata.create_all(engine, tables=TABLES)
-        add_missing_columns(engine, TABLES)
         self.bonds = Bonds(engine, chain, self._journal, bonds, clock=clock)
 
     # --- creators: funding and escrow ---------------------------------------------------

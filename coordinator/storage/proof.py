@@ -45,7 +45,6 @@ from coordinator.storage.verification_queue import (
     lease_seconds_for,
     measured_check_seconds,
 )
-from coordinator.storage.verification_queue import create_tables as create_queue_tables
 
 TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
 PEER_TIER = "tier1"  # the standing a node needs to verify other nodes' frames
@@ -136,7 +135,6 @@ class ProofStore:
         # When each live lease began (renewals stop at MAX_CHECK_SECONDS); a restart
         # requeues every leased check, so memory is enough.
         self._lease_started: dict[str, float] = {}
-        create_queue_tables(engine)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

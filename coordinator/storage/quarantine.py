@@ -58,11 +58,10 @@ class Held:
 
 
 class Quarantine:
-    """The quarantined_record table (created on first use, like the payments tables)."""
+    """The quarantined_record table."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[QuarantinedRecord.__table__])
 
     def add(self, kind: str, key: str, reason: str, now: float | None = None) -> None:
         """Hold `key` out; a record already held keeps its first reason."""

@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from coordinator.storage.models import VerificationRecord
@@ -86,10 +85,6 @@ def measured_check_seconds(session: Session, job_id: str) -> float | None:
     except (ValueError, TypeError, AttributeError):
         return None
     return seconds if math.isfinite(seconds) and seconds > 0 else None
-
-
-def create_tables(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=[VerificationTroubleRecord.__table__])  # type: ignore[list-item]
 
 
 @dataclass(frozen=True)
