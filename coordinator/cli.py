@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "agree; exit 1 when they do not"))
     doctor = commands.add_parser("doctor", help="list the records quarantined out of the "
                                  "money path; exit 1 when there are any")
-    doctor.add_argument("--data-dir", type=Path, default=Path(".farm"))
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--data-dir", type=Path, default=Path(".farm"),
+                        help="the coordinator's data dir (default .farm)")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of text")
     doctor.add_argument("--release", nargs=2, metavar=("KIND", "KEY"),
                         help="let the next sweep try this record again (after fixing it)")
     migrate = commands.add_parser("migrate", help="upgrade the database's schema to this "
@@ -242,8 +243,9 @@ def _positive_score(text: str) -> float:
 
 
 def _admin_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path(".farm"))
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--data-dir", type=Path, default=Path(".farm"),
+                        help="the coordinator's data dir (default .farm)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -25,6 +25,8 @@ from render_node import bonding, status
 from render_node.daemon import NodeConfig, RenderNode
 from render_node.sysinfo import benchmark_score, capabilities, has_benchmark, save_benchmark
 
+WORK_DIR_HELP = "the node's work dir (its keypair, cache and saved score)"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -80,15 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("benchmark", help="render the reference scene and save this "
                                 "node's score in its work dir (1.0 = the reference machine)")
-    bench.add_argument("--work-dir", type=Path, required=True)
-    bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--work-dir", type=Path, required=True, help=WORK_DIR_HELP)
+    bench.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
 
     earnings = commands.add_parser("earnings", help="tokens minted to this node, per epoch")
     earnings.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
-    earnings.add_argument("--work-dir", type=Path, required=True)
-    earnings.add_argument("--keypair", type=Path)
-    earnings.add_argument("--tls-ca", type=Path)
-    earnings.add_argument("--json", action="store_true")
+    earnings.add_argument("--work-dir", type=Path, required=True, help=WORK_DIR_HELP)
+    earnings.add_argument("--keypair", type=Path,
+                          help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")
+    earnings.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
+    earnings.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     status.add_arguments(commands.add_parser("status", help="this node's standing and "
                                              "reputation history"))
@@ -200,11 +203,11 @@ def _earnings(args: argparse.Namespace) -> int:
 
 def _wallet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
-    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, required=True, help=WORK_DIR_HELP)
     parser.add_argument("--keypair", type=Path,
                         help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")
-    parser.add_argument("--tls-ca", type=Path)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _bonds(args: argparse.Namespace) -> int:

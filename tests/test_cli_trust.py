@@ -6,6 +6,7 @@ coordinator cannot be reached, 130 interrupted. None of these may end in a trace
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -113,6 +114,26 @@ def test_help_lists_exit_statuses_and_every_option_has_help():
             if action.dest != "help":  # options and positional arguments alike
                 what = action.option_strings[0] if action.option_strings else action.dest
                 assert action.help, f"frameproof {name} {what} has no help"
+
+
+def test_every_option_of_the_farms_commands_has_help():
+    from coordinator.cli import build_parser as coordinator_parser
+    from render_node.cli import build_parser as node_parser
+    from verifier.cli import build_parser as verifier_parser
+
+    def undocumented(parser: argparse.ArgumentParser, name: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for command, sub in action.choices.items():
+                    missing += undocumented(sub, f"{name} {command}")
+            elif action.dest != "help" and not action.help:
+                missing.append(f"{name} {(action.option_strings or [action.dest])[0]}")
+        return missing
+
+    assert undocumented(coordinator_parser(), "render-coordinator") == []
+    assert undocumented(node_parser(), "render-node") == []
+    assert undocumented(verifier_parser(), "render-verifier") == []
 
 
 def test_estimate_takes_exactly_the_options_submit_takes():

@@ -12,12 +12,13 @@ from frameproof.client import coordinator_address
 from verifier.worker import Verifier, VerifierConfig
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="render-verifier", description=__doc__)
     parser.add_argument(
         "--coordinator", help="HOST:PORT or unix:PATH (default $FRAMEPROOF_COORDINATOR)"
     )
-    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, required=True,
+                        help="the verifier's folder: its keypair, scenes and renders")
     parser.add_argument(
         "--keypair",
         type=Path,
@@ -30,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="checks run at once, each in its own Blender and WORK_DIR/worker-N "
                         "(default 1); the coordinator never leases one check to two workers")
-    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone "
                         "(set by the coordinator that starts its own verifier)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO",
+                        help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
