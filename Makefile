@@ -14,14 +14,20 @@ ifneq ($(call VERSION_OF,$(PY)),$(PYTHON_WANTED))
 STAMP_FORCE := FORCE
 endif
 
-.PHONY: demo test lint proto dist addon clean check-python browser screenshots FORCE
+.PHONY: demo test unit lint proto dist addon clean check-python browser screenshots FORCE
 
 demo: check-python $(GENERATED)
 	$(VENV)/bin/frameproof demo
 
+# Every tier: tests/unit (rules and storage, seconds), tests/integration (servicers over real
+# gRPC, real databases), tests/e2e (farms rendering with Blender).
 test: check-python $(GENERATED) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The fast tier alone: no processes, SQLite in memory (under 10 s).
+unit: check-python $(GENERATED)
+	$(PY) -m pytest tests/unit -q
 
 lint: check-python $(STAMP)
 	$(PY) -m ruff check .
