@@ -34,7 +34,7 @@ from coordinator import web  # noqa: E402
 from coordinator.blobstore import BlobStore  # noqa: E402
 from coordinator.dashboard import FRAME_PAGE_SIZE, PAGE_SIZE, dashboard_routes  # noqa: E402
 from coordinator.dashboard.thumbnails import Thumbnails  # noqa: E402
-from coordinator.storage import ledger  # noqa: E402
+from coordinator.domain.ledger import movement_lines  # noqa: E402
 from coordinator.storage.dashboard import DashboardQueries, Page  # noqa: E402
 from coordinator.storage.database import open_database, sqlite_url  # noqa: E402
 from coordinator.storage.models import (  # noqa: E402
@@ -90,7 +90,7 @@ def build(data_dir: Path, jobs: int, frames: int) -> object:
         posting += 1
         rows[PostingRecord].append({"posting_id": posting, "op_id": op_id, "kind": kind,
                                     "at": at})
-        for account, line in ledger.movement_lines(kind, amount, owner=owner,
+        for account, line in movement_lines(kind, amount, owner=owner,
                                                    job_id=job_id or ""):
             rows[LedgerLineRecord].append({"posting_id": posting, "account": account,
                                            "amount": line})

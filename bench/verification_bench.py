@@ -492,17 +492,17 @@ def simulate(
         recent = [*recent[-(reputation.RECHECK_RECENT - 1) :], cheated]
         if rng.random() < reputation.check_probability(st):
             fail = rng.random() < (detect if cheated else fp)
-            st, change = reputation.apply_outcome(st, "failed" if fail else "verified")
+            st, change = reputation.apply_event(st, "failed" if fail else "verified")
             if fail:
                 if stop_on == "caught":
                     return n
                 for old in recent[:-1][-change.recheck_recent :]:
                     again = rng.random() < (detect if old else fp)
-                    st, _ = reputation.apply_outcome(st, "failed" if again else "verified")
+                    st, _ = reputation.apply_event(st, "failed" if again else "verified")
         else:
-            st, _ = reputation.apply_outcome(st, "delivered")
+            st, _ = reputation.apply_event(st, "delivered")
         if rng.random() < 0.01:  # some honest unreliability: a timeout now and then
-            st, _ = reputation.apply_outcome(st, "timeout")
+            st, _ = reputation.apply_event(st, "timeout")
         if st.quarantined:
             return n
     return None

@@ -14,7 +14,7 @@ from collections import Counter
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from coordinator.domain.reputation import Outcome
+from coordinator.domain.reputation import NodeEvent, Tier
 from coordinator.domain.states import TaskState
 from coordinator.payments.bonds import Bonds, NodeEpochFacts, availability_weights
 from coordinator.storage.models import (
@@ -77,8 +77,8 @@ def slash_if_quarantined(store: FarmStore, bonds: Bonds, node_id: str) -> bool:
         event = session.exec(
             select(ReputationEventRecord)
             .where(ReputationEventRecord.node_id == node_id)
-            .where(ReputationEventRecord.kind == Outcome.FAILED.value)
-            .where(ReputationEventRecord.tier_after == "quarantined")
+            .where(ReputationEventRecord.kind == NodeEvent.FAILED.value)
+            .where(ReputationEventRecord.tier_after == Tier.QUARANTINED)
             .order_by(col(ReputationEventRecord.id).desc())
         ).first()
         if event is None or event.id is None:
@@ -92,7 +92,7 @@ def slash_if_quarantined(store: FarmStore, bonds: Bonds, node_id: str) -> bool:
             .join(ReputationEventRecord,
                   col(ReputationEventRecord.job_id) == col(JobRecord.job_id))
             .where(ReputationEventRecord.node_id == node_id)
-            .where(ReputationEventRecord.kind == Outcome.FAILED.value)
+            .where(ReputationEventRecord.kind == NodeEvent.FAILED.value)
             .where(col(ReputationEventRecord.id) > since)
             .where(col(ReputationEventRecord.id) <= event.id)
         ).all()

@@ -32,7 +32,7 @@ from coordinator.blobstore import BlobStore
 from coordinator.bonding import BondKeeper
 from coordinator.chain import open_chain
 from coordinator.domain.epochs import EpochConfig
-from coordinator.domain.reputation import Outcome
+from coordinator.domain.reputation import NodeEvent
 from coordinator.events import JobEvents
 from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
@@ -332,7 +332,7 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
                 log.warning("lease of task %s expired: job %s frames %d-%d back in the queue",
                             task.task_id, task.job_id, task.first_frame, task.last_frame)
                 if task.node_id:
-                    proof.record_outcome(task.node_id, Outcome.TIMEOUT, now, job_id=task.job_id,
+                    proof.record_event(task.node_id, NodeEvent.TIMEOUT, now, job_id=task.job_id,
                                          frame=task.first_frame)
                 events.changed(task.job_id)
                 events.work_queued()

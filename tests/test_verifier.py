@@ -1,4 +1,4 @@
-"""Proof-of-Render units with real renders: tiles, metrics, judge and reputation.
+"""Proof-of-Render units with real renders: tiles, metrics and judge (reputation: tests/unit).
 
 A handful of tiny frames (128x72, few samples) are rendered once per module in one warm
 Blender child; bpy is never imported into the pytest process.
@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 
-from coordinator.domain import reputation
 from frameproof.blender import BlenderWorker, RenderSettings
 from verifier import judge, metrics, tiles
 from verifier.judge import Outcome
@@ -286,43 +285,3 @@ def test_escalation_adds_tiles_then_renders_the_whole_frame() -> None:
     judged = judge_with_escalation(nearly, exact=True, count=3, rng=random.Random(0), render=render)
     assert judged.stage == "whole frame" and judged.verdict.outcome is Outcome.GREY
     assert len(judged.tiles) == 7 and asked[-1] == tiles.Tile(0, 0, 320, 180)
-
-
-# -- reputation ---------------------------------------------------------------------------
-
-
-def run(standing: reputation.NodeStanding, outcome: str, n: int) -> reputation.NodeStanding:
-    for _ in range(n):
-        standing, _change = reputation.apply_outcome(standing, outcome)
-    return standing
-
-
-def test_new_node_checked_every_frame_then_less() -> None:
-    new = reputation.NodeStanding()
-    assert new.tier == "probation" and reputation.check_probability(new) == 1.0
-    first = reputation.PROBATION_RUN
-    rates = [
-        reputation.check_probability(run(new, "verified", n)) for n in (first - 1, first, 300, 5000)
-    ]
-    assert rates[0] == 1.0 and rates[1] < 1.0
-    assert rates[1] > rates[2] > rates[3] == reputation.RATE_FLOOR
-
-
-def test_failure_resets_and_repeated_failure_quarantines() -> None:
-    trusted = run(reputation.NodeStanding(), "verified", 300)
-    after, change = reputation.apply_outcome(trusted, "failed")
-    assert reputation.check_probability(after) == 1.0
-    assert after.score < trusted.score * 0.3 and change.recheck_recent > 0
-    assert "failed" in change.reason and not after.quarantined
-    again, change = reputation.apply_outcome(run(after, "delivered", 50), "failed")
-    assert again.quarantined and again.tier == "quarantined" and "quarantined" in change.reason
-    far = run(after, "verified", reputation.QUARANTINE_WINDOW + 1)
-    assert not reputation.apply_outcome(far, "failed")[0].quarantined
-
-
-def test_honest_node_rises_to_tier1_and_reliability_costs() -> None:
-    honest = run(reputation.NodeStanding(), "verified", 150)
-    assert honest.tier == "tier1"
-    dropped, change = reputation.apply_outcome(honest, "abandoned")
-    assert dropped.score < honest.score and "abandoned" in change.reason
-    assert reputation.tier_for(0.75) == "tier2" and reputation.tier_for(0.3) == "tier3"

@@ -19,7 +19,7 @@ from coordinator.api.errors import require_id
 from coordinator.blobstore import BlobStore
 from coordinator.bonding import release_if_due
 from coordinator.domain.pricing import MS_PER_HOUR
-from coordinator.domain.reputation import Outcome, check_probability
+from coordinator.domain.reputation import NodeEvent, check_probability
 from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
@@ -219,8 +219,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
         if task.state == "queued":
             self.events.work_queued()
-        outcome = Outcome.ABANDONED if reason.startswith(STOPPING_PREFIX) else Outcome.CRASH
-        self.proof.record_outcome(node_id, outcome, time.time(), job_id=task.job_id,
+        event = NodeEvent.ABANDONED if reason.startswith(STOPPING_PREFIX) else NodeEvent.CRASH
+        self.proof.record_event(node_id, event, time.time(), job_id=task.job_id,
                                   frame=task.first_frame, details={"reason": reason})
         self.events.changed(task.job_id)
         log.warning("lease %s failed on node %s: %s", lease_id, node_id[:12], reason)

@@ -11,6 +11,9 @@ floor): every frame on probation, then ``25 / run`` (50% at 50, 10% at 250), nev
 Any failure resets the run (back to every frame) and asks the caller to re-check the node's
 last 20 frames; a second failure within 200 delivered frames quarantines the node. Every
 change comes back as a :class:`ReputationChange` that says what happened and why.
+
+The coordinator stores the standing (`coordinator.storage.proof`) and applies these rules in the
+same transaction as the verdict that caused them; the verifier only judges pixels.
 """
 
 from __future__ import annotations
@@ -22,22 +25,53 @@ START_SCORE = 0.5
 PASS_GAIN = 0.02  # share of the distance to 1 gained per verified frame
 DELIVERED_GAIN = 0.002  # per completed frame that was not checked
 FAIL_KEEP = 0.25  # share of the score kept after a failed verification
-RELIABILITY_COST = {"abandoned": 0.03, "timeout": 0.03, "crash": 0.01}
 PROBATION_RUN = 50  # consecutive verified frames before the checking rate starts to fall
 RATE_CONSTANT = 25.0  # rate = RATE_CONSTANT / run after probation (BOINC's 1/CV)
 RATE_FLOOR = 0.03  # even Tier 1 is checked on 3% of frames
 RECHECK_RECENT = 20  # frames to re-check after a failure
 QUARANTINE_WINDOW = 200  # a second failure within this many delivered frames quarantines
-TIER_BOUNDS = ((0.90, "tier1"), (0.70, "tier2"), (0.0, "tier3"))
 
 
-class Outcome(StrEnum):
+class NodeEvent(StrEnum):
+    """Something a node did that moves its reputation (stored as `reputation_event.kind`)."""
+
     VERIFIED = "verified"  # a checked frame passed
     FAILED = "failed"  # a checked frame failed verification
     DELIVERED = "delivered"  # a frame completed and was not checked
     ABANDONED = "abandoned"  # the node dropped a lease
     TIMEOUT = "timeout"  # the lease expired without a result
     CRASH = "crash"  # the node reported a render crash
+
+
+class Tier(StrEnum):
+    """A node's class, named as the proto's `NodeStanding.tier` names it.
+
+    A job asks for a tier by number (`JobRecord.tier`, the proto's `int32 tier`: 1 trusted nodes
+    only .. 3 any verified node); :attr:`rank` is a node's number on that scale.
+    """
+
+    TIER1 = "tier1"  # trusted: score >= 0.90
+    TIER2 = "tier2"  # priority: score >= 0.70
+    TIER3 = "tier3"  # economy
+    PROBATION = "probation"  # fewer than PROBATION_RUN verified frames in a row
+    QUARANTINED = "quarantined"  # failed twice within QUARANTINE_WINDOW frames
+
+    @property
+    def rank(self) -> int:
+        """1 for Tier 1 .. 3 for Tier 3; probation (and quarantine) rank with Tier 3."""
+        return {Tier.TIER1: 1, Tier.TIER2: 2}.get(self, 3)
+
+    @classmethod
+    def numbered(cls, number: int) -> Tier:
+        """The tier a job's number names (1, 2 or 3)."""
+        return {1: cls.TIER1, 2: cls.TIER2, 3: cls.TIER3}[number]
+
+
+JOB_TIERS = (1, 2, 3)  # what a job may ask for; 0 on the wire means 3
+DEFAULT_JOB_TIER = 3
+RELIABILITY_COST = {NodeEvent.ABANDONED: 0.03, NodeEvent.TIMEOUT: 0.03, NodeEvent.CRASH: 0.01}
+TIER_BOUNDS = ((0.90, Tier.TIER1), (0.70, Tier.TIER2), (0.0, Tier.TIER3))
+PEER_TIER = Tier.TIER1  # the standing a node needs to verify other nodes' frames
 
 
 @dataclass(frozen=True)
@@ -55,27 +89,26 @@ class NodeStanding:
         return self.consecutive_verified < PROBATION_RUN
 
     @property
-    def tier(self) -> str:
-        """``quarantined``, ``probation``, ``tier1``, ``tier2`` or ``tier3``."""
+    def tier(self) -> Tier:
         if self.quarantined:
-            return "quarantined"
+            return Tier.QUARANTINED
         if self.probation:
-            return "probation"
+            return Tier.PROBATION
         return tier_for(self.score)
 
 
 @dataclass(frozen=True)
 class ReputationChange:
-    outcome: Outcome
+    event: NodeEvent
     score_before: float
     score_after: float
-    tier_before: str
-    tier_after: str
+    tier_before: Tier
+    tier_after: Tier
     reason: str
     recheck_recent: int = 0  # how many of the node's latest frames the caller should re-check
 
 
-def tier_for(score: float) -> str:
+def tier_for(score: float) -> Tier:
     """Tier name for a score (probation and quarantine are decided by :class:`NodeStanding`)."""
     return next(name for bound, name in TIER_BOUNDS if score >= bound)
 
@@ -87,15 +120,15 @@ def check_probability(standing: NodeStanding) -> float:
     return max(RATE_FLOOR, min(1.0, RATE_CONSTANT / standing.consecutive_verified))
 
 
-def apply_outcome(
-    standing: NodeStanding, outcome: Outcome | str
+def apply_event(
+    standing: NodeStanding, event: NodeEvent | str
 ) -> tuple[NodeStanding, ReputationChange]:
     """The node's new standing after one event, and a record of the change with its reason."""
-    outcome = Outcome(outcome)
+    event = NodeEvent(event)
     s = standing
     since = None if s.frames_since_failure is None else s.frames_since_failure + 1
     recheck = 0
-    if outcome is Outcome.VERIFIED:
+    if event is NodeEvent.VERIFIED:
         new = replace(
             s,
             score=s.score + PASS_GAIN * (1 - s.score),
@@ -105,7 +138,7 @@ def apply_outcome(
             frames_since_failure=since,
         )
         reason = f"frame verified ({new.consecutive_verified} in a row)"
-    elif outcome is Outcome.FAILED:
+    elif event is NodeEvent.FAILED:
         repeat = since is not None and since <= QUARANTINE_WINDOW
         new = replace(
             s,
@@ -120,7 +153,7 @@ def apply_outcome(
         reason = "frame failed verification: score cut, checking every frame again"
         if repeat:
             reason += f"; second failure within {QUARANTINE_WINDOW} frames: quarantined"
-    elif outcome is Outcome.DELIVERED:
+    elif event is NodeEvent.DELIVERED:
         new = replace(
             s,
             score=s.score + DELIVERED_GAIN * (1 - s.score),
@@ -129,11 +162,11 @@ def apply_outcome(
         )
         reason = "frame delivered (not checked)"
     else:
-        cost = RELIABILITY_COST[outcome.value]
+        cost = RELIABILITY_COST[event]
         new = replace(s, score=s.score * (1 - cost))
-        reason = f"lease {outcome.value}: reliability cost {cost:.0%}"
+        reason = f"lease {event.value}: reliability cost {cost:.0%}"
     change = ReputationChange(
-        outcome=outcome,
+        event=event,
         score_before=s.score,
         score_after=new.score,
         tier_before=s.tier,

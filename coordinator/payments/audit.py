@@ -13,11 +13,19 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.chain.base import TokenChain
+from coordinator.domain.ledger import (
+    BURNED,
+    ISSUED,
+    OPEN_STATES,
+    TREASURY,
+    OpState,
+    bond_account,
+    escrow_account,
+    movement_lines,
+)
 from coordinator.payments.results import CheckReport
 from coordinator.storage import ledger
 from coordinator.storage.payment_models import (
-    OP_LANDED,
-    OPEN_STATES,
     BondRecord,
     ChainOpRecord,
     FrameChargeRecord,
@@ -44,12 +52,12 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
         ).all():
             posted[op_id].append((account, int(amount)))
         unbalanced = ledger.unbalanced_postings(session)
-        issued = ledger.balance(session, ledger.ISSUED)
-        burned = ledger.balance(session, ledger.BURNED)
+        issued = ledger.balance(session, ISSUED)
+        burned = ledger.balance(session, BURNED)
         escrows = ledger.balances(session, "escrow:")
         jobs = session.exec(select(JobBillingRecord)).all()
         bond_accounts = ledger.balances(session, "bond:")
-        treasury = ledger.balance(session, ledger.TREASURY)
+        treasury = ledger.balance(session, TREASURY)
         bonds = session.exec(select(BondRecord)).all()
         burned_per_job: dict[str, int] = defaultdict(int)
         for charge in session.exec(select(FrameChargeRecord)).all():
@@ -62,8 +70,8 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
     bad_ops = 0
     for op in ops:
         got = sorted(posted.get(op.op_id, []))
-        if op.state == OP_LANDED:
-            want = sorted(ledger.movement_lines(op.kind, op.amount, owner=op.owner,
+        if op.state == OpState.LANDED:
+            want = sorted(movement_lines(op.kind, op.amount, owner=op.owner,
                                                 job_id=op.job_id or "",
                                                 node_id=op.node_id or ""))
             if got != want:
@@ -78,7 +86,7 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
         elif got:
             bad_ops += 1
             verdict(False, f"{op.kind} {op.op_id} is {op.state} but has ledger lines {got}")
-    landed = sum(op.state == OP_LANDED for op in ops)
+    landed = sum(op.state == OpState.LANDED for op in ops)
     if not bad_ops:
         checked = " (signatures verified on chain)" if verify_signatures else ""
         verdict(True, f"{landed} landed operations posted exactly once{checked}")
@@ -99,12 +107,12 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
             f"chain {chain_supply}")
     for kind, total in (("minted", minted_total), ("burned", burned)):
         kinds = ("grant", "mint") if kind == "minted" else ("burn",)
-        ops_total = sum(op.amount for op in ops if op.state == OP_LANDED and op.kind in kinds)
+        ops_total = sum(op.amount for op in ops if op.state == OpState.LANDED and op.kind in kinds)
         verdict(total == ops_total, f"{kind} total: ledger {total}, landed ops {ops_total}")
 
     open_jobs = {op.job_id for op in pending if op.job_id}
     for job in jobs:
-        held = escrows.get(ledger.escrow_account(job.job_id), 0)
+        held = escrows.get(escrow_account(job.job_id), 0)
         if held < 0:
             verdict(False, f"job {job.job_id}: escrow account is negative ({held})")
         if burned_per_job[job.job_id] != job.charged:
@@ -142,7 +150,7 @@ def _check_bonds(chain: TokenChain, verdict: Callable[[bool, str], None], lines:
     for bond in bonds:
         if bond.node_id in pending_nodes:
             continue
-        account = accounts.get(ledger.bond_account(bond.node_id), 0)
+        account = accounts.get(bond_account(bond.node_id), 0)
         if account != bond.held:
             verdict(False, f"bond of {bond.node_id}: ledger {account}, bond record {bond.held} "
                            f"(posted {bond.posted} - slashed {bond.slashed} - returned "

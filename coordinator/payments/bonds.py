@@ -34,11 +34,11 @@ from sqlmodel import Session, col, select
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.epochs import allocate
+from coordinator.domain.ledger import OpState
 from coordinator.domain.reputation import PROBATION_RUN, NodeStanding
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.storage.payment_models import (
-    OP_SENT,
     BondRecord,
     ChainOpRecord,
     SlashRecord,
@@ -302,7 +302,7 @@ class Bonds:
         op_id = memo.removeprefix(MEMO_PREFIX)
         op = ChainOpRecord(
             op_id=op_id, purpose=f"bond:{node_id}:{op_id}", kind="bond", owner=node_id,
-            node_id=node_id, amount=amount, state=OP_SENT, attempts=1, signature=tx.signature,
+            node_id=node_id, amount=amount, state=OpState.SENT, attempts=1, signature=tx.signature,
             raw=tx.raw, description=tx.description, valid_until=tx.valid_until,
             created_at=now, updated_at=now,
         )

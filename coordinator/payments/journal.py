@@ -22,14 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, PreparedTx, TokenChain, TxStatus
+from coordinator.domain.ledger import OpState, movement_lines
 from coordinator.payments.results import PaymentError
 from coordinator.storage import ledger
 from coordinator.storage.payment_models import (
-    OP_DROPPED,
-    OP_FAILED,
-    OP_LANDED,
-    OP_NEW,
-    OP_SENT,
     BondRecord,
     ChainOpRecord,
     JobBillingRecord,
@@ -67,9 +63,9 @@ class OpJournal:
         naming ``what`` ("the deposit", "the bond", ...).
         """
         state = self.drive(op_id)
-        if state == OP_FAILED:
+        if state == OpState.FAILED:
             raise PaymentError(f"{what} failed on chain: {self.op(op_id).error}")
-        if state == OP_DROPPED:
+        if state == OpState.DROPPED:
             raise PaymentError(f"{what} expired before it landed; sign a new one")
         return state
 
@@ -77,20 +73,20 @@ class OpJournal:
         """Take one op as far as it goes now; returns its state (sent = still pending)."""
         for _ in range(MAX_DRIVE_ATTEMPTS):
             op = self.op(op_id)
-            if op.state == OP_NEW:
+            if op.state == OpState.NEW:
                 try:
                     tx = self._prepare(op)
                 except ChainError as exc:  # e.g. RPC unreachable: stays new, retried later
                     self._note(op_id, str(exc))
-                    return OP_NEW
+                    return OpState.NEW
                 if not self._record_attempt(op, tx):
                     continue  # someone else recorded an attempt first: drive theirs
-            elif op.state == OP_SENT and op.raw is None:  # a grant: fund_creator signed it
+            elif op.state == OpState.SENT and op.raw is None:  # a grant: fund_creator signed it
                 assert op.signature is not None
                 if self.chain.status(op.signature) == "landed":
                     self._landed(op_id, op.signature)
                 return self.op(op_id).state
-            elif op.state == OP_SENT:
+            elif op.state == OpState.SENT:
                 assert op.signature is not None
                 tx = PreparedTx(op.signature, op.raw, op.description, op.valid_until)
             else:
@@ -105,7 +101,7 @@ class OpJournal:
             if outcome == "landed":
                 self._landed(op_id, tx.signature)
             elif outcome == "failed":
-                self._finish(op_id, tx.signature, OP_FAILED, error or "executed with an error")
+                self._finish(op_id, tx.signature, OpState.FAILED, error or "executed with an error")
             elif outcome == "dropped":
                 self._dropped(op, tx.signature)
                 if op.kind not in USER_SIGNED:
@@ -136,8 +132,8 @@ class OpJournal:
             moved = session.exec(  # type: ignore[call-overload]
                 update(ChainOpRecord)
                 .where(col(ChainOpRecord.op_id) == op.op_id)
-                .where(col(ChainOpRecord.state) == OP_NEW)
-                .values(state=OP_SENT, signature=tx.signature, raw=tx.raw,
+                .where(col(ChainOpRecord.state) == OpState.NEW)
+                .values(state=OpState.SENT, signature=tx.signature, raw=tx.raw,
                         description=tx.description, valid_until=tx.valid_until,
                         attempts=op.attempts + 1, updated_at=self._clock())
             ).rowcount
@@ -151,16 +147,16 @@ class OpJournal:
             moved = session.exec(  # type: ignore[call-overload]
                 update(ChainOpRecord)
                 .where(col(ChainOpRecord.op_id) == op_id)
-                .where(col(ChainOpRecord.state) == OP_SENT)
+                .where(col(ChainOpRecord.state) == OpState.SENT)
                 .where(col(ChainOpRecord.signature) == signature)
-                .values(state=OP_LANDED, error="", updated_at=now)
+                .values(state=OpState.LANDED, error="", updated_at=now)
             ).rowcount
             if moved != 1:
                 session.rollback()
                 return
             op = session.get(ChainOpRecord, op_id)
             assert op is not None
-            lines = ledger.movement_lines(op.kind, op.amount, owner=op.owner,
+            lines = movement_lines(op.kind, op.amount, owner=op.owner,
                                           job_id=op.job_id or "", node_id=op.node_id or "")
             ledger.post(session, op_id, op.kind, lines, now)
             if op.kind == "deposit" and op.purpose.startswith(TOPUP_PURPOSE):
@@ -182,7 +178,7 @@ class OpJournal:
             moved = session.exec(  # type: ignore[call-overload]
                 update(ChainOpRecord)
                 .where(col(ChainOpRecord.op_id) == op_id)
-                .where(col(ChainOpRecord.state) == OP_SENT)
+                .where(col(ChainOpRecord.state) == OpState.SENT)
                 .where(col(ChainOpRecord.signature) == signature)
                 .values(state=state, error=error, updated_at=now)
             ).rowcount
@@ -195,15 +191,15 @@ class OpJournal:
         """Expired unseen: deposits and bonds are final (their signer must sign again); the
         treasury's own operations are prepared again."""
         if op.kind in USER_SIGNED:
-            self._finish(op.op_id, signature, OP_DROPPED, "expired before it landed")
+            self._finish(op.op_id, signature, OpState.DROPPED, "expired before it landed")
             return
         with self._session() as session:
             session.exec(  # type: ignore[call-overload]
                 update(ChainOpRecord)
                 .where(col(ChainOpRecord.op_id) == op.op_id)
-                .where(col(ChainOpRecord.state) == OP_SENT)
+                .where(col(ChainOpRecord.state) == OpState.SENT)
                 .where(col(ChainOpRecord.signature) == signature)
-                .values(state=OP_NEW, signature=None, raw=None, valid_until=None,
+                .values(state=OpState.NEW, signature=None, raw=None, valid_until=None,
                         previous_signatures=f"{op.previous_signatures} {signature}".strip(),
                         updated_at=self._clock())
             )
@@ -239,14 +235,14 @@ class OpJournal:
             with self._session() as session:
                 session.exec(  # type: ignore[call-overload]
                     update(ChainOpRecord).where(col(ChainOpRecord.op_id) == op.op_id)
-                    .values(state=OP_FAILED, error=str(exc)[:500], updated_at=self._clock())
+                    .values(state=OpState.FAILED, error=str(exc)[:500], updated_at=self._clock())
                 )
                 session.commit()
             raise PaymentError(f"funding {creator} failed: {exc}") from exc
         with self._session() as session:
             session.exec(  # type: ignore[call-overload]
                 update(ChainOpRecord).where(col(ChainOpRecord.op_id) == op.op_id)
-                .values(state=OP_SENT, signature=signature, attempts=1)
+                .values(state=OpState.SENT, signature=signature, attempts=1)
             )
             session.commit()
         self._landed(op.op_id, signature)
@@ -259,7 +255,7 @@ def new_op(kind: str, purpose: str, amount: int, now: float, *, owner: str = "",
     """An intent row (not added to any session); its id becomes the memo "fp:<op_id>"."""
     return ChainOpRecord(
         op_id=f"{kind[:4]}-{uuid.uuid4().hex}", purpose=purpose, kind=kind, owner=owner,
-        amount=amount, job_id=job_id, epoch=epoch, state=OP_NEW, created_at=now,
+        amount=amount, job_id=job_id, epoch=epoch, state=OpState.NEW, created_at=now,
         updated_at=now, node_id=node_id,
     )
 

@@ -25,6 +25,7 @@ from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.budget import may_charge
 from coordinator.domain.epochs import EpochConfig, split_emission
+from coordinator.domain.ledger import OPEN_STATES, OpState, escrow_account
 from coordinator.domain.pricing import (
     PricingConfig,
     cost_usd,
@@ -58,10 +59,6 @@ from coordinator.payments.results import (
 )
 from coordinator.storage import ledger
 from coordinator.storage.payment_models import (
-    OP_LANDED,
-    OP_NEW,
-    OP_SENT,
-    OPEN_STATES,
     ChainOpRecord,
     EpochRecord,
     FrameChargeRecord,
@@ -178,7 +175,7 @@ class Payments:
         now = self._clock()
         op = ChainOpRecord(
             op_id=memo.removeprefix(MEMO_PREFIX), purpose=f"deposit:{job_id}", kind="deposit",
-            owner=creator, amount=amount, job_id=job_id, state=OP_SENT, attempts=1,
+            owner=creator, amount=amount, job_id=job_id, state=OpState.SENT, attempts=1,
             signature=tx.signature, raw=tx.raw, description=tx.description,
             valid_until=tx.valid_until, created_at=now, updated_at=now,
         )
@@ -233,7 +230,7 @@ class Payments:
         op_id = memo.removeprefix(MEMO_PREFIX)
         op = ChainOpRecord(
             op_id=op_id, purpose=f"{TOPUP_PURPOSE}{job_id}:{op_id}", kind="deposit",
-            owner=creator, amount=amount, job_id=job_id, state=OP_SENT, attempts=1,
+            owner=creator, amount=amount, job_id=job_id, state=OpState.SENT, attempts=1,
             signature=tx.signature, raw=tx.raw, description=tx.description,
             valid_until=tx.valid_until, created_at=now, updated_at=now,
         )
@@ -258,7 +255,7 @@ class Payments:
         state = self._journal.drive_signed(op.op_id, "the top-up")
         landed = self._journal.op(op.op_id)
         return EscrowReceipt(job_id, creator, amount, landed.signature or "",
-                             "open" if state == OP_LANDED else "opening")
+                             "open" if state == OpState.LANDED else "opening")
 
     def budget(self, job_id: str) -> tuple[int, int] | None:
         """(deposited, charged) of the job's escrow in base units; None without escrow."""
@@ -470,7 +467,7 @@ class Payments:
             ).all()
         counts: dict[str, int] = {}
         for op in ops:
-            if op.kind == "grant" and op.state == OP_NEW:
+            if op.kind == "grant" and op.state == OpState.NEW:
                 state = "unresolved"
             else:
                 try:
@@ -503,7 +500,7 @@ class Payments:
                 select(JobBillingRecord.job_id).where(JobBillingRecord.creator == pubkey)
             ).all()
             held = ledger.balances(session, "escrow:")
-        escrow_held = sum(held.get(ledger.escrow_account(job), 0) for job in jobs)
+        escrow_held = sum(held.get(escrow_account(job), 0) for job in jobs)
         return Wallet(pubkey, balance, tokens_to_usd(self.pricing, balance), escrow_held,
                       list(jobs))
 
@@ -517,7 +514,7 @@ class Payments:
                 select(FrameChargeRecord).where(FrameChargeRecord.job_id == job_id)
                 .order_by(col(FrameChargeRecord.frame))
             ).all()
-            held = ledger.balance(session, ledger.escrow_account(job_id))
+            held = ledger.balance(session, escrow_account(job_id))
         frames = [self._frame_charge(charge) for charge in charges]
         deposit = self._journal.op(billing.deposit_op_id)
         refund = self._journal.op(billing.refund_op_id) if billing.refund_op_id else None
@@ -551,7 +548,7 @@ class Payments:
                          p.amount, op.signature, op.state)
             for p, e, op in rows
         ]
-        total = sum(e.minted for e in epochs if e.state == OP_LANDED)
+        total = sum(e.minted for e in epochs if e.state == OpState.LANDED)
         return NodeEarnings(node_id, epochs, total, int(open_credits))
 
     def epoch_summary(self, epoch: int) -> EpochSummary:

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from coordinator.api.convert import budget_state
 from coordinator.domain.frames import parse_frames
+from coordinator.domain.ledger import BURNED, ISSUED
 from coordinator.domain.states import TaskState, job_state_from_frames
 from coordinator.storage import ledger
 from coordinator.storage.models import (
@@ -231,8 +232,8 @@ class DashboardQueries:
     def ledger_summary(self) -> LedgerSummary:
         """Tokens issued, burned and held in escrow; chain operations by kind and state."""
         with self._session() as session:
-            issued = ledger.balance(session, ledger.ISSUED)
-            burned = ledger.balance(session, ledger.BURNED)
+            issued = ledger.balance(session, ISSUED)
+            burned = ledger.balance(session, BURNED)
             escrow = sum(ledger.balances(session, "escrow:").values())
             ops = {(kind, state): int(n) for kind, state, n in session.exec(
                 select(ChainOpRecord.kind, ChainOpRecord.state, func.count())

@@ -13,13 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-OP_NEW = "new"  # intent recorded, no transaction signed yet
-OP_SENT = "sent"  # signed bytes recorded; maybe sent; reconcile decides
-OP_LANDED = "landed"  # final: executed on chain, ledger posted
-OP_FAILED = "failed"  # final: executed with an error, nothing moved
-OP_DROPPED = "dropped"  # final (deposits only): expired unseen; the creator must sign again
-
-OPEN_STATES = (OP_NEW, OP_SENT)
+from coordinator.domain.ledger import OpState
 
 
 def _amount(default: int | None = None) -> Any:
@@ -43,7 +37,7 @@ class ChainOpRecord(SQLModel, table=True):
     amount: int = _amount()
     job_id: str | None = Field(default=None, index=True)
     epoch: int | None = Field(default=None, index=True)
-    state: str = Field(default=OP_NEW, index=True)
+    state: str = Field(default=OpState.NEW, index=True)
     signature: str | None = Field(default=None, index=True)
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     description: str = ""

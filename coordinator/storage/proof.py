@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain import reputation
-from coordinator.domain.reputation import NodeStanding, Outcome, ReputationChange
+from coordinator.domain.reputation import PEER_TIER, NodeEvent, NodeStanding, ReputationChange
 from coordinator.domain.states import TaskState
 from coordinator.storage.models import (
     FrameResultRecord,
@@ -46,8 +46,6 @@ from coordinator.storage.verification_queue import (
     measured_check_seconds,
 )
 
-TIER_RANKS = {"tier1": 1, "tier2": 2, "tier3": 3, "probation": 3}
-PEER_TIER = "tier1"  # the standing a node needs to verify other nodes' frames
 PEER_AUDIT_RATE = 0.10  # share of a peer's passes that a coordinator verifier checks again
 SERVED_MEMORY = 10_000  # creators and jobs remembered for fair ordering
 
@@ -113,8 +111,8 @@ def standing_of(record: NodeStandingRecord | None) -> NodeStanding:
 
 
 def node_rank(standing: NodeStanding) -> int:
-    """1 for Tier 1 ... 3 for Tier 3 and probation (quarantined nodes get no rank)."""
-    return TIER_RANKS.get(standing.tier, 3)
+    """1 for Tier 1 ... 3 for Tier 3 and probation (quarantined nodes lease nothing anyway)."""
+    return standing.tier.rank
 
 
 class ProofStore:
@@ -163,13 +161,13 @@ class ProofStore:
             )
             return list(session.exec(query))
 
-    def record_outcome(
-        self, node_id: str, outcome: Outcome, now: float, *, job_id: str = "", frame: int = 0,
+    def record_event(
+        self, node_id: str, event: NodeEvent, now: float, *, job_id: str = "", frame: int = 0,
         details: dict[str, Any] | None = None,
     ) -> ReputationChange:
         """A reliability event (lease completed, abandoned, timed out, crashed)."""
         with self._session() as session:
-            change = _apply(session, node_id, outcome, now, job_id, frame, details or {})
+            change = _apply(session, node_id, event, now, job_id, frame, details or {})
             session.commit()
             return change
 
@@ -546,15 +544,15 @@ class ProofStore:
                 details["peer"] = verifier_id
             contradicted = None if peer else self._audit_peer(session, check, result, now)
             if result.passed:
-                outcome = Outcome.VERIFIED if check.render_tiles else Outcome.DELIVERED
-                change = _apply(session, check.node_id, outcome, now, check.job_id, check.frame,
+                event = NodeEvent.VERIFIED if check.render_tiles else NodeEvent.DELIVERED
+                change = _apply(session, check.node_id, event, now, check.job_id, check.frame,
                                 details)
                 task_done = self._approve(session, check, result, now)
                 session.commit()
                 return FinishedVerification(check.job_id, check.frame, check.node_id, True,
                                             False, False, task_done, change,
                                             contradicted_peer=contradicted)
-            change = _apply(session, check.node_id, Outcome.FAILED, now, check.job_id,
+            change = _apply(session, check.node_id, NodeEvent.FAILED, now, check.job_id,
                             check.frame, details)
             self._reject(session, check, task, result.reason, now)
             if change.recheck_recent:
@@ -576,7 +574,8 @@ class ProofStore:
         if verdict.agreed:
             return None
         said = "passed" if verdict.passed else "failed"
-        change = _apply(session, verdict.peer_id, Outcome.FAILED, now, check.job_id, check.frame, {
+        change = _apply(session, verdict.peer_id, NodeEvent.FAILED, now, check.job_id,
+                        check.frame, {
             "peer_verdict": said, "audit": result.reason, "verification_id": check.verification_id,
             "checked_node": check.node_id,
         })
@@ -661,10 +660,10 @@ def _requeue(session: Session, check: VerificationRecord) -> None:
     session.add(check)
 
 
-def _apply(session: Session, node_id: str, outcome: Outcome, now: float, job_id: str,
+def _apply(session: Session, node_id: str, event: NodeEvent, now: float, job_id: str,
            frame: int, details: dict[str, Any]) -> ReputationChange:
     record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(node_id=node_id)
-    new, change = reputation.apply_outcome(standing_of(record), outcome)
+    new, change = reputation.apply_event(standing_of(record), event)
     record.score = new.score
     record.consecutive_verified = new.consecutive_verified
     record.verified = new.verified
@@ -672,12 +671,12 @@ def _apply(session: Session, node_id: str, outcome: Outcome, now: float, job_id:
     record.delivered = new.delivered
     record.frames_since_failure = new.frames_since_failure
     record.quarantined = new.quarantined
-    if outcome in (Outcome.ABANDONED, Outcome.TIMEOUT, Outcome.CRASH):
+    if event in (NodeEvent.ABANDONED, NodeEvent.TIMEOUT, NodeEvent.CRASH):
         record.leases_abandoned += 1
     record.updated_at = now
     session.add(record)
     session.add(ReputationEventRecord(
-        node_id=node_id, at=now, kind=outcome.value, score_before=change.score_before,
+        node_id=node_id, at=now, kind=event.value, score_before=change.score_before,
         score_after=change.score_after, tier_after=change.tier_after, reason=change.reason,
         job_id=job_id, frame=frame, details_json=json.dumps(details)[:100_000],
     ))
