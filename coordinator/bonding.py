@@ -9,22 +9,9 @@ that one node whose bond cannot be processed never holds up another's.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
-
-from coordinator.domain.reputation import NodeEvent, Tier
-from coordinator.domain.states import TaskState
 from coordinator.payments.bonds import Bonds, NodeEpochFacts, availability_weights
-from coordinator.storage.models import (
-    JobRecord,
-    NodeStandingRecord,
-    ReputationEventRecord,
-    TaskRecord,
-    VerificationRecord,
-)
-from coordinator.storage.payment_models import WorkCreditRecord
+from coordinator.storage import settlement_reads
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
@@ -34,20 +21,11 @@ log = logging.getLogger(__name__)
 
 def busy_reason(store: FarmStore, node_id: str) -> str | None:
     """Why the node's bond cannot return yet: work of it still in flight or unverified."""
-    with Session(store.engine) as session:
-        leased = session.exec(
-            select(func.count()).select_from(TaskRecord).where(TaskRecord.node_id == node_id)
-            .where(TaskRecord.state == TaskState.LEASED)
-        ).one()
-        unverified = session.exec(
-            select(func.count()).select_from(VerificationRecord)
-            .where(VerificationRecord.node_id == node_id)
-            .where(col(VerificationRecord.state).in_(["queued", "leased"]))
-        ).one()
-    if leased:
-        return f"{leased} lease(s) in flight"
-    if unverified:
-        return f"{unverified} frame(s) still being verified"
+    work = settlement_reads.in_flight(store.engine, node_id)
+    if work.leases:
+        return f"{work.leases} lease(s) in flight"
+    if work.unverified:
+        return f"{work.unverified} frame(s) still being verified"
     return None
 
 
@@ -70,33 +48,15 @@ def slash_if_quarantined(store: FarmStore, bonds: Bonds, node_id: str) -> bool:
     quarantine does not slash). The cheated creators are those whose frames the node had
     rejected since its last slash, each paid pro rata to those frames.
     """
-    with Session(store.engine) as session:
-        record = session.get(NodeStandingRecord, node_id)
-        if record is None or not record.quarantined:
-            return False
-        event = session.exec(
-            select(ReputationEventRecord)
-            .where(ReputationEventRecord.node_id == node_id)
-            .where(ReputationEventRecord.kind == NodeEvent.FAILED.value)
-            .where(ReputationEventRecord.tier_after == Tier.QUARANTINED)
-            .order_by(col(ReputationEventRecord.id).desc())
-        ).first()
-        if event is None or event.id is None:
-            return False
-        done = bonds.slashed_events(node_id)
-        if event.id in done:
-            return False
-        since = max(done, default=0)
-        rejected = session.exec(
-            select(JobRecord.creator)
-            .join(ReputationEventRecord,
-                  col(ReputationEventRecord.job_id) == col(JobRecord.job_id))
-            .where(ReputationEventRecord.node_id == node_id)
-            .where(ReputationEventRecord.kind == NodeEvent.FAILED.value)
-            .where(col(ReputationEventRecord.id) > since)
-            .where(col(ReputationEventRecord.id) <= event.id)
-        ).all()
-    slash = bonds.slash(node_id, event.id, Counter(rejected),
+    event = settlement_reads.quarantining_failure(store.engine, node_id)
+    if event is None:
+        return False
+    done = bonds.slashed_events(node_id)
+    if event.event_id in done:
+        return False
+    rejected = settlement_reads.rejected_frames_by_creator(
+        store.engine, node_id, max(done, default=0), event.event_id)
+    slash = bonds.slash(node_id, event.event_id, rejected,
                         f"quarantined by Proof-of-Render: {event.reason}")
     if slash is None:
         return False
@@ -140,13 +100,7 @@ def availability(store: FarmStore, proof: ProofStore, bonds: Bonds, window: floa
     reference seconds of work per wall second of its leases), which weighs its share. See
     `coordinator.payments.bonds.availability_weights`.
     """
-    with Session(store.engine) as session:
-        work = dict(session.exec(
-            select(WorkCreditRecord.node_id, func.sum(WorkCreditRecord.work_ms))
-            .where(col(WorkCreditRecord.epoch).is_(None))
-            .where(col(WorkCreditRecord.created_at) <= now)
-            .group_by(WorkCreditRecord.node_id)
-        ).all())
+    work = settlement_reads.open_epoch_work(store.engine, now)
     standings = proof.standings()
     bonded = bonds.bonded_nodes()
     speeds = PricingStore(store.engine).node_speeds(sorted(bonded & set(work)))

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from coordinator.blobstore import BlobNotFound, BlobStore, InvalidSha256, check_sha256
-from coordinator.domain.frames import FrameSpecError, parse_frames
+from coordinator.domain.jobs import SceneRange
 from coordinator.storage.models import SceneRecord
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.store import FarmStore
@@ -191,18 +191,6 @@ def scene_inspection(record: SceneRecord) -> SceneInspection:
     return SceneInspection(**json.loads(record.info_json))
 
 
-def resolve_frames(spec: str, scene: SceneInspection) -> list[int]:
-    """The job's frames: the creator's spec, or the scene's own range; never outside it."""
-    if not spec.strip():
-        return list(range(scene.frame_start, scene.frame_end + 1))
-    try:
-        frames = parse_frames(spec)
-    except FrameSpecError as error:
-        raise IntakeError(str(error)) from error
-    outside = [frame for frame in frames if not scene.frame_start <= frame <= scene.frame_end]
-    if outside:
-        raise IntakeError(
-            f"frames {outside[0]}..{outside[-1]} are outside the scene's range "
-            f"{scene.frame_start}-{scene.frame_end}"
-        )
-    return frames
+def scene_range(scene: SceneInspection) -> SceneRange:
+    """The frames the saved scene renders, for the job compiler."""
+    return SceneRange(scene.frame_start, scene.frame_end)

@@ -28,18 +28,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 
 from coordinator.chain.base import ChainError
-from coordinator.domain.states import TaskState
-from coordinator.storage.models import (
-    JobRecord,
-    NodeRecord,
-    TaskRecord,
-    VerificationRecord,
-)
-from coordinator.storage.payment_models import ChainOpRecord, FrameChargeRecord
+from coordinator.domain.states import TaskState, VerificationState
+from coordinator.storage.farm_state import read_farm_state
 
 # Events are counted in one process-wide registry: several coordinators in one process
 # (tests) share them, as they share the process.
@@ -177,93 +170,69 @@ class FarmStateCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        frames_in_task = TaskRecord.last_frame - TaskRecord.first_frame + 1
-        with self.engine.connect() as db:
-            queued = GaugeMetricFamily("frameproof_queue_frames", "Frames waiting for a node, "
-                                       "by the job's tier", labels=["tier"])
-            by_tier = dict(db.execute(
-                select(JobRecord.tier, func.sum(frames_in_task))
-                .select_from(TaskRecord)
-                .join(JobRecord, JobRecord.job_id == TaskRecord.job_id)
-                .where(TaskRecord.state == TaskState.QUEUED)
-                .group_by(JobRecord.tier)).all())
-            for tier in sorted({1, 2, 3, *by_tier}):
-                queued.add_metric([str(tier)], int(by_tier.get(tier) or 0))
-            yield queued
+        state = read_farm_state(self.engine, seen_since=self.clock() - NODE_SEEN_SECONDS)
+        queued = GaugeMetricFamily("frameproof_queue_frames", "Frames waiting for a node, "
+                                   "by the job's tier", labels=["tier"])
+        for tier in sorted({1, 2, 3, *state.queued_frames_by_tier}):
+            queued.add_metric([str(tier)], state.queued_frames_by_tier.get(tier, 0))
+        yield queued
 
-            frames = GaugeMetricFamily("frameproof_frames", "Frames of all jobs, by state",
-                                       labels=["state"])
-            by_state = dict(db.execute(select(TaskRecord.state, func.sum(frames_in_task))
-                                       .group_by(TaskRecord.state)).all())
-            for state in TaskState:
-                frames.add_metric([state.value], int(by_state.get(state.value) or 0))
-            yield frames
+        frames = GaugeMetricFamily("frameproof_frames", "Frames of all jobs, by state",
+                                   labels=["state"])
+        for task_state in TaskState:
+            frames.add_metric([task_state.value], state.frames_by_state.get(task_state, 0))
+        yield frames
 
-            leases = GaugeMetricFamily("frameproof_leases", "Tasks leased to a node now")
-            leases.add_metric([], int(db.execute(
-                select(func.count()).where(TaskRecord.state == TaskState.LEASED)).scalar_one()))
-            yield leases
+        leases = GaugeMetricFamily("frameproof_leases", "Tasks leased to a node now")
+        leases.add_metric([], state.leases)
+        yield leases
 
-            nodes = GaugeMetricFamily("frameproof_nodes_online", "Nodes heard from in the last "
-                                      f"{NODE_SEEN_SECONDS:.0f} s")
-            nodes.add_metric([], int(db.execute(select(func.count()).where(
-                NodeRecord.last_seen_at >= self.clock() - NODE_SEEN_SECONDS)).scalar_one()))
-            yield nodes
+        nodes = GaugeMetricFamily("frameproof_nodes_online", "Nodes heard from in the last "
+                                  f"{NODE_SEEN_SECONDS:.0f} s")
+        nodes.add_metric([], state.nodes_online)
+        yield nodes
 
-            checks = GaugeMetricFamily("frameproof_verifications", "Proof-of-Render checks "
-                                       "by state (queued, leased, done, cancelled)",
-                                       labels=["state"])
-            verdicts = CounterMetricFamily("frameproof_verification_verdicts", "Finished "
-                                           "Proof-of-Render checks by verdict",
-                                           labels=["verdict"])
-            rows = db.execute(select(VerificationRecord.state, VerificationRecord.passed,
-                                     func.count()).group_by(VerificationRecord.state,
-                                                            VerificationRecord.passed)).all()
-            states: dict[str, int] = {}
-            passed = failed = 0
-            for state, ok, n in rows:
-                states[state] = states.get(state, 0) + n
-                if state == "done":
-                    passed += n if ok else 0
-                    failed += 0 if ok else n
-            for state in sorted({"queued", "leased", "done", "cancelled", *states}):
-                checks.add_metric([state], states.get(state, 0))
-            verdicts.add_metric(["passed"], passed)
-            verdicts.add_metric(["failed"], failed)
-            yield checks
-            yield verdicts
+        checks = GaugeMetricFamily("frameproof_verifications", "Proof-of-Render checks "
+                                   "by state (queued, leased, done, cancelled)",
+                                   labels=["state"])
+        verdicts = CounterMetricFamily("frameproof_verification_verdicts", "Finished "
+                                       "Proof-of-Render checks by verdict",
+                                       labels=["verdict"])
+        by_check_state = state.verifications_by_state
+        shown = (VerificationState.QUEUED, VerificationState.LEASED, VerificationState.DONE,
+                 VerificationState.CANCELLED)
+        for check_state in sorted({*shown, *by_check_state}):
+            checks.add_metric([check_state], by_check_state.get(check_state, 0))
+        verdicts.add_metric(["passed"], state.checks_passed)
+        verdicts.add_metric(["failed"], state.checks_failed)
+        yield checks
+        yield verdicts
 
-            count, usd_micro, burned = db.execute(select(
-                func.count(), func.coalesce(func.sum(FrameChargeRecord.cost_usd_micro), 0),
-                func.coalesce(func.sum(FrameChargeRecord.tokens_burned), 0))).one()
-            charged = CounterMetricFamily("frameproof_frames_charged", "Frames charged to "
-                                          "their creators")
-            charged.add_metric([], int(count))
-            yield charged
-            usd = CounterMetricFamily("frameproof_charged_usd", "US dollars charged for frames")
-            usd.add_metric([], int(usd_micro) / 1e6)
-            yield usd
-            burns = CounterMetricFamily("frameproof_tokens_burned", "Token base units burned "
-                                        "for charged frames")
-            burns.add_metric([], int(burned))
-            yield burns
+        charged = CounterMetricFamily("frameproof_frames_charged", "Frames charged to "
+                                      "their creators")
+        charged.add_metric([], state.frames_charged)
+        yield charged
+        usd = CounterMetricFamily("frameproof_charged_usd", "US dollars charged for frames")
+        usd.add_metric([], state.charged_usd_micro / 1e6)
+        yield usd
+        burns = CounterMetricFamily("frameproof_tokens_burned", "Token base units burned "
+                                    "for charged frames")
+        burns.add_metric([], state.tokens_burned)
+        yield burns
 
-            ops = GaugeMetricFamily("frameproof_chain_ops", "Chain operations by kind (grant, "
-                                    "deposit, burn, refund, mint) and state", labels=["kind",
-                                                                                      "state"])
-            op_errors = GaugeMetricFamily("frameproof_chain_ops_with_error", "Chain operations "
-                                          "whose last attempt recorded an error", labels=["kind"])
-            errors_by_kind: dict[str, int] = {}
-            for kind, state, n, with_error in db.execute(select(
-                    ChainOpRecord.kind, ChainOpRecord.state, func.count(),
-                    func.sum(case((ChainOpRecord.error != "", 1), else_=0)))
-                    .group_by(ChainOpRecord.kind, ChainOpRecord.state)).all():
-                ops.add_metric([kind, state], int(n))
-                errors_by_kind[kind] = errors_by_kind.get(kind, 0) + int(with_error or 0)
-            for kind, n in sorted(errors_by_kind.items()):
-                op_errors.add_metric([kind], n)
-            yield ops
-            yield op_errors
+        ops = GaugeMetricFamily("frameproof_chain_ops", "Chain operations by kind (grant, "
+                                "deposit, burn, refund, mint) and state", labels=["kind",
+                                                                                  "state"])
+        op_errors = GaugeMetricFamily("frameproof_chain_ops_with_error", "Chain operations "
+                                      "whose last attempt recorded an error", labels=["kind"])
+        errors_by_kind: dict[str, int] = {}
+        for op in state.chain_ops:
+            ops.add_metric([op.kind, op.state], op.count)
+            errors_by_kind[op.kind] = errors_by_kind.get(op.kind, 0) + op.with_error
+        for kind, n in sorted(errors_by_kind.items()):
+            op_errors.add_metric([kind], n)
+        yield ops
+        yield op_errors
 
 
 def coordinator_registry(engine: Engine) -> CollectorRegistry:

@@ -161,7 +161,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         NodeServicer(store, proof, blobs, events, payments,
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
         BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners),
-        VerifierServicer(store, proof, access, events),
+        VerifierServicer(store, proof, access, events, proof.quarantine),
         AdminServicer(store, proof, access, payments),
     )
     nonce_journal = NonceJournal(config.data_dir / "nonces", NONCE_WINDOW_SECONDS)

@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from sqlalchemy import exists
-from sqlmodel import Session, col, select
-
 from coordinator.bonding import availability
 from coordinator.domain.budget import CHARGE_SHORT, may_lease
 from coordinator.domain.pricing import (
@@ -31,8 +28,8 @@ from coordinator.payments import Payments
 from coordinator.payments.bonds import Bonds
 from coordinator.payments.journal import parse_pubkey
 from coordinator.payments.results import EscrowShort, PaymentError
+from coordinator.storage import settlement_reads
 from coordinator.storage.models import FrameResultRecord, JobRecord
-from coordinator.storage.payment_models import JobBillingRecord, WorkCreditRecord
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.quarantine import (
@@ -217,15 +214,8 @@ class Settlement:
         if now - self._last_orphan_scan < ORPHAN_SCAN_SECONDS:
             return
         self._last_orphan_scan = now
-        # Every unsettled job has an open escrow: ask for those without a job in one query
-        # rather than looking each one up.
-        with Session(self.payments.engine) as session:
-            orphans = session.exec(
-                select(JobBillingRecord.job_id)
-                .where(JobBillingRecord.state == "open")
-                .where(col(JobBillingRecord.created_at) < now - ORPHAN_ESCROW_SECONDS)
-                .where(~exists().where(col(JobRecord.job_id) == col(JobBillingRecord.job_id)))
-            ).all()
+        orphans = settlement_reads.orphan_escrows(self.payments.engine,
+                                                  now - ORPHAN_ESCROW_SECONDS)
         held = self.quarantine.keys(ORPHAN_REFUND)
         for job_id in orphans:
             if job_id in held:
@@ -276,10 +266,7 @@ def screened_participants(store: FarmStore, proof: ProofStore, payments: Payment
     """
     nodes, weights = epoch_participants(store, proof, float(payments.epochs.length_seconds), now,
                                         payments.bonds)
-    with Session(payments.engine) as session:
-        earners = set(session.exec(select(WorkCreditRecord.node_id)
-                                   .where(col(WorkCreditRecord.epoch).is_(None))
-                                   .distinct()).all())
+    earners = settlement_reads.open_epoch_earners(payments.engine)
     held = quarantine.keys(EPOCH_PARTICIPANT)
     for node in sorted(set(nodes) | set(weights) | earners):
         if node not in held:

@@ -7,9 +7,9 @@ import json
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from coordinator.domain.states import JobState, TaskState, job_state_from_frames
+from coordinator.domain.verdicts import FrameVerdict
 from coordinator.intake import render_notices, scene_inspection
 from coordinator.storage.models import FrameResultRecord, JobRecord, SceneRecord, TaskRecord
-from coordinator.storage.store import UNPAID
 from frameproof.blender.worker import SceneInspection
 from frameproof.v1 import farm_pb2 as pb
 
@@ -157,12 +157,12 @@ def frame_messages(
                 frame.blender_version = result.blender_version
                 frame.device = result.device
                 frame.receipt_signature = result.receipt_signature
-                if result.verdict == "approved" and result.charged:
+                if result.verdict == FrameVerdict.APPROVED and result.charged:
                     frame.state = pb.FRAME_STATE_DONE
-                elif result.verdict in ("approved", UNPAID):
+                elif result.verdict in (FrameVerdict.APPROVED, FrameVerdict.UNPAID):
                     frame.state = pb.FRAME_STATE_UNPAID  # not served until it is paid
                     frame.verification += ("; never paid: the job was cancelled first"
-                                           if result.verdict == UNPAID
+                                           if result.verdict == FrameVerdict.UNPAID
                                            else "; waiting for its charge")
             frames.append(frame)
     return frames

@@ -13,10 +13,18 @@ import grpc
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
-from coordinator.api.errors import require_id
+from coordinator.api.errors import maps_domain_errors, require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
 from coordinator.domain.budget import LEASE_SHORT, pause_reason, topup_suggestion
-from coordinator.domain.frames import FrameSpecError, chunk_frames, format_frames, parse_frames
+from coordinator.domain.frames import FrameSpecError, format_frames, parse_frames
+from coordinator.domain.jobs import (
+    JobRequest,
+    check_request,
+    check_tier,
+    compile_job,
+    job_frames,
+    reserved_frame_price,
+)
 from coordinator.domain.pricing import tokens_to_usd
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.events import JobEvents
@@ -25,7 +33,7 @@ from coordinator.intake import (
     MissingBlobsError,
     SceneIntake,
     render_notices,
-    resolve_frames,
+    scene_range,
 )
 from coordinator.intake import scene_inspection as inspection_of
 from coordinator.payments import CostEstimate, Payments, estimate
@@ -42,14 +50,13 @@ from frameproof.v1 import farm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK_SIZE = 1000
 MAX_AIRDROP_TOKENS = 1_000_000
-MAX_NAME_LENGTH = 200
 WATCH_POLL_SECONDS = 2.0
 DEFAULT_LIST_JOBS = 100  # a creator with years of jobs still gets a small, fast answer
 MAX_LIST_JOBS = 1000
 
 
+@maps_domain_errors
 class JobServicer(farm_pb2_grpc.JobServiceServicer):
     def __init__(
         self,
@@ -80,27 +87,18 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def SubmitJob(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
-        if not 0 <= request.chunk_size <= MAX_CHUNK_SIZE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}"
-            )
-        if request.tier not in (0, 1, 2, 3):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "tier must be 1 (trusted nodes), 2 (priority) or 3 (economy)")
-        if len(request.name) > MAX_NAME_LENGTH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job name is too long")
+        wanted = JobRequest(frames=request.frames, chunk_size=request.chunk_size,
+                            tier=request.tier, name=request.name)
+        check_request(wanted)
         await self._check_settings(request.settings, context)
         scene = await self._accept_scene(scene_id, context)
         inspection = inspection_of(scene)
-        try:
-            frames = resolve_frames(request.frames, inspection)
-        except IntakeError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        frames = job_frames(request.frames, scene_range(inspection))
+        job = compile_job(wanted, frames, default_name=scene.main_file)
         settings = convert.effective_settings(request.settings, inspection)
-        tier = request.tier or 3
         creator = current_caller().pubkey
         probe = await self._probe(scene_id, settings, frames)
-        cost = self._estimate(probe, len(frames), tier)
+        cost = self._estimate(probe, len(frames), job.tier)
         max_cost = usd(request.max_cost_usd) if request.max_cost_usd > 0 else cost.max_cost_usd
         if not request.signed_deposit:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -110,21 +108,21 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         try:
             await asyncio.to_thread(self.payments.open_escrow, job_id, creator,
                                     request.signed_deposit,
-                                    self.payments.escrow_amount(max_cost), tier=tier)
+                                    self.payments.escrow_amount(max_cost), tier=job.tier)
         except InsufficientBalance as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except PaymentError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"escrow refused: {error}")
         now = time.time()
-        job = JobRecord(
+        record = JobRecord(
             job_id=job_id,
-            name=request.name or scene.main_file,
+            name=job.name,
             scene_id=scene_id,
             creator=creator,
-            tier=tier,
+            tier=job.tier,
             max_cost_usd=float(max_cost),
-            frames_spec=format_frames(frames),
-            chunk_size=request.chunk_size or 1,
+            frames_spec=job.frames_spec,
+            chunk_size=job.chunk_size,
             settings_json=convert.settings_to_json(settings),
             created_at=now,
             updated_at=now,
@@ -136,26 +134,23 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             cost_usd=float(cost.cost_usd), cost_low_usd=float(cost.cost_low_usd),
             cost_high_usd=float(cost.cost_high_usd), created_at=now))
         # Leases reserve escrow at the quote's price per frame until charges say better.
-        frame_price = self.payments.escrow_amount(cost.cost_usd) // max(1, len(frames))
-        self.store.create_job(job, chunk_frames(frames, job.chunk_size), now,
+        frame_price = reserved_frame_price(self.payments.escrow_amount(cost.cost_usd),
+                                           len(frames))
+        self.store.create_job(record, [list(task) for task in job.tasks], now,
                               frame_price_tokens=frame_price)
         self.events.work_queued()
-        log.info("job %s: %d frames of scene %s", job.job_id, len(frames), scene_id[:12])
-        return pb.SubmitJobResponse(job=self._job_message(job.job_id))
+        log.info("job %s: %d frames of scene %s", job_id, len(frames), scene_id[:12])
+        return pb.SubmitJobResponse(job=self._job_message(job_id))
 
     async def EstimateJob(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
-        if request.tier not in (0, 1, 2, 3):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tier must be 1, 2 or 3")
+        tier = check_tier(request.tier)
         await self._check_settings(request.settings, context)
         inspection = inspection_of(await self._accept_scene(scene_id, context))
-        try:
-            frames = resolve_frames(request.frames, inspection)
-        except IntakeError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        frames = job_frames(request.frames, scene_range(inspection))
         settings = convert.effective_settings(request.settings, inspection)
         probe = await self._probe(scene_id, settings, frames)
-        cost = self._estimate(probe, len(frames), request.tier or 3)
+        cost = self._estimate(probe, len(frames), tier)
         pricing = self.payments.pricing
         return pb.Estimate(
             frames=len(frames),

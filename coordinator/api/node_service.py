@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 
 import grpc
@@ -20,6 +19,8 @@ from coordinator.blobstore import BlobStore
 from coordinator.bonding import release_if_due
 from coordinator.domain.pricing import MS_PER_HOUR
 from coordinator.domain.reputation import NodeEvent, check_probability
+from coordinator.domain.sampling import sample_frames
+from coordinator.domain.states import TaskState
 from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
@@ -78,7 +79,6 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self.events = events
         self.payments = payments
         self.heartbeat_seconds = heartbeat_seconds
-        self._draw = secrets.SystemRandom()  # which frames get tile checks: the node can't know
         # Bounded: the coordinator runs for months while nodes and jobs keep coming.
         self._touched: dict[str, float] = {}  # node id -> last liveness write (recent only)
         self._last_prune = 0.0
@@ -186,8 +186,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 )
             )
         _, standing = self.payments.bonds.gate(node_id, self.proof.standing(node_id))
-        probability = check_probability(standing)  # unbonded nodes: every frame
-        sampled = frozenset(o.frame for o in outputs if self._draw.random() < probability)
+        # unbonded nodes: every frame
+        sampled = sample_frames((o.frame for o in outputs), check_probability(standing))
         try:
             task, recorded = self.store.complete_task(lease_id, node_id, outputs, time.time(),
                                                       sampled)
@@ -217,14 +217,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             task = self.store.fail_task(lease_id, node_id, reason, time.time())
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
-        if task.state == "queued":
+        if task.state == TaskState.QUEUED:
             self.events.work_queued()
         event = NodeEvent.ABANDONED if reason.startswith(STOPPING_PREFIX) else NodeEvent.CRASH
         self.proof.record_event(node_id, event, time.time(), job_id=task.job_id,
                                   frame=task.first_frame, details={"reason": reason})
         self.events.changed(task.job_id)
         log.warning("lease %s failed on node %s: %s", lease_id, node_id[:12], reason)
-        return pb.FailTaskResponse(will_retry=task.state == "queued")
+        return pb.FailTaskResponse(will_retry=task.state == TaskState.QUEUED)
 
     async def ListNodes(self, request, context):
         standings = self.proof.standings()

@@ -18,9 +18,9 @@ from coordinator.api import convert
 from coordinator.api.auth import LOCAL_ADMIN, current_caller
 from coordinator.api.errors import require_id
 from coordinator.events import JobEvents
-from coordinator.storage.proof import Peer, ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.interfaces import JobStore, VerificationStore
+from coordinator.storage.proof import Peer, VerificationGone, VerificationResult
 from coordinator.storage.quarantine import TRANSIENT, VERIFICATION, Quarantine
-from coordinator.storage.store import FarmStore
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -31,14 +31,15 @@ IDLE_RETRY_MS = 500
 
 
 class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
-    def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
-                 events: JobEvents, *, lease_seconds: float | None = None) -> None:
+    def __init__(self, store: JobStore, proof: VerificationStore, access: AccessPolicy,
+                 events: JobEvents, quarantine: Quarantine, *,
+                 lease_seconds: float | None = None) -> None:
         self.store = store
         self.proof = proof
         self.access = access
         self.events = events
         self.lease_seconds = lease_seconds  # None: sized from the check's measured cost
-        self.quarantine = Quarantine(proof.engine)
+        self.quarantine = quarantine
 
     async def LeaseVerification(self, request, context):
         verifier_id, is_peer = await self._verifier(request.verifier_id, context)

@@ -52,7 +52,8 @@ class EpochConfig:
         if epoch < 1:
             raise ValueError("epochs are numbered from 1")
         keep = (1 - Fraction(self.decay_per_epoch)) ** (epoch - 1)
-        return math.floor(Fraction(self.emission_tokens) * keep * 10**decimals)
+        scale: int = 10**decimals
+        return math.floor(Fraction(self.emission_tokens) * keep * scale)
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,12 @@ def split_emission(
     rest = emission - fee
     availability_pool = math.floor(rest * Fraction(config.availability_share))
     work_pool = rest - availability_pool
-    weighted = {}
-    for node, work in credits.items():
+    weighted: dict[str, Fraction] = {}
+    for node, credit in credits.items():
         weight = Fraction(weights.get(node, 1.0))
         if weight < 0:
             raise ValueError(f"reputation weight of {node} is negative")
-        weighted[node] = work * weight
+        weighted[node] = credit * weight
     work = allocate(work_pool, weighted)
     if isinstance(available, Mapping):
         capacity = {node: Fraction(share) for node, share in available.items()}

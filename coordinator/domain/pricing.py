@@ -88,7 +88,7 @@ class PricingConfig:
 
     @property
     def base_units_per_token(self) -> int:
-        return 10**self.decimals
+        return int(10**self.decimals)
 
     @property
     def grant_base_units(self) -> int:

@@ -1,4 +1,4 @@
-"""Task and job states, and how a job's state follows from its tasks'."""
+"""Task, job and verification states, and how a job's state follows from its tasks'."""
 
 from __future__ import annotations
 
@@ -23,7 +23,55 @@ class JobState(StrEnum):
     PAUSED = "paused"  # the escrow left does not cover the next frame (coordinator.domain.budget)
 
 
+class VerificationState(StrEnum):
+    """A Proof-of-Render check (table `verification`)."""
+
+    QUEUED = "queued"
+    LEASED = "leased"  # a verifier holds it and heartbeats
+    DONE = "done"  # its verdict is applied
+    CANCELLED = "cancelled"  # its job was cancelled, or its task rejected on another frame
+    HELD = "held"  # stuck or not applicable: waits for the operator (render-coordinator doctor)
+
+
+class TaskEvent(StrEnum):
+    """What happens to a task; :func:`next_task_state` says where it goes."""
+
+    LEASE = "lease"  # a node claimed it
+    DELIVER = "deliver"  # the node's result was accepted: Proof-of-Render checks it
+    APPROVE = "approve"  # every frame of it was approved
+    FAIL = "fail"  # a lease ended without an accepted result, or Proof-of-Render rejected it
+    CANCEL = "cancel"  # its creator cancelled the job (or its checks were dropped)
+    REQUEUE = "requeue"  # its creator asked for the frames again
+
+
+class IllegalTransition(ValueError):
+    """A task cannot go there from where it is (a bug or a race the caller lost)."""
+
+
 TERMINAL_TASK_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
+_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
+    (TaskState.QUEUED, TaskEvent.LEASE): TaskState.LEASED,
+    (TaskState.LEASED, TaskEvent.DELIVER): TaskState.VERIFYING,
+    (TaskState.VERIFYING, TaskEvent.APPROVE): TaskState.DONE,
+    (TaskState.DONE, TaskEvent.REQUEUE): TaskState.QUEUED,
+    (TaskState.FAILED, TaskEvent.REQUEUE): TaskState.QUEUED,
+    **{(live, TaskEvent.CANCEL): TaskState.CANCELLED
+       for live in (TaskState.QUEUED, TaskState.LEASED, TaskState.VERIFYING)},
+}
+FAILABLE = frozenset({TaskState.LEASED, TaskState.VERIFYING})
+
+
+def next_task_state(state: TaskState | str, event: TaskEvent, *, attempts: int = 0,
+                    max_attempts: int = 1) -> TaskState:
+    """The task's state after `event`. A failure counts as an attempt (`attempts` includes
+    it): the task goes back to the queue until `max_attempts`, then it is given up."""
+    state = TaskState(state)
+    if event is TaskEvent.FAIL and state in FAILABLE:
+        return TaskState.FAILED if attempts >= max_attempts else TaskState.QUEUED
+    try:
+        return _MOVES[state, event]
+    except KeyError:
+        raise IllegalTransition(f"a {state} task cannot {event}") from None
 TERMINAL_JOB_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 

@@ -6,33 +6,21 @@ recomputes what each landed operation must have posted and compares amounts with
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
 from coordinator.chain.base import TokenChain
 from coordinator.domain.ledger import (
-    BURNED,
-    ISSUED,
     OPEN_STATES,
-    TREASURY,
     OpState,
     bond_account,
     escrow_account,
     movement_lines,
 )
 from coordinator.payments.results import CheckReport
-from coordinator.storage import ledger
-from coordinator.storage.payment_models import (
-    BondRecord,
-    ChainOpRecord,
-    FrameChargeRecord,
-    JobBillingRecord,
-    LedgerLineRecord,
-    PostingRecord,
-)
+from coordinator.storage.ledger import read_books
+from coordinator.storage.payment_models import BondRecord
 from coordinator.storage.quarantine import quarantine_lines
 
 
@@ -43,25 +31,11 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
     def verdict(good: bool, text: str) -> None:
         lines.append(("ok       " if good else "MISMATCH ") + text)
 
-    with Session(engine) as session:
-        ops = session.exec(select(ChainOpRecord)).all()
-        posted: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for op_id, account, amount in session.exec(
-            select(PostingRecord.op_id, LedgerLineRecord.account, LedgerLineRecord.amount)
-            .join(PostingRecord, col(PostingRecord.posting_id) == col(LedgerLineRecord.posting_id))
-        ).all():
-            posted[op_id].append((account, int(amount)))
-        unbalanced = ledger.unbalanced_postings(session)
-        issued = ledger.balance(session, ISSUED)
-        burned = ledger.balance(session, BURNED)
-        escrows = ledger.balances(session, "escrow:")
-        jobs = session.exec(select(JobBillingRecord)).all()
-        bond_accounts = ledger.balances(session, "bond:")
-        treasury = ledger.balance(session, TREASURY)
-        bonds = session.exec(select(BondRecord)).all()
-        burned_per_job: dict[str, int] = defaultdict(int)
-        for charge in session.exec(select(FrameChargeRecord)).all():
-            burned_per_job[charge.job_id] += charge.tokens_burned
+    books = read_books(engine)
+    ops, posted, unbalanced = books.ops, books.posted, books.unbalanced
+    issued, burned, treasury = books.issued, books.burned, books.treasury
+    escrows, bond_accounts, jobs, bonds = books.escrows, books.bonds_held, books.jobs, books.bonds
+    burned_per_job = books.burned_per_job
 
     postings = len(posted)
     verdict(not unbalanced, f"{postings} postings balance to zero" if not unbalanced else

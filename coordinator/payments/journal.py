@@ -16,25 +16,18 @@ import uuid
 from collections.abc import Callable
 
 from solders.pubkey import Pubkey
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, PreparedTx, TokenChain, TxStatus
-from coordinator.domain.ledger import OpState, movement_lines
+from coordinator.domain.ledger import OpKind, OpState
 from coordinator.payments.results import PaymentError
-from coordinator.storage import ledger
-from coordinator.storage.payment_models import (
-    BondRecord,
-    ChainOpRecord,
-    JobBillingRecord,
-)
+from coordinator.storage.chain_ops import ChainOps
+from coordinator.storage.payment_models import ChainOpRecord
 
 MEMO_PREFIX = "fp:"
-TOPUP_PURPOSE = "topup:"  # a deposit op adding to an open job's escrow: "topup:<job>:<op_id>"
 MAX_DRIVE_ATTEMPTS = 3  # fresh attempts per call after "dropped"; reconcile_pending goes on
-USER_SIGNED = ("deposit", "bond")  # signed by a creator or node, relayed: never re-prepared
+# Signed by a creator or node and relayed: never prepared again by the treasury.
+USER_SIGNED = (OpKind.DEPOSIT, OpKind.BOND)
 
 
 class OpJournal:
@@ -44,14 +37,11 @@ class OpJournal:
                  clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.chain = chain
+        self.rows = ChainOps(engine)
         self._clock = clock
 
-    def _session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
     def op(self, op_id: str) -> ChainOpRecord:
-        with self._session() as session:
-            op = session.get(ChainOpRecord, op_id)
+        op = self.rows.get(op_id)
         if op is None:
             raise PaymentError(f"unknown chain operation {op_id}")
         return op
@@ -77,14 +67,17 @@ class OpJournal:
                 try:
                     tx = self._prepare(op)
                 except ChainError as exc:  # e.g. RPC unreachable: stays new, retried later
-                    self._note(op_id, str(exc))
+                    self.rows.note(op_id, str(exc))
                     return OpState.NEW
-                if not self._record_attempt(op, tx):
+                if not self.rows.record_attempt(
+                        op.op_id, attempts=op.attempts + 1, signature=tx.signature,
+                        raw=tx.raw, description=tx.description, valid_until=tx.valid_until,
+                        now=self._clock()):
                     continue  # someone else recorded an attempt first: drive theirs
             elif op.state == OpState.SENT and op.raw is None:  # a grant: fund_creator signed it
                 assert op.signature is not None
                 if self.chain.status(op.signature) == "landed":
-                    self._landed(op_id, op.signature)
+                    self.rows.mark_landed(op_id, op.signature, self._clock())
                 return self.op(op_id).state
             elif op.state == OpState.SENT:
                 assert op.signature is not None
@@ -99,153 +92,58 @@ class OpJournal:
             crash_point(f"after-send:{op.kind}")
             outcome = status if status in ("landed", "failed") else self.chain.reconcile(tx)
             if outcome == "landed":
-                self._landed(op_id, tx.signature)
+                self.rows.mark_landed(op_id, tx.signature, self._clock())
             elif outcome == "failed":
-                self._finish(op_id, tx.signature, OpState.FAILED, error or "executed with an error")
+                self.rows.finish(op_id, tx.signature, OpState.FAILED,
+                                 error or "executed with an error", self._clock())
             elif outcome == "dropped":
                 self._dropped(op, tx.signature)
                 if op.kind not in USER_SIGNED:
                     continue
             else:
                 if error:
-                    self._note(op_id, error)
+                    self.rows.note(op_id, error)
             return self.op(op_id).state
         return self.op(op_id).state
 
     def _prepare(self, op: ChainOpRecord) -> PreparedTx:
         memo = MEMO_PREFIX + op.op_id
-        if op.kind == "burn":
+        if op.kind == OpKind.BURN:
             return self.chain.prepare_burn_from_escrow(op.amount, memo=memo)
-        if op.kind == "refund":
+        if op.kind == OpKind.REFUND:
             return self.chain.prepare_refund(parse_pubkey(op.owner), op.amount, memo=memo)
-        if op.kind == "mint":
+        if op.kind == OpKind.MINT:
             return self.chain.prepare_mint_to(parse_pubkey(op.owner), op.amount, memo=memo)
-        if op.kind in ("unbond", "slash"):
+        if op.kind in (OpKind.UNBOND, OpKind.SLASH):
             return self.chain.prepare_from_bonds(parse_pubkey(op.owner), op.amount, memo=memo)
-        if op.kind == "forfeit":
+        if op.kind == OpKind.FORFEIT:
             return self.chain.prepare_forfeit(op.amount, memo=memo)
         raise PaymentError(f"{op.kind} op {op.op_id} cannot be prepared by the treasury")
-
-    def _record_attempt(self, op: ChainOpRecord, tx: PreparedTx) -> bool:
-        """Commit the signed bytes BEFORE sending (compare-and-set on `new`)."""
-        with self._session() as session:
-            moved = session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord)
-                .where(col(ChainOpRecord.op_id) == op.op_id)
-                .where(col(ChainOpRecord.state) == OpState.NEW)
-                .values(state=OpState.SENT, signature=tx.signature, raw=tx.raw,
-                        description=tx.description, valid_until=tx.valid_until,
-                        attempts=op.attempts + 1, updated_at=self._clock())
-            ).rowcount
-            session.commit()
-        return moved == 1
-
-    def _landed(self, op_id: str, signature: str) -> None:
-        """Mark landed and post its ledger lines in one transaction, exactly once."""
-        now = self._clock()
-        with self._session() as session:
-            moved = session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord)
-                .where(col(ChainOpRecord.op_id) == op_id)
-                .where(col(ChainOpRecord.state) == OpState.SENT)
-                .where(col(ChainOpRecord.signature) == signature)
-                .values(state=OpState.LANDED, error="", updated_at=now)
-            ).rowcount
-            if moved != 1:
-                session.rollback()
-                return
-            op = session.get(ChainOpRecord, op_id)
-            assert op is not None
-            lines = movement_lines(op.kind, op.amount, owner=op.owner,
-                                          job_id=op.job_id or "", node_id=op.node_id or "")
-            ledger.post(session, op_id, op.kind, lines, now)
-            if op.kind == "deposit" and op.purpose.startswith(TOPUP_PURPOSE):
-                # A top-up counts in the escrow exactly when its tokens are posted there.
-                session.exec(  # type: ignore[call-overload]
-                    update(JobBillingRecord)
-                    .where(col(JobBillingRecord.job_id) == op.job_id)
-                    .values(deposited=JobBillingRecord.deposited + op.amount, updated_at=now)
-                )
-            elif op.kind == "deposit":
-                _set_billing(session, op.job_id, "opening", "open", now)
-            if op.kind == "bond":
-                _credit_bond(session, op, now)
-            session.commit()
-
-    def _finish(self, op_id: str, signature: str, state: str, error: str) -> None:
-        now = self._clock()
-        with self._session() as session:
-            moved = session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord)
-                .where(col(ChainOpRecord.op_id) == op_id)
-                .where(col(ChainOpRecord.state) == OpState.SENT)
-                .where(col(ChainOpRecord.signature) == signature)
-                .values(state=state, error=error, updated_at=now)
-            ).rowcount
-            op = session.get(ChainOpRecord, op_id)
-            if moved == 1 and op is not None and op.kind == "deposit":
-                _set_billing(session, op.job_id, "opening", "failed", now, error)
-            session.commit()
 
     def _dropped(self, op: ChainOpRecord, signature: str) -> None:
         """Expired unseen: deposits and bonds are final (their signer must sign again); the
         treasury's own operations are prepared again."""
         if op.kind in USER_SIGNED:
-            self._finish(op.op_id, signature, OpState.DROPPED, "expired before it landed")
+            self.rows.finish(op.op_id, signature, OpState.DROPPED, "expired before it landed",
+                             self._clock())
             return
-        with self._session() as session:
-            session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord)
-                .where(col(ChainOpRecord.op_id) == op.op_id)
-                .where(col(ChainOpRecord.state) == OpState.SENT)
-                .where(col(ChainOpRecord.signature) == signature)
-                .values(state=OpState.NEW, signature=None, raw=None, valid_until=None,
-                        previous_signatures=f"{op.previous_signatures} {signature}".strip(),
-                        updated_at=self._clock())
-            )
-            session.commit()
-
-    def _note(self, op_id: str, error: str) -> None:
-        with self._session() as session:
-            session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord).where(col(ChainOpRecord.op_id) == op_id)
-                .values(error=error[:500])
-            )
-            session.commit()
+        self.rows.prepare_again(op, signature, self._clock())
 
     def fund(self, creator: str, amount: int, purpose: str) -> str | None:
         """Journal, then `fund_creator` (it signs and sends itself), then record and post."""
         check_amount(amount)
         owner = parse_pubkey(creator)
-        now = self._clock()
-        op = new_op("grant", purpose, amount, now, owner=creator)
-        with self._session() as session:
-            if session.exec(
-                select(ChainOpRecord).where(ChainOpRecord.purpose == purpose)
-            ).first():
-                return None
-            session.add(op)
-            try:
-                session.commit()
-            except IntegrityError:
-                return None
+        op = new_op(OpKind.GRANT, purpose, amount, self._clock(), owner=creator)
+        if not self.rows.add_intent(op):
+            return None
         try:
             signature = self.chain.fund_creator(owner, amount, memo=MEMO_PREFIX + op.op_id)
         except ChainError as exc:
-            with self._session() as session:
-                session.exec(  # type: ignore[call-overload]
-                    update(ChainOpRecord).where(col(ChainOpRecord.op_id) == op.op_id)
-                    .values(state=OpState.FAILED, error=str(exc)[:500], updated_at=self._clock())
-                )
-                session.commit()
+            self.rows.set_fields(op.op_id, state=OpState.FAILED, error=str(exc)[:500],
+                                 updated_at=self._clock())
             raise PaymentError(f"funding {creator} failed: {exc}") from exc
-        with self._session() as session:
-            session.exec(  # type: ignore[call-overload]
-                update(ChainOpRecord).where(col(ChainOpRecord.op_id) == op.op_id)
-                .values(state=OpState.SENT, signature=signature, attempts=1)
-            )
-            session.commit()
-        self._landed(op.op_id, signature)
+        self.rows.set_fields(op.op_id, state=OpState.SENT, signature=signature, attempts=1)
+        self.rows.mark_landed(op.op_id, signature, self._clock())
         return signature
 
 
@@ -257,29 +155,6 @@ def new_op(kind: str, purpose: str, amount: int, now: float, *, owner: str = "",
         op_id=f"{kind[:4]}-{uuid.uuid4().hex}", purpose=purpose, kind=kind, owner=owner,
         amount=amount, job_id=job_id, epoch=epoch, state=OpState.NEW, created_at=now,
         updated_at=now, node_id=node_id,
-    )
-
-
-def _credit_bond(session: Session, op: ChainOpRecord, now: float) -> None:
-    """A landed bond transfer adds to its node's bond (in the transaction that posts it)."""
-    assert op.node_id is not None
-    record = session.get(BondRecord, op.node_id) or BondRecord(
-        node_id=op.node_id, created_at=now, updated_at=now)
-    record.held += op.amount
-    record.posted += op.amount
-    record.unbond_requested_at = None  # bonding again cancels a pending unbond
-    record.last_op_id = op.op_id
-    record.updated_at = now
-    session.add(record)
-
-
-def _set_billing(session: Session, job_id: str | None, old: str, new: str, now: float,
-                 error: str = "") -> None:
-    session.exec(  # type: ignore[call-overload]
-        update(JobBillingRecord)
-        .where(col(JobBillingRecord.job_id) == job_id)
-        .where(col(JobBillingRecord.state) == old)
-        .values(state=new, error=error, updated_at=now)
     )
 
 

@@ -37,7 +37,6 @@ from coordinator.payments.audit import run_check
 from coordinator.payments.bonds import BondPolicy, Bonds
 from coordinator.payments.journal import (
     MEMO_PREFIX,
-    TOPUP_PURPOSE,
     OpJournal,
     check_amount,
     new_op,
@@ -58,6 +57,7 @@ from coordinator.payments.results import (
     Wallet,
 )
 from coordinator.storage import ledger
+from coordinator.storage.chain_ops import TOPUP_PURPOSE
 from coordinator.storage.payment_models import (
     ChainOpRecord,
     EpochRecord,

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.states import TaskState
+from coordinator.domain.verdicts import FrameVerdict
 from coordinator.storage.models import (
     FrameLogRecord,
     FrameResultRecord,
@@ -128,7 +129,7 @@ class JobControl:
             waiting = session.exec(
                 select(FrameResultRecord.frame).where(FrameResultRecord.job_id == job_id)
                 .where(col(FrameResultRecord.frame).in_(sorted(covered)))
-                .where(FrameResultRecord.verdict == "approved")
+                .where(FrameResultRecord.verdict == FrameVerdict.APPROVED)
                 .where(col(FrameResultRecord.charged).is_(False))).first()
             if waiting is not None:  # its node is paid for it first; the sweep takes a second
                 raise ControlError(f"frame {waiting} is waiting for its charge: try again in a "

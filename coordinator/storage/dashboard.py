@@ -178,13 +178,13 @@ class DashboardQueries:
                 task_of[number] = task
         cells = []
         for number in chosen:
-            task = task_of.get(number)
+            holder = task_of.get(number)
             result = results.get(number)
             cells.append(FrameCell(
                 frame=number,
-                state=task.state if task else "queued",
-                node_id=(result.node_id if result else (task.node_id if task else "")) or "",
-                attempts=task.attempts if task else 0,
+                state=holder.state if holder else TaskState.QUEUED,
+                node_id=(result.node_id if result else (holder.node_id if holder else "")) or "",
+                attempts=holder.attempts if holder else 0,
                 result=result, charge=charges.get(number)))
         return cells, len(numbers)
 
@@ -264,6 +264,6 @@ class DashboardQueries:
             payouts = {epoch: (int(n), int(amount or 0)) for epoch, n, amount in session.exec(
                 select(PayoutRecord.epoch, func.count(), func.sum(PayoutRecord.amount))
                 .where(col(PayoutRecord.epoch).in_([e.epoch for e in epochs]))
-                .group_by(PayoutRecord.epoch))}
+                .group_by(col(PayoutRecord.epoch)))}
         return [(e, *payouts.get(e.epoch, (0, 0))) for e in epochs], total
 

@@ -48,8 +48,7 @@ class BlobOwners:
         """Record that ``owner`` holds ``sha256``; recording it twice is harmless."""
         with Session(self.engine) as session:
             if session.get(BlobOwnerRecord, (sha256, owner)) is None:
-                session.add(BlobOwnerRecord(sha256=sha256, owner=owner,
-                                            at=time.time() if now is None else now))
+                session.add(BlobOwnerRecord(sha256=sha256, owner=owner))
                 try:
                     session.commit()
                 except IntegrityError:  # a concurrent upload by the same key recorded it first

@@ -20,7 +20,14 @@ from sqlmodel import Session, col, select
 
 from coordinator.domain import reputation
 from coordinator.domain.reputation import PEER_TIER, NodeEvent, NodeStanding, ReputationChange
-from coordinator.domain.states import TaskState
+from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
+from coordinator.domain.verdicts import (
+    PEER_AUDIT_RATE,
+    FrameVerdict,
+    Verdict,
+    decide,
+    peer_audited,
+)
 from coordinator.storage.models import (
     FrameResultRecord,
     JobQuoteRecord,
@@ -46,7 +53,7 @@ from coordinator.storage.verification_queue import (
     measured_check_seconds,
 )
 
-PEER_AUDIT_RATE = 0.10  # share of a peer's passes that a coordinator verifier checks again
+OPEN_CHECKS = (VerificationState.QUEUED, VerificationState.LEASED, VerificationState.HELD)
 SERVED_MEMORY = 10_000  # creators and jobs remembered for fair ordering
 
 
@@ -74,13 +81,28 @@ class FinishedVerification:
     job_id: str
     frame: int
     node_id: str
-    approved: bool
-    rejected: bool
-    escalated: bool  # the frame was not sampled but needs tiles after all (duplicate pixels)
-    task_done: bool
-    change: ReputationChange | None
-    audit: bool = False  # a peer's verdict waits for a coordinator verifier's second opinion
+    verdict: Verdict
+    task_done: bool = False
+    change: ReputationChange | None = None
     contradicted_peer: tuple[str, ReputationChange] | None = None  # the audit disagreed
+
+    @property
+    def approved(self) -> bool:
+        return self.verdict is Verdict.APPROVED
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict is Verdict.REJECTED
+
+    @property
+    def escalated(self) -> bool:
+        """The frame was not sampled but needs tiles after all (duplicate pixels)."""
+        return self.verdict is Verdict.ESCALATED
+
+    @property
+    def audit(self) -> bool:
+        """A peer's verdict waits for a coordinator verifier's second opinion."""
+        return self.verdict is Verdict.AUDIT
 
 
 @dataclass(frozen=True)
@@ -208,7 +230,8 @@ class ProofStore:
         """A verifier (the coordinator's by key, or a peer) reads the frames and the scene of
         the jobs whose checks are leased to it, nothing else."""
         held = select(VerificationRecord.job_id).where(
-            VerificationRecord.verifier_id == peer_id, VerificationRecord.state == "leased")
+            VerificationRecord.verifier_id == peer_id,
+            VerificationRecord.state == VerificationState.LEASED)
         frame = select(VerificationRecord.verification_id).where(
             col(VerificationRecord.job_id).in_(held), VerificationRecord.image_sha256 == sha256)
         scenes = select(JobRecord.scene_id).where(col(JobRecord.job_id).in_(held))
@@ -225,7 +248,7 @@ class ProofStore:
         (those await an audit)."""
         with self._session() as session:
             query = select(VerificationRecord.verification_id).where(
-                VerificationRecord.state == "queued")
+                VerificationRecord.state == VerificationState.QUEUED)
             if peer is not None:
                 judged = select(PeerVerdictRecord.verification_id)
                 query = query.where(
@@ -248,8 +271,8 @@ class ProofStore:
                     claimed = session.execute(
                         update(VerificationRecord)
                         .where(col(VerificationRecord.verification_id) == verification_id)
-                        .where(col(VerificationRecord.state) == "queued")
-                        .values(state="leased", verifier_id=verifier_id,
+                        .where(col(VerificationRecord.state) == VerificationState.QUEUED)
+                        .values(state=VerificationState.LEASED, verifier_id=verifier_id,
                                 lease_expires_at=now + seconds)
                     )
                     if claimed.rowcount == 1:  # type: ignore[attr-defined]
@@ -310,7 +333,7 @@ class ProofStore:
         with self._session() as session:
             lapsed = session.exec(
                 select(VerificationRecord)
-                .where(col(VerificationRecord.state) == "leased")
+                .where(col(VerificationRecord.state) == VerificationState.LEASED)
                 .where(col(VerificationRecord.lease_expires_at) < now)
             ).all()
             for check in lapsed:
@@ -336,9 +359,11 @@ class ProofStore:
         another sized lease; "stop" when the check is gone, re-leased or its job cancelled."""
         with self._session() as session:
             check = session.get(VerificationRecord, verification_id)
-            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+            if (check is None or check.state != VerificationState.LEASED
+                    or check.verifier_id != verifier_id):
                 state = "unknown" if check is None else check.state
-                why = ("its job was cancelled" if check is not None and state == "cancelled"
+                why = ("its job was cancelled"
+                       if check is not None and state == VerificationState.CANCELLED
                        else f"it is no longer leased to you ({state})")
                 return Renewal(False, 0.0, f"stop verification {verification_id}: {why}")
             job = session.get(JobRecord, check.job_id)
@@ -357,7 +382,7 @@ class ProofStore:
             expires = now + self._sized_lease(session, check)
             session.execute(update(VerificationRecord)
                             .where(col(VerificationRecord.verification_id) == verification_id)
-                            .where(col(VerificationRecord.state) == "leased")
+                            .where(col(VerificationRecord.state) == VerificationState.LEASED)
                             .where(col(VerificationRecord.verifier_id) == verifier_id)
                             .values(lease_expires_at=expires))
             session.commit()
@@ -369,7 +394,8 @@ class ProofStore:
         the queue at once, counted as a failure; False when it was not leased to this one."""
         with self._session() as session:
             check = session.get(VerificationRecord, verification_id)
-            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+            if (check is None or check.state != VerificationState.LEASED
+                    or check.verifier_id != verifier_id):
                 return False
             _requeue(session, check)
             self._count_failure(session, check, f"verifier {verifier_id[:12]}: {reason}", now)
@@ -389,7 +415,7 @@ class ProofStore:
         trouble.updated_at = now
         if trouble.failures >= MAX_CHECK_FAILURES:
             trouble.stuck = True
-            check.state = "held"
+            check.state = VerificationState.HELD
             session.add(check)
             self._stuck.append((check.verification_id, f"stuck after {trouble.failures} "
                                 f"failures, the last: {trouble.last_error}", now))
@@ -413,19 +439,19 @@ class ProofStore:
             cancelled_jobs = select(JobRecord.job_id).where(col(JobRecord.cancelled).is_(True))
             checks = session.exec(
                 select(VerificationRecord)
-                .where(col(VerificationRecord.state).in_(["queued", "leased", "held"]))
+                .where(col(VerificationRecord.state).in_(OPEN_CHECKS))
                 .where(col(VerificationRecord.job_id).in_(cancelled_jobs))
             ).all()
             if not checks:
                 return []
             jobs = sorted({c.job_id for c in checks})
             for check in checks:
-                check.state = "cancelled"
+                check.state = VerificationState.CANCELLED
                 check.reason = "job cancelled before verification"
                 check.finished_at = now
                 session.add(check)
                 frame = session.get(FrameResultRecord, (check.job_id, check.frame))
-                if frame is not None and frame.verdict != "approved":
+                if frame is not None and frame.verdict != FrameVerdict.APPROVED:
                     frame.verification = "not verified: job cancelled (not charged)"
                     session.add(frame)
             session.execute(
@@ -450,12 +476,12 @@ class ProofStore:
             states = dict(session.exec(
                 select(VerificationRecord.state, func.count())
                 .where(VerificationRecord.job_id == job_id)
-                .where(col(VerificationRecord.state).in_(["queued", "leased", "held"]))
+                .where(col(VerificationRecord.state).in_(OPEN_CHECKS))
                 .group_by(col(VerificationRecord.state))).all())
             busy = session.exec(select(func.count()).select_from(VerificationRecord)
-                                .where(VerificationRecord.state == "leased")).one()
+                                .where(VerificationRecord.state == VerificationState.LEASED)).one()
             reason = ""
-            if states.get("held"):
+            if states.get(VerificationState.HELD):
                 reason = session.exec(
                     select(VerificationTroubleRecord.last_error)
                     .where(VerificationTroubleRecord.job_id == job_id)
@@ -463,14 +489,15 @@ class ProofStore:
                     .order_by(col(VerificationTroubleRecord.updated_at).desc())).first() \
                     or "held for the operator (render-coordinator doctor)"
             position = 0
-            if states.get("queued"):
+            if states.get(VerificationState.QUEUED):
                 queued = select(VerificationRecord.verification_id).where(
-                    VerificationRecord.state == "queued")
+                    VerificationRecord.state == VerificationState.QUEUED)
                 order = [c.job_id for c in self._fair_candidates(session, queued)]
                 position = order.index(job_id) + 1 if job_id in order else len(order) + 1
-            return QueueStanding(waiting=int(states.get("queued", 0)),
-                                 in_progress=int(states.get("leased", 0)),
-                                 position=position, stuck=int(states.get("held", 0)),
+            return QueueStanding(waiting=int(states.get(VerificationState.QUEUED, 0)),
+                                 in_progress=int(states.get(VerificationState.LEASED, 0)),
+                                 position=position,
+                                 stuck=int(states.get(VerificationState.HELD, 0)),
                                  stuck_reason=reason, verifiers_busy=int(busy))
 
     def hold_verification(self, verification_id: str) -> None:
@@ -479,7 +506,7 @@ class ProofStore:
         with self._session() as session:
             session.execute(update(VerificationRecord)
                             .where(col(VerificationRecord.verification_id) == verification_id)
-                            .values(state="held", lease_expires_at=None))
+                            .values(state=VerificationState.HELD, lease_expires_at=None))
             session.commit()
 
     def requeue_held_verification(self, verification_id: str) -> bool:
@@ -488,8 +515,8 @@ class ProofStore:
             moved = session.execute(
                 update(VerificationRecord)
                 .where(col(VerificationRecord.verification_id) == verification_id)
-                .where(col(VerificationRecord.state) == "held")
-                .values(state="queued", verifier_id="", lease_expires_at=None))
+                .where(col(VerificationRecord.state) == VerificationState.HELD)
+                .values(state=VerificationState.QUEUED, verifier_id="", lease_expires_at=None))
             session.execute(delete(VerificationTroubleRecord).where(
                 col(VerificationTroubleRecord.verification_id) == verification_id))
             session.commit()
@@ -506,29 +533,30 @@ class ProofStore:
         """
         with self._session() as session:
             check = session.get(VerificationRecord, verification_id)
-            if check is None or check.state != "leased" or check.verifier_id != verifier_id:
+            if (check is None or check.state != VerificationState.LEASED
+                    or check.verifier_id != verifier_id):
                 raise VerificationGone(f"verification {verification_id} is not leased to you")
+            audited = peer and peer_audited(result.passed, self._rng.random,
+                                            self.peer_audit_rate)
             if peer:
-                audited = not result.passed or self._rng.random() < self.peer_audit_rate
                 session.add(PeerVerdictRecord(
                     verification_id=verification_id, peer_id=verifier_id, passed=result.passed,
                     reason=result.reason[:2000], audited=audited, at=now))
-                if audited:
-                    _requeue(session, check)
-                    session.commit()
-                    return FinishedVerification(check.job_id, check.frame, check.node_id, False,
-                                                False, False, False, None, audit=True)
-            if result.passed and not check.render_tiles and self._duplicate(session, check,
-                                                                             result):
+            verdict = decide(result.passed, audited=audited, tiles_rendered=check.render_tiles,
+                             has_twin=lambda: self._duplicate(session, check, result))
+            if verdict is Verdict.AUDIT:
+                _requeue(session, check)
+                session.commit()
+                return FinishedVerification(check.job_id, check.frame, check.node_id, verdict)
+            if verdict is Verdict.ESCALATED:
                 # Identical pixels elsewhere may be an honest still frame or a copied one:
                 # only a re-render can tell, so the frame is sampled after all.
                 check.render_tiles = True
                 check.pixel_sha256 = result.pixel_sha256
                 _requeue(session, check)
                 session.commit()
-                return FinishedVerification(check.job_id, check.frame, check.node_id, False,
-                                            False, True, False, None)
-            check.state = "done"
+                return FinishedVerification(check.job_id, check.frame, check.node_id, verdict)
+            check.state = VerificationState.DONE
             check.passed = result.passed
             check.reason = result.reason[:2000]
             check.mode = result.mode
@@ -543,23 +571,22 @@ class ProofStore:
             if peer:
                 details["peer"] = verifier_id
             contradicted = None if peer else self._audit_peer(session, check, result, now)
-            if result.passed:
+            if verdict is Verdict.APPROVED:
                 event = NodeEvent.VERIFIED if check.render_tiles else NodeEvent.DELIVERED
                 change = _apply(session, check.node_id, event, now, check.job_id, check.frame,
                                 details)
                 task_done = self._approve(session, check, result, now)
                 session.commit()
-                return FinishedVerification(check.job_id, check.frame, check.node_id, True,
-                                            False, False, task_done, change,
-                                            contradicted_peer=contradicted)
+                return FinishedVerification(check.job_id, check.frame, check.node_id, verdict,
+                                            task_done, change, contradicted_peer=contradicted)
             change = _apply(session, check.node_id, NodeEvent.FAILED, now, check.job_id,
                             check.frame, details)
             self._reject(session, check, task, result.reason, now)
             if change.recheck_recent:
                 self._sample_pending(session, check.node_id, change.recheck_recent)
             session.commit()
-            return FinishedVerification(check.job_id, check.frame, check.node_id, False, True,
-                                        False, False, change, contradicted_peer=contradicted)
+            return FinishedVerification(check.job_id, check.frame, check.node_id, verdict,
+                                        False, change, contradicted_peer=contradicted)
 
     def _audit_peer(self, session: Session, check: VerificationRecord,
                     result: VerificationResult,
@@ -598,7 +625,7 @@ class ProofStore:
                  result: VerificationResult, now: float) -> bool:
         frame = session.get(FrameResultRecord, (check.job_id, check.frame))
         if frame is not None:
-            frame.verdict = "approved"
+            frame.verdict = FrameVerdict.APPROVED
             frame.pixel_sha256 = result.pixel_sha256
             frame.verification = (f"passed: {result.mode}" if check.render_tiles
                                   else "passed cheap checks (not sampled)")
@@ -606,11 +633,11 @@ class ProofStore:
         pending = session.exec(
             select(FrameResultRecord.frame)
             .where(FrameResultRecord.task_id == check.task_id)
-            .where(FrameResultRecord.verdict != "approved")
+            .where(FrameResultRecord.verdict != FrameVerdict.APPROVED)
         ).first()
         task = session.get(TaskRecord, check.task_id)
         if pending is None and task is not None and task.state == TaskState.VERIFYING:
-            task.state = TaskState.DONE
+            task.state = next_task_state(task.state, TaskEvent.APPROVE)
             task.updated_at = now
             session.add(task)
             return True
@@ -624,8 +651,9 @@ class ProofStore:
         session.execute(
             update(VerificationRecord)
             .where(col(VerificationRecord.task_id) == task.task_id)
-            .where(col(VerificationRecord.state).in_(["queued", "leased"]))
-            .values(state="cancelled", finished_at=now)
+            .where(col(VerificationRecord.state).in_(
+                [VerificationState.QUEUED, VerificationState.LEASED]))
+            .values(state=VerificationState.CANCELLED, finished_at=now)
         )
         if task.state == TaskState.VERIFYING:
             record_task_failure(session, task, f"rejected by Proof-of-Render: {reason}", now,
@@ -636,7 +664,7 @@ class ProofStore:
         waiting = session.exec(
             select(VerificationRecord.verification_id)
             .where(VerificationRecord.node_id == node_id)
-            .where(VerificationRecord.state == "queued")
+            .where(VerificationRecord.state == VerificationState.QUEUED)
             .order_by(col(VerificationRecord.created_at).desc())
             .limit(limit)
         ).all()
@@ -654,7 +682,7 @@ class ProofStore:
 
 def _requeue(session: Session, check: VerificationRecord) -> None:
     """Back to the queue, for the next verifier that may take it."""
-    check.state = "queued"
+    check.state = VerificationState.QUEUED
     check.verifier_id = ""
     check.lease_expires_at = None
     session.add(check)

@@ -92,7 +92,7 @@ class Quarantine:
     def release(self, kind: str, key: str) -> bool:
         """Let the next sweep try this record again; False when it was not held."""
         with Session(self.engine) as session:
-            gone = session.exec(delete(QuarantinedRecord)  # type: ignore[call-overload]
+            gone = session.exec(delete(QuarantinedRecord)
                                 .where(col(QuarantinedRecord.kind) == kind)
                                 .where(col(QuarantinedRecord.key) == key)).rowcount
             session.commit()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,7 +28,8 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
-from coordinator.domain.states import TaskState
+from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
+from coordinator.domain.verdicts import FrameVerdict
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
@@ -210,7 +212,7 @@ class FarmStore:
             select(FrameResultRecord, JobRecord.tier, NodeRecord.benchmark_score)
             .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
             .join(NodeRecord, col(NodeRecord.node_id) == col(FrameResultRecord.node_id))
-            .where(FrameResultRecord.verdict == "approved")
+            .where(FrameResultRecord.verdict == FrameVerdict.APPROVED)
             .where(col(FrameResultRecord.charged).is_(False))
             # A paused job's frames wait for money: the sweep revisits those jobs on their own
             # (waiting_frames), so they never crowd the others' charges out of this batch.
@@ -226,7 +228,7 @@ class FarmStore:
             return session.exec(
                 select(FrameResultRecord.frame)
                 .where(FrameResultRecord.job_id == job_id)
-                .where(FrameResultRecord.verdict == "approved")
+                .where(FrameResultRecord.verdict == FrameVerdict.APPROVED)
                 .where(col(FrameResultRecord.charged).is_(False))
             ).first() is not None
 
@@ -247,7 +249,7 @@ class FarmStore:
             .join(JobRecord, col(JobRecord.job_id) == col(FrameResultRecord.job_id))
             .join(NodeRecord, col(NodeRecord.node_id) == col(FrameResultRecord.node_id))
             .where(FrameResultRecord.job_id == job_id)
-            .where(FrameResultRecord.verdict == "approved")
+            .where(FrameResultRecord.verdict == FrameVerdict.APPROVED)
             .where(col(FrameResultRecord.charged).is_(False))
             .order_by(col(FrameResultRecord.frame))
         )
@@ -262,7 +264,7 @@ class FarmStore:
                 .where(col(FrameResultRecord.job_id) == job_id)
                 .where(col(FrameResultRecord.frame) == frame)
                 .where(col(FrameResultRecord.charged).is_(False))
-                .values(verdict=UNPAID)
+                .values(verdict=FrameVerdict.UNPAID)
             )
             session.commit()
 
@@ -301,7 +303,7 @@ class FarmStore:
             ).all()
             awaiting = session.exec(
                 select(FrameResultRecord.job_id).where(col(FrameResultRecord.job_id).in_(ids))
-                .where(FrameResultRecord.verdict == "approved")
+                .where(FrameResultRecord.verdict == FrameVerdict.APPROVED)
                 .where(col(FrameResultRecord.charged).is_(False))
                 .distinct()
             ).all()
@@ -466,7 +468,7 @@ class FarmStore:
             .having(func.count() >= policy.max_failures_per_node)
         )
 
-        def eligible(*columns):  # type: ignore[no-untyped-def]
+        def eligible(*columns: Any) -> Any:
             query = (
                 select(*columns)
                 .join(JobRecord, col(JobRecord.job_id) == col(TaskRecord.job_id))
@@ -610,11 +612,11 @@ class FarmStore:
                         blender_version=output.blender_version,
                         device=output.device,
                         render_tiles=output.frame in tile_checks,
-                        state="queued",
+                        state=VerificationState.QUEUED,
                         created_at=now,
                     )
                 )
-            task.state = TaskState.VERIFYING
+            task.state = next_task_state(task.state, TaskEvent.DELIVER)
             task.lease_expires_at = None
             task.updated_at = now
             task.error = ""
@@ -673,10 +675,7 @@ class FarmStore:
         return task
 
 
-UNPAID = "unpaid"  # FrameResultRecord.verdict of a cancelled job's frame its escrow could not pay
-
-
-def _paused_jobs() -> Select:
+def _paused_jobs() -> Select[Any]:
     return select(JobBudgetRecord.job_id).where(col(JobBudgetRecord.paused).is_(True))
 
 
@@ -710,14 +709,14 @@ def _budget_view(session: Session, job_id: str) -> BudgetView | None:
         of_job, col(TaskRecord.state).not_in([TaskState.FAILED, TaskState.CANCELLED]))
     uncharged = sa_select(func.count()).select_from(FrameResultRecord).where(
         col(FrameResultRecord.job_id) == job_id, col(FrameResultRecord.charged).is_(False),
-        col(FrameResultRecord.verdict) != UNPAID)
+        col(FrameResultRecord.verdict) != FrameVerdict.UNPAID)
     charges = col(FrameChargeRecord.job_id) == job_id
     charged_frames = sa_select(func.count()).select_from(FrameChargeRecord).where(charges)
     charged_tokens = sa_select(func.coalesce(func.sum(FrameChargeRecord.cost_tokens), 0)).where(
         charges)
     row = session.execute(
-        sa_select(JobBudgetRecord.frame_price_tokens, JobBillingRecord.deposited,
-                  JobBillingRecord.charged, leased.scalar_subquery(), live.scalar_subquery(),
+        sa_select(col(JobBudgetRecord.frame_price_tokens), col(JobBillingRecord.deposited),
+                  col(JobBillingRecord.charged), leased.scalar_subquery(), live.scalar_subquery(),
                   uncharged.scalar_subquery(), charged_frames.scalar_subquery(),
                   charged_tokens.scalar_subquery())
         .join(JobBillingRecord, col(JobBillingRecord.job_id) == col(JobBudgetRecord.job_id))
@@ -753,10 +752,9 @@ def record_task_failure(
     task.lease_id = None
     task.lease_expires_at = None
     task.updated_at = now
-    if task.attempts >= max_attempts:
-        task.state = TaskState.FAILED
-    else:
-        task.state = TaskState.QUEUED
+    task.state = next_task_state(task.state, TaskEvent.FAIL, attempts=task.attempts,
+                                 max_attempts=max_attempts)
+    if task.state == TaskState.QUEUED:
         task.queued_at = now
     session.add(task)
 
@@ -782,7 +780,7 @@ def _within_frames_per_job(node_id: str, limit: int) -> ColumnElement[bool]:
     return or_(held == 0, held + size <= limit)
 
 
-def scene_holds(session: Session, scene_ids: Select, sha256: str) -> bool:
+def scene_holds(session: Session, scene_ids: Select[Any], sha256: str) -> bool:
     """True if ``sha256`` is the manifest or a file of one of the scenes ``scene_ids`` selects.
 
     The one question behind every "may this caller download this blob" rule.
@@ -794,7 +792,7 @@ def scene_holds(session: Session, scene_ids: Select, sha256: str) -> bool:
     return bool(session.exec(manifest).first() or session.exec(scene_file).first())
 
 
-def _creator_paused() -> Select:
+def _creator_paused() -> Select[Any]:
     """Jobs their creator paused (frameproof pause): leasing skips them."""
     return select(JobControlRecord.job_id).where(col(JobControlRecord.paused).is_(True))
 

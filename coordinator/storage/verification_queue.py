@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from coordinator.domain.states import VerificationState
 from coordinator.storage.models import VerificationRecord
 
 LEASE_FLOOR_SECONDS = 120.0  # a check's first lease never gets shorter than this
@@ -73,7 +74,7 @@ def measured_check_seconds(session: Session, job_id: str) -> float | None:
     details = session.exec(
         select(VerificationRecord.details_json)
         .where(VerificationRecord.job_id == job_id)
-        .where(VerificationRecord.state == "done")
+        .where(VerificationRecord.state == VerificationState.DONE)
         .where(col(VerificationRecord.render_tiles).is_(True))
         .order_by(col(VerificationRecord.finished_at).desc())
         .limit(1)
