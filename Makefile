@@ -23,14 +23,16 @@ demo: check-python $(GENERATED)
 # gRPC, real databases), tests/e2e (farms rendering with Blender).
 test: check-python $(GENERATED) browser
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The fast tier alone: no processes, SQLite in memory (under 10 s).
 unit: check-python $(GENERATED)
 	$(PY) -m pytest tests/unit -q
 
-lint: check-python $(STAMP)
+lint: check-python $(GENERATED)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # Up front: bpy 5.0 is published for Python 3.11 only, so nothing else can install the farm.
 check-python:

@@ -29,15 +29,17 @@ def base_units(tokens: str | Decimal, decimals: int) -> int:
 
 def bond_status(client: FarmClient) -> pb.Bond:
     """This node's bond and whether its share of work is still bounded."""
-    return client.nodes.GetBond(pb.GetBondRequest(node_id=client.pubkey), timeout=CALL_TIMEOUT,
-                                wait_for_ready=True)
+    bond: pb.Bond = client.nodes.GetBond(pb.GetBondRequest(node_id=client.pubkey),
+                                         timeout=CALL_TIMEOUT, wait_for_ready=True)
+    return bond
 
 
 def airdrop(client: FarmClient, tokens: str | Decimal) -> pb.Wallet:
     """Embedded chain and test clusters: fee SOL and `tokens` fresh tokens to the node's key."""
     decimals = bond_status(client).decimals
-    return client.jobs.Airdrop(pb.AirdropRequest(tokens=base_units(tokens, decimals)),
-                               timeout=CALL_TIMEOUT)
+    wallet: pb.Wallet = client.jobs.Airdrop(
+        pb.AirdropRequest(tokens=base_units(tokens, decimals)), timeout=CALL_TIMEOUT)
+    return wallet
 
 
 def post_bond(client: FarmClient, tokens: str | Decimal) -> pb.Bond:
@@ -47,10 +49,13 @@ def post_bond(client: FarmClient, tokens: str | Decimal) -> pb.Bond:
                                                               tokens=amount),
                                         timeout=CALL_TIMEOUT)
     signed = sign_deposit(prepared.message, client.keypair)
-    return client.nodes.PostBond(pb.PostBondRequest(node_id=client.pubkey, signed_bond=signed,
-                                                    tokens=amount), timeout=CALL_TIMEOUT)
+    bond: pb.Bond = client.nodes.PostBond(pb.PostBondRequest(
+        node_id=client.pubkey, signed_bond=signed, tokens=amount), timeout=CALL_TIMEOUT)
+    return bond
 
 
 def unbond(client: FarmClient) -> pb.Bond:
     """Ask for the bond back: it stops counting now and returns after the cooldown."""
-    return client.nodes.Unbond(pb.UnbondRequest(node_id=client.pubkey), timeout=CALL_TIMEOUT)
+    bond: pb.Bond = client.nodes.Unbond(pb.UnbondRequest(node_id=client.pubkey),
+                                        timeout=CALL_TIMEOUT)
+    return bond
