@@ -159,6 +159,9 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                      help="database, blobs, scenes and the embedded chain live here")
     run.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db "
                                   "(default: SQLite in the data dir)")
+    run.add_argument("--blobs-dir", type=Path,
+                     help="blob store folder (default: DATA_DIR/blobs); coordinators sharing "
+                     "one PostgreSQL database share this folder too (docs/DEPLOY.md)")
     run.add_argument("--lease-seconds", type=float, default=60.0,
                      help="a node that stops heartbeating loses its task after this long")
     run.add_argument("--heartbeat-seconds", type=float, default=10.0,
@@ -258,6 +261,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         listen=args.listen,
         data_dir=args.data_dir,
         db_url=args.db,
+        blobs_dir=args.blobs_dir,
         lease_seconds=args.lease_seconds,
         heartbeat_seconds=min(args.heartbeat_seconds, args.lease_seconds / 3),
         max_attempts=args.max_attempts,

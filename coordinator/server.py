@@ -31,6 +31,7 @@ from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
 from coordinator.bonding import BondKeeper
 from coordinator.chain import open_chain
+from coordinator.cluster_events import SharedJobEvents
 from coordinator.domain.epochs import EpochConfig
 from coordinator.domain.reputation import NodeEvent
 from coordinator.events import JobEvents
@@ -40,6 +41,7 @@ from coordinator.payments import Payments
 from coordinator.payments.bonds import BondPolicy
 from coordinator.probe import MachineScore, Prober
 from coordinator.settlement import Settlement
+from coordinator.storage.cluster import LeaderLock, SharedNonceLog, is_shared
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
@@ -58,6 +60,7 @@ SERVICE_NAMES = tuple(
     for name in ("JobService", "NodeService", "BlobStore", "VerifierService", "AdminService")
 )
 SETTLE_SECONDS = 1.0
+LEADER_SECONDS = 1.0  # how often a coordinator beside others checks or competes for the lock
 BOND_SECONDS = 2.0
 
 
@@ -66,6 +69,9 @@ class CoordinatorConfig:
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path(".farm")
     db_url: str | None = None  # default: SQLite under data_dir
+    # Where blobs are stored (default: data_dir/blobs). Coordinators sharing one PostgreSQL
+    # database share this folder too (NFS or similar in production; see docs/DEPLOY.md).
+    blobs_dir: Path | None = None
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
     max_attempts: int = 3
@@ -106,14 +112,19 @@ class RunningCoordinator:
     background: list[asyncio.Task]
     admin_address: str
     payments: Payments
-    nonce_journal: NonceJournal
+    nonce_journal: NonceJournal | SharedNonceLog
     http_port: int | None = None  # where /metrics is served, when --http is given
+    leader: LeaderLock = field(default_factory=LeaderLock.always)
+    events: JobEvents = field(default_factory=JobEvents)
 
     async def stop(self, grace: float = 5.0) -> None:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        if isinstance(self.events, SharedJobEvents):
+            await self.events.stop()
+        await asyncio.to_thread(self.leader.release)
         self.payments.chain.close()
         self.nonce_journal.close()
 
@@ -121,18 +132,25 @@ class RunningCoordinator:
 async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     """Open (or resume) the farm under config.data_dir and start serving."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_database(config.db_url or sqlite_url(config.data_dir))
+    db_url = config.db_url or sqlite_url(config.data_dir)
+    engine = open_database(db_url)
+    shared = is_shared(db_url)  # other coordinators may serve from the same database
     policy = SchedulingPolicy(lease_seconds=config.lease_seconds, max_attempts=config.max_attempts)
     store = FarmStore(engine, policy)
     resumed = store.grant_grace(time.time())
     if resumed:
         log.info("resumed %d live lease(s) with a fresh grace period", resumed)
     proof = ProofStore(engine, policy, peer_audit_rate=config.peer_audit_rate)
+    admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     # Checks in flight died with the old process (the built-in verifier is its child): not
-    # their fault, so no failure is counted.
-    proof.requeue_expired_verifications(float("inf"), count_failures=False)
-    blobs = BlobStore(config.data_dir / "blobs")
-    events = JobEvents()
+    # their fault, so no failure is counted. Beside other coordinators, only our verifier's.
+    proof.requeue_expired_verifications(
+        float("inf"), count_failures=False,
+        verifier_id=str(admin_key.pubkey()) if shared else None)
+    blobs = BlobStore(config.blobs_dir or config.data_dir / "blobs")
+    events: JobEvents = SharedJobEvents(db_url) if shared else JobEvents()
+    if isinstance(events, SharedJobEvents):
+        await events.start()
     owners = BlobOwners(engine)
     adopted = owners.adopt_existing_jobs()
     if adopted:
@@ -140,11 +158,16 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines,
                          owners=owners)
 
-    admin_key = load_or_create_keypair(admin_keypair_path(config.data_dir))
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
     access = AccessPolicy(store, admins, frozenset(config.verifiers), proof, owners)
     payments = open_payments(config, engine)
-    await asyncio.to_thread(payments.reconcile_pending)
+    # Settlement, epochs, bonds and the reaper run in one coordinator at a time; whoever takes
+    # them over first finishes the chain operations a dead one left half-done.
+    leader = (LeaderLock(engine, on_elected=payments.reconcile_pending) if shared
+              else LeaderLock.always())
+    if not shared:
+        await asyncio.to_thread(payments.reconcile_pending)
+    await asyncio.to_thread(leader.hold)
     loop = asyncio.get_running_loop()
     # The sweep runs in a worker thread: asyncio events may only be set from the loop.
     settlement = Settlement(store, proof, payments,
@@ -164,7 +187,9 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         VerifierServicer(store, proof, access, events, proof.quarantine),
         AdminServicer(store, proof, access, payments),
     )
-    nonce_journal = NonceJournal(config.data_dir / "nonces", NONCE_WINDOW_SECONDS)
+    nonce_journal: NonceJournal | SharedNonceLog = (
+        SharedNonceLog(engine, NONCE_WINDOW_SECONDS) if shared
+        else NonceJournal(config.data_dir / "nonces", NONCE_WINDOW_SECONDS))
     nonces = NonceCache(NONCE_WINDOW_SECONDS, log=nonce_journal)
     limiter = None
     if config.calls_per_second > 0:
@@ -191,11 +216,14 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     for name in ["", *SERVICE_NAMES]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     reaper = asyncio.create_task(_reap_expired_leases(store, proof, events,
-                                                      config.lease_seconds))
+                                                      config.lease_seconds, leader))
     admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
                      else f"{_loopback(config.listen)}:{port}")
-    background = [reaper, asyncio.create_task(_settle(settlement)),
-                  asyncio.create_task(_keep_bonds(BondKeeper(store, proof, payments.bonds)))]
+    background = [reaper, asyncio.create_task(_settle(settlement, leader)),
+                  asyncio.create_task(_keep_bonds(BondKeeper(store, proof, payments.bonds),
+                                                  leader))]
+    if shared:
+        background.append(asyncio.create_task(_keep_leadership(leader)))
     if config.run_verifier:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
     if (tracing := diagnostics.start_from_env()) is not None:
@@ -210,7 +238,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         http_port = http_socket.getsockname()[1]
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
-                              nonce_journal=nonce_journal, http_port=http_port)
+                              nonce_journal=nonce_journal, http_port=http_port,
+                              leader=leader, events=events)
 
 
 def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:
@@ -225,20 +254,34 @@ def _is_local_url(cluster: str | None) -> bool:
     return bool(cluster) and any(h in str(cluster) for h in ("127.0.0.1", "localhost"))
 
 
-async def _settle(settlement: Settlement) -> None:
+async def _keep_leadership(leader: LeaderLock) -> None:
+    """Keep the leader lock, or take it when its holder died (coordinator/storage/cluster.py)."""
+    while True:
+        await asyncio.sleep(LEADER_SECONDS)
+        try:
+            await asyncio.to_thread(leader.hold)
+        except Exception:  # the next pass retries
+            log.exception("leader lock check failed")
+
+
+async def _settle(settlement: Settlement, leader: LeaderLock) -> None:
     """Book charges, refunds and epochs every second (see coordinator.settlement)."""
     while True:
         await asyncio.sleep(SETTLE_SECONDS)
+        if not leader.held:
+            continue
         try:
             await asyncio.to_thread(settlement.sweep)
         except Exception:  # a chain outage must not stop the loop: the next sweep retries
             log.exception("settlement sweep failed")
 
 
-async def _keep_bonds(keeper: BondKeeper) -> None:
+async def _keep_bonds(keeper: BondKeeper, leader: LeaderLock) -> None:
     """Slash quarantined cheaters' bonds and return bonds that are due (coordinator/bonding.py)."""
     while True:
         await asyncio.sleep(BOND_SECONDS)
+        if not leader.held:
+            continue
         try:
             await asyncio.to_thread(keeper.sweep)
         except Exception:  # the next pass retries
@@ -321,11 +364,13 @@ def _listen(server: grpc.aio.Server, config: CoordinatorConfig) -> int:
 
 
 async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobEvents,
-                               lease_seconds: float) -> None:
+                               lease_seconds: float, leader: LeaderLock) -> None:
     """Put the tasks of nodes that stopped heartbeating (and stale checks) back in the queue."""
     interval = max(0.5, min(5.0, lease_seconds / 4))
     while True:
         await asyncio.sleep(interval)
+        if not leader.held:
+            continue
         try:
             now = time.time()
             for task in store.requeue_expired(now):

@@ -47,7 +47,9 @@ class NonceLog(Protocol):
 
     def load(self, since: float) -> list[tuple[str, float]]: ...
 
-    def record(self, key: str, now: float) -> None: ...
+    def record(self, key: str, now: float) -> bool | None:
+        """Write the key down; False when the store already held it (a log shared by several
+        coordinators: another one accepted the call), None or True otherwise."""
 
 
 def signing_payload(method: str, request_digest: bytes, timestamp_ms: int, nonce: str) -> bytes:
@@ -107,9 +109,8 @@ class NonceCache:
                 raise TooManyCalls(f"more than {self.max_entries} calls in {self.window:.0f}s; "
                                    "try again shortly")
             self._seen[key] = now
-            if self.log is not None:
-                self.log.record(key, now)
-            return True
+            # False: another coordinator sharing the log accepted this call already.
+            return self.log is None or self.log.record(key, now) is not False
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +105,39 @@ class SigningInterceptor(
         return continuation(self._signed(details, None), requests)
 
 
+def coordinator_addresses(address: str) -> list[str]:
+    """`a:1,b:2` (or one address) as a list: every coordinator the client may use."""
+    found = [part.strip() for part in address.split(",") if part.strip()]
+    if not found:
+        raise ValueError("no coordinator address given")
+    return found
+
+
+class AddressList(argparse.Action):
+    """`--coordinator a,b` or `--coordinator a --coordinator b`: one comma-joined string.
+
+    A string (not argparse's append) so that config files and variables keep one value,
+    `"a:50051,b:50051"`, which the command line replaces rather than extends."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        marker = f"_{self.dest}_given"
+        previous = getattr(namespace, self.dest, None) if getattr(namespace, marker, False) \
+            else None
+        setattr(namespace, self.dest, f"{previous},{values}" if previous else values)
+        setattr(namespace, marker, True)
+
+
 def open_channel(address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> grpc.Channel:
+    """A signed channel to one coordinator, or a failing-over one to several (`a,b`)."""
+    addresses = coordinator_addresses(address)
+    if len(addresses) > 1:
+        return FailoverChannel([_open_one(each, keypair, tls_ca=tls_ca) for each in addresses],
+                               addresses)
+    return _open_one(addresses[0], keypair, tls_ca=tls_ca)
+
+
+def _open_one(address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> grpc.Channel:
     options = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
@@ -120,8 +155,237 @@ def open_channel(address: str, keypair: Keypair, *, tls_ca: Path | None = None) 
     return grpc.intercept_channel(channel, SigningInterceptor(keypair))
 
 
+FAILED_RECENTLY_SECONDS = 10.0  # a coordinator that dropped us is tried last for this long
+_LOST = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+         grpc.ChannelConnectivity.SHUTDOWN)
+
+
+class CoordinatorLost(grpc.RpcError):
+    """A call cut off because its coordinator's connection dropped: UNAVAILABLE, so callers
+    retry it (signed afresh) and the retry goes to a live coordinator."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self.args[0]) if self.args else "the coordinator's connection dropped"
+
+
+class FailoverChannel(grpc.Channel):
+    """Several coordinators behind one channel: each call goes to a live one.
+
+    Every coordinator serves every call from the shared database, so any of them will do.
+    Calls stick to the coordinator that answered last while its connection is up; when it
+    drops (the coordinator died or restarts), new calls go to another one that is connected,
+    else to one that has not failed lately. Calls in flight on the lost connection are cut
+    off at once and raise UNAVAILABLE (`CoordinatorLost`): left alone, gRPC would hold a
+    long poll, a download or a wait-for-ready call until its deadline, waiting for that one
+    coordinator to come back. A unary call made directly (not as a future) is then sent to
+    the next coordinator, signed afresh; futures and streams are retried by their callers
+    (the node's call loop, resumable transfers), and their retry picks a live coordinator.
+    """
+
+    def __init__(self, channels: list[grpc.Channel], addresses: list[str]) -> None:
+        self.channels = channels
+        self.addresses = addresses
+        self.current = 0
+        self._lock = threading.Lock()
+        self._states = [grpc.ChannelConnectivity.IDLE] * len(channels)
+        self._failed_at = [0.0] * len(channels)
+        self._calls: list[set[Any]] = [set() for _ in channels]
+        self._severed: set[int] = set()  # ids of calls we cut off
+        self._watchers = []
+        for index, channel in enumerate(channels):
+            def watch(state: grpc.ChannelConnectivity, index: int = index) -> None:
+                self._observe(index, state)
+
+            self._watchers.append(watch)
+            channel.subscribe(watch, try_to_connect=True)  # connect to all: failover is warm
+
+    def _observe(self, index: int, state: grpc.ChannelConnectivity) -> None:
+        with self._lock:
+            was = self._states[index]
+            self._states[index] = state
+            lost = was is grpc.ChannelConnectivity.READY and state in _LOST
+            if lost or state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                self._failed_at[index] = time.monotonic()
+            doomed = list(self._calls[index]) if lost else []
+            self._severed.update(id(call) for call in doomed)
+        for call in doomed:
+            call.cancel()
+
+    def pick(self) -> int:
+        """The channel for the next call (see the class docstring)."""
+        with self._lock:
+            count = len(self.channels)
+            order = [(self.current + step) % count for step in range(count)]
+            ready = [i for i in order if self._states[i] is grpc.ChannelConnectivity.READY]
+            if ready:
+                chosen = ready[0]
+            else:
+                horizon = time.monotonic() - FAILED_RECENTLY_SECONDS
+                fresh = [i for i in order if self._failed_at[i] < horizon]
+                chosen = fresh[0] if fresh else min(order, key=lambda i: self._failed_at[i])
+            self.current = chosen
+            return chosen
+
+    def failed(self, index: int) -> None:
+        """A call through `index` found no coordinator there."""
+        with self._lock:
+            self._failed_at[index] = time.monotonic()
+            if self._states[index] is grpc.ChannelConnectivity.READY:
+                self._states[index] = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+    def track(self, index: int, call: Any) -> Any:
+        """Remember a call in flight on channel `index` until it is done."""
+        with self._lock:
+            self._calls[index].add(call)
+
+        def done(finished: Any) -> None:
+            with self._lock:
+                self._calls[index].discard(finished)
+
+        call.add_done_callback(done)
+        return call
+
+    def severed(self, call: Any) -> bool:
+        """Whether we cut this call off (its coordinator's connection dropped)."""
+        with self._lock:
+            if id(call) in self._severed:
+                self._severed.discard(id(call))
+                return True
+            return False
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _FailoverUnary(self, [ch.unary_unary(method, *args, **kwargs)
+                                     for ch in self.channels])
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _FailoverStream(self, [ch.unary_stream(method, *args, **kwargs)
+                                      for ch in self.channels])
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _FailoverUnary(self, [ch.stream_unary(method, *args, **kwargs)
+                                     for ch in self.channels], resend=False)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _FailoverStream(self, [ch.stream_stream(method, *args, **kwargs)
+                                      for ch in self.channels])
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self.channels[self.pick()].subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        for channel in self.channels:
+            channel.unsubscribe(callback)
+
+    def close(self) -> None:
+        for channel, watch in zip(self.channels, self._watchers, strict=True):
+            channel.unsubscribe(watch)
+            channel.close()
+
+    def __enter__(self) -> FailoverChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Severable:
+    """A call's future or stream whose cut-off (by `FailoverChannel`) reads as UNAVAILABLE."""
+
+    def __init__(self, owner: FailoverChannel, call: Any, address: str) -> None:
+        self._owner = owner
+        self._call = call
+        self._address = address
+
+    def _translate(self, error: BaseException) -> BaseException:
+        cancelled = isinstance(error, grpc.FutureCancelledError) or (
+            isinstance(error, grpc.RpcError)
+            and error.code() is grpc.StatusCode.CANCELLED)  # type: ignore[attr-defined]
+        if cancelled and self._owner.severed(self._call):
+            return CoordinatorLost(f"lost the connection to coordinator {self._address}")
+        return error
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return self._call.result(timeout)
+        except (grpc.RpcError, grpc.FutureCancelledError) as error:
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    def __iter__(self) -> _Severable:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except grpc.RpcError as error:
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)  # cancel, done, code, details, ...
+
+
+class _FailoverStream:
+    """A multi-callable whose responses stream: each call goes to the channel picked for it."""
+
+    def __init__(self, owner: FailoverChannel, callables: list[Any]) -> None:
+        self.owner = owner
+        self.callables = callables
+
+    def _start(self, invoke: Any) -> _Severable:
+        index = self.owner.pick()
+        call = self.owner.track(index, invoke(self.callables[index]))
+        return _Severable(self.owner, call, self.owner.addresses[index])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._start(lambda call: call(*args, **kwargs))
+
+
+class _FailoverUnary(_FailoverStream):
+    """A multi-callable with one response; made directly, it is sent to the next coordinator
+    when one is unreachable (`resend`; not for client streams, whose iterator is spent)."""
+
+    def __init__(self, owner: FailoverChannel, callables: list[Any], *,
+                 resend: bool = True) -> None:
+        super().__init__(owner, callables)
+        self.resend = resend
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        return self._start(lambda call: call.future(*args, **kwargs))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._each(lambda: self.future(*args, **kwargs).result())
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            future = self.future(*args, **kwargs)
+            return future.result(), future
+
+        return self._each(call)
+
+    def _each(self, invoke: Any) -> Any:
+        attempts = len(self.callables) if self.resend else 1
+        for attempt in range(attempts):
+            try:
+                return invoke()
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.UNAVAILABLE \
+                        or attempt == attempts - 1:  # type: ignore[attr-defined]
+                    raise
+                self.owner.failed(self.owner.current)
+        raise AssertionError("unreachable")
+
+
 class FarmClient:
-    """The three service stubs over one signed channel."""
+    """The service stubs over one signed channel (failing over when given several addresses,
+    comma-separated)."""
 
     def __init__(self, address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> None:
         self.address = address

@@ -17,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from frameproof import config
 from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.cli.argv import OneLineParser, options_after_command
-from frameproof.client import FarmClient, coordinator_address
+from frameproof.client import AddressList, FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.wallet import tokens
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="lease and render frames until stopped")
     run.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of these "
                      "settings (docs/CONFIG.md); variables and flags override it")
-    run.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    run.add_argument("--coordinator", action=AddressList,
+                     help="HOST:PORT (default $FRAMEPROOF_COORDINATOR); several: a,b or "
+                     "the flag repeated, and the node fails over to a live one")
     run.add_argument("--work-dir", type=Path, required=True,
                      help="identity, scene cache, outputs and logs live here")
     run.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
 
     earnings = commands.add_parser("earnings", help="tokens minted to this node, per epoch")
-    earnings.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    earnings.add_argument("--coordinator", action=AddressList,
+                        help="HOST:PORT (default $FRAMEPROOF_COORDINATOR); several: a,b")
     earnings.add_argument("--work-dir", type=Path, required=True, help=WORK_DIR_HELP)
     earnings.add_argument("--keypair", type=Path,
                           help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")
@@ -202,7 +205,8 @@ def _earnings(args: argparse.Namespace) -> int:
 
 
 def _wallet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    parser.add_argument("--coordinator", action=AddressList,
+                        help="HOST:PORT (default $FRAMEPROOF_COORDINATOR); several: a,b")
     parser.add_argument("--work-dir", type=Path, required=True, help=WORK_DIR_HELP)
     parser.add_argument("--keypair", type=Path,
                         help="Solana keypair JSON (default WORK_DIR/node-keypair.json)")

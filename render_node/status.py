@@ -22,7 +22,7 @@ from solders.keypair import Keypair
 
 from frameproof.cli.common import explain_rpc_error, print_json
 from frameproof.cli.nodes import event_json, standing_json
-from frameproof.client import FarmClient, coordinator_address
+from frameproof.client import AddressList, FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
 
@@ -32,7 +32,8 @@ EVENT_COLOURS = {"failed": "red", "quarantine": "red", "verified": "green", "rel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR)")
+    parser.add_argument("--coordinator", action=AddressList,
+                        help="HOST:PORT (default $FRAMEPROOF_COORDINATOR); several: a,b")
     parser.add_argument("--work-dir", type=Path, required=True,
                         help="the node's work dir (its identity lives there)")
     parser.add_argument("--keypair", type=Path,

@@ -8,14 +8,16 @@ import signal
 import threading
 from pathlib import Path
 
-from frameproof.client import coordinator_address
+from frameproof.client import AddressList, coordinator_address
 from verifier.worker import Verifier, VerifierConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="render-verifier", description=__doc__)
     parser.add_argument(
-        "--coordinator", help="HOST:PORT or unix:PATH (default $FRAMEPROOF_COORDINATOR)"
+        "--coordinator", action=AddressList,
+        help="HOST:PORT or unix:PATH (default $FRAMEPROOF_COORDINATOR); several: a,b or the "
+        "flag repeated, and the verifier fails over to a live one"
     )
     parser.add_argument("--work-dir", type=Path, required=True,
                         help="the verifier's folder: its keypair, scenes and renders")

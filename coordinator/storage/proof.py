@@ -326,16 +326,20 @@ class ProofStore:
             frame_seconds = frame.render_seconds if frame is not None else 0.0
         return lease_seconds_for(measured_check_seconds(session, check.job_id), frame_seconds)
 
-    def requeue_expired_verifications(self, now: float, *, count_failures: bool = True) -> int:
+    def requeue_expired_verifications(self, now: float, *, count_failures: bool = True,
+                                      verifier_id: str | None = None) -> int:
         """Lapsed leases go back to the queue; each lapse is a failure of the check, and one
         that lapsed `MAX_CHECK_FAILURES` times is held as stuck. ``count_failures=False`` on
-        start-up: the checks died with the old process, not by their own fault."""
+        start-up: the checks died with the old process, not by their own fault. With a
+        ``verifier_id``, only that verifier's leases (a coordinator restarting beside others
+        takes back its own verifier's checks, never a live neighbour's)."""
         with self._session() as session:
-            lapsed = session.exec(
-                select(VerificationRecord)
-                .where(col(VerificationRecord.state) == VerificationState.LEASED)
-                .where(col(VerificationRecord.lease_expires_at) < now)
-            ).all()
+            query = (select(VerificationRecord)
+                     .where(col(VerificationRecord.state) == VerificationState.LEASED)
+                     .where(col(VerificationRecord.lease_expires_at) < now))
+            if verifier_id is not None:
+                query = query.where(col(VerificationRecord.verifier_id) == verifier_id)
+            lapsed = session.exec(query).all()
             for check in lapsed:
                 seconds = "" if not check.lease_expires_at or not math.isfinite(now) else \
                     f" {now - check.lease_expires_at:.0f}s ago"

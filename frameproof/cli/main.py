@@ -15,7 +15,7 @@ from frameproof.cli import control, download, jobs, money, nodes, submit, topup,
 from frameproof.cli.argv import OneLineParser, globals_first
 from frameproof.cli.checks import check_job_options
 from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
-from frameproof.client import FarmClient, coordinator_address
+from frameproof.client import AddressList, FarmClient, coordinator_address
 from frameproof.creator import CoordinatorUnavailable, CreatorError, InvalidRequest
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
 from frameproof.transfer import TransferError
@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, metavar="FILE", help="defaults for these "
                         "options (docs/CONFIG.md; default $FRAMEPROOF_CONFIG or "
                         "~/.config/frameproof/config.toml, if present)")
-    parser.add_argument("--coordinator", help="HOST:PORT (default $FRAMEPROOF_COORDINATOR "
-                        "or 127.0.0.1:50051)")
+    parser.add_argument("--coordinator", action=AddressList,
+                        help="HOST:PORT (default $FRAMEPROOF_COORDINATOR or 127.0.0.1:50051); "
+                        "several: a,b or the flag repeated, and calls fail over to a live one")
     parser.add_argument("--keypair", type=Path, help="your Solana keypair (default "
                         "$FRAMEPROOF_KEYPAIR or ~/.config/solana/id.json; created if absent)")
     parser.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator "

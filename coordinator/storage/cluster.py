@@ -1,0 +1,175 @@
+"""What several coordinators on one PostgreSQL database share beyond the farm's tables.
+
+- `SharedNonceLog`: accepted call nonces in the database, so a call accepted by one
+  coordinator is refused as a replay by every other (the file journal of
+  coordinator/api/nonce_journal.py only covers one process across its restarts).
+- `LeaderLock`: one coordinator at a time runs the background duties that must not run twice
+  at once (settlement sweep and epoch close, the lease reaper, bond returns and slashing). It
+  is a PostgreSQL session advisory lock held on a connection of its own: when the holder dies,
+  its connection closes, PostgreSQL frees the lock and the next coordinator that asks takes it.
+
+SQLite stays the single-process default: there the file journal is used and the one process
+is always the leader (`LeaderLock.always`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock's key: any 64-bit number the farm's database uses for nothing else
+# (the first 8 bytes of "frameproof" read as an integer).
+LEADER_LOCK_KEY = 0x6672616D6570726F
+
+
+class CallNonceRecord(SQLModel, table=True):
+    """One accepted call: `pubkey:nonce`, and when it arrived (rows older than the replay
+    window are deleted: their timestamps are refused as stale anyway)."""
+
+    __tablename__ = "call_nonce"
+    key: str = Field(primary_key=True, max_length=120)
+    seen_at: float = Field(index=True)
+
+
+def is_shared(url: str) -> bool:
+    """Whether several coordinators may serve from this database (anything but SQLite)."""
+    return not url.startswith("sqlite")
+
+
+class SharedNonceLog:
+    """`NonceLog` over the database: `record` answers False when any coordinator already
+    accepted the key, so the insert itself is the replay check (its primary key decides)."""
+
+    def __init__(self, engine: Engine, window_seconds: float, *,
+                 prune_every: float = 10.0) -> None:
+        self.engine = engine
+        self.window = window_seconds
+        self.prune_every = prune_every
+        self._pruned_at = 0.0
+        self._lock = threading.Lock()
+        table: Any = CallNonceRecord.__table__
+        self._insert = pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
+        self._delete = delete(table)
+
+    def load(self, since: float) -> list[tuple[str, float]]:
+        """Nothing to preload: every call is checked against the table itself."""
+        return []
+
+    def record(self, key: str, now: float) -> bool:
+        """Insert the key; False when it was already there (a replay, perhaps elsewhere)."""
+        with self.engine.begin() as connection:
+            inserted = connection.execute(self._insert, {"key": key, "seen_at": now}).rowcount
+        if now - self._pruned_at >= self.prune_every:
+            self._prune(now)
+        return inserted == 1
+
+    def _prune(self, now: float) -> None:
+        with self._lock:
+            if now - self._pruned_at < self.prune_every:
+                return
+            self._pruned_at = now
+        table: Any = CallNonceRecord.__table__
+        with self.engine.begin() as connection:
+            connection.execute(self._delete.where(table.c.seen_at < now - self.window))
+
+    def close(self) -> None:
+        """Nothing held: the engine belongs to the coordinator."""
+
+
+class LeaderLock:
+    """Whether this coordinator runs the once-only background duties now.
+
+    `hold()` is called every second or so from a worker thread: it keeps the lock, or tries
+    to take it, and returns whether this process holds it. A connection lost (database
+    restart, network) means the lock is lost too; the next `hold()` reconnects and competes
+    again. `on_elected` runs once each time the lock is taken, before `hold()` returns True
+    (the coordinator finishes half-done chain operations there).
+    """
+
+    def __init__(self, engine: Engine | None, *, key: int = LEADER_LOCK_KEY,
+                 on_elected: Callable[[], object] | None = None) -> None:
+        self.engine = engine
+        self.key = key
+        self.on_elected = on_elected
+        self._connection: Any = None  # a DBAPI connection out of the pool, while held
+        self.held = engine is None
+        self.elected_at: float | None = time.time() if engine is None else None
+
+    @classmethod
+    def always(cls) -> LeaderLock:
+        """The single-process case (SQLite): always the leader."""
+        return cls(None)
+
+    def hold(self) -> bool:
+        if self.engine is None:
+            return True
+        if self._connection is not None:
+            try:
+                with self._connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                return True
+            except Exception:
+                log.warning("lost the database connection holding the leader lock")
+                self._drop()
+        try:
+            connection = self.engine.raw_connection()
+            # Out of the pool for good: closing it (or this process dying) frees the lock.
+            connection.detach()
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+                taken = bool(cursor.fetchone()[0])
+        except Exception:
+            log.exception("cannot reach the database to compete for the leader lock")
+            return False
+        if not taken:
+            connection.close()
+            return False
+        self._connection = connection
+        if self.on_elected is not None:
+            try:
+                self.on_elected()
+            except Exception:  # elected but unready: let another coordinator (or us) retry
+                log.exception("taking over the once-only duties failed; giving the lock back")
+                self.release()
+                return False
+        self.held = True
+        self.elected_at = time.time()
+        log.info("this coordinator now runs settlement, epochs, bonds and the lease reaper")
+        return True
+
+    def release(self) -> None:
+        if self._connection is not None:
+            try:
+                with self._connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            except Exception:  # closing the connection frees it anyway
+                pass
+        self._drop()
+
+    def _drop(self) -> None:
+        self.held = self.engine is None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+
+def holder_pid(engine: Engine, key: int = LEADER_LOCK_KEY) -> int | None:
+    """The PostgreSQL backend pid holding the leader lock, or None (diagnostics, tests)."""
+    with engine.connect() as connection:
+        row = connection.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = :key"), {"key": key}).first()
+    return None if row is None else int(row[0])

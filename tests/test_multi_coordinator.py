@@ -1,0 +1,293 @@
+"""Several coordinators on one PostgreSQL database (docs/DEPLOY.md, "Several coordinators").
+
+The shared pieces first, each against a real PostgreSQL (a fresh database per test): the
+replay-nonce table, the leader lock and its take-over when the holder is SIGKILLed, and
+LISTEN/NOTIFY wake-ups between two processes' event hubs. Then the whole thing: two
+coordinator processes on one fresh database and one shared blob folder, one token chain
+for both (the loopback RPC cluster, `TestRpcServer`: the embedded LiteSVM lives inside one
+process and cannot be shared), real nodes rendering with Blender, the built-in verifiers; the
+leading coordinator is SIGKILLed mid-job and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import psycopg2
+import pytest
+from conftest import SAMPLE_SCENE
+from farm_helpers import frames, submit_sample, wait_for, wait_until_done
+from solders.keypair import Keypair
+from sqlalchemy import text
+
+from coordinator.chain.keys import save_keypair
+from coordinator.chain.rpc import RpcChain
+from coordinator.chain.testrpc import TestRpcServer
+from coordinator.cluster_events import SharedJobEvents
+from coordinator.storage.cluster import LeaderLock, SharedNonceLog, holder_pid
+from coordinator.storage.database import open_database
+from frameproof.auth import NonceCache
+from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
+from frameproof.localfarm import LocalFarm
+from frameproof.v1 import farm_pb2 as pb
+
+POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+GRANT = 100 * 10**6  # the new-creator grant: 100 tokens of 6 decimals
+WINDOW = 120.0
+
+
+def _admin_connection():  # type: ignore[no-untyped-def]
+    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                  dbname="postgres", connect_timeout=3)
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """A database of its own (other tests use `test`), dropped afterwards."""
+    try:
+        admin = _admin_connection()
+    except psycopg2.OperationalError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"fp_multi_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(fresh_postgres: str):
+    engine = open_database(fresh_postgres)
+    first = NonceCache(WINDOW, log=SharedNonceLog(engine, WINDOW))
+    second = NonceCache(WINDOW, log=SharedNonceLog(engine, WINDOW))
+    now = time.time()
+    assert first.first_use("key:call-1", now)
+    assert not second.first_use("key:call-1", now + 1), "replayed against the other one"
+    assert not first.first_use("key:call-1", now + 2), "replayed against the same one"
+    assert second.first_use("key:call-2", now + 2)
+    # Rows older than the window go (their timestamps are stale anyway); live ones stay.
+    later = now + WINDOW + 30
+    assert second.first_use("key:call-3", later)
+    with engine.connect() as connection:
+        keys = {row[0] for row in connection.execute(text("SELECT key FROM call_nonce"))}
+    assert keys == {"key:call-3"}
+    engine.dispose()
+
+
+HOLDER = """
+import sys, time
+from coordinator.storage.cluster import LeaderLock
+from coordinator.storage.database import open_database
+lock = LeaderLock(open_database(sys.argv[1]))
+print("held" if lock.hold() else "refused", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_leader_at_a_time_and_a_killed_one_is_replaced(fresh_postgres: str):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, fresh_postgres],
+                              stdout=subprocess.PIPE, text=True, env={
+                                  **os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        engine = open_database(fresh_postgres)
+        elected: list[float] = []
+        lock = LeaderLock(engine, on_elected=lambda: elected.append(time.time()))
+        other = LeaderLock(engine)
+        assert not lock.hold() and not other.hold(), "the lock is taken"
+        assert holder_pid(engine) is not None
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert wait_for(lock.hold, timeout=10), "the dead holder's lock was not freed"
+        assert len(elected) == 1 and lock.held
+        assert not other.hold(), "two leaders at once"
+        assert lock.hold() and len(elected) == 1, "holding again is not a new election"
+        lock.release()
+        assert other.hold() and not lock.hold()
+        other.release()
+        engine.dispose()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_change_in_one_coordinator_wakes_watchers_of_another(fresh_postgres: str):
+    async def scenario() -> None:
+        here, there = SharedJobEvents(fresh_postgres), SharedJobEvents(fresh_postgres)
+        await here.start()
+        await there.start()
+        try:
+            await asyncio.sleep(0.1)  # the start-up wake-ups, out of the way
+            work = there.subscribe_work()
+            job = there.subscribe("job-1")
+            other_job = there.subscribe("job-2")
+            local_work = here.subscribe_work()
+            here.changed("job-1")
+            here.work_queued()
+            assert local_work.is_set(), "the coordinator's own watchers wake at once"
+            await asyncio.wait_for(work.wait(), 5)
+            await asyncio.wait_for(job.wait(), 5)
+            assert not other_job.is_set()
+            assert here.received == 0, "a coordinator does not hear itself"
+            assert there.received == 1, "one loop turn's changes: one NOTIFY"
+        finally:
+            await here.stop()
+            await there.stop()
+
+    asyncio.run(scenario())
+
+
+# ----------------------------------------------------------------- the whole farm
+
+
+def _log(farm: LocalFarm, name: str) -> str:
+    path = farm.root / "logs" / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_two_coordinators_one_killed_mid_job(fresh_postgres: str, tmp_path: Path):
+    treasury = Keypair()
+    save_keypair(treasury, tmp_path / "treasury.json")
+    with TestRpcServer() as chain_server:
+        chain_server.svm.airdrop(treasury.pubkey(), 100 * 10**9)
+        chain = RpcChain.create_mint(chain_server.url, treasury, poll_interval_s=0.01)
+        mint = str(chain.mint)
+        chain.close()
+        shared = ("--db", fresh_postgres, "--blobs-dir", str(tmp_path / "blobs"),
+                  "--cluster", chain_server.url, "--treasury-keypair",
+                  str(tmp_path / "treasury.json"), "--mint", mint)
+        first, second = LocalFarm(tmp_path / "a", lease_seconds=4.0), \
+            LocalFarm(tmp_path / "b", lease_seconds=4.0)
+        try:
+            a = first.start_coordinator(extra_args=shared)
+            b = second.start_coordinator(extra_args=shared)
+            engine = open_database(fresh_postgres)
+            leader = holder_pid(engine)
+            assert leader is not None, "one of them leads"
+            # Each node prefers a different coordinator and fails over to the other.
+            first.address = f"{a},{b}"
+            first.start_node("node-1")
+            first.address = f"{b},{a}"
+            first.start_node("node-2")
+            creator = load_or_create_keypair(tmp_path / "creator.json")
+            # Submitted to B only: nodes long-polling A are woken through PostgreSQL.
+            with FarmClient(b, creator) as at_b:
+                job = submit_sample(at_b, SAMPLE_SCENE, "1-12", samples=8)
+
+            with FarmClient(f"{a},{b}", creator) as client:
+                wait_for(lambda: len([f for f in frames(client, job.job_id) if f.node_id])
+                         >= 2, timeout=120)
+                before = {f.frame for f in frames(client, job.job_id) if f.node_id}
+                assert before != set(range(1, 13)), "the kill must come mid-job"
+                first.kill_coordinator()  # A led: it started first
+                killed_at = time.monotonic()
+                # Node 1 preferred A: it goes on through B, and B takes over the duties.
+                wait_for(lambda: holder_pid(engine) not in (None, leader), timeout=15)
+                node_1 = str(load_or_create_keypair(first.root / "node-1" /
+                                                    "node-keypair.json").pubkey())
+
+                def node_1_delivered_through_b() -> bool:
+                    return any(f.node_id == node_1 and f.frame not in before
+                               for f in frames(client, job.job_id))
+
+                wait_for(node_1_delivered_through_b, timeout=60)
+                first.start_coordinator(port=int(a.rsplit(":", 1)[1]), extra_args=shared)
+                done = wait_until_done(client, job.job_id, timeout=120)
+                elapsed_after_kill = time.monotonic() - killed_at
+
+                delivered = frames(client, job.job_id)
+                receipts = wait_for(lambda: _settled(client, job.job_id), timeout=60)
+                wallet = client.jobs.GetWallet(pb.WalletRequest(), timeout=30)
+            assert done.state == pb.JOB_STATE_DONE
+            assert sorted(f.frame for f in delivered) == list(range(1, 13)), "lost or doubled"
+            assert all(f.state == pb.FRAME_STATE_DONE for f in delivered)
+            assert sorted(f.frame for f in receipts.frames) == list(range(1, 13))
+            assert len({f.signature for f in receipts.frames}) == 12, "one burn per frame"
+            assert receipts.total_tokens_burned == sum(f.tokens_burned for f in receipts.frames)
+            assert receipts.total_tokens_burned + receipts.refunded == receipts.escrowed
+            assert wallet.balance == GRANT - receipts.total_tokens_burned, "charged once"
+            with engine.connect() as connection:
+                burns = connection.execute(text(
+                    "SELECT count(*) FROM pay_chain_op WHERE job_id = :job AND kind = 'burn' "
+                    "AND state = 'landed'"), {"job": job.job_id}).scalar_one()
+            assert burns == 12, "each frame burned once on chain"
+            for data_dir in (first.data_dir, second.data_dir):
+                check = subprocess.run(
+                    [sys.executable, "-m", "coordinator.cli", "ledger", "check", "--data-dir",
+                     str(data_dir)], capture_output=True, text=True, timeout=120)
+                assert check.returncode == 0, check.stdout + check.stderr
+            print(f"job done {elapsed_after_kill:.1f}s after the kill")
+            engine.dispose()
+        finally:
+            second.stop()
+            first.stop()
+
+
+def _settled(client: FarmClient, job_id: str) -> pb.Receipts | None:
+    try:
+        receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=job_id), timeout=30)
+    except grpc.RpcError:
+        return None
+    return receipts if receipts.refund_state == "landed" else None
+
+
+# ----------------------------------------------------------------- clients with several addresses
+
+
+def test_coordinator_addresses_given_as_a_list_or_repeated():
+    from frameproof.cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--coordinator", "a:1,b:2", "--coordinator", "c:3", "jobs"])
+    assert args.coordinator == "a:1,b:2,c:3"
+    parser.set_defaults(coordinator="from-config:1")  # a config file's value is replaced
+    assert parser.parse_args(["--coordinator", "d:4", "jobs"]).coordinator == "d:4"
+    assert parser.parse_args(["jobs"]).coordinator == "from-config:1"
+
+
+def test_a_unary_call_goes_to_the_coordinator_that_answers():
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from frameproof.client import FailoverChannel, open_channel
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    live = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    dead = _free_port()
+    try:
+        channel = open_channel(f"127.0.0.1:{dead},127.0.0.1:{live}", Keypair())
+        assert isinstance(channel, FailoverChannel)
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(3):
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=20)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert channel.current == 1, "it sticks to the live one"
+        channel.close()
+    finally:
+        server.stop(0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
