@@ -29,6 +29,7 @@ from solders.keypair import Keypair
 from coordinator.api.rate_limit import DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND
 from coordinator.payments.bonds import BondPolicy
 from coordinator.server import CoordinatorConfig, admin_socket_path, serve
+from coordinator.storage.cluster import DifferentChain
 from coordinator.storage.proof import PEER_AUDIT_RATE
 from frameproof import config
 from frameproof.cli.argv import OneLineParser, options_after_command
@@ -292,7 +293,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }, indent=2))
     try:
         asyncio.run(serve(config))
-    except OSError as error:
+    except (OSError, DifferentChain) as error:
         parser.exit(2, f"render-coordinator: {error}\n")
     return 0
 

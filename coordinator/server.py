@@ -41,7 +41,13 @@ from coordinator.payments import Payments
 from coordinator.payments.bonds import BondPolicy
 from coordinator.probe import MachineScore, Prober
 from coordinator.settlement import Settlement
-from coordinator.storage.cluster import LeaderLock, SharedNonceLog, is_shared
+from coordinator.storage.cluster import (
+    DifferentChain,
+    LeaderLock,
+    SharedNonceLog,
+    claim_chain,
+    is_shared,
+)
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
@@ -161,6 +167,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
     access = AccessPolicy(store, admins, frozenset(config.verifiers), proof, owners)
     payments = open_payments(config, engine)
+    if shared:
+        try:
+            claim_chain(engine, str(payments.chain.mint), time.time())
+        except DifferentChain:
+            payments.chain.close()
+            raise
     # Settlement, epochs, bonds and the reaper run in one coordinator at a time; whoever takes
     # them over first finishes the chain operations a dead one left half-done.
     leader = (LeaderLock(engine, on_elected=payments.reconcile_pending) if shared

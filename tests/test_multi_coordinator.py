@@ -34,7 +34,13 @@ from coordinator.chain.keys import save_keypair
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
 from coordinator.cluster_events import SharedJobEvents
-from coordinator.storage.cluster import LeaderLock, SharedNonceLog, holder_pid
+from coordinator.storage.cluster import (
+    DifferentChain,
+    LeaderLock,
+    SharedNonceLog,
+    claim_chain,
+    holder_pid,
+)
 from coordinator.storage.database import open_database
 from frameproof.auth import NonceCache
 from frameproof.client import FarmClient
@@ -87,6 +93,15 @@ def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(fresh_postgre
     with engine.connect() as connection:
         keys = {row[0] for row in connection.execute(text("SELECT key FROM call_nonce"))}
     assert keys == {"key:call-3"}
+    engine.dispose()
+
+
+def test_coordinators_on_different_chains_cannot_share_a_database(fresh_postgres: str):
+    engine = open_database(fresh_postgres)
+    claim_chain(engine, "MintOfTheFarm", time.time())
+    claim_chain(engine, "MintOfTheFarm", time.time())  # a second coordinator, same chain
+    with pytest.raises(DifferentChain, match="must share one chain"):
+        claim_chain(engine, "MintOfAnEmbeddedChain", time.time())
     engine.dispose()
 
 

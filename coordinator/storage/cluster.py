@@ -42,6 +42,37 @@ class CallNonceRecord(SQLModel, table=True):
     seen_at: float = Field(index=True)
 
 
+class FarmChainRecord(SQLModel, table=True):
+    """The token mint this database's ledger is about: every coordinator must use it."""
+
+    __tablename__ = "farm_chain"
+    mint: str = Field(primary_key=True, max_length=64)
+    recorded_at: float
+
+
+class DifferentChain(Exception):
+    """This coordinator's chain is not the one the shared database's ledger records."""
+
+
+def claim_chain(engine: Engine, mint: str, now: float) -> None:
+    """Record the farm's mint on first start; refuse a coordinator on another one.
+
+    Two coordinators each on its own embedded chain (LiteSVM lives inside one process)
+    would book one ledger against two token supplies; this is the one clear error instead.
+    """
+    table: Any = FarmChainRecord.__table__
+    with engine.begin() as connection:
+        connection.execute(pg_insert(table).on_conflict_do_nothing(),
+                           {"mint": mint, "recorded_at": now})
+        known = [row[0] for row in connection.execute(text("SELECT mint FROM farm_chain"))]
+    if known != [mint]:
+        raise DifferentChain(
+            f"this database's ledger is about mint {', '.join(known)}, this coordinator's chain "
+            f"has mint {mint}: coordinators sharing a database must share one chain (an RPC "
+            "cluster: --cluster URL --treasury-keypair K --mint M; the embedded chain lives "
+            "inside one process). See docs/DEPLOY.md, 'Several coordinators'.")
+
+
 def is_shared(url: str) -> bool:
     """Whether several coordinators may serve from this database (anything but SQLite)."""
     return not url.startswith("sqlite")
