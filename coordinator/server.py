@@ -31,7 +31,6 @@ from coordinator.api.verifier_service import VerifierServicer
 from coordinator.blobstore import BlobStore
 from coordinator.bonding import BondKeeper
 from coordinator.chain import open_chain
-from coordinator.cluster_events import SharedJobEvents
 from coordinator.domain.epochs import EpochConfig
 from coordinator.domain.reputation import NodeEvent
 from coordinator.events import JobEvents
@@ -49,6 +48,7 @@ from coordinator.storage.cluster import (
     is_shared,
 )
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.notifications import SharedJobEvents
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore

@@ -1,12 +1,12 @@
 """Several coordinators on one PostgreSQL database (docs/DEPLOY.md, "Several coordinators").
 
-The shared pieces first, each against a real PostgreSQL (a fresh database per test): the
-replay-nonce table, the leader lock and its take-over when the holder is SIGKILLed, and
-LISTEN/NOTIFY wake-ups between two processes' event hubs. Then the whole thing: two
-coordinator processes on one fresh database and one shared blob folder, one token chain
-for both (the loopback RPC cluster, `TestRpcServer`: the embedded LiteSVM lives inside one
-process and cannot be shared), real nodes rendering with Blender, the built-in verifiers; the
-leading coordinator is SIGKILLed mid-job and restarted.
+The shared pieces first, each against a real PostgreSQL (a new database per test,
+`postgres_url`): the replay-nonce table, the leader lock and its take-over when the holder
+is SIGKILLed, and LISTEN/NOTIFY wake-ups between two processes' event hubs. Then the whole
+thing: two coordinator processes on one fresh database and one shared blob folder, one token
+chain for both (the loopback RPC cluster, `TestRpcServer`: the embedded LiteSVM lives inside
+one process and cannot be shared), real nodes rendering with Blender, the built-in
+verifiers; the leading coordinator is SIGKILLed mid-job and restarted.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import psycopg2
 import pytest
 from conftest import SAMPLE_SCENE
 from farm_helpers import frames, submit_sample, wait_for, wait_until_done
@@ -33,7 +30,6 @@ from sqlalchemy import text
 from coordinator.chain.keys import save_keypair
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
-from coordinator.cluster_events import SharedJobEvents
 from coordinator.storage.cluster import (
     DifferentChain,
     LeaderLock,
@@ -42,44 +38,19 @@ from coordinator.storage.cluster import (
     holder_pid,
 )
 from coordinator.storage.database import open_database
+from coordinator.storage.notifications import SharedJobEvents
 from frameproof.auth import NonceCache
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
-POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 GRANT = 100 * 10**6  # the new-creator grant: 100 tokens of 6 decimals
 WINDOW = 120.0
 
 
-def _admin_connection():  # type: ignore[no-untyped-def]
-    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
-                                  dbname="postgres", connect_timeout=3)
-    connection.autocommit = True
-    return connection
-
-
-@pytest.fixture
-def fresh_postgres() -> Iterator[str]:
-    """A database of its own (other tests use `test`), dropped afterwards."""
-    try:
-        admin = _admin_connection()
-    except psycopg2.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"fp_multi_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
-def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(fresh_postgres: str):
-    engine = open_database(fresh_postgres)
+def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(postgres_url: str):
+    engine = open_database(postgres_url)
     first = NonceCache(WINDOW, log=SharedNonceLog(engine, WINDOW))
     second = NonceCache(WINDOW, log=SharedNonceLog(engine, WINDOW))
     now = time.time()
@@ -96,8 +67,8 @@ def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(fresh_postgre
     engine.dispose()
 
 
-def test_coordinators_on_different_chains_cannot_share_a_database(fresh_postgres: str):
-    engine = open_database(fresh_postgres)
+def test_coordinators_on_different_chains_cannot_share_a_database(postgres_url: str):
+    engine = open_database(postgres_url)
     claim_chain(engine, "MintOfTheFarm", time.time())
     claim_chain(engine, "MintOfTheFarm", time.time())  # a second coordinator, same chain
     with pytest.raises(DifferentChain, match="must share one chain"):
@@ -115,13 +86,13 @@ time.sleep(600)
 """
 
 
-def test_one_leader_at_a_time_and_a_killed_one_is_replaced(fresh_postgres: str):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, fresh_postgres],
+def test_one_leader_at_a_time_and_a_killed_one_is_replaced(postgres_url: str):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, postgres_url],
                               stdout=subprocess.PIPE, text=True, env={
                                   **os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        engine = open_database(fresh_postgres)
+        engine = open_database(postgres_url)
         elected: list[float] = []
         lock = LeaderLock(engine, on_elected=lambda: elected.append(time.time()))
         other = LeaderLock(engine)
@@ -143,9 +114,9 @@ def test_one_leader_at_a_time_and_a_killed_one_is_replaced(fresh_postgres: str):
             holder.wait()
 
 
-def test_a_change_in_one_coordinator_wakes_watchers_of_another(fresh_postgres: str):
+def test_a_change_in_one_coordinator_wakes_watchers_of_another(postgres_url: str):
     async def scenario() -> None:
-        here, there = SharedJobEvents(fresh_postgres), SharedJobEvents(fresh_postgres)
+        here, there = SharedJobEvents(postgres_url), SharedJobEvents(postgres_url)
         await here.start()
         await there.start()
         try:
@@ -177,7 +148,7 @@ def _log(farm: LocalFarm, name: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def test_two_coordinators_one_killed_mid_job(fresh_postgres: str, tmp_path: Path):
+def test_two_coordinators_one_killed_mid_job(postgres_url: str, tmp_path: Path):
     treasury = Keypair()
     save_keypair(treasury, tmp_path / "treasury.json")
     with TestRpcServer() as chain_server:
@@ -185,7 +156,7 @@ def test_two_coordinators_one_killed_mid_job(fresh_postgres: str, tmp_path: Path
         chain = RpcChain.create_mint(chain_server.url, treasury, poll_interval_s=0.01)
         mint = str(chain.mint)
         chain.close()
-        shared = ("--db", fresh_postgres, "--blobs-dir", str(tmp_path / "blobs"),
+        shared = ("--db", postgres_url, "--blobs-dir", str(tmp_path / "blobs"),
                   "--cluster", chain_server.url, "--treasury-keypair",
                   str(tmp_path / "treasury.json"), "--mint", mint)
         first, second = LocalFarm(tmp_path / "a", lease_seconds=4.0), \
@@ -193,7 +164,7 @@ def test_two_coordinators_one_killed_mid_job(fresh_postgres: str, tmp_path: Path
         try:
             a = first.start_coordinator(extra_args=shared)
             b = second.start_coordinator(extra_args=shared)
-            engine = open_database(fresh_postgres)
+            engine = open_database(postgres_url)
             leader = holder_pid(engine)
             assert leader is not None, "one of them leads"
             # Each node prefers a different coordinator and fails over to the other.

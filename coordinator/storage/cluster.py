@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, text
+import psycopg2
+from sqlalchemy import Table, delete, make_url, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
@@ -60,7 +61,7 @@ def claim_chain(engine: Engine, mint: str, now: float) -> None:
     Two coordinators each on its own embedded chain (LiteSVM lives inside one process)
     would book one ledger against two token supplies; this is the one clear error instead.
     """
-    table: Any = FarmChainRecord.__table__
+    table = _table(FarmChainRecord)
     with engine.begin() as connection:
         connection.execute(pg_insert(table).on_conflict_do_nothing(),
                            {"mint": mint, "recorded_at": now})
@@ -71,6 +72,20 @@ def claim_chain(engine: Engine, mint: str, now: float) -> None:
             f"has mint {mint}: coordinators sharing a database must share one chain (an RPC "
             "cluster: --cluster URL --treasury-keypair K --mint M; the embedded chain lives "
             "inside one process). See docs/DEPLOY.md, 'Several coordinators'.")
+
+
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as a libpq connection string for psycopg2."""
+    parsed = make_url(url)
+    parts = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
+             "password": parsed.password, "dbname": parsed.database, "connect_timeout": 5,
+             **parsed.query}
+    return " ".join(f"{key}={_quote(str(value))}" for key, value in parts.items()
+                    if value is not None)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def is_shared(url: str) -> bool:
@@ -89,7 +104,7 @@ class SharedNonceLog:
         self.prune_every = prune_every
         self._pruned_at = 0.0
         self._lock = threading.Lock()
-        table: Any = CallNonceRecord.__table__
+        table = _table(CallNonceRecord)
         self._insert = pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
         self._delete = delete(table)
 
@@ -110,7 +125,7 @@ class SharedNonceLog:
             if now - self._pruned_at < self.prune_every:
                 return
             self._pruned_at = now
-        table: Any = CallNonceRecord.__table__
+        table = _table(CallNonceRecord)
         with self.engine.begin() as connection:
             connection.execute(self._delete.where(table.c.seen_at < now - self.window))
 
@@ -133,7 +148,7 @@ class LeaderLock:
         self.engine = engine
         self.key = key
         self.on_elected = on_elected
-        self._connection: Any = None  # a DBAPI connection out of the pool, while held
+        self._connection: Any = None  # psycopg2's connection holding the lock, while held
         self.held = engine is None
         self.elected_at: float | None = time.time() if engine is None else None
 
@@ -154,9 +169,10 @@ class LeaderLock:
                 log.warning("lost the database connection holding the leader lock")
                 self._drop()
         try:
-            connection = self.engine.raw_connection()
-            # Out of the pool for good: closing it (or this process dying) frees the lock.
-            connection.detach()
+            # A connection of its own, outside the pool: closing it (or this process dying)
+            # frees the lock. Autocommit: no transaction stays open while the lock is held.
+            connection = psycopg2.connect(
+                libpq_dsn(self.engine.url.render_as_string(hide_password=False)))
             connection.autocommit = True
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
@@ -195,6 +211,11 @@ class LeaderLock:
             with contextlib.suppress(Exception):
                 self._connection.close()
             self._connection = None
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 def holder_pid(engine: Engine, key: int = LEADER_LOCK_KEY) -> int | None:

@@ -56,6 +56,7 @@ def target_metadata() -> MetaData:
     """Every table's model, imported here so a revision sees the whole schema."""
     from sqlmodel import SQLModel
 
+    import coordinator.storage.cluster
     import coordinator.storage.models
     import coordinator.storage.payment_models
     import coordinator.storage.quarantine

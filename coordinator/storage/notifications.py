@@ -24,9 +24,9 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy.engine import make_url
 
 from coordinator.events import JobEvents
+from coordinator.storage.cluster import libpq_dsn
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,6 @@ CHANNEL = "frameproof_events"
 WORK = "work"
 RECONNECT_SECONDS = 1.0
 MAX_PAYLOAD = 7_000  # NOTIFY payloads stop at 8,000 bytes
-
-
-def libpq_dsn(url: str) -> str:
-    """A SQLAlchemy PostgreSQL URL as a libpq connection string for psycopg2."""
-    parsed = make_url(url)
-    parts = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
-             "password": parsed.password, "dbname": parsed.database, **parsed.query}
-    return " ".join(f"{key}={_quote(str(value))}" for key, value in parts.items()
-                    if value is not None)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class SharedJobEvents(JobEvents):
