@@ -24,9 +24,11 @@ from pathlib import Path
 from types import TracebackType
 
 from frameproof.manifest import is_sha256
+from frameproof.pipeline import Appender
 
 DEFAULT_MAX_BLOB_BYTES = 8 * 1024**3
 _HASH_BLOCK = 1024 * 1024
+
 # Errors that mean "no room": a full disk, a quota, a file-size limit.
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk full, quota, file size limit
 
@@ -236,6 +238,7 @@ class BlobUpload:
             self._file.close()
             raise
         self.received = received
+        self._appender = Appender(fd, self._part, received)
 
     def _rehash_partial(self, length: int) -> None:
         self._file.seek(0)
@@ -254,7 +257,7 @@ class BlobUpload:
                 f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
             )
         try:
-            self._file.write(data)
+            self._appender.write(data)
         except OSError as exc:
             self._fail_if_full(exc)
             raise
@@ -277,6 +280,7 @@ class BlobUpload:
     def close(self) -> None:
         """Stop writing and release the lock; the partial stays for a later resume."""
         if not self._file.closed:
+            self._appender.close()
             self._file.close()
 
     def _discard(self) -> None:

@@ -228,6 +228,11 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--http", metavar="HOST:PORT", help="serve HTTP here: /metrics in the "
                      "Prometheus format and the read-only web dashboard, no login: keep it on "
                      "loopback (default: no HTTP)")
+    run.add_argument("--blob-http", metavar="HOST:PORT", help="serve scene and frame blobs "
+                     "over signed HTTP here, the fast path for big transfers (default: "
+                     "--listen's host, a port the OS picks; clients learn it over gRPC)")
+    run.add_argument("--no-blob-http", action="store_true", help="blobs only over the gRPC "
+                     "streams (slower; for networks that allow the one port only)")
     run.add_argument("--machine-score", type=_positive_score, metavar="SCORE",
                      help="this machine's benchmark score, if already measured (default: "
                      "measure it once with the reference scene and cache it in the data dir)")
@@ -281,6 +286,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         mint=args.mint,
         epoch_seconds=args.epoch_seconds,
         http_listen=args.http,
+        blob_http_listen=None if args.no_blob_http else (args.blob_http or ""),
         machine_score=args.machine_score,
         bonds=bond_policy(vars(args)),
     )

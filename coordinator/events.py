@@ -16,6 +16,7 @@ class JobEvents:
         self._events: weakref.WeakValueDictionary[str, asyncio.Event] = (
             weakref.WeakValueDictionary())
         self._work = asyncio.Event()
+        self._settle = asyncio.Event()
 
     def subscribe(self, job_id: str) -> asyncio.Event:
         """Take the event *before* reading the job, so no change slips between."""
@@ -33,6 +34,16 @@ class JobEvents:
     def work_queued(self) -> None:
         event, self._work = self._work, asyncio.Event()
         event.set()
+
+    def settle_soon(self) -> None:
+        """A task's last frame was approved: the settlement sweep runs now rather than at
+        its next tick, so a finished job is charged, settled and reported without waiting."""
+        self._settle.set()
+
+    async def settle_due(self, timeout: float) -> None:
+        """Return when settle_soon was called, or after timeout seconds."""
+        await self.wait(self._settle, timeout)
+        self._settle.clear()
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout: float) -> None:

@@ -22,6 +22,7 @@ from coordinator import diagnostics
 from coordinator.access import AccessPolicy
 from coordinator.api.admin_service import AdminServicer
 from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
+from coordinator.api.blob_http import BlobHttpServer, server_tls
 from coordinator.api.blob_service import BlobStoreServicer
 from coordinator.api.job_service import JobServicer
 from coordinator.api.node_service import NodeServicer
@@ -98,6 +99,9 @@ class CoordinatorConfig:
     mint: str | None = None  # RPC clusters: the farm token's mint address
     epoch_seconds: float = 86_400.0
     http_listen: str | None = None  # HOST:PORT of /metrics (and the dashboard); None: off
+    # HOST:PORT of the blobs over HTTP (coordinator/api/blob_http.py); "": listen's host, any
+    # port; None: off
+    blob_http_listen: str | None = ""
     machine_score: float | None = None  # this machine's benchmark score; None: measure it once
     bonds: BondPolicy = field(default_factory=BondPolicy)  # bonds, new identities, slashing
 
@@ -122,8 +126,11 @@ class RunningCoordinator:
     http_port: int | None = None  # where /metrics is served, when --http is given
     leader: LeaderLock = field(default_factory=LeaderLock.always)
     events: JobEvents = field(default_factory=JobEvents)
+    blob_http: BlobHttpServer | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.blob_http is not None:
+            await asyncio.to_thread(self.blob_http.stop)
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
@@ -186,6 +193,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                             on_change=lambda job_id: loop.call_soon_threadsafe(events.changed,
                                                                                job_id),
                             on_work=lambda: loop.call_soon_threadsafe(events.work_queued))
+    blob_servicer = BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners)
     servicers = (
         JobServicer(store, intake, events, access, payments, allow_airdrop=config.cluster in (
             None, "embedded", "localnet", "devnet", "testnet") or _is_local_url(config.cluster),
@@ -195,7 +203,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
             proof=proof),
         NodeServicer(store, proof, blobs, events, payments,
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
-        BlobStoreServicer(blobs, may_download=access.may_read_blob, owners=owners),
+        blob_servicer,
         VerifierServicer(store, proof, access, events, proof.quarantine),
         AdminServicer(store, proof, access, payments),
     )
@@ -209,6 +217,11 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                   exempt=frozenset({*admins, *config.verifiers}))
     server, health = _build_server(servicers, SignedCallInterceptor(nonces, limiter=limiter))
     port = _listen(server, config)
+    blob_http = _blob_http(config, blobs, nonces, access, owners, limiter)
+    if blob_http is not None:
+        blob_servicer.set_http_endpoint(blob_http.port, tls=blob_http.tls is not None)
+        blob_http.start()
+        log.info("blobs over HTTP on port %d", blob_http.port)
     http_socket = None
     if config.http_listen:
         from coordinator import web
@@ -231,7 +244,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                                       config.lease_seconds, leader))
     admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
                      else f"{_loopback(config.listen)}:{port}")
-    background = [reaper, asyncio.create_task(_settle(settlement, leader)),
+    background = [reaper, asyncio.create_task(_settle(settlement, leader, events)),
                   asyncio.create_task(_keep_bonds(BondKeeper(store, proof, payments.bonds),
                                                   leader))]
     if shared:
@@ -251,7 +264,22 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
                               nonce_journal=nonce_journal, http_port=http_port,
-                              leader=leader, events=events)
+                              leader=leader, events=events, blob_http=blob_http)
+
+
+def _blob_http(config: CoordinatorConfig, blobs: BlobStore, nonces: NonceCache,
+               access: AccessPolicy, owners: BlobOwners,
+               limiter: CallRateLimiter | None) -> BlobHttpServer | None:
+    """The blob store's HTTP endpoint, bound (not yet serving); None when turned off."""
+    if config.blob_http_listen is None or config.listen.startswith("unix:"):
+        return None
+    where = config.blob_http_listen or f"{config.listen.rsplit(':', 1)[0]}:0"
+    host, _, port = where.rpartition(":")
+    tls = (server_tls(config.tls_cert, config.tls_key)
+           if config.tls_cert and config.tls_key else None)
+    return BlobHttpServer((host.strip("[]") or "0.0.0.0", int(port)), blobs, nonces,
+                          may_download=access.may_read_blob, owners=owners, limiter=limiter,
+                          tls=tls)
 
 
 def open_payments(config: CoordinatorConfig, engine: Any) -> Payments:
@@ -276,10 +304,11 @@ async def _keep_leadership(leader: LeaderLock) -> None:
             log.exception("leader lock check failed")
 
 
-async def _settle(settlement: Settlement, leader: LeaderLock) -> None:
-    """Book charges, refunds and epochs every second (see coordinator.settlement)."""
+async def _settle(settlement: Settlement, leader: LeaderLock, events: JobEvents) -> None:
+    """Book charges, refunds and epochs every second, and at once when a task's frames are
+    all approved here (see coordinator.settlement)."""
     while True:
-        await asyncio.sleep(SETTLE_SECONDS)
+        await events.settle_due(SETTLE_SECONDS)
         if not leader.held:
             continue
         try:

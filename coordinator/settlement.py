@@ -24,6 +24,7 @@ from coordinator.domain.pricing import (
     relative_factor,
 )
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState, job_state_from_frames
+from coordinator.domain.timeline import Phase
 from coordinator.payments import Payments
 from coordinator.payments.bonds import Bonds
 from coordinator.payments.journal import parse_pubkey
@@ -41,6 +42,7 @@ from coordinator.storage.quarantine import (
     Quarantine,
 )
 from coordinator.storage.store import FarmStore
+from coordinator.storage.timeline import TimelineStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Settlement:
         self.on_work = on_work  # a paused job resumed: wake the nodes waiting for work
         self.quarantine = Quarantine(payments.engine)
         self.pricing = PricingStore(store.engine)
+        self.timeline = TimelineStore(store.engine)
         self._last_orphan_scan = 0.0
 
     def sweep(self, now: float | None = None) -> None:
@@ -206,6 +209,8 @@ class Settlement:
             log.error("job %s cannot be settled yet: %s", job.job_id, error)
             return
         self.store.mark_settled(job.job_id, now)
+        settled = time.time()  # the chain's transfers took their time since `now`
+        self.timeline.record(job.job_id, [Phase("settlement", now, settled, settled - now)])
         log.info("job %s settled: %d burned, %d refunded", job.job_id,
                  receipts.total_tokens_burned, receipts.refund)
         self.on_change(job.job_id)

@@ -383,6 +383,19 @@ class _FailoverUnary(_FailoverStream):
         raise AssertionError("unreachable")
 
 
+class BlobStub(farm_pb2_grpc.BlobStoreStub):
+    """The BlobStore stub, plus what the HTTP fast path for blobs needs (frameproof/transfer.py):
+    the key that signs, the coordinator's host and TLS, and its blob endpoint once asked."""
+
+    def __init__(self, channel: grpc.Channel, address: str, keypair: Keypair,
+                 tls_ca: Path | None) -> None:
+        super().__init__(channel)
+        self.address = address
+        self.keypair = keypair
+        self.tls_ca = tls_ca
+        self.endpoint: Any = None  # the GetBlobEndpointResponse, once asked (transfer.py)
+
+
 class FarmClient:
     """The service stubs over one signed channel (failing over when given several addresses,
     comma-separated)."""
@@ -394,7 +407,8 @@ class FarmClient:
         self.channel = open_channel(address, keypair, tls_ca=tls_ca)
         self.jobs = farm_pb2_grpc.JobServiceStub(self.channel)
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
-        self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)
+        ca = tls_ca or (Path(os.environ[ENV_TLS_CA]) if os.environ.get(ENV_TLS_CA) else None)
+        self.blobs = BlobStub(self.channel, address, keypair, ca)
         self.verifier = farm_pb2_grpc.VerifierServiceStub(self.channel)
         self.admin = farm_pb2_grpc.AdminServiceStub(self.channel)
 

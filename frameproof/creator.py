@@ -13,7 +13,7 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -155,6 +155,7 @@ class UploadedScene:
     files: int
     sent_bytes: int  # 0 when the coordinator already had everything from this creator
     missing: tuple[str, ...] = ()  # dependencies BAT could not find (only if allowed)
+    phases: tuple[pb.JobPhase, ...] = ()  # pack and upload, timed here (the job's timeline)
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,7 @@ class Creator:
         without its textures costs money and looks wrong.
         """
         with tempfile.TemporaryDirectory(prefix="frameproof-pack-") as work:
+            pack_start = time.time()
             try:
                 packed = pack_scene(Path(scene), Path(work), on_progress=on_packing)
             except PackingError as error:
@@ -310,12 +312,16 @@ class Creator:
             manifest_file = Path(work) / "scene-manifest.json"
             manifest_file.write_bytes(packed.manifest.to_bytes())
             files = {**packed.files, packed.manifest.scene_id: manifest_file}
+            upload_start = time.time()
             with _rpc(self.address):
                 try:
                     sent = upload_files(self.client.blobs, files, on_progress=on_progress)
                 except TransferError as error:
                     raise _transfer_error(error, self.address) from None
-        return UploadedScene(packed.manifest.scene_id, len(files), sent, tuple(packed.missing))
+            uploaded = time.time()
+        return UploadedScene(packed.manifest.scene_id, len(files), sent, tuple(packed.missing),
+                             (_phase("pack", pack_start, upload_start),
+                              _phase("upload", upload_start, uploaded)))
 
     def estimate(self, scene_id: str, options: JobOptions) -> pb.Estimate:
         """The coordinator's measured estimate (it renders probe frames) and its range."""
@@ -332,6 +338,7 @@ class Creator:
         *,
         estimate: pb.Estimate | None = None,
         on_estimate: Callable[[pb.Estimate, float], None] | None = None,
+        phases: Iterable[pb.JobPhase] = (),
     ) -> Submission:
         """Escrow the maximum cost (signed here, by this wallet) and start the job.
 
@@ -339,8 +346,11 @@ class Creator:
         sees the estimate and that amount before anything is signed.
         """
         options.validate()
+        phases = list(phases)
         if estimate is None:
+            asked = time.time()
             estimate = self.estimate(scene_id, options)
+            phases.append(_phase("estimate", asked, time.time()))
         max_cost = options.max_cost_usd or estimate.max_cost_usd
         if on_estimate is not None:
             on_estimate(estimate, max_cost)
@@ -354,7 +364,8 @@ class Creator:
             response = self.client.jobs.SubmitJob(pb.SubmitJobRequest(
                 scene_id=scene_id, frames=options.frames, chunk_size=options.chunk,
                 settings=options.settings(), name=options.name, tier=options.tier,
-                max_cost_usd=max_cost, signed_deposit=signed), timeout=SUBMIT_TIMEOUT_S)
+                max_cost_usd=max_cost, signed_deposit=signed, creator_phases=phases),
+                timeout=SUBMIT_TIMEOUT_S)
         return Submission(response.job, estimate, max_cost)
 
     def submit_scene(
@@ -370,13 +381,20 @@ class Creator:
         if not options.name:
             options = replace(options, name=Path(scene).stem)
         uploaded = self.upload_scene(scene, on_progress=on_progress)
-        return self.submit(uploaded.scene_id, options, on_estimate=on_estimate), uploaded
+        return self.submit(uploaded.scene_id, options, on_estimate=on_estimate,
+                           phases=uploaded.phases), uploaded
 
     def job(self, job_id: str) -> pb.Job:
         """The job's state and frame counts now (with why frames wait for verification)."""
         with _rpc(self.address, job_id):
             return self.client.jobs.GetJob(pb.GetJobRequest(job_id=job_id),
                                            timeout=CALL_TIMEOUT_S)
+
+    def timeline(self, job_id: str) -> pb.JobTimeline:
+        """Where the job's wall time went, phase by phase (coordinator/domain/timeline.py)."""
+        with _rpc(self.address, job_id):
+            return self.client.jobs.GetJobTimeline(pb.GetJobRequest(job_id=job_id),
+                                                   timeout=CALL_TIMEOUT_S)
 
     def jobs(self, limit: int = 20) -> pb.ListJobsResponse:
         """This creator's newest jobs."""
@@ -559,3 +577,7 @@ class Creator:
             return self.client.jobs.Airdrop(pb.AirdropRequest(
                 tokens=int(tokens * 10**decimals)), timeout=120)
 
+
+def _phase(name: str, started_at: float, ended_at: float) -> pb.JobPhase:
+    return pb.JobPhase(phase=name, started_at=started_at, ended_at=ended_at,
+                       seconds=max(0.0, ended_at - started_at))

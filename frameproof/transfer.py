@@ -4,24 +4,38 @@ Synchronous stubs, because the creator CLI and the render node do one
 transfer at a time. Every call carries a deadline; UNAVAILABLE, ABORTED (a
 concurrent upload of the same blob) and interrupted streams are retried with
 exponential backoff, each retry resuming from where the last one stopped.
+
+Big blobs go over the coordinator's HTTP endpoint when it has one (a FarmClient's stub
+asks once with GetBlobEndpoint; coordinator/api/blob_http.py): the same signed request, the
+body read and sent in big blocks and received into reused buffers, hashed while it arrives. Small
+blobs (frames, manifests), unix-socket clients, clients given several coordinators (the
+streams fail over) and coordinators without the endpoint use the gRPC streams; an endpoint
+that cannot be reached falls back to them too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import random
+import socket
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import grpc
+from solders.keypair import Keypair
 
-from frameproof.client import rate_limited
+from frameproof.auth import sign_call
+from frameproof.client import BlobStub, rate_limited
 from frameproof.manifest import is_sha256, sha256_file
+from frameproof.pipeline import Appender, pump, send_file
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
@@ -30,6 +44,12 @@ BACKOFF_SECONDS = 0.2
 FIND_BATCH = 1000  # blobs per FindMissingBlobs request, well under the server's cap
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+HTTP_MIN_BYTES = 4 * 1024 * 1024  # smaller uploads fit one or a few gRPC messages
+HTTP_UPLOAD_METHOD = "/frameproof.v1.BlobStore/UploadBlob"  # what an HTTP request signs
+HTTP_DOWNLOAD_METHOD = "/frameproof.v1.BlobStore/DownloadBlob"
+# HTTP answers worth another try (a concurrent upload, a rate limit, a full server) and the
+# one that says the upload's offset is stale (ask again where to resume).
+_HTTP_RETRYABLE = {409, 423, 429, 503}
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
@@ -41,6 +61,19 @@ class TransferError(Exception):
 
 class _Interrupted(Exception):
     """A stream ended before the blob was complete; retried like UNAVAILABLE."""
+
+
+class _Unreachable(_Interrupted):
+    """The HTTP endpoint does not answer (a firewall, another host): use the streams."""
+
+
+class _Refused(Exception):
+    """The HTTP endpoint answered with an error status; the text is the coordinator's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
 
 
 def upload_files(
@@ -105,8 +138,17 @@ def download_blob(
 
     def attempt(_number: int) -> Path:
         nonlocal restarted
-        _download_into(stub, ref_sha256, part, on_progress, timeout)
-        if sha256_file(part) != ref_sha256:
+        endpoint = _http_endpoint(stub)
+        if endpoint is not None:
+            try:
+                digest = _http_download_into(endpoint, ref_sha256, part, on_progress, timeout)
+            except _Unreachable:
+                _without_http(stub)
+                raise
+        else:
+            _download_into(stub, ref_sha256, part, on_progress, timeout)
+            digest = sha256_file(part)
+        if digest != ref_sha256:
             part.unlink()
             if restarted:
                 raise TransferError(
@@ -158,8 +200,25 @@ def _upload_one(
             if sha not in missing:
                 return
             start = missing[sha]
+        endpoint = _http_endpoint(stub) if size >= HTTP_MIN_BYTES else None
         try:
-            response = stub.UploadBlob(_chunks(sha, size, source, start, count), timeout=timeout)
+            if endpoint is not None:
+                response = _http_upload(endpoint, sha, size, source, start, count, timeout)
+            else:
+                response = stub.UploadBlob(_chunks(sha, size, source, start, count),
+                                           timeout=timeout)
+        except _Unreachable:
+            _without_http(stub)
+            raise
+        except _Refused as exc:
+            if exc.status == 422 and check_file is not None and sha256_file(check_file) != sha:
+                raise TransferError(
+                    f"{check_file} changed since it was packed: its sha256 is no "
+                    f"longer {sha}; pack the scene again"
+                ) from exc
+            if exc.status == 422:
+                raise _Interrupted(exc.message) from exc  # damaged in transit
+            raise
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise _Interrupted(exc.details()) from exc  # stale offset: ask again
@@ -234,6 +293,168 @@ def _download_into(
         raise _Interrupted(f"stream ended at byte {offset} of {total}")
 
 
+# ---------------------------------------------------------------- over HTTP
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    host: str
+    port: int
+    keypair: Keypair = field(repr=False)  # never printed: it holds the secret key
+    tls: ssl.SSLContext | None
+
+
+def _http_endpoint(stub: farm_pb2_grpc.BlobStoreStub) -> _Endpoint | None:
+    """The coordinator's HTTP blob endpoint, asked once per stub; None: use the streams
+    (also with several coordinators, whose failover the streams have)."""
+    if (not isinstance(stub, BlobStub) or stub.address.startswith("unix:")
+            or "," in stub.address.strip(", ")):
+        return None
+    if stub.endpoint is None:
+        try:
+            stub.endpoint = stub.GetBlobEndpoint(farm_pb2.GetBlobEndpointRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                return None  # ask again next time
+            stub.endpoint = farm_pb2.GetBlobEndpointResponse()  # an older coordinator
+    if not stub.endpoint.http_port:
+        return None
+    tls = None
+    if stub.endpoint.tls:
+        tls = ssl.create_default_context(cafile=str(stub.tls_ca) if stub.tls_ca else None)
+    return _Endpoint(_host(stub.address), stub.endpoint.http_port, stub.keypair, tls)
+
+
+def _without_http(stub: farm_pb2_grpc.BlobStoreStub) -> None:
+    """Use this stub's gRPC streams from now on."""
+    if isinstance(stub, BlobStub):
+        stub.endpoint = farm_pb2.GetBlobEndpointResponse()
+
+
+def _host(address: str) -> str:
+    """The host part of a gRPC target such as 'host:port', '[::1]:port' or 'dns:///host:port'."""
+    target = address.strip(", ").split("///", 1)[-1]
+    return target.rpartition(":")[0].strip("[]") or target
+
+
+def _connect(endpoint: _Endpoint, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((endpoint.host, endpoint.port),
+                                        timeout=min(timeout, 10))
+    except OSError as exc:
+        raise _Unreachable(f"the blob endpoint {endpoint.host}:{endpoint.port} does not "
+                           f"answer ({exc}); using the gRPC streams") from exc
+    sock.settimeout(timeout)
+    if endpoint.tls is not None:
+        return endpoint.tls.wrap_socket(sock, server_hostname=endpoint.host)
+    return sock
+
+
+def _send_head(sock: socket.socket, endpoint: _Endpoint, verb: str, sha: str,
+               signature: list[tuple[str, str]], headers: Mapping[str, str | int]) -> None:
+    lines = [f"{verb} /blobs/{sha} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}",
+             "Connection: close", *(f"{k}: {v}" for k, v in headers.items()),
+             *(f"{k}: {v}" for k, v in signature)]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+
+def _read_head(fp: BinaryIO) -> tuple[int, http.client.HTTPMessage]:
+    line = fp.readline(65537).decode("latin-1")
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise _Interrupted(f"the blob endpoint answered {line[:80]!r}, not HTTP")
+    return int(parts[1]), http.client.parse_headers(fp)  # type: ignore[arg-type]
+
+
+def _refusal(status: int, headers: http.client.HTTPMessage, fp: BinaryIO) -> _Refused:
+    length = min(int(headers.get("Content-Length", "0") or 0), 64 * 1024)
+    return _Refused(status, fp.read(length).decode(errors="replace").strip())
+
+
+def _http_upload(endpoint: _Endpoint, sha: str, size: int, source: BinaryIO, offset: int,
+                 count: Callable[[int], None] | None,
+                 timeout: float) -> farm_pb2.UploadBlobResponse:
+    """PUT the blob from offset: the headers first, the body only once the coordinator
+    answered "100 Continue", so a refusal costs no bytes."""
+    request = farm_pb2.UploadChunk(blob=farm_pb2.BlobRef(sha256=sha, size=size), offset=offset)
+    signature = sign_call(endpoint.keypair, HTTP_UPLOAD_METHOD, request.SerializeToString())
+    with _connect(endpoint, timeout) as sock, sock.makefile("rb") as fp:
+        _send_head(sock, endpoint, "PUT", sha, signature, {
+            "Content-Length": size - offset, "X-Blob-Size": size, "X-Blob-Offset": offset,
+            "Expect": "100-continue"})
+        status, headers = _read_head(fp)
+        if status == 100:
+            try:
+                send_file(source, offset, size - offset, sock.sendall, on_sent=count)
+            except EOFError as exc:
+                raise _Interrupted(str(exc)) from exc
+            status, headers = _read_head(fp)
+        if status != 200:
+            raise _refusal(status, headers, fp)
+        return farm_pb2.UploadBlobResponse.FromString(
+            fp.read(int(headers.get("Content-Length", "0"))))
+
+
+def _http_download_into(endpoint: _Endpoint, sha: str, part: Path,
+                        on_progress: Progress | None, timeout: float) -> str:
+    """GET the blob into part (resuming what part holds); return the sha256 of the whole
+    part, hashed while the bytes arrive."""
+    digest = hashlib.sha256()
+    offset = 0
+    if part.exists():
+        with open(part, "rb") as f:
+            while block := f.read(1024 * 1024):
+                digest.update(block)
+                offset += len(block)
+    request = farm_pb2.DownloadBlobRequest(sha256=sha, offset=offset)
+    signature = sign_call(endpoint.keypair, HTTP_DOWNLOAD_METHOD, request.SerializeToString())
+    with _connect(endpoint, timeout) as sock, sock.makefile("rb") as fp:
+        _send_head(sock, endpoint, "GET", sha, signature,
+                   {"Range": f"bytes={offset}-"} if offset else {})
+        status, headers = _read_head(fp)
+        if status == 404:
+            raise TransferError(f"the coordinator does not have blob {sha}")
+        if status == 416:
+            part.unlink(missing_ok=True)  # .part longer than the blob: start over
+            raise _Interrupted(_refusal(status, headers, fp).message)
+        if status not in (200, 206):
+            raise _refusal(status, headers, fp)
+        total = int(headers.get("X-Blob-Size", "0"))
+        left = int(headers.get("Content-Length", "0"))
+        with open(part, "ab", buffering=0) as f:
+            appender = Appender(f.fileno(), part, offset)
+            position = offset
+
+            def fill(buffer: memoryview) -> int:
+                nonlocal left
+                filled = 0
+                while filled < len(buffer) and left:
+                    n = fp.readinto(buffer[filled: filled + min(left, len(buffer) - filled)])
+                    if not n:
+                        raise _Interrupted(f"the download stopped at byte "
+                                           f"{position + filled} of {total}")
+                    filled += n
+                    left -= n
+                return filled
+
+            def absorb(data: memoryview) -> None:
+                nonlocal position
+                appender.write(data)
+                digest.update(data)
+                position += len(data)
+                if on_progress:
+                    on_progress(position, total)
+
+            try:
+                pump(fill, absorb)
+            finally:
+                appender.close()
+                os.fsync(f.fileno())
+    if position != total:
+        raise _Interrupted(f"the download ended at byte {position} of {total}")
+    return digest.hexdigest()
+
+
 def _retrying(what: str, call: Callable[[int], T]) -> T:
     """Run call(attempt_number), retrying transient failures with exponential backoff."""
     for number in range(1, ATTEMPTS + 1):
@@ -243,7 +464,10 @@ def _retrying(what: str, call: Callable[[int], T]) -> T:
             code = exc.code()
             if (code not in _RETRYABLE and not rate_limited(exc)) or number == ATTEMPTS:
                 raise TransferError(f"{what} failed: {code.name}: {exc.details()}") from exc
-        except _Interrupted as exc:
+        except _Refused as exc:
+            if exc.status not in _HTTP_RETRYABLE or number == ATTEMPTS:
+                raise TransferError(f"{what} failed: {exc}") from exc
+        except (_Interrupted, OSError) as exc:  # OSError: an HTTP transfer cut or timed out
             if number == ATTEMPTS:
                 raise TransferError(f"{what} failed after {ATTEMPTS} attempts: {exc}") from exc
         time.sleep(BACKOFF_SECONDS * 2 ** (number - 1) * (0.5 + random.random()))

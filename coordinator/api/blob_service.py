@@ -91,6 +91,16 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
         self._may_download = may_download
         # Who holds which blob; None: one shared view for every caller (a bare blob store).
         self._owners = owners
+        self._endpoint = farm_pb2.GetBlobEndpointResponse()  # no HTTP endpoint until told
+
+    def set_http_endpoint(self, port: int, *, tls: bool) -> None:
+        """Announce the HTTP endpoint of the same store (coordinator/api/blob_http.py)."""
+        self._endpoint = farm_pb2.GetBlobEndpointResponse(http_port=port, tls=tls)
+
+    async def GetBlobEndpoint(
+        self, request: farm_pb2.GetBlobEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> farm_pb2.GetBlobEndpointResponse:
+        return self._endpoint
 
     def _uploader(self) -> str:
         """The key whose view of the store this call sees ("" without ownership)."""

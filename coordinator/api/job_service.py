@@ -27,6 +27,7 @@ from coordinator.domain.jobs import (
 )
 from coordinator.domain.pricing import tokens_to_usd
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
+from coordinator.domain.timeline import CREATOR_PHASES, Phase
 from coordinator.events import JobEvents
 from coordinator.intake import (
     IntakeError,
@@ -44,6 +45,7 @@ from coordinator.storage.control import ControlError, JobControl, frame_log
 from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
+from coordinator.storage.timeline import TimelineStore
 from coordinator.storage.verification_queue import QueueStanding
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
@@ -69,8 +71,10 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         allow_airdrop: bool,
         prober: Prober,
         proof: ProofStore | None = None,
+        timeline: TimelineStore | None = None,
     ) -> None:
         self.store = store
+        self.timeline = timeline or TimelineStore(store.engine)
         self.proof = proof  # where frames stand in the verification queue
         self.intake = intake
         self.events = events
@@ -91,13 +95,20 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
                             tier=request.tier, name=request.name)
         check_request(wanted)
         await self._check_settings(request.settings, context)
+        phases = [Phase(p.phase, p.started_at, p.ended_at, p.seconds)
+                  for p in request.creator_phases if p.phase in CREATOR_PHASES]
+        started = time.time()
         scene = await self._accept_scene(scene_id, context)
         inspection = inspection_of(scene)
         frames = job_frames(request.frames, scene_range(inspection))
         job = compile_job(wanted, frames, default_name=scene.main_file)
         settings = convert.effective_settings(request.settings, inspection)
         creator = current_caller().pubkey
+        inspected = time.time()
+        phases.append(Phase("inspection", started, inspected, inspected - started))
         probe = await self._probe(scene_id, settings, frames)
+        quoted = time.time()
+        phases.append(Phase("quote", inspected, quoted, quoted - inspected))
         cost = self._estimate(probe, len(frames), job.tier)
         max_cost = usd(request.max_cost_usd) if request.max_cost_usd > 0 else cost.max_cost_usd
         if not request.signed_deposit:
@@ -114,6 +125,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         except PaymentError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"escrow refused: {error}")
         now = time.time()
+        phases.append(Phase("escrow", quoted, now, now - quoted))
         record = JobRecord(
             job_id=job_id,
             name=job.name,
@@ -139,6 +151,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.store.create_job(record, [list(task) for task in job.tasks], now,
                               frame_price_tokens=frame_price)
         self.events.work_queued()
+        await asyncio.to_thread(self.timeline.record, job_id, phases)
         log.info("job %s: %d frames of scene %s", job_id, len(frames), scene_id[:12])
         return pb.SubmitJobResponse(job=self._job_message(job_id))
 
@@ -228,6 +241,18 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request, context):
         return self._job_message(await self._existing_job_id(request.job_id, context))
+
+    async def GetJobTimeline(self, request, context):
+        job_id = await self._existing_job_id(request.job_id, context)
+        job = self.store.get_job(job_id)
+        assert job is not None
+        total = sum(self.store.frame_counts([job_id])[job_id].values())
+        found = await asyncio.to_thread(self.timeline.timeline, job, total)
+        return pb.JobTimeline(
+            job_id=job_id, submitted_at=found.submitted_at,
+            first_approved_at=found.first_approved_at, done_at=found.done_at,
+            phases=[pb.JobPhase(phase=p.name, started_at=p.started_at, ended_at=p.ended_at,
+                                seconds=p.seconds) for p in found.phases])
 
     async def ListJobs(self, request, context):
         caller = current_caller()

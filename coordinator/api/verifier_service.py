@@ -105,6 +105,8 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                                 "held for the operator (render-coordinator doctor)")
         assert finished is not None
         self.events.changed(finished.job_id)
+        if finished.task_done:
+            self.events.settle_soon()
         if finished.audit:
             log.info("job %s frame %d: peer %s said %s; a coordinator verifier decides",
                      finished.job_id, finished.frame, verifier_id[:12],

@@ -304,3 +304,15 @@ class FrameLogRecord(SQLModel, table=True):
     node_id: str
     text: str = ""
     created_at: float = 0.0
+
+
+class JobPhaseRecord(SQLModel, table=True):
+    """A phase of a job that leaves no other trace (coordinator/domain/timeline.py): the
+    creator's pack and upload, SubmitJob's inspection, quote and escrow, settlement."""
+
+    __tablename__ = "job_phase"
+    job_id: str = Field(primary_key=True)
+    phase: str = Field(primary_key=True)
+    started_at: float
+    ended_at: float = 0.0
+    seconds: float = 0.0

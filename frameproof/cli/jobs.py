@@ -59,13 +59,16 @@ def run_jobs(args: argparse.Namespace, client: FarmClient) -> int:
 
 
 def run_status(args: argparse.Namespace, client: FarmClient) -> int:
-    job = Creator(client).job(args.job)
+    creator = Creator(client)
+    job = creator.job(args.job)
+    timeline = creator.timeline(job.job_id)
     if args.json:
         queue = job.verification
         print_json({**job_json(job), "verification": {
             "waiting": queue.waiting, "in_progress": queue.in_progress,
             "position": queue.position, "stuck": queue.stuck,
-            "stuck_reason": queue.stuck_reason, "verifiers_busy": queue.verifiers_busy}})
+            "stuck_reason": queue.stuck_reason, "verifiers_busy": queue.verifiers_busy},
+            "timeline": timeline_json(timeline)})
         return 0
     counts = job.frames
     out.print(f"job {job.job_id} ({job.name}): [bold]{STATE_NAMES.get(job.state, '?')}[/]")
@@ -82,10 +85,44 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
               f"at {job.settings.resolution_percentage}%")
     if job.escrowed_usd > 0:
         out.print(f"budget: ${job.charged_usd:.6f} of ${job.escrowed_usd:.6f} charged")
+    if line := timeline_line(timeline):
+        out.print(line, markup=False, highlight=False)
     warning = budget_warning(job)
     if warning:
         err.print(warning, markup=False, highlight=False)
     return 0
+
+
+def timeline_json(timeline: pb.JobTimeline) -> dict[str, object]:
+    """Phases as seconds after the first one began (and absolute Unix times)."""
+    start = timeline.submitted_at
+
+    def after(at: float) -> float | None:
+        return round(at - start, 3) if at else None
+
+    return {
+        "submitted_at": start,
+        "first_approved_after_s": after(timeline.first_approved_at),
+        "done_after_s": after(timeline.done_at),
+        "phases": [{"phase": p.phase, "from_s": after(p.started_at), "to_s": after(p.ended_at),
+                    "busy_s": round(p.seconds, 3), "started_at": p.started_at,
+                    "ended_at": p.ended_at or None} for p in timeline.phases],
+    }
+
+
+def timeline_line(timeline: pb.JobTimeline) -> str:
+    """One line: busy seconds per phase, then when the first frame was approved."""
+    if not timeline.phases:
+        return ""
+    parts = [f"{p.phase.replace('_', ' ')} {p.seconds:.2f}s" for p in timeline.phases
+             if p.phase != "approval"]
+    line = "time: " + ", ".join(parts)
+    if timeline.first_approved_at:
+        line += (f"; first frame approved {timeline.first_approved_at - timeline.submitted_at:.1f}"
+                 "s after submit")
+    if timeline.done_at:
+        line += f", all {timeline.done_at - timeline.submitted_at:.1f}s"
+    return line
 
 
 def run_cancel(args: argparse.Namespace, client: FarmClient) -> int:

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace, client: FarmClient) -> int:
     creator = Creator(client)
     uploaded = upload_scene(creator, args.scene)
     options = replace(options, name=options.name or args.scene.stem)
-    submission = creator.submit(uploaded.scene_id, options, on_estimate=_show_estimate(options))
+    submission = creator.submit(uploaded.scene_id, options, on_estimate=_show_estimate(options),
+                                phases=uploaded.phases)
     job = submission.job
     if args.json:
         print_json({**job_json(job), "uploaded_bytes": uploaded.sent_bytes,
