@@ -187,27 +187,14 @@ def test_a_command_over_its_cpu_budget_is_stopped_and_the_worker_recovers(
         assert result.output.is_file()
 
 
-def test_scene_python_never_runs_through_intake_and_a_node(
+def test_hostile_scene_jobs_fail_with_a_reason_while_other_jobs_complete(
     tmp_path: Path, scenes: Path
 ) -> None:
-    """A text block registered as a module and a scripted driver, end to end."""
+    """Through a real node with a memory limit and a frame timeout, and the verifier: jobs of
+    the memory hog and the slow scene fail with a reason; the sample scene's job and one with
+    scene Python (a text block registered as a module, a scripted driver) complete, and that
+    Python never ran in intake, the node or the verifier."""
     marker = scenes / "MARKER"
-    with LocalFarm(tmp_path / "farm", lease_seconds=30.0) as farm:
-        farm.start_coordinator(extra_args=("--no-verifier",))
-        farm.start_node("node")
-        with farm.client() as client:
-            job = submit_sample(client, scenes / "scripted.blend", "1", samples=0,
-                                resolution_percentage=0)
-            wait_for(lambda: all(f.state == pb.FRAME_STATE_VERIFYING
-                                 for f in frames(client, job.job_id)), timeout=180)
-    assert not marker.with_suffix(".text").exists(), "a text block registered as a module ran"
-    assert not marker.with_suffix(".driver").exists(), "a Python driver expression ran"
-
-
-def test_hostile_scene_jobs_fail_with_a_reason_while_another_job_completes(
-    tmp_path: Path, scenes: Path
-) -> None:
-    """Through a real node with a memory limit and a frame timeout."""
     with LocalFarm(tmp_path / "farm", lease_seconds=30.0) as farm:
         farm.start_coordinator()
         log = open(farm.root / "logs" / "node.log", "ab")  # noqa: SIM115
@@ -227,7 +214,10 @@ def test_hostile_scene_jobs_fail_with_a_reason_while_another_job_completes(
             slow = submit_sample(client, scenes / "slow.blend", "1", samples=0,
                                  resolution_percentage=0, max_cost_usd=450.0)
             good = submit_sample(client, SAMPLE_SCENE, "1-2")
+            scripted = submit_sample(client, scenes / "scripted.blend", "1", samples=0,
+                                     resolution_percentage=0)
             wait_until_done(client, good.job_id, timeout=300)
+            wait_until_done(client, scripted.job_id, timeout=300)
 
             def failed_once(job: pb.Job) -> str:
                 [frame] = frames(client, job.job_id)
@@ -241,6 +231,8 @@ def test_hostile_scene_jobs_fail_with_a_reason_while_another_job_completes(
     assert ("did not answer 'render' within 10 s" in slow_error
             or "exceeded its CPU-time limit" in slow_error), slow_error
     assert node_alive, "the node survives its hostile tasks"
+    assert not marker.with_suffix(".text").exists(), "a text block registered as a module ran"
+    assert not marker.with_suffix(".driver").exists(), "a Python driver expression ran"
 
 
 # ------------------------------------------------------------------ manifests end to end
