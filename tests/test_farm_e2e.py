@@ -31,11 +31,12 @@ def test_two_nodes_render_a_job_that_matches_local_blender(farm: LocalFarm, tmp_
         job = submit_sample(client, SAMPLE_SCENE, "1-6")
         assert job.frames.total == 6
         wait_until_done(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
         rendered_by = {frame.node_id for frame in frames(client, job.job_id)}
 
     assert missing == 0
-    assert [path.name for path in files] == [f"frame_{n:06d}.png" for n in range(1, 7)]
+    assert [path.name for path in files] == [f"frame_{n:04d}.png" for n in range(1, 7)]  # as saved
     assert len(rendered_by) == 2, "both nodes should have rendered frames"
     references = render_reference(SAMPLE_SCENE, list(range(1, 7)), tmp_path / "reference")
     for number, path in zip(range(1, 7), files, strict=True):
@@ -89,7 +90,8 @@ def test_coordinator_killed_mid_job_resumes_every_frame(farm: LocalFarm, tmp_pat
     with farm.client() as client:
         wait_until_done(client, job.job_id, timeout=240)
         final = frames(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
     assert [frame.frame for frame in final] == list(range(1, 9))
     assert all(frame.state == pb.FRAME_STATE_DONE and frame.image.sha256 for frame in final)
     assert missing == 0 and len(files) == 8

@@ -112,7 +112,8 @@ def test_a_cheater_is_caught_quarantined_and_replaced_by_an_honest_node(
         honest = node_id_of(farm, "honest")
         wait_until_done(client, job.job_id, timeout=120)
         final = frames(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
         cheats = standing(client, cheater)
         good = standing(client, honest)
         listed = {row["node_id"]: row

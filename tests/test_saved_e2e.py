@@ -37,7 +37,7 @@ def assert_frames_as_saved(files: list[Path], blend: Path, out: Path) -> None:
     """Every delivered frame is the creator's own render of the file as saved: same build and
     device class here, so bit-identical (and SSIM ≥ 0.99, the cross-device promise)."""
     references = render_as_saved(blend, out, FRAMES)
-    assert [p.name for p in files] == [f"frame_{n:06d}.png" for n in FRAMES]
+    assert [p.name for p in files] == [f"frame_{n:04d}.png" for n in FRAMES]  # as saved
     for number, path in zip(FRAMES, files, strict=True):
         score = ssim(load_image(path), load_image(references[number]))
         assert score >= 0.99, f"frame {number}: SSIM {score:.4f} against the creator's render"
@@ -66,7 +66,8 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
         assert not job.settings.HasField("seed")  # no override: the scene's own seed renders
         wait_until_done(client, job.job_id, timeout=300)
         final = wait_until_verified(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
     assert missing == 0 and len({f.node_id for f in final}) == 2
     assert_frames_as_saved(files, blend, tmp_path / "reference")
 
@@ -107,7 +108,8 @@ def test_a_quarter_sample_node_never_reaches_the_creator(farm: LocalFarm, tmp_pa
         cheater, honest = cheater_then_honest(farm, client, job.job_id)
         wait_until_done(client, job.job_id, timeout=300)
         final = wait_until_verified(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
         cheats, good = standing(client, cheater), standing(client, honest)
     assert missing == 0 and {f.node_id for f in final} == {honest}
     assert cheats.standing.frames_failed >= 2
@@ -131,7 +133,8 @@ def test_a_denoised_scene_is_verified_and_a_cheater_caught(
         cheater, honest = cheater_then_honest(farm, client, job.job_id)
         wait_until_done(client, job.job_id, timeout=300)
         final = wait_until_verified(client, job.job_id)
-        files, missing = download_frames(client, job.job_id, tmp_path / "download")
+        download = download_frames(client, job.job_id, tmp_path / "download")
+        files, missing = download.files, download.not_ready
         cheats, good = standing(client, cheater), standing(client, honest)
     assert missing == 0 and {f.node_id for f in final} == {honest}
     assert cheats.standing.frames_failed >= 2
