@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     sheet = write_contact_sheet(frames, out_dir / "contact_sheet.png")
     out.print(f"\n{len(frames)} frames rendered by {args.nodes} nodes in "
               f"{time.monotonic() - started:.1f}s")
-    out.print(f"frames:        {out_dir / 'frames'}")
+    out.print(f"frames:        {frames[0].parent}  (named after the scene's output path)")
     out.print(f"contact sheet: {sheet}")
     return 0
 
