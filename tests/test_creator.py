@@ -108,3 +108,21 @@ def test_library_imports_no_blender_no_image_stack_no_cli() -> None:
     assert not [m for m in modules if m == "frameproof.cli" or m.startswith("frameproof.cli.")]
     for word in ("print(", "SystemExit", "sys.exit"):
         assert word not in Path(creator.__file__).read_text()
+
+
+def test_a_settled_jobs_frames_are_requeued_as_the_same_job_would_render():
+    """The new job for a settled job's frames keeps its overrides, tier and chunk; a seed is
+    passed only when the creator had set one (the scene's own, animated or not, otherwise)."""
+    from frameproof.v1 import farm_pb2 as pb
+
+    job = pb.Job(job_id="0123456789abcdef", name="shot", tier=2, chunk_size=3,
+                 frames_spec="1-10", settings=pb.RenderSettings(
+                     engine="CYCLES", samples=16, resolution_x=320, resolution_y=180,
+                     resolution_percentage=50, output_format=pb.OUTPUT_FORMAT_EXR))
+    options = creator.follow_up_options(job, [5, 6, 7, 9], max_cost_usd=0.5)
+    assert (options.frames, options.tier, options.chunk, options.max_cost_usd) == (
+        "5-7,9", 2, 3, 0.5)
+    assert options.name == "shot (requeue of 01234567)"
+    assert options.settings() == job.settings and not options.settings().HasField("seed")
+    job.settings.seed = 7
+    assert creator.follow_up_options(job, [5]).settings().seed == 7
