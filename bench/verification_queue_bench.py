@@ -158,10 +158,13 @@ def main() -> None:
             f"{args.small_frames} frames of the plain Cycles sample at 64x36, 4 samples; one "
             "node at two threads. Time from B's delivery (CompleteTask) to approval (the "
             "verdict), from the coordinator's database:\n\n" + "\n".join(rows) + "\n\n"
-            + "; ".join(slow_lines) + ". A small frame waits at most for the EEVEE checks "
-            "already in progress (fair order serves B's checks before A's next one), never "
-            "for the whole backlog; the machine was shared with other work during the run, "
-            "so compare the rows with each other.")
+            + "; ".join(slow_lines) + ". With one worker, B's frames delivered while an "
+            "EEVEE check runs wait for that check to end: at most one slow check ended during "
+            "any small frame's wait (last column), so p99 is about one check's whole duration "
+            "(more than its render time alone), never the backlog; fair order serves B's "
+            "checks before A's next one. A second worker takes B's checks while the first is "
+            "busy. The machine was shared with other work during the run, so compare the rows "
+            "with each other.")
         return
     body = (
         f"Creator A submits {args.slow_frames} frames of `samples/spinning_cube.blend` "
