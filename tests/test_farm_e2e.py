@@ -17,6 +17,9 @@ from farm_helpers import (
 )
 
 from frameproof.cli.download import download_frames
+from frameproof.cli.jobs import timeline_json, timeline_line
+from frameproof.client import FarmClient
+from frameproof.creator import Creator
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 from verifier.compare import load_image, ssim
@@ -34,6 +37,7 @@ def test_two_nodes_render_a_job_that_matches_local_blender(farm: LocalFarm, tmp_
         download = download_frames(client, job.job_id, tmp_path / "download")
         files, missing = download.files, download.not_ready
         rendered_by = {frame.node_id for frame in frames(client, job.job_id)}
+        timeline = wait_for(lambda: settled_timeline(client, job.job_id), timeout=60)
 
     assert missing == 0
     assert [path.name for path in files] == [f"frame_{n:04d}.png" for n in range(1, 7)]  # as saved
@@ -44,6 +48,26 @@ def test_two_nodes_render_a_job_that_matches_local_blender(farm: LocalFarm, tmp_
         assert score >= 0.99, f"frame {number}: SSIM {score:.4f} against a local render"
     # Frames differ from each other (the cube turns): a wrong-frame bug would show here.
     assert ssim(load_image(files[0]), load_image(files[5])) < 0.99
+    # Where the job's time went, as `frameproof status --json` shows it.
+    phases = {phase.phase: phase for phase in timeline.phases}
+    assert list(phases) == ["pack", "upload", "estimate", "inspection", "quote", "escrow",
+                            "queue_wait", "render", "result_upload", "verification",
+                            "approval", "settlement"]
+    assert all(p.seconds >= 0 and p.ended_at >= p.started_at > 0 for p in phases.values())
+    assert phases["render"].seconds > 0, "the nodes' render seconds"
+    assert timeline.submitted_at == phases["pack"].started_at
+    assert phases["pack"].ended_at <= phases["upload"].started_at <= phases["queue_wait"].ended_at
+    assert phases["queue_wait"].ended_at <= timeline.first_approved_at <= timeline.done_at
+    assert phases["settlement"].ended_at >= timeline.done_at
+    shown = timeline_json(timeline)
+    assert shown["first_approved_after_s"] > 0
+    assert [p["phase"] for p in shown["phases"]] == list(phases)
+    assert "first frame approved" in timeline_line(timeline)
+
+
+def settled_timeline(client: FarmClient, job_id: str) -> pb.JobTimeline | None:
+    timeline = Creator(client).timeline(job_id)
+    return timeline if any(p.phase == "settlement" for p in timeline.phases) else None
 
 
 def test_a_node_killed_mid_frame_loses_its_lease_and_another_node_finishes(
