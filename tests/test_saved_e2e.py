@@ -22,7 +22,14 @@ from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 from verifier.compare import load_image, ssim
 
-FRAMES = list(range(1, 9))
+# Six frames: each node's share stays within a new node's 4 frames per job, and the cheater
+# still delivers its two leases before the honest node joins (eight cost a third more).
+FRAMES = list(range(1, 7))
+RANGE = f"1-{FRAMES[-1]}"
+# New nodes may take every frame of a job: otherwise the honest node, having rendered its
+# first four, idles until the verifier has proven them before it may re-render the cheater's
+# rejected frames (the cap itself is tests/test_sybil.py's subject, not this file's).
+UNCAPPED = ("--new-node-frames-per-job", str(len(FRAMES)))
 AS_SAVED = {"samples": 0, "resolution_percentage": 0}  # no overrides: the scene's own
 BUDGET = {"max_cost_usd": 0.0}  # the default: the top of the measured estimate's range
 
@@ -60,7 +67,7 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
     farm.start_node("node-b")
     wait_until_registered(farm, ["node-a", "node-b"])
     with farm.client() as client:
-        job = submit_sample(client, blend, "1-8", **AS_SAVED, **BUDGET)
+        job = submit_sample(client, blend, RANGE, **AS_SAVED, **BUDGET)
         assert (job.scene.seed, job.scene.adaptive_sampling) == (7, True)
         assert job.scene.adaptive_threshold == pytest.approx(0.01)
         assert not job.settings.HasField("seed")  # no override: the scene's own seed renders
@@ -78,7 +85,7 @@ def submit_with_cli(client: FarmClient, blend: Path,
     parser = argparse.ArgumentParser()
     submit.add_arguments(parser)
     capsys.readouterr()
-    code = submit.run(parser.parse_args([str(blend), "--frames", "1-8",
+    code = submit.run(parser.parse_args([str(blend), "--frames", RANGE,
                                          "--json"]), client)
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -100,11 +107,11 @@ def cheater_then_honest(farm: LocalFarm, client: FarmClient, job_id: str) -> tup
 def test_a_quarter_sample_node_never_reaches_the_creator(farm: LocalFarm, tmp_path: Path) -> None:
     blend = build_saved_scene(tmp_path / "scene" / "saved.blend", size=(160, 90), samples=16,
                               seed=7, adaptive=True, adaptive_threshold=0.01)
-    farm.start_coordinator()
+    farm.start_coordinator(extra_args=UNCAPPED)
     start_cheater(farm, "cheater", "quarter-samples")
     wait_until_registered(farm, ["cheater"])
     with farm.client() as client:
-        job = submit_sample(client, blend, "1-8", **AS_SAVED, **BUDGET)
+        job = submit_sample(client, blend, RANGE, **AS_SAVED, **BUDGET)
         cheater, honest = cheater_then_honest(farm, client, job.job_id)
         wait_until_done(client, job.job_id, timeout=300)
         final = wait_until_verified(client, job.job_id)
@@ -124,7 +131,7 @@ def test_a_denoised_scene_is_verified_and_a_cheater_caught(
     an exact whole-frame re-render. A time limit is ignored, and submit says so."""
     blend = build_saved_scene(tmp_path / "scene" / "denoised.blend", size=(160, 90), samples=16,
                               seed=7, adaptive=True, denoise=True, time_limit=30.0)
-    farm.start_coordinator()
+    farm.start_coordinator(extra_args=UNCAPPED)
     start_cheater(farm, "cheater", "quarter-samples")
     wait_until_registered(farm, ["cheater"])
     with farm.client() as client:
