@@ -49,6 +49,7 @@ from coordinator.storage.cluster import (
     is_shared,
 )
 from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.notifications import SharedJobEvents
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
@@ -123,6 +124,7 @@ class RunningCoordinator:
     admin_address: str
     payments: Payments
     nonce_journal: NonceJournal | SharedNonceLog
+    storage: StorageExecutor = field(default_factory=StorageExecutor)
     http_port: int | None = None  # where /metrics is served, when --http is given
     leader: LeaderLock = field(default_factory=LeaderLock.always)
     events: JobEvents = field(default_factory=JobEvents)
@@ -138,6 +140,7 @@ class RunningCoordinator:
         if isinstance(self.events, SharedJobEvents):
             await self.events.stop()
         await asyncio.to_thread(self.leader.release)
+        self.storage.close()
         self.payments.chain.close()
         self.nonce_journal.close()
 
@@ -168,6 +171,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     adopted = owners.adopt_existing_jobs()
     if adopted:
         log.info("recorded %d blob owner(s) from existing jobs", adopted)
+    storage = StorageExecutor()
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines,
                          owners=owners)
 
@@ -202,7 +206,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                           logs_dir=config.data_dir / "scenes"),
             proof=proof),
         NodeServicer(store, proof, blobs, events, payments,
-                     heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners),
+                     heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners,
+                     storage=storage),
         blob_servicer,
         VerifierServicer(store, proof, access, events, proof.quarantine),
         AdminServicer(store, proof, access, payments),
@@ -264,7 +269,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
                               nonce_journal=nonce_journal, http_port=http_port,
-                              leader=leader, events=events, blob_http=blob_http)
+                              leader=leader, events=events, blob_http=blob_http,
+                              storage=storage)
 
 
 def _blob_http(config: CoordinatorConfig, blobs: BlobStore, nonces: NonceCache,

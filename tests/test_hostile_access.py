@@ -218,12 +218,14 @@ def test_a_node_reads_only_the_scene_of_a_live_lease(coordinator: LocalFarm, tmp
         client.nodes.FailTask(pb.FailTaskRequest(node_id=node_id, lease_id=lease.lease_id,
                                                  reason="node stopping: test"), timeout=10)
         assert not can_download(client, job.scene_id)
-        # A new lease opens it again; silence past the lease's end closes it (4 s here).
+        # A new lease opens its scene; silence past the lease's end closes it (4 s here).
+        # (Whose job: fair share gives Bob's job the turn after Alice's first frame.)
         lease = client.nodes.LeaseTask(pb.LeaseTaskRequest(node_id=node_id), timeout=10).lease
-        assert lease.job_id == job.job_id
-        assert can_download(client, job.scene_id)
+        scenes = {job.job_id: job.scene_id, bobs_job.job_id: bobs_job.scene_id}
+        leased_scene = scenes[lease.job_id]
+        assert can_download(client, leased_scene)
         time.sleep(coordinator.lease_seconds + 0.5)
-        assert not can_download(client, job.scene_id)
+        assert not can_download(client, leased_scene)
 
 
 def test_a_node_cannot_pass_off_a_blob_it_does_not_hold_as_a_frame(

@@ -15,7 +15,7 @@ from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
 from coordinator.api.errors import require_id
-from coordinator.blobstore import BlobStore
+from coordinator.blobstore import BlobNotFound, BlobStore
 from coordinator.bonding import release_if_due
 from coordinator.domain.pricing import MS_PER_HOUR
 from coordinator.domain.reputation import NodeEvent, check_probability
@@ -25,6 +25,9 @@ from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.storage.control import save_frame_logs
+from coordinator.storage.executor import StorageExecutor
+from coordinator.storage.interfaces import NodeWorkStore
+from coordinator.storage.leasing import Grant, JobFacts, LeasedTask, LeaseHotPath, NodeGate
 from coordinator.storage.models import (
     NodeRecord,
     NodeStandingRecord,
@@ -32,8 +35,12 @@ from coordinator.storage.models import (
     TaskRecord,
 )
 from coordinator.storage.owners import BlobOwners
-from coordinator.storage.pricing_store import PricingStore
-from coordinator.storage.proof import ProofStore, node_rank, standing_of
+from coordinator.storage.pricing_store import (
+    LEASE_START_KEEP_SECONDS,
+    PRUNE_EVERY_SECONDS,
+    PricingStore,
+)
+from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.manifest import is_sha256
 from frameproof.receipts import verify_receipt
@@ -52,6 +59,7 @@ MAX_REASON_LENGTH = 4000
 STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
 KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
 JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
+SCENES_REMEMBERED = 4  # scenes per node taken to be in its cache (scene affinity)
 MAX_BOND_BASE_UNITS = 2**63 - 1  # what the wire's int64 and the ledger's BIGINT hold
 MAX_SIGNED_BOND_BYTES = 1232  # a Solana transaction's size limit
 # Self-reported benchmark scores are clamped: a node cannot claim to be a supercomputer.
@@ -70,6 +78,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         heartbeat_seconds: float,
         access: AccessPolicy | None = None,
         owners: BlobOwners | None = None,
+        storage: StorageExecutor | None = None,
     ) -> None:
         self.store = store
         self.access = access  # who sees which job ids in a node's history; None: everyone
@@ -86,13 +95,21 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self._settings: LRUCache[str, pb.RenderSettings] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
         # The network's own clock on each lease: node speed measured here, not claimed.
         self.pricing = PricingStore(store.engine)
+        self.storage = storage or StorageExecutor()  # database work runs off the event loop
+        self.leasing: NodeWorkStore = LeaseHotPath(
+            store, payments.bonds.minimum if payments else 0,
+            payments.bonds.policy if payments else None)
+        # The scenes each node recently leased, so probably holds (scene affinity).
+        self._scenes: LRUCache[str, tuple[str, ...]] = LRUCache(maxsize=KNOWN_NODES_CACHED)
+        self._last_lease_prune = 0.0
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
         capabilities = json.dumps(MessageToDict(request.capabilities))
         score = min(MAX_BENCHMARK_SCORE, max(MIN_BENCHMARK_SCORE,
                                               request.capabilities.benchmark_score or 1.0))
-        self.store.register_node(node_id, request.name[:200], capabilities, time.time(), score)
+        await self.storage.run(self.store.register_node, node_id, request.name[:200],
+                               capabilities, time.time(), score)
         log.info("node %s registered (%s)", node_id[:12], request.name)
         return pb.RegisterNodeResponse(
             node_id=node_id,
@@ -106,51 +123,66 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         Idle nodes then cost no requests; they wake only when tasks become leasable.
         """
         node_id = await self._known_node(request.node_id, context)
-        self._touch(node_id, time.time())
         remaining = context.time_remaining()
         wait = min(LONG_POLL_SECONDS, max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
         deadline = time.monotonic() + wait
+        first = True
         while True:
             work = self.events.subscribe_work()
-            standing = self.proof.standing(node_id)
-            if standing.quarantined:
+            grants, gate = await self.storage.run(self._lease_once, node_id, first,
+                                                  request.max_tasks)
+            first = False
+            if gate.quarantined:
                 return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
-            limits, standing = self.payments.bonds.gate(node_id, standing)
-            task = self.store.lease_next_task(node_id, time.time(), node_rank(standing),
-                                              max_leases=limits.max_leases,
-                                              max_frames_per_job=limits.max_frames_per_job)
-            if task is not None:
+            if grants:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
                 return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
-            if limits.bounded:  # its limits lift when its frames are verified: look again
+            if gate.limits.bounded:  # its limits lift when its frames are verified: look again
                 left = min(left, BOUNDED_RECHECK_SECONDS)
             await self.events.wait(work, left)
-        assert task.lease_id is not None
-        self.pricing.lease_started(task.lease_id, node_id, task.job_id,
-                                   task.last_frame - task.first_frame + 1, time.time())
-        self.events.changed(task.job_id)
-        log.info("lease %s: job %s frames %d-%d to node %s", task.lease_id, task.job_id,
-                 task.first_frame, task.last_frame, node_id[:12])
-        return pb.LeaseTaskResponse(lease=self._lease_message(task))
+        for grant in grants:
+            self.events.changed(grant.job_id)
+            log.debug("lease %s: job %s frames %d-%d to node %s", grant.lease_id,
+                      grant.job_id, grant.first_frame, grant.last_frame, node_id[:12])
+        return pb.LeaseTaskResponse(lease=self._lease_message(grants[0]),
+                                    more_leases=[self._lease_message(g) for g in grants[1:]])
+
+    def _lease_once(self, node_id: str, touch: bool, max_tasks: int
+                    ) -> tuple[list[Grant], NodeGate]:
+        """One look at the queue for the node (storage thread): its gate, then a claim."""
+        now = time.time()
+        if touch:
+            self._touch(node_id, now)
+        grants, gate = self.leasing.lease(node_id, now, self._scenes.get(node_id, ()),
+                                          max_tasks)
+        for grant in grants:
+            held = self._scenes.get(node_id, ())
+            if grant.job.scene_id not in held:  # the node downloads it for this lease
+                self._scenes[node_id] = (grant.job.scene_id, *held)[:SCENES_REMEMBERED]
+        if now - self._last_lease_prune > PRUNE_EVERY_SECONDS:
+            self._last_lease_prune = now
+            self.pricing.forget_leases_before(now - LEASE_START_KEEP_SECONDS)
+        return grants, gate
 
     async def Heartbeat(self, request, context):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
         try:
-            task = self.store.extend_lease(lease_id, node_id, time.time())
+            expires = await self.storage.run(self.leasing.extend, lease_id, node_id,
+                                             time.time())
         except LeaseLost as error:
             return pb.HeartbeatResponse(keep_going=False, reason=str(error))
-        return pb.HeartbeatResponse(
-            keep_going=True, expires_unix_ms=int((task.lease_expires_at or 0) * 1000)
-        )
+        return pb.HeartbeatResponse(keep_going=True, expires_unix_ms=int(expires * 1000))
 
     async def CompleteTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
-        leased = self.store.task_for_lease(lease_id)
-        settings = self._job_settings(leased.job_id) if leased else None
+        images = [(o.image.sha256, o.image.size) for o in request.outputs]
+        leased, facts, delivered = await self.storage.run(self._completion_facts, lease_id,
+                                                          node_id, images)
+        settings = self._parsed_settings(leased.job_id, facts) if leased and facts else None
         extension = convert.extension_of(settings) if settings else "png"
         outputs = []
         for output in request.outputs:
@@ -167,8 +199,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             # The node must hold the image itself (uploaded or proven): naming a stored
             # blob it only knows the sha256 of (another creator's texture, say) would make
             # that blob this job's frame, readable by this job's creator.
-            if (not self.blobs.has(sha) or self.blobs.size(sha) != output.image.size
-                    or (self.owners is not None and not self.owners.owns(node_id, sha))):
+            if (sha, output.image.size) not in delivered:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"frame {output.frame}: image {sha[:12]} was not uploaded; upload it first",
@@ -185,46 +216,67 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     receipt_signature=output.receipt_signature[:128],
                 )
             )
-        _, standing = self.payments.bonds.gate(node_id, self.proof.standing(node_id))
-        # unbonded nodes: every frame
-        sampled = sample_frames((o.frame for o in outputs), check_probability(standing))
+
+        def draw(gate: NodeGate) -> frozenset[int]:
+            # unbonded nodes: every frame
+            return sample_frames((o.frame for o in outputs), check_probability(gate.standing))
+
         try:
-            task, recorded = self.store.complete_task(lease_id, node_id, outputs, time.time(),
-                                                      sampled)
+            task, recorded, sampled = await self.storage.run(
+                self.leasing.complete, lease_id, node_id, outputs, time.time(), draw)
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
         except ValueError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if not recorded:  # a retried completion: it was counted the first time
             return pb.CompleteTaskResponse(accepted=True)
-        self.proof.count_completed_lease(node_id, time.time())
-        save_frame_logs(self.store.engine, task.job_id, node_id,
-                        {o.frame: o.log for o in request.outputs if o.log}, time.time())
-        node = self.store.get_node(node_id)
-        self.pricing.lease_completed(lease_id, node_id, task.job_id,
-                                     [(o.frame, o.render_seconds) for o in outputs],
-                                     node.benchmark_score if node else 1.0, time.time())
+        logs = {o.frame: o.log for o in request.outputs if o.log}
+        if logs:
+            await self.storage.run(save_frame_logs, self.store.engine, task.job_id, node_id,
+                                   logs, time.time())
         self.events.changed(task.job_id)
-        log.info("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
-                 task.job_id, task.first_frame, task.last_frame, len(sampled))
+        log.debug("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
+                  task.job_id, task.first_frame, task.last_frame, len(sampled))
         return pb.CompleteTaskResponse(accepted=True)
+
+    def _completion_facts(self, lease_id: str, node_id: str, images: list[tuple[str, int]]
+                          ) -> tuple[LeasedTask | None, JobFacts | None, set[tuple[str, int]]]:
+        """For CompleteTask (storage thread): the lease's task, its job, and which of the
+        images (sha256, size) are stored at that size and the node's own."""
+        leased = self.leasing.task_for_lease(lease_id)
+        facts = self.leasing.job(leased.job_id) if leased is not None else None
+        stored = set()
+        for sha, size in images:
+            if not is_sha256(sha):
+                continue
+            try:
+                if self.blobs.size(sha) == size:
+                    stored.add(sha)
+            except BlobNotFound:
+                continue
+        owned = self.owners.owned(node_id, stored) if self.owners is not None else stored
+        return leased, facts, {(sha, size) for sha, size in images if sha in owned}
 
     async def FailTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
         reason = request.reason[:MAX_REASON_LENGTH] or "no reason given"
         try:
-            task = self.store.fail_task(lease_id, node_id, reason, time.time())
+            task = await self.storage.run(self._fail, lease_id, node_id, reason)
         except LeaseLost as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
         if task.state == TaskState.QUEUED:
             self.events.work_queued()
-        event = NodeEvent.ABANDONED if reason.startswith(STOPPING_PREFIX) else NodeEvent.CRASH
-        self.proof.record_event(node_id, event, time.time(), job_id=task.job_id,
-                                  frame=task.first_frame, details={"reason": reason})
         self.events.changed(task.job_id)
         log.warning("lease %s failed on node %s: %s", lease_id, node_id[:12], reason)
         return pb.FailTaskResponse(will_retry=task.state == TaskState.QUEUED)
+
+    def _fail(self, lease_id: str, node_id: str, reason: str) -> TaskRecord:
+        task = self.store.fail_task(lease_id, node_id, reason, time.time())
+        event = NodeEvent.ABANDONED if reason.startswith(STOPPING_PREFIX) else NodeEvent.CRASH
+        self.proof.record_event(node_id, event, time.time(), job_id=task.job_id,
+                                frame=task.first_frame, details={"reason": reason})
+        return task
 
     async def ListNodes(self, request, context):
         standings = self.proof.standings()
@@ -367,27 +419,29 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         # Nodes are never deleted: remember who exists (the recently active ones; a node
         # evicted from the cache is looked up again).
         if self._registered.get(node_id) is None:
-            if self.store.get_node(node_id) is None:
+            if await self.storage.run(self.store.get_node, node_id) is None:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"
                 )
             self._registered[node_id] = True
         return node_id
 
-    def _lease_message(self, task: TaskRecord) -> pb.Lease:
-        job = self.store.get_job(task.job_id)
-        assert job is not None
-        scene = self.store.get_scene(job.scene_id)
-        assert scene is not None
+    def _parsed_settings(self, job_id: str, facts: JobFacts) -> pb.RenderSettings:
+        settings = self._settings.get(job_id)
+        if settings is None:
+            settings = self._settings[job_id] = convert.settings_from_json(facts.settings_json)
+        return settings
+
+    def _lease_message(self, grant: Grant) -> pb.Lease:
         return pb.Lease(
-            lease_id=task.lease_id or "",
-            task_id=task.task_id,
-            job_id=task.job_id,
-            scene_id=job.scene_id,
-            main_file=scene.main_file,
-            frames=list(range(task.first_frame, task.last_frame + 1)),
-            settings=convert.settings_from_json(job.settings_json),
-            expires_unix_ms=int((task.lease_expires_at or 0) * 1000),
+            lease_id=grant.lease_id,
+            task_id=grant.task_id,
+            job_id=grant.job_id,
+            scene_id=grant.job.scene_id,
+            main_file=grant.job.main_file,
+            frames=list(range(grant.first_frame, grant.last_frame + 1)),
+            settings=self._parsed_settings(grant.job_id, grant.job),
+            expires_unix_ms=int(grant.expires_at * 1000),
         )
 
 

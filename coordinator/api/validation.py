@@ -33,6 +33,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from coordinator.domain.scheduling import MAX_TASKS_PER_CALL as MAX_TASKS_PER_LEASE_CALL
 from frameproof.limits import (
     FAIL_REASON_BYTES,
     FRAME_LOG_BYTES,
@@ -142,6 +143,7 @@ FIELDS: dict[str, Bound] = {
     "RegisterNodeRequest.node_id": Bound(pattern="pubkey"),
     "RegisterNodeRequest.name": Bound(max_bytes=200),
     "LeaseTaskRequest.node_id": Bound(pattern="pubkey"),
+    "LeaseTaskRequest.max_tasks": Bound(low=0, high=MAX_TASKS_PER_LEASE_CALL, note="0: 1"),
     "HeartbeatRequest.node_id": Bound(pattern="pubkey"),
     "HeartbeatRequest.lease_id": Bound(pattern="hex-id"),
     "HeartbeatRequest.frames_done": Bound(low=0, high=MAX_CHUNK_FRAMES),

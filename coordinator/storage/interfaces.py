@@ -2,8 +2,9 @@
 
 Like Flamenco's `PersistenceService`, each protocol is what one part of the farm needs, not
 everything the database can do: jobs, leases, nodes, reputation, verification. The SQL
-implementations are `FarmStore` (jobs, leases, nodes) and `ProofStore` (reputation,
-verification); tests and tools can pass anything with the same methods.
+implementations are `FarmStore` (jobs, leases, nodes), `LeaseHotPath` (a node's frame
+cycle) and `ProofStore` (reputation, verification); tests and tools can pass anything with
+the same methods.
 
 Shaped for an async implementation (SQLAlchemy asyncio) to fit behind the same names later:
 every method is one transaction, takes plain values, and returns detached records or frozen
@@ -13,7 +14,7 @@ methods `async def` is the only change callers would see.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from coordinator.domain.reputation import NodeEvent, NodeStanding, ReputationChange
@@ -30,6 +31,7 @@ from coordinator.storage.models import (
 )
 
 if TYPE_CHECKING:
+    from coordinator.storage.leasing import Grant, JobFacts, LeasedTask, LeaseHotPath, NodeGate
     from coordinator.storage.proof import (
         FinishedVerification,
         Peer,
@@ -84,6 +86,28 @@ class LeaseStore(Protocol):
     def fail_task(self, lease_id: str, node_id: str, reason: str, now: float) -> TaskRecord: ...
 
     def task_for_lease(self, lease_id: str) -> TaskRecord | None: ...
+
+
+@runtime_checkable
+class NodeWorkStore(Protocol):
+    """A node's frame cycle, each call one short transaction of a few statements, run on the
+    storage thread (`storage/leasing.py`, `LeaseHotPath`): the node's gate, a claim of the
+    best tasks of its window (policy: `domain.scheduling`), heartbeat, delivery."""
+
+    def gate(self, node_id: str) -> NodeGate: ...
+
+    def job(self, job_id: str) -> JobFacts | None: ...
+
+    def task_for_lease(self, lease_id: str) -> LeasedTask | None: ...
+
+    def lease(self, node_id: str, now: float, cached_scenes: Iterable[str] = (),
+              max_tasks: int = 1) -> tuple[list[Grant], NodeGate]: ...
+
+    def extend(self, lease_id: str, node_id: str, now: float) -> float: ...
+
+    def complete(self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord],
+                 now: float, sampled: Callable[[NodeGate], frozenset[int]]
+                 ) -> tuple[LeasedTask, bool, frozenset[int]]: ...
 
 
 @runtime_checkable
@@ -151,6 +175,9 @@ class VerificationStore(Protocol):
 if TYPE_CHECKING:  # the type checker proves the SQL stores fit the protocols
     def _farm_store_fits(store: FarmStore) -> tuple[JobStore, LeaseStore, NodeStore]:
         return store, store, store
+
+    def _hot_path_fits(path: LeaseHotPath) -> NodeWorkStore:
+        return path
 
     def _proof_store_fits(store: ProofStore) -> tuple[ReputationStore, VerificationStore]:
         return store, store

@@ -12,49 +12,49 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from coordinator.storage.models import BlobOwnerRecord, JobRecord, SceneFileRecord
 
 QUERY_BATCH = 500  # shas per IN (...) query: well under every database's parameter limit
+_OWNS = text("SELECT 1 FROM blob_owner WHERE sha256 = :sha AND owner = :owner")
+_OWNED = text("SELECT sha256 FROM blob_owner WHERE owner = :owner AND sha256 IN :shas"
+              ).bindparams(bindparam("shas", expanding=True))
+# A concurrent upload by the same key may have recorded it first: nothing to do then.
+_ADD = text("INSERT INTO blob_owner (sha256, owner) VALUES (:sha, :owner) "
+            "ON CONFLICT DO NOTHING")
 
 
 class BlobOwners:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    # Plain SQL: FindMissingBlobs, UploadBlob and CompleteTask ask these for every frame.
     def owns(self, owner: str, sha256: str) -> bool:
-        with Session(self.engine) as session:
-            return session.get(BlobOwnerRecord, (sha256, owner)) is not None
+        with self.engine.connect() as connection:
+            return connection.execute(_OWNS, {"sha": sha256, "owner": owner}).first() is not None
 
     def owned(self, owner: str, shas: Iterable[str]) -> set[str]:
         """The subset of ``shas`` that ``owner`` holds."""
         wanted = list(dict.fromkeys(shas))
         found: set[str] = set()
-        with Session(self.engine) as session:
+        if not wanted:
+            return found
+        with self.engine.connect() as connection:
             for start in range(0, len(wanted), QUERY_BATCH):
                 batch = wanted[start:start + QUERY_BATCH]
-                found.update(session.exec(
-                    select(BlobOwnerRecord.sha256)
-                    .where(BlobOwnerRecord.owner == owner)
-                    .where(col(BlobOwnerRecord.sha256).in_(batch))
-                ))
+                found.update(connection.execute(_OWNED, {"owner": owner, "shas": batch})
+                             .scalars())
         return found
 
     def add(self, owner: str, sha256: str, now: float | None = None) -> None:
-        """Record that ``owner`` holds ``sha256``; recording it twice is harmless."""
-        with Session(self.engine) as session:
-            if session.get(BlobOwnerRecord, (sha256, owner)) is None:
-                session.add(BlobOwnerRecord(sha256=sha256, owner=owner))
-                try:
-                    session.commit()
-                except IntegrityError:  # a concurrent upload by the same key recorded it first
-                    session.rollback()
-                    if session.get(BlobOwnerRecord, (sha256, owner)) is None:
-                        raise
+        """Record that ``owner`` holds ``sha256``; recording it twice is harmless.
+
+        (`now` is accepted for the callers' sake: the table keeps no time.)"""
+        with self.engine.begin() as connection:
+            connection.execute(_ADD, {"sha": sha256, "owner": owner})
 
     def adopt_existing_jobs(self, now: float | None = None) -> int:
         """Give the creator of every job ownership of its scene's files, once.

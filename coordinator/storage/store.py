@@ -20,14 +20,15 @@ from sqlalchemy import (
     false,
     func,
     or_,
+    text,
     update,
 )
-from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
+from coordinator.domain.scheduling import queue_keys
 from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
 from coordinator.domain.verdicts import FrameVerdict
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
@@ -43,9 +44,14 @@ from coordinator.storage.models import (
     TaskRecord,
     VerificationRecord,
 )
-from coordinator.storage.payment_models import FrameChargeRecord, JobBillingRecord
 
 JOB_ERROR_BYTES = STORED_LIMITS[JobRecord]["error"]
+# Where a new job's tasks join the queue: its head, and the creator's own tail.
+_QUEUE_ENDS = text(f"""
+SELECT (SELECT min(queued_at) FROM task WHERE state = '{TaskState.QUEUED}'),
+       (SELECT max(t.queued_at) FROM task t JOIN job j ON j.job_id = t.job_id
+        WHERE j.creator = :creator AND t.state = '{TaskState.QUEUED}')
+""")
 
 
 @dataclass(frozen=True)
@@ -103,16 +109,21 @@ class FarmStore:
                    frame_price_tokens: int | None = None) -> None:
         """Store a job and its tasks in one transaction: all or nothing.
 
+        Its tasks join the queue where fair share puts them (scheduling.queue_keys): after
+        the creator's own queued tasks, interleaved with other creators' from the head on.
+
         `frame_price_tokens`: the estimate's price of one frame; given, the job's leases are
         gated on its escrow (coordinator.domain.budget).
         """
         with self._session() as session:
+            head, tail = session.execute(_QUEUE_ENDS, {"creator": job.creator}).one()
+            keys = queue_keys(len(chunks), now, head, tail)
             session.add(job)
             if frame_price_tokens is not None:
                 session.flush()  # the job row first: the budget row refers to it
                 session.add(JobBudgetRecord(job_id=job.job_id, updated_at=now,
                                             frame_price_tokens=max(0, frame_price_tokens)))
-            for chunk in chunks:
+            for chunk, key in zip(chunks, keys, strict=True):
                 session.add(
                     TaskRecord(
                         task_id=uuid.uuid4().hex,
@@ -120,7 +131,7 @@ class FarmStore:
                         first_frame=chunk[0],
                         last_frame=chunk[-1],
                         state=TaskState.QUEUED,
-                        queued_at=now,
+                        queued_at=key,  # fair share: see coordinator/domain/scheduling.py
                         updated_at=now,
                     )
                 )
@@ -697,32 +708,29 @@ def _set_paused(session: Session, job_id: str, paused: bool, cause: str, now: fl
     return bool(moved.rowcount)  # type: ignore[attr-defined]
 
 
-def _budget_view(session: Session, job_id: str) -> BudgetView | None:
+# One statement of indexed aggregates over one job, as plain SQL: leasing asks it for every
+# lease, and building the equivalent SQLAlchemy expression each time cost milliseconds.
+_BUDGET_VIEW = text(f"""
+SELECT b.frame_price_tokens, p.deposited, p.charged,
+  (SELECT coalesce(sum(last_frame - first_frame + 1), 0) FROM task
+   WHERE job_id = :job AND state = '{TaskState.LEASED}'),
+  (SELECT coalesce(sum(last_frame - first_frame + 1), 0) FROM task
+   WHERE job_id = :job AND state NOT IN ('{TaskState.FAILED}', '{TaskState.CANCELLED}')),
+  (SELECT count(*) FROM frame_result
+   WHERE job_id = :job AND charged = :no AND verdict != '{FrameVerdict.UNPAID}'),
+  (SELECT count(*) FROM pay_frame_charge WHERE job_id = :job),
+  (SELECT coalesce(sum(cost_tokens), 0) FROM pay_frame_charge WHERE job_id = :job)
+FROM job_budget b JOIN pay_job p ON p.job_id = b.job_id
+WHERE b.job_id = :job AND p.state IN ('opening', 'open')
+""")
+
+
+def _budget_view(session: Session | Connection, job_id: str) -> BudgetView | None:
     """See `FarmStore.budget_view`: one statement of indexed aggregates over one job.
 
     One round trip because leasing asks it for every lease (bench/lease_budget_bench.py).
     """
-    frames = func.coalesce(func.sum(TaskRecord.last_frame - TaskRecord.first_frame + 1), 0)
-    of_job = col(TaskRecord.job_id) == job_id
-    leased = sa_select(frames).where(of_job, col(TaskRecord.state) == TaskState.LEASED)
-    live = sa_select(frames).where(
-        of_job, col(TaskRecord.state).not_in([TaskState.FAILED, TaskState.CANCELLED]))
-    uncharged = sa_select(func.count()).select_from(FrameResultRecord).where(
-        col(FrameResultRecord.job_id) == job_id, col(FrameResultRecord.charged).is_(False),
-        col(FrameResultRecord.verdict) != FrameVerdict.UNPAID)
-    charges = col(FrameChargeRecord.job_id) == job_id
-    charged_frames = sa_select(func.count()).select_from(FrameChargeRecord).where(charges)
-    charged_tokens = sa_select(func.coalesce(func.sum(FrameChargeRecord.cost_tokens), 0)).where(
-        charges)
-    row = session.execute(
-        sa_select(col(JobBudgetRecord.frame_price_tokens), col(JobBillingRecord.deposited),
-                  col(JobBillingRecord.charged), leased.scalar_subquery(), live.scalar_subquery(),
-                  uncharged.scalar_subquery(), charged_frames.scalar_subquery(),
-                  charged_tokens.scalar_subquery())
-        .join(JobBillingRecord, col(JobBillingRecord.job_id) == col(JobBudgetRecord.job_id))
-        .where(col(JobBudgetRecord.job_id) == job_id)
-        .where(col(JobBillingRecord.state).in_(("opening", "open")))
-    ).first()
+    row = session.execute(_BUDGET_VIEW, {"job": job_id, "no": False}).first()
     if row is None:
         return None
     price, deposited, charged, leased_n, live_n, uncharged_n, charged_n, charged_sum = (

@@ -1,0 +1,33 @@
+"""The storage thread: the event loop hands database work here and awaits it.
+
+grpc.aio handlers are coroutines on one event loop; a synchronous query run there stops
+every other call until it returns. One dedicated thread runs the hot path's transactions in
+arrival order instead: the loop keeps reading, writing and checking signatures meanwhile,
+and the transactions of one process never contend with each other for SQLite's write lock.
+Running them one at a time also keeps what the synchronous code relied on (a node's two
+concurrent LeaseTask calls are decided one after the other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StorageExecutor:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn` on the storage thread; its exceptions are raised here."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,391 @@
+"""The node hot path in a few statements each: lease, heartbeat, complete.
+
+The servicer runs these on the storage thread (coordinator/storage/executor.py), never on
+the event loop. Each is one short transaction of plain SQL (the ORM's per-call overhead was
+most of a frame cycle's CPU: docs/BENCHMARKS.md, "cycles"):
+
+- lease: the node's standing and bond (one join), a window of the next queued tasks it may
+  take (one index scan; on PostgreSQL `FOR UPDATE OF t SKIP LOCKED`, so coordinators
+  sharing a database never wait on each other's candidates), the policy's order
+  (coordinator/domain/scheduling.py), then a compare-and-set claim and the lease's start.
+- heartbeat: one UPDATE.
+- complete: the task, the owners of its images and the node's standing in three reads,
+  then results, verifications, task state, the node's count and the frame timings written
+  in the same transaction.
+
+The rare cases keep the general path in FarmStore.lease_next_task: a bounded new identity
+(per-job and in-flight limits) and creators' job priorities.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from coordinator.domain.reputation import NodeStanding
+from coordinator.domain.scheduling import (
+    CANDIDATE_WINDOW,
+    MAX_FRAMES_PER_CALL,
+    MAX_TASKS_PER_CALL,
+    Candidate,
+    fits_node,
+    order_candidates,
+)
+from coordinator.domain.states import TaskState
+from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
+from coordinator.storage.models import NodeStandingRecord
+from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+
+JOBS_CACHED = 2_000  # jobs whose immutable facts (scene, creator, settings) are kept
+CLAIM_TRIES = 3  # windows read when other claims took every candidate first (SQLite)
+
+_GATE = text("""
+SELECT s.score, s.consecutive_verified, s.verified, s.failed, s.delivered,
+       s.frames_since_failure, s.quarantined, b.held, b.unbond_requested_at,
+       n.benchmark_score
+FROM node n
+LEFT JOIN node_standing s ON s.node_id = n.node_id
+LEFT JOIN pay_bond b ON b.node_id = n.node_id
+WHERE n.node_id = :node
+""")
+_ANY_PRIORITY = text("SELECT 1 FROM job_control WHERE priority != 0 LIMIT 1")
+_WINDOW = """
+SELECT t.task_id, t.job_id, t.first_frame, t.last_frame, j.creator, j.scene_id, j.tier,
+       t.queued_at
+FROM task t JOIN job j ON j.job_id = t.job_id
+WHERE t.state = 'queued' AND j.cancelled = :no AND j.tier >= :rank
+  AND t.job_id NOT IN (SELECT job_id FROM job_budget WHERE paused = :yes)
+  AND t.job_id NOT IN (SELECT job_id FROM job_control WHERE paused = :yes)
+  AND t.task_id NOT IN (SELECT task_id FROM task_failure WHERE node_id = :node)
+  AND t.job_id NOT IN (SELECT job_id FROM task_failure WHERE node_id = :node
+                       GROUP BY job_id HAVING count(*) >= :max_failures)
+ORDER BY t.queued_at, t.first_frame
+LIMIT :window
+"""
+_CLAIM = text("""
+UPDATE task SET state = 'leased', lease_id = :lease, node_id = :node,
+       lease_expires_at = :expires, updated_at = :now
+WHERE task_id = :task AND state = 'queued'
+""")
+_LEASE_START = text("""
+INSERT INTO lease_start (lease_id, node_id, job_id, frames, leased_at)
+VALUES (:lease, :node, :job, :frames, :now)
+""")
+_EXTEND = text("""
+UPDATE task SET lease_expires_at = :expires, updated_at = :now
+WHERE lease_id = :lease AND node_id = :node AND state = 'leased'
+""")
+_TASK_OF_LEASE = text("""
+SELECT task_id, job_id, first_frame, last_frame, state, node_id FROM task
+WHERE lease_id = :lease
+""")
+_JOB = text("""
+SELECT j.scene_id, j.creator, j.settings_json, s.main_file
+FROM job j JOIN scene s ON s.scene_id = j.scene_id WHERE j.job_id = :job
+""")
+_RESULT = text("""
+INSERT INTO frame_result (job_id, frame, task_id, node_id, blob_sha256, blob_size, extension,
+    render_seconds, blender_version, device, verdict, verification, pixel_sha256, charged,
+    receipt_signature, created_at)
+VALUES (:job, :frame, :task, :node, :sha, :size, :extension, :render_seconds,
+    :blender_version, :device, 'pending', '', '', :no, :receipt, :now)
+ON CONFLICT (job_id, frame) DO UPDATE SET task_id = excluded.task_id,
+    node_id = excluded.node_id, blob_sha256 = excluded.blob_sha256,
+    blob_size = excluded.blob_size, extension = excluded.extension,
+    render_seconds = excluded.render_seconds, blender_version = excluded.blender_version,
+    device = excluded.device, verdict = 'pending', verification = '', pixel_sha256 = '',
+    charged = excluded.charged, receipt_signature = excluded.receipt_signature,
+    created_at = excluded.created_at
+""")
+_VERIFICATION = text("""
+INSERT INTO verification (verification_id, job_id, frame, task_id, node_id, image_sha256,
+    blender_version, device, render_tiles, state, verifier_id, reason, mode, details_json,
+    pixel_sha256, created_at)
+VALUES (:id, :job, :frame, :task, :node, :sha, :blender_version, :device, :tiles, 'queued',
+    '', '', '', '{}', '', :now)
+""")
+_DELIVERED = text("""
+UPDATE task SET state = 'verifying', lease_expires_at = NULL, updated_at = :now, error = ''
+WHERE task_id = :task AND lease_id = :lease AND state = 'leased'
+""")
+_COUNT_LEASE = text("""
+UPDATE node_standing SET leases_completed = leases_completed + 1, updated_at = :now
+WHERE node_id = :node
+""")
+_STARTED = text("SELECT leased_at FROM lease_start WHERE lease_id = :lease")
+_TIMING = text("""
+INSERT INTO frame_timing (job_id, frame, node_id, wall_seconds, claimed_seconds,
+    claimed_score, work_ms, at)
+VALUES (:job, :frame, :node, :wall, :claimed, :score, 0, :now)
+ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id,
+    wall_seconds = excluded.wall_seconds, claimed_seconds = excluded.claimed_seconds,
+    claimed_score = excluded.claimed_score, work_ms = 0, at = excluded.at
+""")
+_END_LEASE_START = text("DELETE FROM lease_start WHERE lease_id = :lease")
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What never changes about a job after submit: kept in memory (bounded)."""
+
+    scene_id: str
+    main_file: str
+    creator: str
+    settings_json: str
+
+
+@dataclass(frozen=True)
+class NodeGate:
+    """The node as leasing and the check draw see it, read in one statement."""
+
+    standing: NodeStanding  # as the farm treats it (an unbonded node stays on probation)
+    limits: LeaseLimits
+    benchmark_score: float
+
+    @property
+    def quarantined(self) -> bool:
+        return self.standing.quarantined
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A lease just granted."""
+
+    task_id: str
+    lease_id: str
+    job_id: str
+    first_frame: int
+    last_frame: int
+    expires_at: float
+    job: JobFacts
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    """The task behind a lease, as CompleteTask checks it."""
+
+    task_id: str
+    job_id: str
+    first_frame: int
+    last_frame: int
+    state: str
+    node_id: str | None
+
+
+class LeaseHotPath:
+    """Lease, heartbeat and complete for the node servicer (storage thread only)."""
+
+    def __init__(self, store: FarmStore, minimum_bond: int, bond_policy: object) -> None:
+        self.store = store
+        self.engine: Engine = store.engine
+        self.minimum_bond = minimum_bond
+        self.bond_policy = bond_policy
+        postgres = self.engine.dialect.name == "postgresql"
+        self._window = text(_WINDOW + (" FOR UPDATE OF t SKIP LOCKED" if postgres else ""))
+        self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=JOBS_CACHED)
+
+    # ------------------------------------------------------------ reads
+
+    def gate(self, node_id: str, connection: Connection | None = None) -> NodeGate:
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.gate(node_id, own)
+        row = connection.execute(_GATE, {"node": node_id}).first()
+        standing = NodeStanding()
+        bonded = False
+        score = 1.0
+        if row is not None:
+            (points, run, verified, failed, delivered, since_failure, quarantined, held,
+             unbond_requested_at, score) = row
+            if points is not None:
+                standing = NodeStanding(
+                    score=points, consecutive_verified=run, verified=verified, failed=failed,
+                    delivered=delivered, frames_since_failure=since_failure,
+                    quarantined=bool(quarantined))
+            bonded = (held is not None and held > 0 and held >= self.minimum_bond
+                      and unbond_requested_at is None)
+        return NodeGate(standing=effective_standing(standing, bonded),
+                        limits=lease_limits(self.bond_policy, standing, bonded),  # type: ignore[arg-type]
+                        benchmark_score=float(score or 1.0))
+
+    def job(self, job_id: str, connection: Connection | None = None) -> JobFacts | None:
+        """A job's immutable facts (cached; None: no such job)."""
+        facts = self._jobs.get(job_id)
+        if facts is not None:
+            return facts
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.job(job_id, own)
+        row = connection.execute(_JOB, {"job": job_id}).first()
+        if row is None:
+            return None
+        facts = self._jobs[job_id] = JobFacts(scene_id=row[0], creator=row[1],
+                                              settings_json=row[2], main_file=row[3])
+        return facts
+
+    def task_for_lease(self, lease_id: str) -> LeasedTask | None:
+        with self.engine.connect() as connection:
+            return _task_of(connection, lease_id)
+
+    # ------------------------------------------------------------ lease
+
+    def lease(self, node_id: str, now: float, cached_scenes: Iterable[str] = (),
+              max_tasks: int = 1) -> tuple[list[Grant], NodeGate]:
+        """The node's gate and, unless it is quarantined, the best tasks of its window (see
+        the module doc; up to `max_tasks`) claimed for it: one transaction."""
+        with self.engine.begin() as connection:
+            gate = self.gate(node_id, connection)
+            if gate.quarantined:
+                return [], gate
+            general = gate.limits.bounded or connection.execute(_ANY_PRIORITY).first()
+            if not general:
+                for _ in range(CLAIM_TRIES):
+                    grants, raced = self._claim(connection, node_id, gate, now, cached_scenes,
+                                                max(1, min(max_tasks, MAX_TASKS_PER_CALL)))
+                    if grants or not raced:
+                        return grants, gate
+                return [], gate
+        grant = self._lease_general(node_id, gate, now)
+        return ([grant] if grant is not None else []), gate
+
+    def _claim(self, connection: Connection, node_id: str, gate: NodeGate, now: float,
+               cached_scenes: Iterable[str], max_tasks: int) -> tuple[list[Grant], bool]:
+        """(the grants; whether another claim took a candidate first)."""
+        from coordinator.storage.proof import node_rank
+
+        policy = self.store.policy
+        rows = connection.execute(self._window, {
+            "no": False, "yes": True, "rank": node_rank(gate.standing), "node": node_id,
+            "max_failures": policy.max_failures_per_node, "window": CANDIDATE_WINDOW}).all()
+        frames = {r[0]: (int(r[2]), int(r[3])) for r in rows}
+        window = [Candidate(task_id=r[0], job_id=r[1], frames=int(r[3]) - int(r[2]) + 1,
+                            creator=r[4], scene_id=r[5], tier=r[6], queued_at=r[7])
+                  for r in rows]
+        short: set[str] = set()
+        raced = False
+        grants: list[Grant] = []
+        for candidate in order_candidates(window, cached_scenes):
+            if fits_node([g.last_frame - g.first_frame + 1 for g in grants]
+                         + [candidate.frames], max_tasks, MAX_FRAMES_PER_CALL) <= len(grants):
+                break
+            if candidate.job_id in short or not FarmStore._budget_allows(
+                    connection, candidate.job_id, candidate.frames, now):  # type: ignore[arg-type]
+                short.add(candidate.job_id)
+                continue
+            lease_id = uuid.uuid4().hex
+            expires = now + policy.lease_seconds
+            claimed = connection.execute(_CLAIM, {
+                "lease": lease_id, "node": node_id, "expires": expires, "now": now,
+                "task": candidate.task_id})
+            if claimed.rowcount != 1:
+                raced = True
+                continue
+            connection.execute(_LEASE_START, {
+                "lease": lease_id, "node": node_id, "job": candidate.job_id,
+                "frames": candidate.frames, "now": now})
+            facts = self.job(candidate.job_id, connection)
+            assert facts is not None
+            first, last = frames[candidate.task_id]
+            grants.append(Grant(candidate.task_id, lease_id, candidate.job_id, first, last,
+                                expires, facts))
+        return grants, raced  # the pauses decided above are committed with the transaction
+
+    def _lease_general(self, node_id: str, gate: NodeGate, now: float) -> Grant | None:
+        """Bounded identities and creators' priorities: FarmStore's general lease."""
+        from coordinator.storage.proof import node_rank
+
+        task = self.store.lease_next_task(
+            node_id, now, node_rank(gate.standing), max_leases=gate.limits.max_leases,
+            max_frames_per_job=gate.limits.max_frames_per_job)
+        if task is None or task.lease_id is None:
+            return None
+        facts = self.job(task.job_id)
+        assert facts is not None
+        with self.engine.begin() as connection:
+            connection.execute(_LEASE_START, {
+                "lease": task.lease_id, "node": node_id, "job": task.job_id,
+                "frames": task.last_frame - task.first_frame + 1, "now": now})
+        return Grant(task.task_id, task.lease_id, task.job_id, task.first_frame,
+                     task.last_frame, task.lease_expires_at or now, facts)
+
+    # ------------------------------------------------------------ heartbeat
+
+    def extend(self, lease_id: str, node_id: str, now: float) -> float:
+        """Push the lease's expiry forward and return it, or raise LeaseLost."""
+        expires = now + self.store.policy.lease_seconds
+        with self.engine.begin() as connection:
+            moved = connection.execute(_EXTEND, {"expires": expires, "now": now,
+                                                 "lease": lease_id, "node": node_id})
+            if moved.rowcount != 1:
+                _check_live(_task_of(connection, lease_id), node_id)
+        return expires
+
+    # ------------------------------------------------------------ complete
+
+    def complete(self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord],
+                 now: float, sampled: Callable[[NodeGate], frozenset[int]]
+                 ) -> tuple[LeasedTask, bool, frozenset[int]]:
+        """Record a lease's frames and queue their verification, in one transaction.
+
+        Returns (task, newly recorded, frames sampled for tile checks); a retried
+        completion records nothing. `sampled` draws the tile checks from the node's gate.
+        """
+        with self.engine.begin() as connection:
+            task = _task_of(connection, lease_id)
+            if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
+                    and task.node_id == node_id):
+                return task, False, frozenset()
+            task = _check_live(task, node_id)
+            expected = list(range(task.first_frame, task.last_frame + 1))
+            got = sorted(output.frame for output in outputs)
+            if got != expected:
+                raise ValueError(f"the task covers frames {expected}, the result has {got}")
+            gate = self.gate(node_id, connection)
+            tiles = sampled(gate)
+            rows = [{"job": task.job_id, "frame": o.frame, "task": task.task_id,
+                     "node": node_id, "sha": o.sha256, "size": o.size,
+                     "extension": o.extension, "render_seconds": o.render_seconds,
+                     "blender_version": o.blender_version, "device": o.device,
+                     "receipt": o.receipt_signature, "no": False, "now": now,
+                     "id": uuid.uuid4().hex, "tiles": o.frame in tiles} for o in outputs]
+            connection.execute(_RESULT, rows)
+            connection.execute(_VERIFICATION, rows)
+            moved = connection.execute(_DELIVERED, {"now": now, "task": task.task_id,
+                                                    "lease": lease_id})
+            if moved.rowcount != 1:
+                raise LeaseLost("the task is no longer leased")
+            if connection.execute(_COUNT_LEASE, {"now": now, "node": node_id}).rowcount != 1:
+                with Session(bind=connection) as session:
+                    session.add(NodeStandingRecord(node_id=node_id, leases_completed=1,
+                                                   updated_at=now))
+                    session.flush()
+            started = connection.execute(_STARTED, {"lease": lease_id}).scalar()
+            wall = (now - started) / max(1, len(outputs)) if started is not None else 0.0
+            connection.execute(_TIMING, [
+                {"job": task.job_id, "frame": o.frame, "node": node_id, "wall": max(0.0, wall),
+                 "claimed": o.render_seconds, "score": gate.benchmark_score, "now": now}
+                for o in outputs])
+            connection.execute(_END_LEASE_START, {"lease": lease_id})
+        return task, True, tiles
+
+
+def _task_of(connection: Connection, lease_id: str) -> LeasedTask | None:
+    row = connection.execute(_TASK_OF_LEASE, {"lease": lease_id}).first()
+    return LeasedTask(*row) if row is not None else None
+
+
+def _check_live(task: LeasedTask | None, node_id: str) -> LeasedTask:
+    """The same answers as FarmStore._live_task: why a lease is not the node's any more."""
+    if task is None:
+        raise LeaseLost("unknown lease")
+    if task.node_id != node_id:
+        raise LeaseLost("the lease belongs to another node")
+    if task.state != TaskState.LEASED:
+        raise LeaseLost(f"the task is {task.state} now")
+    return task

@@ -1,0 +1,205 @@
+"""The node hot path (coordinator/storage/leasing.py) on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session, SQLModel, select
+
+from coordinator.payments.bonds import BondPolicy
+from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.leasing import Grant, LeaseHotPath
+from coordinator.storage.models import (
+    FrameResultRecord,
+    JobRecord,
+    NodeStandingRecord,
+    SceneRecord,
+    VerificationRecord,
+)
+from coordinator.storage.payment_models import BondRecord
+from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost, SchedulingPolicy
+
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+POLICY = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
+NODES = [f"node-{i}" for i in range(8)]
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = open_database(POSTGRES_URL)
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def leasing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeaseHotPath]:
+    if request.param == "sqlite":
+        engine = open_database(sqlite_url(tmp_path))
+    else:
+        if not _postgres_available():
+            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        engine = open_database(POSTGRES_URL)
+        SQLModel.metadata.drop_all(engine)
+        SQLModel.metadata.create_all(engine)
+    store = FarmStore(engine, POLICY)
+    with Session(engine) as session:  # trusted, bonded nodes: no probation limits
+        for node in NODES:
+            session.add(NodeStandingRecord(node_id=node, score=0.99, consecutive_verified=100,
+                                           verified=100, delivered=100))
+            session.add(BondRecord(node_id=node, held=10, posted=10, created_at=0.0,
+                                   updated_at=0.0))
+        session.commit()
+    for node in NODES:
+        store.register_node(node, node, "{}", 0.0)
+    yield LeaseHotPath(store, 10, BondPolicy(min_bond_tokens=0))
+    if request.param == "postgresql":
+        SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+def add_job(leasing: LeaseHotPath, job_id: str, frames: int, *, creator: str = "",
+            scene: str = "scene", now: float = 0.0) -> None:
+    store = leasing.store
+    if store.get_scene(scene) is None:
+        store.save_scene(SceneRecord(scene_id=scene, main_file=f"{scene}.blend",
+                                     info_json="{}", created_at=now))
+    store.create_job(JobRecord(job_id=job_id, scene_id=scene, creator=creator, frames_spec="",
+                               settings_json='{"samples": 3}', created_at=now, updated_at=now),
+                     [[n] for n in range(1, frames + 1)], now)
+
+
+def output(frame: int, sha: str = "a" * 64) -> FrameOutputRecord:
+    return FrameOutputRecord(frame=frame, sha256=sha, size=1, extension="png",
+                             render_seconds=2.0)
+
+
+def lease_one(leasing: LeaseHotPath, node: str, now: float, **options: Any) -> Grant | None:
+    grants, _ = leasing.lease(node, now, **options)
+    assert len(grants) <= 1
+    return grants[0] if grants else None
+
+
+def test_lease_heartbeat_complete_in_a_few_statements(leasing: LeaseHotPath):
+    add_job(leasing, "job", 2)
+    grants, gate = leasing.lease("node-0", now=1.0)
+    grant = grants[0]
+    assert not gate.limits.bounded
+    assert (grant.job_id, grant.first_frame, grant.last_frame) == ("job", 1, 1)
+    assert grant.job.main_file == "scene.blend" and grant.expires_at == 11.0
+    assert leasing.extend(grant.lease_id, "node-0", now=5.0) == 15.0
+    with pytest.raises(LeaseLost, match="another node"):
+        leasing.extend(grant.lease_id, "node-1", now=5.0)
+    with pytest.raises(LeaseLost, match="another node"):
+        leasing.complete(grant.lease_id, "node-1", [output(1)], 6.0, lambda gate: frozenset())
+    with pytest.raises(ValueError, match="covers frames"):
+        leasing.complete(grant.lease_id, "node-0", [output(2)], 6.0, lambda gate: frozenset())
+    task, recorded, tiles = leasing.complete(grant.lease_id, "node-0", [output(1)], 6.0,
+                                             lambda gate: frozenset({1}))
+    assert recorded and tiles == {1} and task.job_id == "job"
+    again = leasing.complete(grant.lease_id, "node-0", [output(1)], 7.0,
+                             lambda gate: frozenset())
+    assert again[1] is False, "a retried completion records nothing"
+    with pytest.raises(LeaseLost, match="verifying"):
+        leasing.extend(grant.lease_id, "node-0", now=8.0)
+    with Session(leasing.engine) as session:
+        result = session.get(FrameResultRecord, ("job", 1))
+        assert result is not None and result.node_id == "node-0" and result.verdict == "pending"
+        checks = session.exec(select(VerificationRecord)).all()
+        assert [(c.frame, c.render_tiles, c.state) for c in checks] == [(1, True, "queued")]
+        standing = session.get(NodeStandingRecord, "node-0")
+        assert standing is not None and standing.leases_completed == 1
+    assert leasing.store.list_tasks("job")[0].state == "verifying"
+
+
+def test_a_small_job_is_served_next_to_a_big_one(leasing: LeaseHotPath):
+    """Fair share: a second creator's job alternates with the first one's from the head."""
+    add_job(leasing, "big", 200, creator="alice", now=1.0)
+    add_job(leasing, "small", 3, creator="bob", now=2.0)
+    jobs = []
+    for index in range(6):
+        grant = lease_one(leasing, NODES[index], now=3.0)
+        assert grant is not None
+        jobs.append(grant.job_id)
+    assert jobs == ["big", "small", "big", "small", "big", "small"]
+
+
+def test_a_creators_own_jobs_stay_in_submission_order(leasing: LeaseHotPath):
+    add_job(leasing, "first", 3, creator="alice", now=1.0)
+    add_job(leasing, "second", 1, creator="alice", now=2.0)
+    jobs = [lease_one(leasing, node, now=3.0) for node in NODES[:4]]
+    assert [g.job_id for g in jobs if g] == ["first", "first", "first", "second"]
+
+
+def test_a_node_gets_a_task_of_a_scene_it_holds_first(leasing: LeaseHotPath):
+    add_job(leasing, "a", 4, creator="alice", scene="scene-a", now=1.0)
+    add_job(leasing, "b", 4, creator="bob", scene="scene-b", now=2.0)
+    grant = lease_one(leasing, "node-0", now=3.0, cached_scenes=["scene-b"])
+    assert grant is not None and grant.job.scene_id == "scene-b"
+    grant = lease_one(leasing, "node-1", now=3.0)
+    assert grant is not None and grant.job.scene_id == "scene-a", "no cache: queue order"
+
+
+def test_several_tasks_in_one_call_each_its_own_lease(leasing: LeaseHotPath):
+    add_job(leasing, "a", 3, creator="alice", now=1.0)
+    add_job(leasing, "b", 3, creator="bob", now=2.0)
+    grants, _ = leasing.lease("node-0", now=3.0, max_tasks=4)
+    assert [(g.job_id, g.first_frame) for g in grants] == [
+        ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert len({g.lease_id for g in grants}) == 4
+    for grant in grants:
+        leasing.complete(grant.lease_id, "node-0", [output(grant.first_frame)], 4.0,
+                         lambda gate: frozenset())
+    rest, _ = leasing.lease("node-1", now=5.0, max_tasks=16)
+    assert sorted((g.job_id, g.first_frame) for g in rest) == [("a", 3), ("b", 3)]
+
+
+def test_a_quarantined_node_is_not_leased_anything(leasing: LeaseHotPath):
+    add_job(leasing, "job", 1)
+    with Session(leasing.engine) as session:
+        record = session.get(NodeStandingRecord, "node-0")
+        assert record is not None
+        record.quarantined = True
+        session.add(record)
+        session.commit()
+    grants, gate = leasing.lease("node-0", now=1.0)
+    assert grants == [] and gate.quarantined
+
+
+def test_an_unbonded_node_keeps_its_probation_limits(leasing: LeaseHotPath):
+    """The general path: one lease in flight for a new identity (bonds.py)."""
+    add_job(leasing, "job", 4)
+    leasing.store.register_node("fresh", "fresh", "{}", 0.0)
+    first, gate = leasing.lease("fresh", now=1.0, max_tasks=4)
+    assert len(first) == 1 and gate.limits.bounded and gate.limits.max_leases == 1
+    assert leasing.lease("fresh", now=1.0)[0] == []
+
+
+def test_concurrent_leases_never_share_a_task(leasing: LeaseHotPath):
+    """Eight threads lease at once (on PostgreSQL: FOR UPDATE SKIP LOCKED); every task goes to
+    exactly one of them."""
+    add_job(leasing, "job", 40)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def lease_all(node: str) -> None:
+        while True:
+            grants, _ = leasing.lease(node, now=1.0, max_tasks=3)
+            if not grants:
+                return
+            with lock:
+                got.extend(grant.task_id for grant in grants)
+
+    threads = [threading.Thread(target=lease_all, args=(node,)) for node in NODES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 40 and len(set(got)) == 40
