@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from coordinator.payments.bonds import BondPolicy
 from coordinator.storage.database import open_database, sqlite_url
@@ -24,31 +23,16 @@ from coordinator.storage.models import (
 from coordinator.storage.payment_models import BondRecord
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost, SchedulingPolicy
 
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 POLICY = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
 NODES = [f"node-{i}" for i in range(8)]
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = open_database(POSTGRES_URL)
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def leasing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeaseHotPath]:
     if request.param == "sqlite":
         engine = open_database(sqlite_url(tmp_path))
-    else:
-        if not _postgres_available():
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        engine = open_database(POSTGRES_URL)
-        SQLModel.metadata.drop_all(engine)
-        SQLModel.metadata.create_all(engine)
+    else:  # a database of this test's own (tests/conftest.py)
+        engine = open_database(request.getfixturevalue("migrated_postgres_url"))
     store = FarmStore(engine, POLICY)
     with Session(engine) as session:  # trusted, bonded nodes: no probation limits
         for node in NODES:
@@ -60,8 +44,6 @@ def leasing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeaseHot
     for node in NODES:
         store.register_node(node, node, "{}", 0.0)
     yield LeaseHotPath(store, 10, BondPolicy(min_bond_tokens=0))
-    if request.param == "postgresql":
-        SQLModel.metadata.drop_all(engine)
     engine.dispose()
 
 
