@@ -7,20 +7,29 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 
 DEMO_BOND_TOKENS = "10"  # the coordinator's default minimum bond
+# Tests: run each farm's coordinator on a PostgreSQL database of its own instead of SQLite.
+# "postgresql" means the server on 127.0.0.1:5432 (user postgres); or a SQLAlchemy server
+# URL without the database name. The database is created on first start, dropped on exit.
+TEST_DB_ENV = "FRAMEPROOF_TEST_DB"
+LOCAL_POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
 class LocalFarm:
     """Starts a coordinator and nodes as child processes; stops them all on exit."""
 
-    def __init__(self, root: Path, *, lease_seconds: float = 60.0) -> None:
+    def __init__(self, root: Path, *, lease_seconds: float = 60.0,
+                 db_url: str | None = None) -> None:
         self.root = root
         self.lease_seconds = lease_seconds
+        self.db_url = db_url
+        self._made_database: tuple[str, str] | None = None  # (server, name) to drop on exit
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.nodes: list[subprocess.Popen[bytes]] = []
         self.address = ""
@@ -30,11 +39,13 @@ class LocalFarm:
                           env: dict[str, str] | None = None) -> str:
         """Start (or restart, on the same data dir) the coordinator; return its address."""
         log = open(self.root / "logs" / "coordinator.log", "ab")  # noqa: SIM115
+        database = () if "--db" in extra_args else self._database_args()
         self.coordinator = subprocess.Popen(
             [sys.executable, "-m", "coordinator.cli", "serve",
              "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.root / "coordinator"),
              "--lease-seconds", str(self.lease_seconds),
-             "--heartbeat-seconds", str(max(0.5, self.lease_seconds / 6)), *extra_args],
+             "--heartbeat-seconds", str(max(0.5, self.lease_seconds / 6)), *database,
+             *extra_args],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
             env={**os.environ, **(env or {})},
         )
@@ -110,9 +121,39 @@ class LocalFarm:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
+    def _database_args(self) -> tuple[str, ...]:
+        if self.db_url is None and (server := os.environ.get(TEST_DB_ENV)):
+            self.db_url = self._make_database(LOCAL_POSTGRES if server == "postgresql"
+                                              else server.rstrip("/"))
+        return ("--db", self.db_url) if self.db_url else ()
+
+    def _make_database(self, server: str) -> str:
+        from sqlalchemy import create_engine, text
+
+        name = f"fp_farm_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self._made_database = (server, name)
+        return f"{server}/{name}"
+
+    def _drop_database(self) -> None:
+        if self._made_database is None:
+            return
+        from sqlalchemy import create_engine, text
+
+        server, name = self._made_database
+        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        self._made_database = None
+
     def __enter__(self) -> LocalFarm:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self._drop_database()
 

@@ -584,7 +584,10 @@ class FarmStore:
         sampled for a tile re-render. The task is done once every frame is approved.
         """
         with self._session() as session:
-            task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
+            # Locked on PostgreSQL: a completion retried on another coordinator while the
+            # first is still committing waits for it and then reads "already recorded".
+            task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)
+                                .with_for_update()).first()
             delivered = (TaskState.VERIFYING, TaskState.DONE)
             if task is not None and task.state in delivered and task.node_id == node_id:
                 return task, False  # a retried completion: already recorded
