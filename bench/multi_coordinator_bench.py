@@ -31,11 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import grpc
-import psycopg2
 from solders.keypair import Keypair
 
 from bench.load_bench import (
@@ -50,6 +48,7 @@ from bench.load_bench import (
 )
 from bench.report import write_section
 from coordinator.chain.keys import save_keypair
+from coordinator.storage.database import create_database, drop_database
 from frameproof.v1 import farm_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,24 +236,6 @@ def warm_estimate(address: str, keypair: Keypair, scene_id: str) -> None:
                                 timeout=600)
 
 
-def fresh_database() -> tuple[str, str]:
-    name = f"fp_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    admin.close()
-    return name, f"{POSTGRES}/{name}"
-
-
-def drop_database(name: str) -> None:
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
-
-
 def query(url: str, sql: str) -> list[tuple]:
     from sqlalchemy import create_engine, text
 
@@ -283,7 +264,8 @@ async def wait_settled(url: str, timeout: float) -> float:
 
 async def main_async(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="frameproof-multi-"))
-    db_name, url = fresh_database()
+    url = create_database(POSTGRES, prefix="fp_bench")
+    db_name = url.rsplit("/", 1)[1]
     treasury, verifier = Keypair(), Keypair()
     save_keypair(treasury, work / "treasury.json")
     chain = subprocess.Popen([sys.executable, "-c", CHAIN_SERVER, str(work / "treasury.json")],
@@ -374,7 +356,7 @@ async def main_async(args: argparse.Namespace) -> int:
         if chain.stdin is not None:
             chain.stdin.close()
         chain.wait(30)
-        drop_database(db_name)
+        drop_database(url)
     rpc_rows = "\n".join(
         f"| {name} | {len(values)} | {percentile(values, 0.5) * 1000:.1f} | "
         f"{percentile(values, 0.99) * 1000:.1f} | {max(values) * 1000:.0f} |"

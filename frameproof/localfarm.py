@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from frameproof.client import FarmClient
@@ -29,7 +28,7 @@ class LocalFarm:
         self.root = root
         self.lease_seconds = lease_seconds
         self.db_url = db_url
-        self._made_database: tuple[str, str] | None = None  # (server, name) to drop on exit
+        self._made_database: str | None = None  # the URL of the database to drop on exit
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.nodes: list[subprocess.Popen[bytes]] = []
         self.address = ""
@@ -128,27 +127,18 @@ class LocalFarm:
         return ("--db", self.db_url) if self.db_url else ()
 
     def _make_database(self, server: str) -> str:
-        from sqlalchemy import create_engine, text
+        from coordinator.storage.database import create_database
 
-        name = f"fp_farm_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        self._made_database = (server, name)
-        return f"{server}/{name}"
+        url = create_database(server, prefix="fp_farm")
+        self._made_database = url
+        return url
 
     def _drop_database(self) -> None:
-        if self._made_database is None:
-            return
-        from sqlalchemy import create_engine, text
+        if self._made_database is not None:
+            from coordinator.storage.database import drop_database
 
-        server, name = self._made_database
-        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        self._made_database = None
+            drop_database(self._made_database)
+            self._made_database = None
 
     def __enter__(self) -> LocalFarm:
         return self

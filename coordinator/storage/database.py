@@ -45,6 +45,36 @@ def open_database(url: str) -> Engine:
     return engine
 
 
+def create_database(server: str, prefix: str = "fp") -> str:
+    """A new, empty PostgreSQL database on `server` (a URL without the database name);
+    returns its URL. For tests and benches that need a database of their own."""
+    import uuid
+
+    from sqlalchemy import text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{server.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return f"{server.rstrip('/')}/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop the database `create_database` made, whoever is still connected to it."""
+    from sqlalchemy import text
+
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "frameproof_events"
 WORK = "work"
+SETTLE = "settle"
 RECONNECT_SECONDS = 1.0
 MAX_PAYLOAD = 7_000  # NOTIFY payloads stop at 8,000 bytes
 
@@ -71,6 +72,11 @@ class SharedJobEvents(JobEvents):
     def work_queued(self) -> None:
         super().work_queued()
         self._send(WORK)
+
+    def settle_soon(self) -> None:
+        """Approved here, settled by the leader (which may be another coordinator)."""
+        super().settle_soon()
+        self._send(SETTLE)
 
     def _send(self, what: str) -> None:
         if self._loop is None:
@@ -124,6 +130,8 @@ class SharedJobEvents(JobEvents):
             for what in rest.split():
                 if what == WORK:
                     JobEvents.work_queued(self)
+                elif what == SETTLE:
+                    JobEvents.settle_soon(self)
                 elif what.startswith("job:"):
                     JobEvents.changed(self, what[4:])
 
