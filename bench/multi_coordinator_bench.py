@@ -323,7 +323,7 @@ async def main_async(args: argparse.Namespace) -> int:
                               f"delivered while it was down "
                               f"({time.monotonic() - killed_at:.0f} s)")
                 print(events[-1], flush=True)
-            elif int(elapsed) % 30 < 5:
+            elif elapsed >= 10 and int(elapsed) % 30 < 5:
                 print(f"{elapsed:5.0f}s: {stats.delivered} frames delivered "
                       f"({stats.delivered / elapsed:.1f}/s), {len(approved)} approved, "
                       f"errors {dict(stats.errors)}", flush=True)
