@@ -188,6 +188,9 @@ class LeaseHotPath:
         self.bond_policy = bond_policy
         postgres = self.engine.dialect.name == "postgresql"
         self._window = text(_WINDOW + (" FOR UPDATE OF t SKIP LOCKED" if postgres else ""))
+        # A completion retried on another coordinator while the first is still committing
+        # waits for it and then reads "already recorded" (several coordinators, one database).
+        self._task_locked = text(_TASK_OF_LEASE.text + (" FOR UPDATE" if postgres else ""))
         self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=JOBS_CACHED)
 
     # ------------------------------------------------------------ reads
@@ -337,7 +340,8 @@ class LeaseHotPath:
         completion records nothing. `sampled` draws the tile checks from the node's gate.
         """
         with self.engine.begin() as connection:
-            task = _task_of(connection, lease_id)
+            row = connection.execute(self._task_locked, {"lease": lease_id}).first()
+            task = LeasedTask(*row) if row is not None else None
             if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
                     and task.node_id == node_id):
                 return task, False, frozenset()
