@@ -50,6 +50,7 @@ HTTP_DOWNLOAD_METHOD = "/frameproof.v1.BlobStore/DownloadBlob"
 # HTTP answers worth another try (a concurrent upload, a rate limit, a full server) and the
 # one that says the upload's offset is stale (ask again where to resume).
 _HTTP_RETRYABLE = {409, 423, 429, 503}
+BUSY = 503  # the endpoint's transfer limit: this transfer takes the gRPC stream instead
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
@@ -139,13 +140,17 @@ def download_blob(
     def attempt(_number: int) -> Path:
         nonlocal restarted
         endpoint = _http_endpoint(stub)
+        digest = None
         if endpoint is not None:
             try:
                 digest = _http_download_into(endpoint, ref_sha256, part, on_progress, timeout)
             except _Unreachable:
                 _without_http(stub)
                 raise
-        else:
+            except _Refused as exc:
+                if exc.status != BUSY:
+                    raise
+        if digest is None:  # no endpoint, or it is at its transfer limit: the stream
             _download_into(stub, ref_sha256, part, on_progress, timeout)
             digest = sha256_file(part)
         if digest != ref_sha256:
@@ -202,9 +207,14 @@ def _upload_one(
             start = missing[sha]
         endpoint = _http_endpoint(stub) if size >= HTTP_MIN_BYTES else None
         try:
+            response = None
             if endpoint is not None:
-                response = _http_upload(endpoint, sha, size, source, start, count, timeout)
-            else:
+                try:
+                    response = _http_upload(endpoint, sha, size, source, start, count, timeout)
+                except _Refused as exc:
+                    if exc.status != BUSY:
+                        raise
+            if response is None:  # no endpoint, or it is at its transfer limit: the stream
                 response = stub.UploadBlob(_chunks(sha, size, source, start, count),
                                            timeout=timeout)
         except _Unreachable:

@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_METHOD = "/frameproof.v1.BlobStore/DownloadBlob"
 UPLOAD_METHOD = "/frameproof.v1.BlobStore/UploadBlob"
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 8  # x BUFFERS x BUFFER_BYTES of memory at most (96 MiB); more: 503, and
+# the client takes the gRPC stream for that transfer
 SOCKET_TIMEOUT_SECONDS = 60.0
 _PATH = re.compile(r"/blobs/([0-9a-f]{64})")
 _RANGE = re.compile(r"bytes=(\d{1,19})-")
