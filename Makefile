@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml setup.py $(STAMP_FORCE)
 # Otherwise that test skips and says why.
 # The dashboard's screenshots in docs/ are retaken on demand, not by every test run.
 screenshots: check-python $(GENERATED) browser
-	FRAMEPROOF_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_dashboard_browser.py -q
+	FRAMEPROOF_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/e2e/test_dashboard_browser.py -q
 
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \

@@ -82,7 +82,7 @@ def main() -> None:
                 "built as `make dist` does. Install times include downloads (bpy once, then "
                 "pip's cache) and vary with the network and the machine's load; the sizes do "
                 "not. The creator's install has no bpy, OpenCV, NumPy or database driver "
-                "(tests/test_packaging.py checks it stays under 150 MB).")
+                "(tests/integration/test_packaging.py checks it stays under 150 MB).")
     if not args.no_write:
         write_section("install size", ".venv/bin/python bench/install_size_bench.py",
                       "\n".join(body))

@@ -177,7 +177,7 @@ def main() -> None:
         "busy with a slow check:\n\n" + "\n".join(rows) + "\n\nWith 8 frames p99 is the "
         "slowest frame. A small frame waits at most for the slow check in progress, not for "
         "the backlog; checks of a cancelled job are dropped and the verifier stops the one "
-        "it runs (tests/test_verification_backlog.py).")
+        "it runs (tests/e2e/test_verification_backlog.py).")
     write_section("verification queue", ".venv/bin/python bench/verification_queue_bench.py",
                   body)
 

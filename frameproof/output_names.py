@@ -2,7 +2,7 @@
 
 The creator saved `//render/shot_####` in Output Properties; the farm's frames come back as
 `OUT/render/shot_0001.png`, the file Blender itself would have written for frame 1 next to
-the .blend (`scene.render.frame_path(frame=1)`, checked in tests/test_output_names.py).
+the .blend (`scene.render.frame_path(frame=1)`, checked in tests/integration/test_output_names.py).
 The pattern is read by the coordinator's inspection (a property read, no script of the
 scene runs) and travels in `SceneInfo.output_path`. Pure string work: no Blender here.
 

@@ -1,4 +1,4 @@
-"""Drive the Blender add-on headless, as a creator would in Blender: run by tests/test_addon.py
+"""Drive the Blender add-on headless, as a creator would in Blender: run by tests/e2e/test_addon.py
 in its own process (bpy), without the checkout on sys.path.
 
 argv: EXTENSION_ZIP BLEND COORDINATOR OUT_JSON. Installs and enables the extension from the

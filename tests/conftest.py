@@ -21,7 +21,8 @@ SHARED_SCENES = ROOT.parent / "shared" / "scenes" / "bat"
 POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 # Coordinators started by tests take this as their machine's benchmark score instead of
-# measuring it (10-30 s each on a loaded box). tests/test_pricing_e2e.py removes it and measures.
+# measuring it (10-30 s each on a loaded box). tests/e2e/test_pricing_e2e.py removes it and
+# measures.
 os.environ.setdefault(MACHINE_SCORE_ENV, "1.0")
 
 

@@ -98,3 +98,17 @@ def make_scene_variant(source: Path, out: Path, script: str) -> Path:
     subprocess.run([sys.executable, "-c", program], check=True, capture_output=True,
                    timeout=120)
     return out
+
+
+def settled_receipts(client: FarmClient, job_id: str) -> pb.Receipts:
+    """Receipts once the job's refund has landed on chain (a moment after the job is done).
+
+    The refund's signature is recorded before the transaction is sent, so waiting for the
+    signature alone races the wallet's escrow balance.
+    """
+    def settled() -> pb.Receipts | None:
+        receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=job_id), timeout=30,
+                                           wait_for_ready=True)
+        return receipts if receipts.refund_state == "landed" else None
+
+    return wait_for(settled, timeout=60)

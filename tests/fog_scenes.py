@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.saved_scenes import SAMPLE
+from saved_scenes import SAMPLE
 
 BUILDER = textwrap.dedent(
     """

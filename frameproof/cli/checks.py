@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from frameproof.cli.common import fail
 from frameproof.frames import FrameSpecError, parse_frames
 
-# The same engines as coordinator.intake.SUPPORTED_ENGINES (tests/test_cli_trust.py checks);
-# not imported from there because that module pulls in the coordinator's database layer.
+# The same engines as coordinator.intake.SUPPORTED_ENGINES
+# (tests/integration/test_cli_trust.py checks); not imported from there because that module
+# pulls in the coordinator's database layer.
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 MAX_RESOLUTION = 65_536
 MAX_COST_USD = 1_000_000.0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 OUR_TOP_LEVEL = {"frameproof", "coordinator", "render_node", "verifier", "tests"}
 CREATOR_LIMIT_MB = 150

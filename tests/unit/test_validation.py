@@ -11,7 +11,7 @@ from coordinator.api import validation
 from coordinator.api.validation import FIELDS, problem, request_messages
 from frameproof.v1 import farm_pb2 as pb
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "API-LIMITS.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "API-LIMITS.md"
 
 
 def test_the_documented_limits_are_current() -> None:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import TINY, wait_for, wait_until_registered
-from test_payments_e2e import coordinator_cli, settled_receipts
+from farm_helpers import TINY, settled_receipts, wait_for, wait_until_registered
+from test_payments_e2e import coordinator_cli
 
 from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient

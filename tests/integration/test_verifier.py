@@ -18,7 +18,7 @@ from frameproof.blender import BlenderWorker, RenderSettings
 from verifier import judge, metrics, tiles
 from verifier.judge import Outcome
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "spinning_cube.blend"
 W, H = 128, 72  # 40% of the 320x180 sample
 SPP = 8

@@ -28,7 +28,7 @@ FRAMES = list(range(1, 7))
 RANGE = f"1-{FRAMES[-1]}"
 # New nodes may take every frame of a job: otherwise the honest node, having rendered its
 # first four, idles until the verifier has proven them before it may re-render the cheater's
-# rejected frames (the cap itself is tests/test_sybil.py's subject, not this file's).
+# rejected frames (the cap itself is tests/e2e/test_sybil.py's subject, not this file's).
 UNCAPPED = ("--new-node-frames-per-job", str(len(FRAMES)))
 AS_SAVED = {"samples": 0, "resolution_percentage": 0}  # no overrides: the scene's own
 BUDGET = {"max_cost_usd": 0.0}  # the default: the top of the measured estimate's range

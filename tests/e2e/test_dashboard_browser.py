@@ -17,7 +17,7 @@ from farm_helpers import submit_sample, wait_for, wait_until_done
 
 from frameproof.localfarm import LocalFarm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "spinning_cube.blend"
 CHROMIUM = os.environ.get("FRAMEPROOF_CHROMIUM") or shutil.which("chromium")
 

@@ -133,7 +133,8 @@ time.sleep(600)
 def test_one_leader_at_a_time_and_a_killed_one_is_replaced(postgres_url: str):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, postgres_url],
                               stdout=subprocess.PIPE, text=True, env={
-                                  **os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                                  **os.environ,
+                                  "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         engine = open_database(postgres_url)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("bpy") is None, reason="bpy is not installed"
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "spinning_cube.blend"
 SCENES = REPO.parent / "shared" / "scenes" / "bat"
 TINY = RenderSettings(samples=4, resolution_percentage=20)  # 64x36 of the 320x180 sample

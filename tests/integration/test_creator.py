@@ -23,7 +23,7 @@ from frameproof.creator import (
     SceneError,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
 

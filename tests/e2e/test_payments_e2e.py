@@ -8,31 +8,22 @@ import sys
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import frames, submit_sample, wait_for, wait_until_done, wait_until_registered
+from farm_helpers import (
+    frames,
+    settled_receipts,
+    submit_sample,
+    wait_until_done,
+    wait_until_registered,
+)
 from solders.keypair import Keypair
 
 from coordinator.chain.keys import save_keypair
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
-from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
 GRANT = 100 * 10**6  # the new-creator grant: 100 tokens of 6 decimals
-
-
-def settled_receipts(client: FarmClient, job_id: str) -> pb.Receipts:
-    """Receipts once the job's refund has landed on chain (a moment after the job is done).
-
-    The refund's signature is recorded before the transaction is sent, so waiting for the
-    signature alone races the wallet's escrow balance.
-    """
-    def settled() -> pb.Receipts | None:
-        receipts = client.jobs.GetReceipts(pb.ReceiptsRequest(job_id=job_id), timeout=30,
-                                           wait_for_ready=True)
-        return receipts if receipts.refund_state == "landed" else None
-
-    return wait_for(settled, timeout=60)
 
 
 def coordinator_cli(*args: str) -> subprocess.CompletedProcess[str]:

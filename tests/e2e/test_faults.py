@@ -2,7 +2,7 @@
 
 Each ends with every frame rendered once in the final result, nothing credited twice, and a
 line in the coordinator's log that says what happened. (A node killed mid-frame and a
-coordinator SIGKILLed mid-job are in tests/test_farm_e2e.py.)
+coordinator SIGKILLed mid-job are in tests/e2e/test_farm_e2e.py.)
 """
 
 from __future__ import annotations

@@ -20,13 +20,12 @@ from typing import Any
 import grpc
 import pytest
 from conftest import SAMPLE_SCENE
-from farm_helpers import submit_sample
+from farm_helpers import settled_receipts, submit_sample
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solders.keypair import Keypair
-from test_payments_e2e import settled_receipts
 
 from frameproof.auth import sign_call
 from frameproof.client import FarmClient

@@ -15,9 +15,9 @@ import random
 from pathlib import Path
 
 import pytest
+from fog_scenes import build_scene
 
 from frameproof.blender import BlenderWorker, RenderSettings
-from tests.fog_scenes import build_scene
 from verifier.checker import FrameJob, check_frame
 
 pytestmark = pytest.mark.skipif(

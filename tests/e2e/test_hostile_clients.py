@@ -19,9 +19,14 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import SAMPLE_SCENE
-from farm_helpers import submit_sample, wait_for, wait_until_done, wait_until_registered
+from farm_helpers import (
+    settled_receipts,
+    submit_sample,
+    wait_for,
+    wait_until_done,
+    wait_until_registered,
+)
 from solders.keypair import Keypair
-from test_payments_e2e import settled_receipts
 
 from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient
@@ -31,7 +36,7 @@ from frameproof.receipts import sign_receipt
 from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
 
-CHEATER = Path(__file__).with_name("cheating_node.py")
+CHEATER = Path(__file__).resolve().parents[1] / "cheating_node.py"
 SHORT = 200  # an answer names the field and the bound; it never carries the input back
 
 

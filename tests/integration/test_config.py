@@ -19,7 +19,7 @@ from frameproof.cli.main import build_parser as creator_parser
 from frameproof.localfarm import LocalFarm
 from render_node.cli import build_parser as node_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve_args(argv: list[str]):  # type: ignore[no-untyped-def]

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from conftest import SAMPLE_SCENE
-from farm_helpers import submit_sample, wait_for, wait_until_done
+from farm_helpers import settled_receipts, submit_sample, wait_for, wait_until_done
 from solders.keypair import Keypair
-from test_payments_e2e import GRANT, settled_receipts
+from test_payments_e2e import GRANT
 from test_proof_of_render import node_id_of, start_cheater
 
 from frameproof.client import FarmClient

@@ -32,7 +32,7 @@ from frameproof import transfer
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 MAX_BLOB = 16 * 1024**2
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class AioServer:

@@ -36,7 +36,7 @@ from frameproof.v1 import farm_pb2 as pb
 from render_node import status
 from verifier.compare import load_image, ssim
 
-CHEATER = Path(__file__).with_name("cheating_node.py")
+CHEATER = Path(__file__).resolve().parents[1] / "cheating_node.py"
 FRAMES = list(range(1, 7))
 
 # ---------------------------------------------------------------- helpers (processes)

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from saved_scenes import build_saved_scene, render_as_saved
 
 from coordinator.intake import render_notices
 from frameproof.blender import BlenderWorker, RenderSettings
-from tests.saved_scenes import build_saved_scene, render_as_saved
 from verifier.judge import Outcome, judge_tile
 from verifier.tiles import Tile, crop
 

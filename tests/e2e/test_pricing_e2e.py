@@ -30,7 +30,7 @@ from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
-CHEATER = Path(__file__).with_name("cheating_node.py")
+CHEATER = Path(__file__).resolve().parents[1] / "cheating_node.py"
 FRAMES = "1-8"
 
 

@@ -9,7 +9,7 @@ import pytest
 from frameproof.manifest import SceneManifest, sha256_file
 from frameproof.packing import PackingError, pack_scene
 
-SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "scenes" / "bat"
+SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "scenes" / "bat"
 
 needs_scenes = pytest.mark.skipif(not SCENES.is_dir(), reason=f"{SCENES} is absent")
 

@@ -17,7 +17,7 @@ from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 from frameproof.wallet import sign_deposit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "spinning_cube.blend"
 
 
