@@ -158,9 +158,12 @@ def check_frame(
     outcome = CheckOutcome(False, "", mode, pixel_sha)
     render = _tile_renderer(job, worker, scratch, outcome, plan.seed)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
-    if strategy == "whole":
+    if strategy == "whole" or (close and not exact):
+        # Statistical mode compares the node's pixels with two of our renders; a tile with a
+        # margin is not the frame's region (the denoiser's exposure, a volume's paths), which
+        # would bias that comparison, so denoised and volume scenes are judged on whole frames.
         count = 0
-        outcome.mode = mode = f"{mode}, whole frame"
+        outcome.mode = mode = f"{mode.split(',')[0]}, whole frame"  # stored in 32 characters
     judged = judge_with_escalation(
         image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render,
         close=close and exact,

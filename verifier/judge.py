@@ -56,13 +56,25 @@ class Thresholds:
     # best SSIM over +-1 px offsets minus SSIM at 0 (honest max 6e-5; a 1-px shift: median 5e-3)
     alignment_pass: float = 0.0003
     alignment_fail: float = 0.0006
-    # statistical mode, whole frame: geometric mean of the tiles' noise ratios
-    frame_ratio_pass: tuple[float, float] = (0.85, 1.15)
-    frame_ratio_fail: tuple[float, float] = (0.75, 1.25)
-    # statistical mode, whole frame: low-frequency difference, node vs an honest second-seed
-    # pair, pooled over the tiles (:func:`frame_lowfreq_ratio`)
-    lowfreq_pass: float = 1.20
-    lowfreq_fail: float = 1.35
+    # statistical mode, pooled over a frame's tiles (or the whole frame): the node's error
+    # variance against the second-seed render in units of an honest render's
+    # (:func:`frame_noise_ratio`, honest 1), and the same on the blurred luminance
+    # (:func:`frame_lowfreq_ratio`: a denoiser's blotches). An honest ratio spreads as
+    # 1/sqrt(pixels pooled), so each band's half-width is given at ``pooled_pixels`` (4 tiles
+    # of 64²) and scaled by sqrt(pooled_pixels / pixels), never below its floor
+    # (:func:`pooled_bands`). The noise band is symmetric in log: [1/(1+h), 1+h].
+    # Fitted with `bench/verification_bench.py --fit` on every other frame (the rest held
+    # out), docs/VERIFICATION.md: honest 4-tile checks 0.81-1.32 (low-frequency ≤ 1.65), whole
+    # 320x180 frames 0.87-1.08 (≤ 1.26); half samples ≥ 2.0 on 4 tiles, ≥ 1.64 denoised whole.
+    pooled_pixels: int = 4 * 64 * 64
+    noise_pass_width: float = 0.35
+    noise_fail_width: float = 0.70
+    noise_pass_floor: float = 0.12
+    noise_fail_floor: float = 0.25
+    lowfreq_pass_width: float = 0.50
+    lowfreq_fail_width: float = 1.20
+    lowfreq_pass_floor: float = 0.15
+    lowfreq_fail_floor: float = 0.35
     # same-seed reference on another device: noise correlation (honest same-seed: 1.0)
     correlation_pass: float = 0.95
     correlation_fail: float = 0.90
@@ -180,9 +192,11 @@ def _judge_statistical(
         "alignment_gain": metrics.alignment_gain(node, ref),
     }
     if second_ref is not None:
-        node_var, honest_var = metrics.lowfreq_variance(node, ref, second_ref)
-        scores["lowfreq_node"] = node_var
-        scores["lowfreq_honest"] = honest_var
+        for name, lowfreq in (("noise", False), ("lowfreq", True)):
+            energy = metrics.pair_energy(node, ref, second_ref, lowfreq=lowfreq)
+            scores[f"{name}_node"] = energy.node
+            scores[f"{name}_honest"] = energy.honest
+            scores[f"{name}_count"] = float(energy.count)
     if same_seed:
         scores["noise_correlation"] = metrics.noise_correlation(node, ref)
     fails: list[str] = []
@@ -255,22 +269,58 @@ def _band(
         greys.append(f"{name} {value:.2f} outside [{ok[0]}, {ok[1]}]")
 
 
+def _pooled_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...], name: str) -> float:
+    have = [v.scores for v in tile_verdicts
+            if f"{name}_node" in v.scores and f"{name}_honest" in v.scores]
+    return metrics.variance_ratio(
+        sum(x[f"{name}_node"] for x in have),
+        sum(x[f"{name}_honest"] for x in have),
+        int(sum(x.get(f"{name}_count", 1.0) for x in have)),
+    )
+
+
 def frame_noise_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]) -> float:
-    """Geometric mean of the tiles' noise ratios (NaN when no tile had one)."""
-    ratios = [v.scores.get("noise_ratio", math.nan) for v in tile_verdicts]
-    logs = [math.log(r) for r in ratios if not math.isnan(r) and r > 0]
-    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+    """The node's error variance over an honest render's, pooled over the tiles
+    (:func:`verifier.metrics.variance_ratio`; NaN without second-seed scores)."""
+    return _pooled_ratio(tile_verdicts, "noise")
 
 
 def frame_lowfreq_ratio(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]) -> float:
-    """``sqrt(Σ node variance / Σ honest variance)`` over the tiles (NaN without scores)."""
-    pairs = [
-        (v.scores["lowfreq_node"], v.scores["lowfreq_honest"])
-        for v in tile_verdicts
-        if "lowfreq_node" in v.scores and "lowfreq_honest" in v.scores
-    ]
-    honest = sum(h for _, h in pairs)
-    return math.sqrt(sum(n for n, _ in pairs) / honest) if honest > 0 else math.nan
+    """The same on the blurred luminance difference: blotches a denoiser leaves (NaN without
+    second-seed scores)."""
+    return _pooled_ratio(tile_verdicts, "lowfreq")
+
+
+@dataclass(frozen=True)
+class PooledBands:
+    """The pooled tests' bounds for a given number of pixels pooled."""
+
+    noise_pass: tuple[float, float]
+    noise_fail: tuple[float, float]
+    lowfreq_pass: float
+    lowfreq_fail: float
+
+
+def pooled_bands(pixels: float, th: Thresholds = DEFAULT_THRESHOLDS) -> PooledBands:
+    """Bands of the pooled variance ratios for ``pixels`` pooled (see :class:`Thresholds`)."""
+    scale = math.sqrt(th.pooled_pixels / pixels) if pixels > 0 else 1.0
+
+    def half(width: float, floor: float) -> float:
+        return max(floor, width * scale)
+
+    noise_pass = half(th.noise_pass_width, th.noise_pass_floor)
+    noise_fail = half(th.noise_fail_width, th.noise_fail_floor)
+    return PooledBands(
+        noise_pass=(1 / (1 + noise_pass), 1 + noise_pass),
+        noise_fail=(1 / (1 + noise_fail), 1 + noise_fail),
+        lowfreq_pass=1 + half(th.lowfreq_pass_width, th.lowfreq_pass_floor),
+        lowfreq_fail=1 + half(th.lowfreq_fail_width, th.lowfreq_fail_floor),
+    )
+
+
+def pooled_pixels(tile_verdicts: list[TileVerdict] | tuple[TileVerdict, ...]) -> float:
+    """Pixels behind the pooled scores (the low-frequency test counts one value a pixel)."""
+    return sum(v.scores.get("lowfreq_count", 0.0) for v in tile_verdicts)
 
 
 def judge_frame(
@@ -294,19 +344,20 @@ def judge_frame(
     # Every pooled test is evaluated, so a grey one cannot hide another's failure.
     fails: list[str] = []
     greys: list[str] = []
+    bands = pooled_bands(pooled_pixels(tiles), thresholds)
     _band(
-        "pooled noise ratio",
+        "pooled noise variance ratio",
         frame_noise_ratio(tiles),
-        thresholds.frame_ratio_pass,
-        thresholds.frame_ratio_fail,
+        tuple(round(x, 3) for x in bands.noise_pass),
+        tuple(round(x, 3) for x in bands.noise_fail),
         greys,
         fails,
     )
     _high(
         "pooled low-frequency difference vs an honest pair's (denoised?)",
         frame_lowfreq_ratio(tiles),
-        thresholds.lowfreq_pass,
-        thresholds.lowfreq_fail,
+        round(bands.lowfreq_pass, 3),
+        round(bands.lowfreq_fail, 3),
         greys,
         fails,
     )

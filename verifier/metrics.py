@@ -127,25 +127,53 @@ def _luminance(image: np.ndarray) -> np.ndarray:
     return img[..., :3].mean(axis=2) if img.ndim == 3 else img
 
 
-def lowfreq_variance(
-    node: np.ndarray, reference: np.ndarray, second_reference: np.ndarray,
-    sigma: float = LOWFREQ_SIGMA,
-) -> tuple[float, float]:
-    """Variance of the blurred difference to the reference: the node's, and an honest pair's.
+@dataclass(frozen=True)
+class PairEnergy:
+    """Squared differences to the verifier's second-seed render, summed over a tile.
 
-    Honest renders differ from each other by per-pixel noise, which a blur averages away. A
-    denoised low-sample frame differs also by the denoiser's blotches, which survive the blur,
-    however well the cheater restores the fine noise (own residual added back: the forgery the
-    other scores miss). ``second_reference`` is the verifier's render with another seed, so
-    ``(reference, second_reference)`` shows what an honest difference looks like in this very
-    tile. The judge pools both sums over a frame's tiles; per tile they are too noisy to decide.
+    ``node``: Σ(N - B)², the node's pixels against the second reference B; ``honest``:
+    Σ(A - B)², the verifier's reference A (the job's seed) against B. With N, A and B three
+    independent honest renders both have the same expectation, ``2 σ²`` per value, so
+    ``2 node / honest - 1`` estimates the node's error variance in units of an honest
+    render's (:func:`variance_ratio`). The node is compared with B only: on another device the
+    node's noise may share part of A's (same seed), never B's.
     """
+
+    node: float
+    honest: float
+    count: int
+
+
+def pair_energy(
+    node: np.ndarray, reference: np.ndarray, second_reference: np.ndarray, *, lowfreq: bool
+) -> PairEnergy:
+    """:class:`PairEnergy` of every RGB value (``lowfreq=False``: per-pixel noise, sample
+    cuts, fine detail) or of the luminance difference blurred by :data:`LOWFREQ_SIGMA`
+    (``lowfreq=True``: a denoiser's blotches, which survive any noise a cheater adds back)."""
     _same_shape(node, reference)
     _same_shape(second_reference, reference)
-    ref = _luminance(reference)
-    node_diff = cv2.GaussianBlur(_luminance(node) - ref, (0, 0), sigma)
-    honest_diff = cv2.GaussianBlur(_luminance(second_reference) - ref, (0, 0), sigma)
-    return float(node_diff.var()), float(honest_diff.var())
+    if lowfreq:
+        b = _luminance(second_reference)
+        node_diff = cv2.GaussianBlur(_luminance(node) - b, (0, 0), LOWFREQ_SIGMA)
+        honest_diff = cv2.GaussianBlur(_luminance(reference) - b, (0, 0), LOWFREQ_SIGMA)
+    else:
+        b = to_float(second_reference).astype(np.float64)[..., :3]
+        node_diff = to_float(node).astype(np.float64)[..., :3] - b
+        honest_diff = to_float(reference).astype(np.float64)[..., :3] - b
+    return PairEnergy(float(np.square(node_diff).sum()), float(np.square(honest_diff).sum()),
+                      int(node_diff.size))
+
+
+MIN_PAIR_VARIANCE = (0.25 / 255) ** 2  # honest pair closer than this per value: noise-free
+
+
+def variance_ratio(node: float, honest: float, count: int) -> float:
+    """``2 node / honest - 1``: the node's error variance over an honest render's (1 honest,
+    ≈ k for 1/k of the samples without adaptive sampling, < 1 denoised or smoothed). NaN when
+    the honest pair barely differs (a noise-free region, or an engine without sampling noise)."""
+    if count <= 0 or honest / count < MIN_PAIR_VARIANCE:
+        return float("nan")
+    return 2.0 * node / honest - 1.0
 
 
 def channel_coherence(image: np.ndarray) -> float:

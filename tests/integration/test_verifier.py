@@ -182,8 +182,44 @@ def test_judge_frame_rules() -> None:
     assert judge.judge_frame([ok, bad]).outcome is Outcome.FAIL
     assert judge.judge_frame([ok, grey]).outcome is Outcome.GREY
     assert judge.judge_frame([]).outcome is Outcome.GREY
-    noisy = judge.TileVerdict(Outcome.PASS, "ok", {"noise_ratio": 1.4})
-    assert judge.judge_frame([noisy] * 4).outcome is Outcome.FAIL  # pooled: samples were cut
+    # pooled over the tiles: the node differs from the second-seed render by 1.5x what the
+    # verifier's own pair does, an error variance twice an honest render's: samples were cut
+    noisy = judge.TileVerdict(Outcome.PASS, "ok", {"noise_node": 1.5, "noise_honest": 1.0,
+                                                   "noise_count": 100.0})
+    assert judge.judge_frame([noisy] * 4).outcome is Outcome.FAIL
+    calm = judge.TileVerdict(Outcome.PASS, "ok", {"noise_node": 1.0, "noise_honest": 1.0,
+                                                  "noise_count": 100.0})
+    assert judge.judge_frame([calm] * 4).outcome is Outcome.PASS
+
+
+def test_pooled_bands_narrow_with_the_pixels_pooled_down_to_a_floor() -> None:
+    th = judge.DEFAULT_THRESHOLDS
+    four_tiles = judge.pooled_bands(th.pooled_pixels)
+    assert four_tiles.noise_fail[1] == pytest.approx(1 + th.noise_fail_width)
+    whole = judge.pooled_bands(320 * 180)
+    assert 1 < whole.noise_pass[1] < four_tiles.noise_pass[1]
+    assert whole.lowfreq_fail < four_tiles.lowfreq_fail
+    hd = judge.pooled_bands(1920 * 1080)
+    assert hd.noise_fail[1] == pytest.approx(1 + th.noise_fail_floor)
+    assert hd.noise_fail[0] == pytest.approx(1 / (1 + th.noise_fail_floor))
+
+
+def test_variance_ratio_measures_the_nodes_error_in_honest_units() -> None:
+    """Three independent renders: 1; twice the noise variance (half the samples): 2; a
+    smoothed frame: well below 1; a noise-free pair: no verdict (NaN)."""
+    truth = synthetic_truth()
+    ref, second = synthetic_render(truth, 1), synthetic_render(truth, 2)
+
+    def ratio(node: np.ndarray) -> float:
+        e = metrics.pair_energy(node, ref, second, lowfreq=False)
+        return metrics.variance_ratio(e.node, e.honest, e.count)
+
+    assert abs(ratio(synthetic_render(truth, 3)) - 1.0) < 0.05
+    assert abs(ratio(synthetic_render(truth, 3, noise=0.02 * 2**0.5)) - 2.0) < 0.1
+    assert ratio(metrics.to_uint8(np.clip(truth, 0, 1))) < 0.1
+    flat = metrics.to_uint8(np.clip(truth, 0, 1))
+    e = metrics.pair_energy(flat, flat, flat, lowfreq=False)
+    assert np.isnan(metrics.variance_ratio(e.node, e.honest, e.count))
 
 
 def test_choose_tiles_hit_every_half_of_the_frame() -> None:
@@ -215,10 +251,11 @@ def synthetic_truth() -> np.ndarray:
     return base + 0.25 * squares[..., None]
 
 
-def synthetic_render(truth: np.ndarray, seed: int, blotches: float = 0.0) -> np.ndarray:
+def synthetic_render(truth: np.ndarray, seed: int, blotches: float = 0.0,
+                     noise: float = 0.02) -> np.ndarray:
     """``truth`` plus per-pixel noise shared by the channels, and optional low-frequency error."""
     rng = np.random.default_rng(seed)
-    noise = rng.normal(0, 0.02, truth.shape[:2])[..., None]
+    noise = rng.normal(0, noise, truth.shape[:2])[..., None]
     smooth = cv2.GaussianBlur(rng.normal(0, 1, truth.shape[:2]), (0, 0), 3)[..., None]
     image = truth + noise + blotches * smooth / smooth.std()
     return metrics.to_uint8(np.clip(image, 0, 1))
@@ -252,7 +289,10 @@ def test_lowfreq_ratio_catches_blotches_that_noise_scores_miss() -> None:
 
 
 def test_judge_frame_grey_pooled_test_does_not_hide_a_failed_one() -> None:
-    ratio_grey = {"noise_ratio": 1.2, "lowfreq_node": 2.0, "lowfreq_honest": 1.0}
+    bands = judge.pooled_bands(4e4)  # the four tiles below pool 40,000 pixels
+    grey_ratio = (bands.noise_pass[1] + bands.noise_fail[1]) / 2
+    ratio_grey = {"noise_node": (grey_ratio + 1) / 2, "noise_honest": 1.0, "noise_count": 1e4,
+                  "lowfreq_node": 2.0, "lowfreq_honest": 1.0, "lowfreq_count": 1e4}
     tile = judge.TileVerdict(Outcome.PASS, "ok", ratio_grey)
     verdict = judge.judge_frame([tile] * 4)
     assert verdict.outcome is Outcome.FAIL and "low-frequency" in verdict.reason

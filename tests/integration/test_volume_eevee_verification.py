@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fog_scenes import build_scene
+from saved_scenes import build_saved_scene
 
 from frameproof.blender import BlenderWorker, RenderSettings
 from verifier.checker import FrameJob, check_frame
@@ -54,3 +55,31 @@ def test_honest_eevee_frame_passes_and_a_cheat_fails(tmp_path: Path) -> None:
     """EEVEE tiles are not reproducible by a border render; its whole frames are."""
     blend = build_scene(tmp_path / "eevee.blend", engine="BLENDER_EEVEE")
     check_honest_and_cheat(blend, tmp_path, "whole", "exact, whole frame")
+
+
+@pytest.mark.parametrize("kind", ["denoised", "fog"])
+def test_statistical_mode_judges_denoised_and_fog_scenes_on_whole_frames(
+    tmp_path: Path, kind: str
+) -> None:
+    """A node of another device class (statistical mode) on a scene whose tiles need a margin:
+    the verifier renders the whole frame with the job's seed and the next one and pools every
+    pixel. The honest node's noise is independent of both (seed 100 stands in for another
+    device); a quarter-sample render with that seed fails."""
+    if kind == "denoised":
+        blend = build_saved_scene(tmp_path / "denoised.blend", denoise=True)
+    else:
+        blend = build_scene(tmp_path / "fog.blend", engine="CYCLES", fog=0.2)
+    with BlenderWorker(threads=2) as node:
+        honest = node.render_frame(blend, FRAME, tmp_path / "honest.png",
+                                   RenderSettings(seed=100)).output
+        cheat = node.render_frame(blend, FRAME, tmp_path / "cheat.png",
+                                  RenderSettings(samples=4, seed=100)).output
+    with BlenderWorker(threads=1) as verifier:
+        job = FrameJob(blend=blend, frame=FRAME, settings=RenderSettings(), width=160, height=90,
+                       node_blender_version=verifier.blender_version(), node_device="CUDA",
+                       render_tiles=True)
+        passed = check_frame(job, honest, verifier, tmp_path, random.Random(1))
+        caught = check_frame(job, cheat, verifier, tmp_path, random.Random(1))
+    assert passed.passed and passed.mode == "statistical, whole frame", passed.reason
+    assert not caught.passed and caught.mode == "statistical, whole frame", caught.reason
+    assert [(t.w, t.h) for t, _ in caught.tiles] == [(160, 90)]
