@@ -238,13 +238,15 @@ class Registry:
         return any(v == h and (s != scene or f < frame) for (s, f), v in self.hashes.items())
 
 
-def crop_renderer(reference: np.ndarray, second: np.ndarray | None):
-    """The verifier's renders of a tile, cropped from full frames (a border render is equal)."""
+def crop_renderer(reference: np.ndarray, others: list[np.ndarray] | None):
+    """The verifier's renders of a tile, cropped from full frames (a border render is equal):
+    offset 0 the job's seed, offset k the k-th other seed."""
 
-    def render(tile: tiles.Tile, other_seed: bool) -> np.ndarray:
-        source = second if other_seed else reference
-        assert source is not None, "exact mode renders no second reference"
-        return tiles.crop(source, tile)
+    def render(tile: tiles.Tile, seed_offset: int) -> np.ndarray:
+        if not seed_offset:
+            return tiles.crop(reference, tile)
+        assert others, "exact mode renders no other seed"
+        return tiles.crop(others[seed_offset - 1], tile)
 
     return render
 
@@ -252,7 +254,7 @@ def crop_renderer(reference: np.ndarray, second: np.ndarray | None):
 def check_frame(
     node: np.ndarray,
     reference: np.ndarray,
-    second: np.ndarray | None,
+    others: list[np.ndarray] | None,
     key,
     *,
     rng: random.Random,
@@ -260,20 +262,21 @@ def check_frame(
 ) -> Check:
     """The full per-frame procedure: cheap checks, then the verifier's escalation.
 
-    ``second`` is the second-seed reference (statistical mode) or None (exact mode). Grey after
-    the whole frame passes, as in the verifier (benefit of the doubt).
+    ``others``: the verifier's other-seed renders (statistical mode: the tiles use the first,
+    the whole frame all of them) or None (exact mode). Grey after the whole frame passes, as in
+    the verifier (benefit of the doubt).
     """
     height, width = reference.shape[:2]
     cheap = metrics.check_frame(node, width, height)
     if not cheap.ok or (registry is not None and registry.duplicate(node, key)):
         return Check(Outcome.FAIL, "cheap", [])
-    exact = second is None
+    exact = others is None
     judged: Judgement = judge_with_escalation(
         node,
         exact=exact,
         count=EXACT_TILES if exact else STAT_TILES,
         rng=rng,
-        render=crop_renderer(reference, second),
+        render=crop_renderer(reference, others),
     )
     verdicts = [v for t, v in judged.tiles if (t.w, t.h) != (width, height)]  # tiles only
     failed = judged.verdict.outcome is Outcome.FAIL
@@ -295,22 +298,23 @@ def held_out_frames(frame_ids: list[int]) -> set[int]:
     return set(frame_ids[1::2])
 
 
-# statistical mode's verifier renders: (reference with the job's seed, second seed)
-STAT_PAIRS = [("seed1", "seed2"), ("seed2", "seed3"), ("seed3", "seed1")]
+# statistical mode's verifier renders: the job's seed A, then the other seeds (tiles use the
+# first, the whole frame both)
+STAT_REFS = [("seed1", "seed2", "seed3"), ("seed2", "seed3", "seed1"), ("seed3", "seed1", "seed2")]
 
 
 def run_checks(frames: Frames, scenes: list[str], frame_ids: list[int], draws: int) -> dict:
     registry = Registry(frames, scenes)
-    # mode -> (reference, second-seed reference or None for exact mode)
-    modes = {"exact": [("honest_t2", None)], "statistical": STAT_PAIRS}
-    # honest (node, reference, second) beyond the node's own frames: threads swapped in exact
-    # mode; in statistical mode a seed-4 node against every pair, and each of seeds 1-3
-    # against the other two
+    # mode -> (reference, other-seed references; none in exact mode)
+    modes = {"exact": [("honest_t2",)], "statistical": STAT_REFS}
+    # honest (node, reference, others...) beyond the node's own frames: threads swapped in exact
+    # mode; in statistical mode a seed-4 node against every triple, and each of seeds 1-3
+    # against the other three of seeds 1-4
     extra_honest = {
-        "exact": [("honest_t2", "honest_t1", None)],
-        "statistical": [*(("seed4", a, b) for a, b in STAT_PAIRS),
-                        ("seed1", "seed2", "seed3"), ("seed2", "seed1", "seed3"),
-                        ("seed3", "seed1", "seed2")],
+        "exact": [("honest_t2", "honest_t1")],
+        "statistical": [*(("seed4", *refs) for refs in STAT_REFS),
+                        ("seed1", "seed2", "seed3", "seed4"), ("seed2", "seed3", "seed4", "seed1"),
+                        ("seed3", "seed4", "seed1", "seed2")],
     }
     held = held_out_frames(frame_ids)
     results: dict = {m: defaultdict(list) for m in modes}
@@ -325,11 +329,11 @@ def run_checks(frames: Frames, scenes: list[str], frame_ids: list[int], draws: i
             honest_tiles[mode].extend(chk.tile_verdicts)
 
     for mode, refs in modes.items():
-        for ref_name, second_name in refs:
+        for ref_name, *other_names in refs:
             for s in scenes:
                 for f in frame_ids:
                     reference = frames[s, ref_name, f]
-                    second = frames[s, second_name, f] if second_name else None
+                    others = [frames[s, o, f] for o in other_names] or None
                     for name, make in strategies.items():
                         node = make(s, f)
                         if node is None:
@@ -337,20 +341,20 @@ def run_checks(frames: Frames, scenes: list[str], frame_ids: list[int], draws: i
                         for d in range(draws):
                             rng = random.Random(seed_of(mode, ref_name, s, f, name, d))
                             chk = check_frame(
-                                node, reference, second, (s, f), rng=rng, registry=registry
+                                node, reference, others, (s, f), rng=rng, registry=registry
                             )
                             record(mode, name, chk, f)
             print(f"  {mode} vs {ref_name}: done", flush=True)
     for mode, cases in extra_honest.items():
-        for node_name, ref_name, second_name in cases:
+        for node_name, ref_name, *other_names in cases:
             for s in scenes:
                 for f in frame_ids:
-                    second = frames[s, second_name, f] if second_name else None
+                    others = [frames[s, o, f] for o in other_names] or None
                     for d in range(draws):
                         chk = check_frame(
                             frames[s, node_name, f],
                             frames[s, ref_name, f],
-                            second,
+                            others,
                             (s, f),
                             rng=random.Random(seed_of("extra", mode, node_name, ref_name, s, f,
                                                       d)),
@@ -457,9 +461,9 @@ def run_denoised_checks(worker: BlenderWorker, scenes: dict, frames: Frames,
             whole = frames[s, "honest_t2_dn", f]
             height, width = whole.shape[:2]
 
-            def render(tile: tiles.Tile, other_seed: bool, s=s, f=f, whole=whole,
+            def render(tile: tiles.Tile, seed_offset: int, s=s, f=f, whole=whole,
                        denoised=denoised, width=width, height=height) -> np.ndarray:
-                assert not other_seed
+                assert not seed_offset
                 if (tile.w, tile.h) == (width, height):
                     return whole
                 key = (s, f, tile)
@@ -504,23 +508,25 @@ def run_stat_denoised_checks(frames: Frames, scenes: list[str], frame_ids: list[
     frame's region). No tile draws, so each (frame, pair) is one check."""
     suite = denoised_suite(frames, scenes, frame_ids)
     strategies = {"honest": lambda s, f: frames[s, "honest_t1_dn", f], **suite}
-    pairs = [(f"{a}_dn", f"{b}_dn") for a, b in STAT_PAIRS]
-    extra = [("seed1_dn", "seed2_dn", "seed3_dn"), ("seed2_dn", "seed1_dn", "seed3_dn"),
-             ("seed3_dn", "seed1_dn", "seed2_dn")]
+    triples = [tuple(f"{x}_dn" for x in refs) for refs in STAT_REFS]
+    # honest nodes of seeds 1-3, against the other two and the seed-0 node's frame
+    extra = [("seed1_dn", "seed2_dn", "seed3_dn", "honest_t1_dn"),
+             ("seed2_dn", "seed3_dn", "honest_t1_dn", "seed1_dn"),
+             ("seed3_dn", "honest_t1_dn", "seed1_dn", "seed2_dn")]
     registry = Registry(
         {(sc, "honest_t1", f): frames[sc, "honest_t1_dn", f] for sc in scenes for f in frame_ids},
         scenes)
     held = held_out_frames(frame_ids)
     results: dict = defaultdict(list)
 
-    def one(node: np.ndarray, ref: str, second: str, s: str, f: int, dup: bool) -> Check:
+    def one(node: np.ndarray, refs: tuple[str, ...], s: str, f: int, dup: bool) -> Check:
         height, width = node.shape[:2]
         cheap = metrics.check_frame(node, width, height)
         if not cheap.ok or (dup and registry.duplicate(node, (s, f))):
             return Check(Outcome.FAIL, "cheap", [], held_out=f in held)
         judged = judge_with_escalation(
             node, exact=False, count=0, rng=random.Random(0),
-            render=crop_renderer(frames[s, ref, f], frames[s, second, f]))
+            render=crop_renderer(frames[s, refs[0], f], [frames[s, r, f] for r in refs[1:]]))
         whole = [v for _, v in judged.tiles]
         failed = judged.verdict.outcome is Outcome.FAIL
         return Check(Outcome.FAIL if failed else Outcome.PASS, judged.stage, whole,
@@ -529,13 +535,13 @@ def run_stat_denoised_checks(frames: Frames, scenes: list[str], frame_ids: list[
 
     for s in scenes:
         for f in frame_ids:
-            for ref, second in pairs:
+            for refs in triples:
                 for name, make in strategies.items():
                     node = make(s, f)
                     if node is not None:
-                        results[name].append(one(node, ref, second, s, f, name != "honest"))
-            for node_name, ref, second in extra:
-                results["honest"].append(one(frames[s, node_name, f], ref, second, s, f, False))
+                        results[name].append(one(node, refs, s, f, name != "honest"))
+            for node_name, *refs in extra:
+                results["honest"].append(one(frames[s, node_name, f], tuple(refs), s, f, False))
     return {"results": results}
 
 
@@ -550,24 +556,24 @@ def fit_report(frames: Frames, scenes: list[str], frame_ids: list[int], draws: i
     fit = [f for f in frame_ids if f not in held_out_frames(frame_ids)]
     out: dict = defaultdict(lambda: defaultdict(list))
 
-    def ratios(node, ref, second, tile_list):
+    def ratios(node, ref, others, tile_list):
         energies = {k: [metrics.pair_energy(tiles.crop(node, t), tiles.crop(ref, t),
-                                            tiles.crop(second, t), lowfreq=k == "lowfreq")
+                                            [tiles.crop(o, t) for o in others],
+                                            lowfreq=k == "lowfreq")
                         for t in tile_list] for k in ("noise", "lowfreq")}
         return tuple(metrics.variance_ratio(sum(e.node for e in es), sum(e.honest for e in es),
                                             sum(e.count for e in es))
                      for es in energies.values())
 
-    def add(group: str, name: str, node, ref, second, rng) -> None:
+    def add(group: str, name: str, node, ref, others, rng) -> None:
         h, w = node.shape[:2]
-        if draws:
-            first = tiles.choose_tiles(node, STAT_TILES, rng)
-            more = first + tiles.choose_tiles(node, STAT_TILES, rng)
-            for stage, chosen in (("4 tiles", first), ("8 tiles", more)):
-                n, lf = ratios(node, ref, second, chosen)
-                out[group, stage]["noise", name].append(n)
-                out[group, stage]["lowfreq", name].append(lf)
-        n, lf = ratios(node, ref, second, [tiles.Tile(0, 0, w, h)])
+        first = tiles.choose_tiles(node, STAT_TILES, rng)
+        more = first + tiles.choose_tiles(node, STAT_TILES, rng)
+        for stage, chosen in (("4 tiles", first), ("8 tiles", more)):
+            n, lf = ratios(node, ref, others[:1], chosen)
+            out[group, stage]["noise", name].append(n)
+            out[group, stage]["lowfreq", name].append(lf)
+        n, lf = ratios(node, ref, others, [tiles.Tile(0, 0, w, h)])
         out[group, "whole frame"]["noise", name].append(n)
         out[group, "whole frame"]["lowfreq", name].append(lf)
 
@@ -575,8 +581,8 @@ def fit_report(frames: Frames, scenes: list[str], frame_ids: list[int], draws: i
     dsuite = denoised_suite(frames, scenes, frame_ids)
     for s in scenes:
         for f in fit:
-            for a, b in STAT_PAIRS:
-                ref, second = frames[s, a, f], frames[s, b, f]
+            for a, *bs in STAT_REFS:
+                ref, others = frames[s, a, f], [frames[s, b, f] for b in bs]
                 cases = {"honest": frames[s, "honest_t1", f],
                          "honest seed 4": frames[s, "seed4", f],
                          **{k: m(s, f) for k, m in suite.items()}}
@@ -584,16 +590,17 @@ def fit_report(frames: Frames, scenes: list[str], frame_ids: list[int], draws: i
                     if node is None or not metrics.check_frame(node, 320, 180).ok:
                         continue
                     for d in range(draws):
-                        add("plain", name, node, ref, second,
+                        add("plain", name, node, ref, others,
                             random.Random(seed_of("fit", s, f, a, name, d)))
-                dref, dsecond = frames[s, f"{a}_dn", f], frames[s, f"{b}_dn", f]
+                dref = frames[s, f"{a}_dn", f]
+                dothers = [frames[s, f"{b}_dn", f] for b in bs]
                 dcases = {"honest": frames[s, "honest_t1_dn", f],
                           **{k: m(s, f) for k, m in dsuite.items()}}
                 for name, node in dcases.items():
                     if node is None or not metrics.check_frame(node, 320, 180).ok:
                         continue
                     h, w = node.shape[:2]
-                    n, lf = ratios(node, dref, dsecond, [tiles.Tile(0, 0, w, h)])
+                    n, lf = ratios(node, dref, dothers, [tiles.Tile(0, 0, w, h)])
                     out["denoised", "whole frame"]["noise", name].append(n)
                     out["denoised", "whole frame"]["lowfreq", name].append(lf)
     lines = []
@@ -757,10 +764,11 @@ def stat_denoised_section(ctx: dict) -> list[str]:
         "### Statistical mode on denoised jobs (whole frames)",
         "",
         "The same scenes saved with OpenImageDenoise on, every frame above; the verifier "
-        "renders the whole frame with two other seeds (pairs 1/2, 2/3, 3/1) and judges the "
-        "node's frame against them (`verifier.checker` skips tiles for denoised and volume "
-        "scenes in statistical mode). Honest: the seed-0 node against every pair, and each of "
-        "seeds 1-3 against the other two. No tile draws: each (frame, pair) is one check.",
+        "renders the whole frame with three seeds (triples 1/2/3, 2/3/1, 3/1/2: the job's and "
+        "the next two) and judges the node's frame against them (`verifier.checker` skips "
+        "tiles for denoised and volume scenes in statistical mode). Honest: the seed-0 node "
+        "against every triple, and each of seeds 1-3 against the other two and the seed-0 "
+        "frame. No tile draws: each (frame, triple) is one check.",
         "",
         "| strategy | held out: detected (95% bound) | n | all frames: detected (95% bound) | n "
         "| pooled noise variance ratio (min / median / max) | low-frequency ratio (min / median "
@@ -804,16 +812,20 @@ def write_report(path: Path, ctx: dict) -> None:
         "- Honest node: seed 0, 1 thread. Exact-mode verifier: seed 0, 2 threads; the pair "
         "with threads swapped (node 2, verifier 1) is an extra honest case. Statistical-mode "
         "verifier (another device class, simulated): the job's seed stood in by seed 1, 2 or 3 "
-        "(the reference A) with the next of them as the second reference B (pairs 1/2, 2/3, "
-        "3/1); extra honest cases: a seed-4 node against every pair, and each of seeds 1-3 "
-        "against the other two.",
+        "(the reference A), the next of them as the second reference B for tiles, and the "
+        "third as C for the whole frame (triples 1/2/3, 2/3/1, 3/1/2); extra honest cases: a "
+        "seed-4 node against every triple, and each of seeds 1-3 against the other three of "
+        "seeds 1-4.",
         f"- Tiles of {ctx['tile']} px (64 px below 512-px frames, 128 px at HD), "
         f"{EXACT_TILES} per checked frame in exact mode and {STAT_TILES} in statistical mode, "
         "placed by `verifier.tiles.choose_tiles` (secret RNG, Latin hypercube, flat tiles "
         f"skipped); {ctx['draws']} independent tile draws per frame. Reference tiles are crops of "
         "full-frame renders: "
         f"{ctx['border'][0]}/{ctx['border'][1]} real border re-renders were pixel-identical to "
-        "the crop.",
+        "the crop" + ("." if ctx["border"][0] == ctx["border"][1] else
+                      " (see Open: the full frames came from an earlier worker session, and a "
+                      "warm worker's glossy_orbit renders after the other scene differ from a "
+                      "fresh worker's)."),
         "- A checked frame: cheap checks (decodes, size, not blank, pixel-hash duplicate of "
         "another frame) → tiles → if grey, as many tiles again, pooled with the first → if "
         "still grey, the whole frame re-rendered by the verifier (statistically in statistical "
@@ -1013,7 +1025,12 @@ def write_report(path: Path, ctx: dict) -> None:
         f"A fleet with most nodes trusted (80% at the floor, 15% at 10%, 5% on probation) checks "
         f"{mix:.1%} of frames: {mix * per_check['exact'] / c['frame']:.2%} of render time in "
         f"exact mode, {mix * per_check['statistical'] / c['frame']:.2%} in statistical mode "
-        "(escalations add a full frame for the grey share of honest statistical checks above).",
+        "(escalations add a full frame for the grey share of honest statistical checks above). "
+        "A denoised or volume job checked statistically renders its whole frame three times: "
+        "300% of a frame per check on probation, "
+        f"{3 * reputation.RATE_FLOOR:.0%} at the floor; checked exactly, one frame "
+        "(plus the padded tiles before it) whenever the tiles are grey, which was every honest "
+        "frame measured here.",
         "",
         "## Open",
         "",
@@ -1110,14 +1127,28 @@ OPEN_ITEMS = [
     "- Statistical mode renders every checked tile twice (the job's seed and a second seed): "
     "the pair is the per-tile calibration of the pooled tests (what an honest difference looks "
     "like in these very pixels), and the cost table counts both. On denoised and volume scenes "
-    "it renders the whole frame twice.",
+    "it renders the whole frame three times.",
     "- Measured on two 16-sample scenes at 320x180 (64² tiles). Fog and EEVEE scenes are not "
     "calibrated in statistical mode: fog goes to the whole-frame statistical check like a "
-    "denoised scene (not measured); an EEVEE frame has no seed noise, so the pooled variance "
-    "tests say nothing there (NaN) and only the per-tile structure tests judge it.",
+    "denoised scene (measured only by one honest and one quarter-sample frame in "
+    "`tests/test_volume_eevee_verification.py`); an EEVEE frame has no seed noise, so the "
+    "pooled variance tests say nothing there (NaN) and only the per-tile structure tests "
+    "judge it.",
+    "- Statistical mode on denoised scenes: honest and half-sample whole frames overlap on "
+    "both pooled scores (honest low-frequency up to 1.39, half samples from 1.34), so the "
+    "bounds trade detection (about 98%) against false failures; a denoised job checked across "
+    "device classes should rather go to a verifier of the node's class, or render more "
+    "references.",
     "- Flat tiles are skipped using the node's own image: a node could flatten regions to keep "
     "them from being checked. The blank check covers whole frames only; a low-resolution "
     "preview render by the verifier would close this.",
+    "- Found while reusing renders (`--renders`): glossy_orbit frames rendered by a warm "
+    "worker that had rendered the spinning cube's variants before differ from a fresh "
+    "worker's render of the same file and settings by at most 2 levels on 0.09% of pixels "
+    "(frame 1; two fresh workers agree exactly, and so do the warm worker's 1- and 2-thread "
+    "renders). Some state carries across scenes in a warm Blender child. Exact mode sees "
+    "such a tile as grey (near-identical), escalates, and passes a frame that stays grey, so "
+    "it costs renders, not false failures; the cause is not found yet.",
     "- Duplicate detection uses exact pixel hashes; the perceptual hash is computed but only a "
     "hint (legitimately still frames look alike).",
 ]

@@ -70,10 +70,11 @@ class CheckOutcome:
         }
 
 
-RenderReference = Callable[[Tile, bool], np.ndarray]
-"""``(tile, other_seed) -> pixels``: the verifier's render of ``tile`` with the job's seed, or
-with another one (statistical mode's second reference). A tile covering the whole frame asks for
-a full render."""
+RenderReference = Callable[[Tile, int], np.ndarray]
+"""``(tile, seed_offset) -> pixels``: the verifier's render of ``tile`` with the job's seed
+(offset 0) or the one ``seed_offset`` after it (statistical mode's other references). A tile
+covering the whole frame asks for a full render."""
+WHOLE_FRAME_REFERENCES = 3  # statistical whole frames: the job's seed and the next two
 
 
 @dataclass
@@ -114,17 +115,18 @@ def judge_with_escalation(
             break  # no detail anywhere: only the whole frame can tell
     height, width = image.shape[:2]
     whole = Tile(0, 0, width, height)
-    tile_verdict = _judge_tile(image, whole, exact, render)
+    tile_verdict = _judge_tile(image, whole, exact, render, references=WHOLE_FRAME_REFERENCES)
     checked.append((whole, tile_verdict))
-    return Judgement(judge_frame([tile_verdict]), "whole frame", checked)
+    return Judgement(judge_frame([tile_verdict], whole_frame=True), "whole frame", checked)
 
 
 def _judge_tile(
-    image: np.ndarray, tile: Tile, exact: bool, render: RenderReference, close: bool = False
+    image: np.ndarray, tile: Tile, exact: bool, render: RenderReference, close: bool = False,
+    references: int = 2,
 ) -> TileVerdict:
-    reference = render(tile, False)
-    second = None if exact else render(tile, True)
-    return judge_tile(crop(image, tile), reference, exact=exact, second_reference=second,
+    reference = render(tile, 0)
+    others = None if exact else [render(tile, k) for k in range(1, references)]
+    return judge_tile(crop(image, tile), reference, exact=exact, second_reference=others,
                       close=close)
 
 
@@ -187,12 +189,11 @@ def _tile_renderer(
     """Border renders of the job's frame under its settings, timed into ``outcome``.
 
     ``seed`` is the one the job renders with (the scene's own unless the creator overrode it);
-    statistical mode's second reference uses the next one.
+    statistical mode's other references use the next ones.
     """
-    other = replace(job.settings, seed=seed + 1)
     count = 0
 
-    def render(tile: Tile, other_seed: bool) -> np.ndarray:
+    def render(tile: Tile, seed_offset: int) -> np.ndarray:
         nonlocal count
         count += 1
         output = scratch / f"tile-{job.frame}-{count}.png"
@@ -202,7 +203,7 @@ def _tile_renderer(
             job.blend,
             job.frame,
             output,
-            other if other_seed else job.settings,
+            replace(job.settings, seed=seed + seed_offset) if seed_offset else job.settings,
             tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
         )
         outcome.render_seconds += time.perf_counter() - start

@@ -129,14 +129,15 @@ def _luminance(image: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PairEnergy:
-    """Squared differences to the verifier's second-seed render, summed over a tile.
+    """Squared differences between renders of one tile, per value, averaged over pairs.
 
-    ``node``: Σ(N - B)², the node's pixels against the second reference B; ``honest``:
-    Σ(A - B)², the verifier's reference A (the job's seed) against B. With N, A and B three
-    independent honest renders both have the same expectation, ``2 σ²`` per value, so
+    ``node``: the node's pixels N against each of the verifier's other-seed renders B, C, ...;
+    ``honest``: every pair among the verifier's own renders (A, the job's seed, and B, C, ...).
+    With independent honest renders both have the same expectation, ``2 σ²`` per value, so
     ``2 node / honest - 1`` estimates the node's error variance in units of an honest
-    render's (:func:`variance_ratio`). The node is compared with B only: on another device the
-    node's noise may share part of A's (same seed), never B's.
+    render's (:func:`variance_ratio`). The node is never compared with A: on another device
+    the node's noise may share part of A's (same seed), never B's. More references average
+    out how close one particular pair happens to be (denoised frames: few, large blotches).
     """
 
     node: float
@@ -145,23 +146,37 @@ class PairEnergy:
 
 
 def pair_energy(
-    node: np.ndarray, reference: np.ndarray, second_reference: np.ndarray, *, lowfreq: bool
+    node: np.ndarray,
+    reference: np.ndarray,
+    others: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...],
+    *,
+    lowfreq: bool,
 ) -> PairEnergy:
     """:class:`PairEnergy` of every RGB value (``lowfreq=False``: per-pixel noise, sample
     cuts, fine detail) or of the luminance difference blurred by :data:`LOWFREQ_SIGMA`
-    (``lowfreq=True``: a denoiser's blotches, which survive any noise a cheater adds back)."""
-    _same_shape(node, reference)
-    _same_shape(second_reference, reference)
-    if lowfreq:
-        b = _luminance(second_reference)
-        node_diff = cv2.GaussianBlur(_luminance(node) - b, (0, 0), LOWFREQ_SIGMA)
-        honest_diff = cv2.GaussianBlur(_luminance(reference) - b, (0, 0), LOWFREQ_SIGMA)
-    else:
-        b = to_float(second_reference).astype(np.float64)[..., :3]
-        node_diff = to_float(node).astype(np.float64)[..., :3] - b
-        honest_diff = to_float(reference).astype(np.float64)[..., :3] - b
-    return PairEnergy(float(np.square(node_diff).sum()), float(np.square(honest_diff).sum()),
-                      int(node_diff.size))
+    (``lowfreq=True``: a denoiser's blotches, which survive any noise a cheater adds back).
+    ``others``: the verifier's renders with other seeds than the job's (one or more)."""
+    others = [others] if isinstance(others, np.ndarray) else list(others)
+    assert others, "at least one other-seed render"
+    for image in (node, *others):
+        _same_shape(image, reference)
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        if lowfreq:
+            return _luminance(image)
+        return to_float(image).astype(np.float64)[..., :3]
+
+    def energy(a: np.ndarray, b: np.ndarray) -> float:
+        diff = a - b
+        if lowfreq:
+            diff = cv2.GaussianBlur(diff, (0, 0), LOWFREQ_SIGMA)
+        return float(np.square(diff).sum())
+
+    n = prepare(node)
+    refs = [prepare(reference), *(prepare(o) for o in others)]
+    node_e = [energy(n, r) for r in refs[1:]]
+    honest_e = [energy(refs[i], refs[j]) for i in range(len(refs)) for j in range(i + 1, len(refs))]
+    return PairEnergy(sum(node_e) / len(node_e), sum(honest_e) / len(honest_e), int(n.size))
 
 
 MIN_PAIR_VARIANCE = (0.25 / 255) ** 2  # honest pair closer than this per value: noise-free
