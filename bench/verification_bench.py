@@ -1131,9 +1131,9 @@ OPEN_ITEMS = [
     "- Measured on two 16-sample scenes at 320x180 (64² tiles). Fog and EEVEE scenes are not "
     "calibrated in statistical mode: fog goes to the whole-frame statistical check like a "
     "denoised scene (measured only by one honest and one quarter-sample frame in "
-    "`tests/test_volume_eevee_verification.py`); an EEVEE frame has no seed noise, so the "
-    "pooled variance tests say nothing there (NaN) and only the per-tile structure tests "
-    "judge it.",
+    "`tests/integration/test_volume_eevee_verification.py`); an EEVEE frame has no seed "
+    "noise, so the pooled variance tests say nothing there (NaN) and only the per-tile "
+    "structure tests judge it.",
     "- Statistical mode on denoised scenes: honest and half-sample whole frames overlap on "
     "both pooled scores (honest low-frequency up to 1.39, half samples from 1.34), so the "
     "bounds trade detection (about 98%) against false failures; a denoised job checked across "
