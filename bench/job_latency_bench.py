@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,6 +120,8 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
     args = parser.parse_args()
+    # A timeout's SIGTERM unwinds like an error, so LocalFarm stops its processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sections = []
     with tempfile.TemporaryDirectory(prefix="fp-latency-bench-") as tmp:
         work = Path(tmp)
