@@ -84,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                                   "release (serve does it on start)")
     migrate.add_argument("--data-dir", type=Path, default=Path(".farm"),
                          help="the farm's SQLite database, or the --db its coordinator ran with")
-    migrate.add_argument("--db", help="SQLAlchemy URL (default: the data dir's database)")
+    migrate.add_argument("--db", type=_database_url,
+                         help="SQLAlchemy URL (default: the data dir's database)")
     return parser
+
+
+def _database_url(text: str) -> str:
+    from coordinator.storage.database import database_url
+
+    return database_url(text)
 
 
 def _fraction(text: str) -> float:
@@ -158,8 +165,9 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
     run.add_argument("--data-dir", type=Path, default=Path(".farm"),
                      help="database, blobs, scenes and the embedded chain live here")
-    run.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db "
-                                  "(default: SQLite in the data dir)")
+    run.add_argument("--db", type=_database_url,
+                     help="SQLAlchemy URL, e.g. postgresql://user@host/db "
+                          "(default: SQLite in the data dir)")
     run.add_argument("--blobs-dir", type=Path,
                      help="blob store folder (default: DATA_DIR/blobs); coordinators sharing "
                      "one PostgreSQL database share this folder too (docs/DEPLOY.md)")

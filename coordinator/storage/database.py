@@ -19,6 +19,16 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'farm.db').resolve()}"
 
 
+def database_url(text: str) -> str:
+    """The URL as SQLAlchemy should open it: bare `postgresql://` (and `postgres://`) URLs,
+    as operators write them, use psycopg2, the driver Frameproof installs (SQLAlchemy 2.1
+    would pick psycopg 3 for them, which is not a dependency)."""
+    for bare in ("postgresql://", "postgres://"):
+        if text.startswith(bare):
+            return "postgresql+psycopg2://" + text[len(bare):]
+    return text
+
+
 def open_engine(url: str) -> Engine:
     """The engine alone, schema untouched (`open_database` also migrates).
 
@@ -26,6 +36,7 @@ def open_engine(url: str) -> Engine:
     no committed transaction (only a power cut could lose the last few). `sqlite://` is one
     in-memory database shared by every session of the engine (the unit tests' store).
     """
+    url = database_url(url)
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},

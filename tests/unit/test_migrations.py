@@ -66,3 +66,17 @@ def test_migrate_says_what_it_did_in_one_line(tmp_path: Path,
     assert errors[0] == f"render-coordinator: no data dir {tmp_path / 'absent'}"
     assert len(errors) == 2 and errors[1].startswith(
         "render-coordinator: migrate postgresql+psycopg2://nobody:***@127.0.0.1:1/x: ")
+
+
+def test_a_bare_postgresql_url_opens_with_the_installed_driver() -> None:
+    """README and DEPLOY write `postgresql://…`; SQLAlchemy 2.1 alone would load psycopg 3."""
+    from coordinator.storage.database import database_url, open_engine
+
+    assert database_url("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert database_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert database_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"
+    engine = open_engine("postgresql://postgres@127.0.0.1:5432/test")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("select 1").scalar() == 1
+    engine.dispose()
