@@ -30,6 +30,9 @@ RANGE = f"1-{FRAMES[-1]}"
 # first four, idles until the verifier has proven them before it may re-render the cheater's
 # rejected frames (the cap itself is tests/e2e/test_sybil.py's subject, not this file's).
 UNCAPPED = ("--new-node-frames-per-job", str(len(FRAMES)))
+# Issue 11's acceptance job, as a creator submits it: 8 frames on two new nodes (4 each, a
+# new node's share), default budget.
+ACCEPTANCE = list(range(1, 9))
 AS_SAVED = {"samples": 0, "resolution_percentage": 0}  # no overrides: the scene's own
 BUDGET = {"max_cost_usd": 0.0}  # the default: the top of the measured estimate's range
 
@@ -40,12 +43,13 @@ def decode(path: Path) -> np.ndarray:
     return pixels
 
 
-def assert_frames_as_saved(files: list[Path], blend: Path, out: Path) -> None:
+def assert_frames_as_saved(files: list[Path], blend: Path, out: Path,
+                           numbers: list[int] = FRAMES) -> None:
     """Every delivered frame is the creator's own render of the file as saved: same build and
     device class here, so bit-identical (and SSIM ≥ 0.99, the cross-device promise)."""
-    references = render_as_saved(blend, out, FRAMES)
-    assert [p.name for p in files] == [f"frame_{n:04d}.png" for n in FRAMES]  # as saved
-    for number, path in zip(FRAMES, files, strict=True):
+    references = render_as_saved(blend, out, numbers)
+    assert [p.name for p in files] == [f"frame_{n:04d}.png" for n in numbers]  # as saved
+    for number, path in zip(numbers, files, strict=True):
         score = ssim(load_image(path), load_image(references[number]))
         assert score >= 0.99, f"frame {number}: SSIM {score:.4f} against the creator's render"
         assert np.array_equal(decode(path), decode(references[number])), f"frame {number}"
@@ -67,7 +71,7 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
     farm.start_node("node-b")
     wait_until_registered(farm, ["node-a", "node-b"])
     with farm.client() as client:
-        job = submit_sample(client, blend, RANGE, **AS_SAVED, **BUDGET)
+        job = submit_sample(client, blend, f"1-{ACCEPTANCE[-1]}", **AS_SAVED, **BUDGET)
         assert (job.scene.seed, job.scene.adaptive_sampling) == (7, True)
         assert job.scene.adaptive_threshold == pytest.approx(0.01)
         assert not job.settings.HasField("seed")  # no override: the scene's own seed renders
@@ -76,7 +80,7 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
         download = download_frames(client, job.job_id, tmp_path / "download")
         files, missing = download.files, download.not_ready
     assert missing == 0 and len({f.node_id for f in final}) == 2
-    assert_frames_as_saved(files, blend, tmp_path / "reference")
+    assert_frames_as_saved(files, blend, tmp_path / "reference", ACCEPTANCE)
 
 
 def submit_with_cli(client: FarmClient, blend: Path,
