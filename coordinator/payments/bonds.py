@@ -26,18 +26,16 @@ from fractions import Fraction
 
 from solders.message import Message
 from solders.transaction import VersionedTransaction
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.epochs import allocate
-from coordinator.domain.ledger import OpState
+from coordinator.domain.ledger import OpKind, OpState
 from coordinator.domain.reputation import PROBATION_RUN, NodeStanding
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
 from coordinator.payments.results import InsufficientBalance, PaymentError
+from coordinator.storage.bond_rows import BondRefused, BondRows
 from coordinator.storage.payment_models import (
     BondRecord,
     ChainOpRecord,
@@ -201,20 +199,17 @@ class Bonds:
         self.policy = policy or BondPolicy()
         self._journal = journal
         self._clock = clock
+        self.rows = BondRows(engine)
 
     @property
     def minimum(self) -> int:
         """The minimum bond in base units."""
         return int(self.policy.min_bond_tokens * 10**self.chain.decimals)
 
-    def _session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
     # --- reading -----------------------------------------------------------------------------
 
     def status(self, node_id: str) -> BondStatus:
-        with self._session() as session:
-            record = session.get(BondRecord, node_id)
+        record = self.rows.get(node_id)
         if record is None:
             return BondStatus(node_id, 0, self.minimum, 0, 0, 0, None, None, "", "")
         op = self._journal.op(record.last_op_id) if record.last_op_id else None
@@ -226,8 +221,7 @@ class Bonds:
 
     def bonded(self, node_id: str) -> bool:
         """Bond at least the minimum and no unbond pending (one primary-key read)."""
-        with self._session() as session:
-            record = session.get(BondRecord, node_id)
+        record = self.rows.get(node_id)
         return (record is not None and record.held > 0 and record.held >= self.minimum
                 and record.unbond_requested_at is None)
 
@@ -239,31 +233,17 @@ class Bonds:
 
     def bonded_nodes(self) -> set[str]:
         """Every node whose bond counts now (for the epoch's availability share)."""
-        with self._session() as session:
-            rows = session.exec(
-                select(BondRecord.node_id).where(col(BondRecord.held) >= max(1, self.minimum))
-                .where(col(BondRecord.unbond_requested_at).is_(None))
-            ).all()
-        return set(rows)
+        return self.rows.counting(self.minimum)
 
     def unbonding(self) -> list[BondRecord]:
-        with self._session() as session:
-            return list(session.exec(
-                select(BondRecord).where(col(BondRecord.unbond_requested_at).is_not(None))
-                .where(col(BondRecord.held) > 0)
-            ).all())
+        return self.rows.unbonding()
 
     def slashed_events(self, node_id: str) -> set[int]:
-        with self._session() as session:
-            return set(session.exec(
-                select(SlashRecord.event_id).where(SlashRecord.node_id == node_id)).all())
+        return self.rows.slashed_events(node_id)
 
     def holders(self) -> dict[str, int]:
         """node -> held, for every node with tokens in the bond vault."""
-        with self._session() as session:
-            rows = session.exec(select(BondRecord.node_id, BondRecord.held)
-                                .where(col(BondRecord.held) > 0)).all()
-        return {node: int(held) for node, held in rows}
+        return self.rows.holders()
 
     # --- posting a bond ------------------------------------------------------------------------
 
@@ -301,17 +281,15 @@ class Bonds:
         now = self._clock()
         op_id = memo.removeprefix(MEMO_PREFIX)
         op = ChainOpRecord(
-            op_id=op_id, purpose=f"bond:{node_id}:{op_id}", kind="bond", owner=node_id,
+            op_id=op_id, purpose=f"bond:{node_id}:{op_id}", kind=OpKind.BOND, owner=node_id,
             node_id=node_id, amount=amount, state=OpState.SENT, attempts=1, signature=tx.signature,
             raw=tx.raw, description=tx.description, valid_until=tx.valid_until,
             created_at=now, updated_at=now,
         )
-        with self._session() as session:
-            try:
-                session.add(op)
-                session.commit()
-            except IntegrityError as exc:
-                raise PaymentError("this signed bond was already used") from exc
+        try:
+            self.rows.add_bond_intent(op)
+        except BondRefused as exc:
+            raise PaymentError(str(exc)) from exc
         self._journal.drive_signed(op.op_id, "the bond")
         return self.status(node_id)
 
@@ -321,45 +299,22 @@ class Bonds:
         """Start the cooldown; the bond stops counting at once and returns after it."""
         if quarantined:
             raise PaymentError("a quarantined node's bond is held: it cannot be withdrawn")
-        now = self._clock()
-        with self._session() as session:
-            record = session.get(BondRecord, node_id)
-            if record is None or record.held <= 0:
-                raise PaymentError("this node has no bond to return")
-            if record.unbond_requested_at is None:
-                record.unbond_requested_at = now
-                record.updated_at = now
-                session.add(record)
-                session.commit()
+        try:
+            self.rows.request_unbond(node_id, self._clock())
+        except BondRefused as exc:
+            raise PaymentError(str(exc)) from exc
         return self.status(node_id)
 
     def release(self, node_id: str) -> str | None:
         """Return an unbonding node's whole bond (the caller checked its standing and that the
         cooldown passed); the op id, or None when there is nothing to return."""
         now = self._clock()
-        with self._session() as session:
-            record = session.get(BondRecord, node_id)
-            if record is None or record.held <= 0 or record.unbond_requested_at is None:
-                return None
-            if now < record.unbond_requested_at + self.policy.unbond_cooldown_seconds:
-                return None
-            amount = record.held
-            op = new_op("unbond", f"unbond:{node_id}:{uuid.uuid4().hex}", amount, now,
-                        owner=node_id, node_id=node_id)
-            session.add(op)
-            session.flush()
-            moved = session.exec(  # type: ignore[call-overload]
-                update(BondRecord)
-                .where(col(BondRecord.node_id) == node_id)
-                .where(col(BondRecord.held) == amount)
-                .where(col(BondRecord.unbond_requested_at).is_not(None))
-                .values(held=0, returned=BondRecord.returned + amount,
-                        unbond_requested_at=None, last_op_id=op.op_id, updated_at=now)
-            ).rowcount
-            if moved != 1:
-                session.rollback()
-                return None
-            session.commit()
+        op = self.rows.release(
+            node_id, now, self.policy.unbond_cooldown_seconds,
+            lambda amount: new_op(OpKind.UNBOND, f"unbond:{node_id}:{uuid.uuid4().hex}",
+                                  amount, now, owner=node_id, node_id=node_id))
+        if op is None:
+            return None
         self._journal.drive(op.op_id)
         return op.op_id
 
@@ -373,52 +328,32 @@ class Bonds:
         the transfers follow and, like every op, are finished by reconcile after a crash.
         """
         now = self._clock()
-        with self._session() as session:
-            if session.exec(select(SlashRecord).where(SlashRecord.node_id == node_id)
-                            .where(SlashRecord.event_id == event_id)).first():
-                return None
-            record = session.get(BondRecord, node_id)
-            held = record.held if record else 0
+
+        def planned(held: int) -> tuple[SlashRecord, list[ChainOpRecord]]:
             plan = slash_plan(self.policy, held, rejected)
             slash_id = uuid.uuid4().hex
-            ops = [new_op("slash", f"slash:{slash_id}:{creator}", amount, now, owner=creator,
-                          node_id=node_id)
+            ops = [new_op(OpKind.SLASH, f"slash:{slash_id}:{creator}", amount, now,
+                          owner=creator, node_id=node_id)
                    for creator, amount in sorted(plan.to_creators.items()) if amount > 0]
             if plan.to_treasury > 0:
-                ops.append(new_op("forfeit", f"forfeit:{slash_id}", plan.to_treasury, now,
+                ops.append(new_op(OpKind.FORFEIT, f"forfeit:{slash_id}", plan.to_treasury, now,
                                   node_id=node_id))
-            for op in ops:
-                session.add(op)
-            session.flush()
-            if plan.amount > 0:
-                moved = session.exec(  # type: ignore[call-overload]
-                    update(BondRecord)
-                    .where(col(BondRecord.node_id) == node_id)
-                    .where(col(BondRecord.held) == held)
-                    .values(held=held - plan.amount, slashed=BondRecord.slashed + plan.amount,
-                            updated_at=now)
-                ).rowcount
-                if moved != 1:
-                    session.rollback()
-                    return None
-            slash = SlashRecord(
+            return SlashRecord(
                 slash_id=slash_id, node_id=node_id, event_id=event_id, amount=plan.amount,
                 to_creators=sum(plan.to_creators.values()), to_treasury=plan.to_treasury,
-                rejected_frames=sum(rejected.values()), reason=reason[:500], created_at=now)
-            session.add(slash)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                return None
+                rejected_frames=sum(rejected.values()), reason=reason[:500],
+                created_at=now), ops
+
+        done = self.rows.slash(node_id, event_id, now, planned)
+        if done is None:
+            return None
+        slash, ops = done
         for op in ops:
             self._journal.drive(op.op_id)
         return slash
 
     def slashes(self, node_id: str) -> list[SlashRecord]:
-        with self._session() as session:
-            return list(session.exec(select(SlashRecord).where(SlashRecord.node_id == node_id)
-                                     .order_by(col(SlashRecord.created_at))).all())
+        return self.rows.slashes(node_id)
 
 
 def _memo_of(signed: bytes, prefix: str) -> str:

@@ -16,16 +16,13 @@ from decimal import Decimal
 
 from solders.message import Message
 from solders.transaction import VersionedTransaction
-from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.budget import may_charge
 from coordinator.domain.epochs import EpochConfig, split_emission
-from coordinator.domain.ledger import OPEN_STATES, OpState, escrow_account
+from coordinator.domain.ledger import OpKind, OpState
 from coordinator.domain.pricing import (
     PricingConfig,
     cost_usd,
@@ -56,7 +53,7 @@ from coordinator.payments.results import (
     Payout,
     Wallet,
 )
-from coordinator.storage import ledger
+from coordinator.storage.billing import Billing, BillingRefused, EpochPlan
 from coordinator.storage.chain_ops import TOPUP_PURPOSE
 from coordinator.storage.payment_models import (
     ChainOpRecord,
@@ -64,7 +61,6 @@ from coordinator.storage.payment_models import (
     FrameChargeRecord,
     JobBillingRecord,
     PayoutRecord,
-    WorkCreditRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -113,6 +109,7 @@ class Payments:
         self._clock = clock
         self._epoch_lock = threading.Lock()
         self._journal = OpJournal(engine, chain, clock)
+        self.billing = Billing(engine)
         self.bonds = Bonds(engine, chain, self._journal, bonds, clock=clock)
 
     # --- creators: funding and escrow ---------------------------------------------------
@@ -174,7 +171,7 @@ class Payments:
             raise PaymentError(f"deposit refused: {exc}") from exc
         now = self._clock()
         op = ChainOpRecord(
-            op_id=memo.removeprefix(MEMO_PREFIX), purpose=f"deposit:{job_id}", kind="deposit",
+            op_id=memo.removeprefix(MEMO_PREFIX), purpose=f"deposit:{job_id}", kind=OpKind.DEPOSIT,
             owner=creator, amount=amount, job_id=job_id, state=OpState.SENT, attempts=1,
             signature=tx.signature, raw=tx.raw, description=tx.description,
             valid_until=tx.valid_until, created_at=now, updated_at=now,
@@ -183,16 +180,10 @@ class Payments:
             job_id=job_id, creator=creator, tier=tier, state="opening", deposit_op_id=op.op_id,
             deposited=amount, created_at=now, updated_at=now,
         )
-        with self._session() as session:
-            try:
-                session.add(op)
-                session.flush()
-                session.add(billing)
-                session.commit()
-            except IntegrityError as exc:
-                raise PaymentError(
-                    "this signed deposit was already used, or the job already has escrow"
-                ) from exc
+        try:
+            self.billing.open_escrow(op, billing)
+        except BillingRefused as exc:
+            raise PaymentError(str(exc)) from exc
         self._journal.drive_signed(op.op_id, "the deposit")
         billing = self._billing(job_id)
         assert billing is not None
@@ -229,29 +220,15 @@ class Payments:
         now = self._clock()
         op_id = memo.removeprefix(MEMO_PREFIX)
         op = ChainOpRecord(
-            op_id=op_id, purpose=f"{TOPUP_PURPOSE}{job_id}:{op_id}", kind="deposit",
+            op_id=op_id, purpose=f"{TOPUP_PURPOSE}{job_id}:{op_id}", kind=OpKind.DEPOSIT,
             owner=creator, amount=amount, job_id=job_id, state=OpState.SENT, attempts=1,
             signature=tx.signature, raw=tx.raw, description=tx.description,
             valid_until=tx.valid_until, created_at=now, updated_at=now,
         )
-        with self._session() as session:
-            # Compare-and-set on the open escrow first: a settlement that got in before wins
-            # and the top-up is refused; one that comes after sees this op and waits for it.
-            still_open = session.exec(  # type: ignore[call-overload]
-                update(JobBillingRecord)
-                .where(col(JobBillingRecord.job_id) == job_id)
-                .where(col(JobBillingRecord.state) == "open")
-                .values(updated_at=now)
-            ).rowcount
-            if still_open != 1:
-                session.rollback()
-                raise PaymentError(f"job {job_id}'s escrow was closed meanwhile: nothing to "
-                                   "top up")
-            try:
-                session.add(op)
-                session.commit()
-            except IntegrityError as exc:
-                raise PaymentError("this signed deposit was already used") from exc
+        try:
+            self.billing.add_topup(job_id, op, now)
+        except BillingRefused as exc:
+            raise PaymentError(str(exc)) from exc
         state = self._journal.drive_signed(op.op_id, "the top-up")
         landed = self._journal.op(op.op_id)
         return EscrowReceipt(job_id, creator, amount, landed.signature or "",
@@ -319,35 +296,15 @@ class Payments:
         Idempotent. Burns still in flight are already reserved, so the refund is exact.
         """
         now = self._clock()
-        with self._session() as session:
-            billing = session.get(JobBillingRecord, job_id)
-            if billing is None:
-                raise PaymentError(f"job {job_id} has no escrow")
-            if billing.state == "opening":
-                raise PaymentError(f"job {job_id}: the deposit has not landed yet")
-            if billing.state == "open" and self._topup_pending(session, job_id):
-                raise PaymentError(f"job {job_id}: a top-up has not landed yet")
-            if billing.state == "open":
-                refund = billing.deposited - billing.charged
-                values: dict[str, object] = {"state": "settled", "refunded": refund,
-                                             "updated_at": now}
-                if refund > 0:
-                    op = new_op("refund", f"refund:{job_id}", refund, now,
-                                      owner=billing.creator, job_id=job_id)
-                    session.add(op)
-                    session.flush()
-                    values["refund_op_id"] = op.op_id
-                moved = session.exec(  # type: ignore[call-overload]
-                    update(JobBillingRecord)
-                    .where(col(JobBillingRecord.job_id) == job_id)
-                    .where(col(JobBillingRecord.state) == "open")
-                    .values(**values)
-                ).rowcount
-                # Checked again after taking the row: a top-up recorded meanwhile waits.
-                if moved == 1 and not self._topup_pending(session, job_id):
-                    session.commit()
-                else:
-                    session.rollback()
+
+        def refund_op(amount: int, creator: str) -> ChainOpRecord:
+            return new_op(OpKind.REFUND, f"refund:{job_id}", amount, now, owner=creator,
+                          job_id=job_id)
+
+        try:
+            self.billing.settle(job_id, now, refund_op)
+        except BillingRefused as exc:
+            raise PaymentError(str(exc)) from exc
         billing = self._billing(job_id)
         assert billing is not None
         if billing.refund_op_id:
@@ -358,11 +315,8 @@ class Payments:
 
     def next_epoch_due(self) -> float | None:
         """When the open epoch should close (None: nothing has happened yet)."""
-        with self._session() as session:
-            last = session.exec(select(func.max(EpochRecord.ended_at))).one()
-            if last is None:
-                last = session.exec(select(func.min(WorkCreditRecord.created_at))).one()
-        return None if last is None else float(last) + self.epochs.length_seconds
+        start = self.billing.epoch_clock_start()
+        return None if start is None else start + self.epochs.length_seconds
 
     def close_epoch_if_due(
         self, now: float, available_nodes: Sequence[str] | Mapping[str, float] = (),
@@ -388,48 +342,30 @@ class Payments:
         """
         for node in available_nodes:
             parse_pubkey(node)
-        with self._epoch_lock, self._session() as session:
+        with self._epoch_lock:
             try:
-                epoch = self._plan_epoch(session, now, available_nodes, weights)
-                session.commit()
-            except IntegrityError as exc:
-                raise PaymentError("another coordinator closed this epoch concurrently") from exc
+                epoch = self.billing.close_epoch(
+                    now, lambda epoch, credits, started: self._plan_epoch(
+                        epoch, credits, started, now, available_nodes, weights))
+            except BillingRefused as exc:
+                raise PaymentError(str(exc)) from exc
         for payout in self._payouts(epoch):
             self._journal.drive(payout.op_id)
         return self.epoch_summary(epoch)
 
-    def _plan_epoch(self, session: Session, now: float,
+    def _plan_epoch(self, epoch: int, credits: dict[str, int], started: float, now: float,
                     available: Sequence[str] | Mapping[str, float],
-                    weights: Mapping[str, float] | None) -> int:
-        last = session.exec(select(func.max(EpochRecord.epoch))).one() or 0
-        previous = session.get(EpochRecord, last) if last else None
-        if previous is not None and now <= previous.ended_at:
-            raise PaymentError(f"epoch {last} already ends at {previous.ended_at}; now is {now}")
-        epoch = int(last) + 1
-        session.exec(  # type: ignore[call-overload]
-            update(WorkCreditRecord)
-            .where(col(WorkCreditRecord.epoch).is_(None))
-            .where(col(WorkCreditRecord.created_at) <= now)
-            .values(epoch=epoch)
-        )
-        rows = session.exec(
-            select(WorkCreditRecord.node_id, func.sum(WorkCreditRecord.work_ms),
-                   func.min(WorkCreditRecord.created_at))
-            .where(WorkCreditRecord.epoch == epoch)
-            .group_by(WorkCreditRecord.node_id)
-        ).all()
-        credits = {node: int(total) for node, total, _ in rows}
-        started = previous.ended_at if previous else min([float(t) for *_, t in rows] or [now])
+                    weights: Mapping[str, float] | None) -> EpochPlan:
+        """The epoch's row and its payouts with their mint intents (`epochs.py` splits)."""
         emission = self.epochs.emission(epoch, self.pricing.decimals)
         split = split_emission(self.epochs, emission, credits, available, weights)
         fee_owner = self.epochs.fee_owner if split.fee > 0 else None
-        session.add(EpochRecord(
+        record = EpochRecord(
             epoch=epoch, started_at=started, ended_at=now, emission=emission, fee=split.fee,
             fee_minted=fee_owner is not None, work_pool=split.work_pool,
             availability_pool=split.availability_pool, total_credits=sum(credits.values()),
             unminted=split.unminted_pools + (0 if fee_owner else split.fee),
-        ))
-        session.flush()
+        )
         payouts = [
             (node, node, credits.get(node, 0), split.work.get(node, 0),
              split.availability.get(node, 0))
@@ -437,19 +373,18 @@ class Payments:
         ]
         if fee_owner is not None:
             payouts.append((f"fee:{fee_owner}", fee_owner, 0, 0, 0))
+        planned: list[tuple[PayoutRecord, ChainOpRecord]] = []
         for payee, owner, credit, work_amount, availability_amount in payouts:
             amount = work_amount + availability_amount if payee == owner else split.fee
             if amount <= 0:
                 continue  # a share rounded to nothing: no transaction for zero tokens
-            op = new_op("mint", f"mint:{epoch}:{payee}", amount, now, owner=owner,
-                              epoch=epoch)
-            session.add(op)
-            session.flush()
-            session.add(PayoutRecord(
+            op = new_op(OpKind.MINT, f"mint:{epoch}:{payee}", amount, now, owner=owner,
+                        epoch=epoch)
+            planned.append((PayoutRecord(
                 epoch=epoch, node_id=payee, credits=credit, work_amount=work_amount,
                 availability_amount=availability_amount, amount=amount, op_id=op.op_id,
-            ))
-        return epoch
+            ), op))
+        return record, planned
 
     # --- crash recovery and audit ---------------------------------------------------------------
 
@@ -459,15 +394,10 @@ class Payments:
         Grants/airdrops left `new` by a crash inside `fund_creator` cannot be decided (that
         call signs internally) and are counted as "unresolved"; `check` shows their effect.
         """
-        with self._session() as session:
-            ops = session.exec(
-                select(ChainOpRecord)
-                .where(col(ChainOpRecord.state).in_(OPEN_STATES))
-                .order_by(col(ChainOpRecord.created_at))
-            ).all()
+        ops = self.billing.open_ops()
         counts: dict[str, int] = {}
         for op in ops:
-            if op.kind == "grant" and op.state == OpState.NEW:
+            if op.kind == OpKind.GRANT and op.state == OpState.NEW:
                 state = "unresolved"
             else:
                 try:
@@ -495,26 +425,15 @@ class Payments:
     def wallet(self, pubkey: str) -> Wallet:
         """A creator's (or node's) wallet: chain balance and tokens in escrow for their jobs."""
         balance = self.chain.token_balance(parse_pubkey(pubkey))
-        with self._session() as session:
-            jobs = session.exec(
-                select(JobBillingRecord.job_id).where(JobBillingRecord.creator == pubkey)
-            ).all()
-            held = ledger.balances(session, "escrow:")
-        escrow_held = sum(held.get(escrow_account(job), 0) for job in jobs)
-        return Wallet(pubkey, balance, tokens_to_usd(self.pricing, balance), escrow_held,
-                      list(jobs))
+        jobs, escrow_held = self.billing.escrow_of_creator(pubkey)
+        return Wallet(pubkey, balance, tokens_to_usd(self.pricing, balance), escrow_held, jobs)
 
     def receipts(self, job_id: str) -> JobReceipts:
         """Each approved frame's cost and burn, the totals and the refund."""
-        with self._session() as session:
-            billing = session.get(JobBillingRecord, job_id)
-            if billing is None:
-                raise PaymentError(f"job {job_id} has no escrow")
-            charges = session.exec(
-                select(FrameChargeRecord).where(FrameChargeRecord.job_id == job_id)
-                .order_by(col(FrameChargeRecord.frame))
-            ).all()
-            held = ledger.balance(session, escrow_account(job_id))
+        try:
+            billing, charges, held = self.billing.charges(job_id)
+        except BillingRefused as exc:
+            raise PaymentError(str(exc)) from exc
         frames = [self._frame_charge(charge) for charge in charges]
         deposit = self._journal.op(billing.deposit_op_id)
         refund = self._journal.op(billing.refund_op_id) if billing.refund_op_id else None
@@ -530,33 +449,20 @@ class Payments:
 
     def earnings(self, node_id: str) -> NodeEarnings:
         """A node's epochs: credits, minted amounts and signatures; and its open credits."""
-        with self._session() as session:
-            rows = session.exec(
-                select(PayoutRecord, EpochRecord, ChainOpRecord)
-                .join(EpochRecord, col(EpochRecord.epoch) == col(PayoutRecord.epoch))
-                .join(ChainOpRecord, col(ChainOpRecord.op_id) == col(PayoutRecord.op_id))
-                .where(PayoutRecord.node_id == node_id)
-                .order_by(col(PayoutRecord.epoch))
-            ).all()
-            open_credits = session.exec(
-                select(func.coalesce(func.sum(WorkCreditRecord.work_ms), 0))
-                .where(WorkCreditRecord.node_id == node_id)
-                .where(col(WorkCreditRecord.epoch).is_(None))
-            ).one()
+        rows, open_credits = self.billing.earnings(node_id)
         epochs = [
             EpochEarning(p.epoch, e.ended_at, p.credits, p.work_amount, p.availability_amount,
                          p.amount, op.signature, op.state)
             for p, e, op in rows
         ]
         total = sum(e.minted for e in epochs if e.state == OpState.LANDED)
-        return NodeEarnings(node_id, epochs, total, int(open_credits))
+        return NodeEarnings(node_id, epochs, total, open_credits)
 
     def epoch_summary(self, epoch: int) -> EpochSummary:
         """A closed epoch: its emission, split and payouts with their signatures."""
-        with self._session() as session:
-            record = session.get(EpochRecord, epoch)
-            if record is None:
-                raise PaymentError(f"epoch {epoch} is not closed")
+        record = self.billing.epoch(epoch)
+        if record is None:
+            raise PaymentError(f"epoch {epoch} is not closed")
         payouts = [
             Payout(p.node_id, p.credits, p.work_amount, p.availability_amount, p.amount,
                    op.signature, op.state)
@@ -575,77 +481,28 @@ class Payments:
     def _reserve(self, billing: JobBillingRecord, job_id: str, frame: int, node_id: str,
                  render_seconds: float, node_score: float, work: int, usd_micro: int,
                  cost_tokens: int, burn: int, over: bool) -> bool:
-        """Reserve `burn` tokens of the job's escrow and record the charge, credit and intent.
-
-        One transaction; compare-and-set on `charged`, so concurrent charges never overdraw.
-        False when another charge got in first (the caller re-reads and retries).
-        """
+        """Reserve `burn` tokens of the job's escrow and record the charge, credit and intent
+        (one transaction, `Billing.reserve_charge`); False when another charge got in first
+        (the caller re-reads and retries)."""
         now = self._clock()
-        with self._session() as session:
-            moved = session.exec(  # type: ignore[call-overload]
-                update(JobBillingRecord)
-                .where(col(JobBillingRecord.job_id) == job_id)
-                .where(col(JobBillingRecord.state) == "open")
-                .where(col(JobBillingRecord.charged) == billing.charged)
-                .values(charged=billing.charged + burn,
-                        charged_usd_micro=billing.charged_usd_micro + usd_micro,
-                        over_budget=billing.over_budget or over, updated_at=now)
-            ).rowcount
-            if moved != 1:
-                session.rollback()
-                return False
-            op_id = None
-            if burn > 0:
-                op = new_op("burn", f"burn:{job_id}:{frame}", burn, now, job_id=job_id)
-                session.add(op)
-                session.flush()
-                op_id = op.op_id
-            session.add(FrameChargeRecord(
-                job_id=job_id, frame=frame, node_id=node_id, render_seconds=render_seconds,
-                node_score=node_score, work_ms=work, cost_usd_micro=usd_micro,
-                cost_tokens=cost_tokens, tokens_burned=burn, over_budget=over, op_id=op_id,
-                created_at=now,
-            ))
-            session.add(WorkCreditRecord(node_id=node_id, job_id=job_id, frame=frame,
-                                         work_ms=work, created_at=now))
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()  # the frame was charged concurrently: theirs stands
-                return False
-        return True
-
-    def _session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
-    @staticmethod
-    def _topup_pending(session: Session, job_id: str) -> bool:
-        """A top-up deposit of the job not final yet: settling now would strand it."""
-        return session.exec(
-            select(ChainOpRecord.op_id)
-            .where(ChainOpRecord.job_id == job_id)
-            .where(ChainOpRecord.kind == "deposit")
-            .where(col(ChainOpRecord.purpose).startswith(TOPUP_PURPOSE))
-            .where(col(ChainOpRecord.state).in_(OPEN_STATES))
-        ).first() is not None
+        burn_op = new_op(OpKind.BURN, f"burn:{job_id}:{frame}", burn, now,
+                         job_id=job_id) if burn > 0 else None
+        charge = FrameChargeRecord(
+            job_id=job_id, frame=frame, node_id=node_id, render_seconds=render_seconds,
+            node_score=node_score, work_ms=work, cost_usd_micro=usd_micro,
+            cost_tokens=cost_tokens, tokens_burned=burn, over_budget=over, op_id=None,
+            created_at=now,
+        )
+        return self.billing.reserve_charge(billing, charge, burn_op, now)
 
     def _billing(self, job_id: str) -> JobBillingRecord | None:
-        with self._session() as session:
-            return session.get(JobBillingRecord, job_id)
+        return self.billing.get(job_id)
 
     def _charge(self, job_id: str, frame: int) -> FrameChargeRecord | None:
-        with self._session() as session:
-            return session.exec(
-                select(FrameChargeRecord).where(FrameChargeRecord.job_id == job_id)
-                .where(FrameChargeRecord.frame == frame)
-            ).first()
+        return self.billing.charge(job_id, frame)
 
     def _payouts(self, epoch: int) -> list[PayoutRecord]:
-        with self._session() as session:
-            return list(session.exec(
-                select(PayoutRecord).where(PayoutRecord.epoch == epoch)
-                .order_by(col(PayoutRecord.node_id))
-            ).all())
+        return self.billing.payouts(epoch)
 
     def _frame_charge(self, charge: FrameChargeRecord) -> FrameCharge:
         op = self._journal.op(charge.op_id) if charge.op_id else None

@@ -140,8 +140,6 @@ def test_client_library_depends_on_no_service() -> None:
                      allowed_sources=allowed) == []
 
 
-# Still to move into coordinator/storage: the money service's own statements.
-SQL_NOT_YET_IN_STORAGE = ("coordinator.payments.payments", "coordinator.payments.bonds")
 # A handle's type and the database's errors are not SQL: servicers and sweeps may name them.
 SQL_HANDLES = ("sqlalchemy.engine.Engine", "sqlalchemy.exc")
 
@@ -154,7 +152,6 @@ def test_sql_only_in_storage() -> None:
         if any(in_package(imp.target, lib) for lib in SQL_LIBRARIES)
         and not any(in_package(imp.target, handle) for handle in SQL_HANDLES)
         and not in_package(imp.source, "coordinator.storage")
-        and imp.source not in SQL_NOT_YET_IN_STORAGE
     ]
     assert building == []
 
