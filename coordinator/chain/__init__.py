@@ -11,8 +11,8 @@ from solders.pubkey import Pubkey
 
 from coordinator.chain.base import (
     ChainError,
-    Outcome,
     PreparedTx,
+    Reconciled,
     TokenChain,
     TxStatus,
     signed_deposit,
@@ -20,8 +20,8 @@ from coordinator.chain.base import (
 
 __all__ = [
     "ChainError",
-    "Outcome",
     "PreparedTx",
+    "Reconciled",
     "TokenChain",
     "TxStatus",
     "open_chain",

@@ -28,7 +28,7 @@ TxStatus = Literal["landed", "failed", "unknown"]
 """landed: executed successfully at the backend's commitment. failed: executed with an error
 (fee paid, no token effect). unknown: not seen (not sent, in flight, or never going to land)."""
 
-Outcome = Literal["landed", "failed", "pending", "dropped"]
+Reconciled = Literal["landed", "failed", "pending", "dropped"]
 """What `reconcile` answers. pending: may still land, resend the same bytes. dropped: its
 blockhash expired unseen, so it can never land: it is safe to prepare a replacement."""
 
@@ -117,7 +117,7 @@ class TokenChain(ABC):
         """What the chain knows about a signature."""
 
     @abstractmethod
-    def reconcile(self, tx: PreparedTx) -> Outcome:
+    def reconcile(self, tx: PreparedTx) -> Reconciled:
         """Final or not: landed/failed are final; pending means resend; dropped means replace."""
 
     @abstractmethod

@@ -34,7 +34,7 @@ from solders.transaction_metadata import FailedTransactionMetadata
 from spl.token.constants import MINT_LEN
 
 from coordinator.chain import tokenops
-from coordinator.chain.base import ChainError, Outcome, PreparedTx, TokenChain, TxStatus
+from coordinator.chain.base import ChainError, PreparedTx, Reconciled, TokenChain, TxStatus
 from coordinator.chain.fpu import reset_x87
 from coordinator.chain.keys import load_or_create_keypair
 
@@ -79,7 +79,7 @@ class EmbeddedChain(TokenChain):
         with self._lock:
             return self._statuses.get(signature, "unknown")
 
-    def reconcile(self, tx: PreparedTx) -> Outcome:
+    def reconcile(self, tx: PreparedTx) -> Reconciled:
         """Embedded transactions never expire: unknown means resend the same bytes."""
         status = self.status(tx.signature)
         return "pending" if status == "unknown" else status

@@ -29,7 +29,7 @@ from solders.transaction import VersionedTransaction
 from spl.token.constants import MINT_LEN, TOKEN_PROGRAM_ID
 
 from coordinator.chain import tokenops
-from coordinator.chain.base import ChainError, Outcome, PreparedTx, TokenChain, TxStatus
+from coordinator.chain.base import ChainError, PreparedTx, Reconciled, TokenChain, TxStatus
 
 CLUSTERS = {
     "devnet": "https://api.devnet.solana.com",
@@ -202,7 +202,7 @@ class RpcChain(TokenChain):
         """getSignatureStatuses, searching history, at this chain's commitment."""
         return self._rpc.status(signature)
 
-    def reconcile(self, tx: PreparedTx) -> Outcome:
+    def reconcile(self, tx: PreparedTx) -> Reconciled:
         """Expiry is read before status, so "dropped" can never hide a late landing."""
         expired = False
         if tx.valid_until is not None:

@@ -55,6 +55,25 @@ class OpState(StrEnum):
 OPEN_STATES = (OpState.NEW, OpState.SENT)
 
 
+class EscrowState(StrEnum):
+    """A job's escrow (`pay_job.state`)."""
+
+    OPENING = "opening"  # the deposit is relayed, not landed yet
+    OPEN = "open"  # frames are charged from it; top-ups add to it
+    SETTLED = "settled"  # closed: no more charges, the rest refunded
+    FAILED = "failed"  # the deposit failed or expired: the job never had escrow
+
+
+class BondState(StrEnum):
+    """A node's bond as the API shows it (`Bond.state`)."""
+
+    NONE = "none"  # never bonded
+    BONDED = "bonded"  # at least the minimum, counting now
+    BELOW_MINIMUM = "below-minimum"
+    UNBONDING = "unbonding"  # cooldown running: no longer counts, returned after it
+    RETURNED = "returned"  # given back
+
+
 class UnbalancedPosting(ValueError):
     """A posting whose lines do not sum to zero (or are malformed) was refused."""
 

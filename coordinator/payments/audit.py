@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from coordinator.chain.base import TokenChain
 from coordinator.domain.ledger import (
     OPEN_STATES,
+    EscrowState,
     OpState,
     bond_account,
     escrow_account,
@@ -92,7 +93,7 @@ def run_check(engine: Engine, chain: TokenChain, *, verify_signatures: bool) -> 
         if burned_per_job[job.job_id] != job.charged:
             verdict(False, f"job {job.job_id}: frames burned {burned_per_job[job.job_id]}, "
                            f"billing charged {job.charged}")
-        if job.job_id in open_jobs or job.state in ("opening", "failed"):
+        if job.job_id in open_jobs or job.state in (EscrowState.OPENING, EscrowState.FAILED):
             continue
         want = job.deposited - job.charged - job.refunded
         if held != want:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.epochs import allocate
-from coordinator.domain.ledger import OpKind, OpState
+from coordinator.domain.ledger import BondState, OpKind, OpState
 from coordinator.domain.reputation import PROBATION_RUN, NodeStanding
 from coordinator.payments.journal import MEMO_PREFIX, OpJournal, check_amount, new_op, parse_pubkey
 from coordinator.payments.results import InsufficientBalance, PaymentError
@@ -179,13 +179,12 @@ class BondStatus:
         return self.held >= self.minimum and self.held > 0 and self.unbond_requested_at is None
 
     @property
-    def state(self) -> str:
-        """none | bonded | below-minimum | unbonding | returned."""
+    def state(self) -> BondState:
         if self.unbond_requested_at is not None and self.held > 0:
-            return "unbonding"
+            return BondState.UNBONDING
         if self.held <= 0:
-            return "returned" if self.returned > 0 else "none"
-        return "bonded" if self.bonded else "below-minimum"
+            return BondState.RETURNED if self.returned > 0 else BondState.NONE
+        return BondState.BONDED if self.bonded else BondState.BELOW_MINIMUM
 
 
 class Bonds:

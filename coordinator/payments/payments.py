@@ -22,7 +22,7 @@ from coordinator.chain.base import ChainError, TokenChain
 from coordinator.chain.tokenops import MEMO_PROGRAM_ID
 from coordinator.domain.budget import may_charge
 from coordinator.domain.epochs import EpochConfig, split_emission
-from coordinator.domain.ledger import OpKind, OpState
+from coordinator.domain.ledger import EscrowState, OpKind, OpState
 from coordinator.domain.pricing import (
     PricingConfig,
     cost_usd,
@@ -177,8 +177,8 @@ class Payments:
             valid_until=tx.valid_until, created_at=now, updated_at=now,
         )
         billing = JobBillingRecord(
-            job_id=job_id, creator=creator, tier=tier, state="opening", deposit_op_id=op.op_id,
-            deposited=amount, created_at=now, updated_at=now,
+            job_id=job_id, creator=creator, tier=tier, state=EscrowState.OPENING,
+            deposit_op_id=op.op_id, deposited=amount, created_at=now, updated_at=now,
         )
         try:
             self.billing.open_escrow(op, billing)
@@ -207,7 +207,7 @@ class Payments:
         if billing.creator != creator:
             raise PaymentError(f"job {job_id} belongs to another creator: only its creator "
                                "may top it up")
-        if billing.state != "open":
+        if billing.state != EscrowState.OPEN:
             raise PaymentError(f"job {job_id}'s escrow is {billing.state}: nothing to top up")
         held = self.chain.token_balance(owner)
         if held < amount:
@@ -232,7 +232,8 @@ class Payments:
         state = self._journal.drive_signed(op.op_id, "the top-up")
         landed = self._journal.op(op.op_id)
         return EscrowReceipt(job_id, creator, amount, landed.signature or "",
-                             "open" if state == OpState.LANDED else "opening")
+                             EscrowState.OPEN if state == OpState.LANDED
+                             else EscrowState.OPENING)
 
     def budget(self, job_id: str) -> tuple[int, int] | None:
         """(deposited, charged) of the job's escrow in base units; None without escrow."""
@@ -274,7 +275,7 @@ class Payments:
             if charge is not None:
                 break
             billing = self._billing(job_id)
-            if billing is None or billing.state != "open":
+            if billing is None or billing.state != EscrowState.OPEN:
                 state = billing.state if billing else "unknown"
                 raise PaymentError(f"job {job_id} has no open escrow (state: {state})")
             left = billing.deposited - billing.charged

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator.domain.ledger import OPEN_STATES, OpKind, escrow_account
+from coordinator.domain.ledger import OPEN_STATES, EscrowState, OpKind, escrow_account
 from coordinator.storage import ledger
 from coordinator.storage.chain_ops import TOPUP_PURPOSE
 from coordinator.storage.payment_models import (
@@ -144,7 +144,7 @@ class Billing:
             # and the top-up is refused; one that comes after sees this op and waits for it.
             still_open = _rowcount(session, update(JobBillingRecord)
                                    .where(col(JobBillingRecord.job_id) == job_id)
-                                   .where(col(JobBillingRecord.state) == "open")
+                                   .where(col(JobBillingRecord.state) == EscrowState.OPEN)
                                    .values(updated_at=now))
             if still_open != 1:
                 session.rollback()
@@ -167,7 +167,7 @@ class Billing:
         with self._session() as session:
             moved = _rowcount(session, update(JobBillingRecord)
                               .where(col(JobBillingRecord.job_id) == charge.job_id)
-                              .where(col(JobBillingRecord.state) == "open")
+                              .where(col(JobBillingRecord.state) == EscrowState.OPEN)
                               .where(col(JobBillingRecord.charged) == billing.charged)
                               .values(charged=billing.charged + charge.tokens_burned,
                                       charged_usd_micro=billing.charged_usd_micro
@@ -201,14 +201,14 @@ class Billing:
             billing = session.get(JobBillingRecord, job_id)
             if billing is None:
                 raise BillingRefused(f"job {job_id} has no escrow")
-            if billing.state == "opening":
+            if billing.state == EscrowState.OPENING:
                 raise BillingRefused(f"job {job_id}: the deposit has not landed yet")
-            if billing.state == "open" and _topup_pending(session, job_id):
+            if billing.state == EscrowState.OPEN and _topup_pending(session, job_id):
                 raise BillingRefused(f"job {job_id}: a top-up has not landed yet")
-            if billing.state != "open":
+            if billing.state != EscrowState.OPEN:
                 return
             refund = billing.deposited - billing.charged
-            values: dict[str, object] = {"state": "settled", "refunded": refund,
+            values: dict[str, object] = {"state": EscrowState.SETTLED, "refunded": refund,
                                          "updated_at": now}
             if refund > 0:
                 op = refund_op(refund, billing.creator)
@@ -217,7 +217,7 @@ class Billing:
                 values["refund_op_id"] = op.op_id
             moved = _rowcount(session, update(JobBillingRecord)
                               .where(col(JobBillingRecord.job_id) == job_id)
-                              .where(col(JobBillingRecord.state) == "open")
+                              .where(col(JobBillingRecord.state) == EscrowState.OPEN)
                               .values(**values))
             # Checked again after taking the row: a top-up recorded meanwhile waits.
             if moved == 1 and not _topup_pending(session, job_id):

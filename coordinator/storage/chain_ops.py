@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator.domain.ledger import OpKind, OpState, movement_lines
+from coordinator.domain.ledger import EscrowState, OpKind, OpState, movement_lines
 from coordinator.storage import ledger
 from coordinator.storage.payment_models import BondRecord, ChainOpRecord, JobBillingRecord
 
@@ -77,7 +77,7 @@ class ChainOps:
                     .values(deposited=JobBillingRecord.deposited + op.amount, updated_at=now)
                 )
             elif op.kind == OpKind.DEPOSIT:
-                set_billing(session, op.job_id, "opening", "open", now)
+                set_billing(session, op.job_id, EscrowState.OPENING, EscrowState.OPEN, now)
             if op.kind == OpKind.BOND:
                 _credit_bond(session, op, now)
             session.commit()
@@ -91,7 +91,8 @@ class ChainOps:
                          updated_at=now)
             op = session.get(ChainOpRecord, op_id)
             if moved == 1 and op is not None and op.kind == OpKind.DEPOSIT:
-                set_billing(session, op.job_id, "opening", "failed", now, error)
+                set_billing(session, op.job_id, EscrowState.OPENING, EscrowState.FAILED, now,
+                            error)
             session.commit()
 
     def prepare_again(self, op: ChainOpRecord, signature: str, now: float) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import exists, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from coordinator.domain.ledger import EscrowState
 from coordinator.domain.reputation import NodeEvent, Tier
 from coordinator.domain.states import TaskState, VerificationState
 from coordinator.storage.models import (
@@ -118,7 +119,7 @@ def orphan_escrows(engine: Engine, opened_before: float) -> list[str]:
     with Session(engine) as session:
         return list(session.exec(
             select(JobBillingRecord.job_id)
-            .where(JobBillingRecord.state == "open")
+            .where(JobBillingRecord.state == EscrowState.OPEN)
             .where(col(JobBillingRecord.created_at) < opened_before)
             .where(~exists().where(col(JobRecord.job_id) == col(JobBillingRecord.job_id)))
         ).all())

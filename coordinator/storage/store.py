@@ -28,6 +28,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
+from coordinator.domain.ledger import EscrowState
 from coordinator.domain.scheduling import queue_keys
 from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
 from coordinator.domain.verdicts import FrameVerdict
@@ -724,7 +725,7 @@ SELECT b.frame_price_tokens, p.deposited, p.charged,
   (SELECT count(*) FROM pay_frame_charge WHERE job_id = :job),
   (SELECT coalesce(sum(cost_tokens), 0) FROM pay_frame_charge WHERE job_id = :job)
 FROM job_budget b JOIN pay_job p ON p.job_id = b.job_id
-WHERE b.job_id = :job AND p.state IN ('opening', 'open')
+WHERE b.job_id = :job AND p.state IN ('{EscrowState.OPENING}', '{EscrowState.OPEN}')
 """)
 
 
