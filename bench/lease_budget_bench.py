@@ -20,7 +20,8 @@ from solders.keypair import Keypair
 
 from coordinator.chain import signed_deposit
 from coordinator.chain.embedded import EmbeddedChain
-from coordinator.payments import Payments, PricingConfig
+from coordinator.domain.pricing import PricingConfig
+from coordinator.payments import Payments
 from coordinator.storage.database import open_database, sqlite_url
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.store import FarmStore

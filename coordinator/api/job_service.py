@@ -25,7 +25,7 @@ from coordinator.domain.jobs import (
     job_frames,
     reserved_frame_price,
 )
-from coordinator.domain.pricing import tokens_to_usd
+from coordinator.domain.pricing import CostEstimate, estimate, tokens_to_usd
 from coordinator.domain.states import TERMINAL_JOB_STATES, TaskState
 from coordinator.domain.timeline import CREATOR_PHASES, Phase
 from coordinator.events import JobEvents
@@ -37,7 +37,7 @@ from coordinator.intake import (
     scene_range,
 )
 from coordinator.intake import scene_inspection as inspection_of
-from coordinator.payments import CostEstimate, Payments, estimate
+from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd

@@ -1,11 +1,11 @@
-"""Payouts: pricing, escrow, per-frame burns, epoch mints and a double-entry ledger.
+"""Payouts: escrow, per-frame burns, epoch mints and bonds over the chain.
 
 Burn-and-mint equilibrium as in Render Network's RNP-001, on the chain layer's `TokenChain`.
-The coordinator uses `Payments`; see docs/PAYMENTS.md.
+The coordinator uses `Payments`; the rules are `coordinator.domain` (pricing, epochs, ledger)
+and the rows `coordinator.storage` (billing, bond_rows, chain_ops, ledger); see
+docs/PAYMENTS.md.
 """
 
-from coordinator.domain.epochs import EpochConfig
-from coordinator.domain.pricing import CostEstimate, PricingConfig, estimate
 from coordinator.payments.payments import Payments
 from coordinator.payments.results import (
     CheckReport,
@@ -23,8 +23,6 @@ from coordinator.payments.results import (
 
 __all__ = [
     "CheckReport",
-    "CostEstimate",
-    "EpochConfig",
     "EpochEarning",
     "EpochSummary",
     "EscrowReceipt",
@@ -35,7 +33,5 @@ __all__ = [
     "PaymentError",
     "Payments",
     "Payout",
-    "PricingConfig",
     "Wallet",
-    "estimate",
 ]

@@ -33,8 +33,9 @@ from coordinator.domain.budget import (
     pause_reason,
     topup_suggestion,
 )
+from coordinator.domain.pricing import PricingConfig
 from coordinator.domain.states import JobState, TaskState
-from coordinator.payments import InsufficientBalance, PaymentError, Payments, PricingConfig
+from coordinator.payments import InsufficientBalance, PaymentError, Payments
 from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url

@@ -24,21 +24,16 @@ from coordinator.chain import PreparedTx, TokenChain, TxStatus, signed_deposit
 from coordinator.chain.embedded import EmbeddedChain
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
-from coordinator.domain.epochs import allocate, split_emission
+from coordinator.domain.epochs import EpochConfig, allocate, split_emission
 from coordinator.domain.pricing import (
+    PricingConfig,
     cost_usd,
+    estimate,
     pixel_sample_estimate,
     usd_to_tokens,
     work_ms,
 )
-from coordinator.payments import (
-    EpochConfig,
-    InsufficientBalance,
-    PaymentError,
-    Payments,
-    PricingConfig,
-    estimate,
-)
+from coordinator.payments import InsufficientBalance, PaymentError, Payments
 from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
 from coordinator.storage.database import open_database, sqlite_url
