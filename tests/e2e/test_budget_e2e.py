@@ -139,7 +139,8 @@ def test_a_job_escrowed_at_40_percent_pauses_and_a_topup_finishes_it(farm: Local
     assert receipts.total_tokens_burned + receipts.refunded == receipts.escrowed
     assert receipts.escrowed > sum(t["topup_tokens"] for t in topups), "added to the first"
     assert fp(farm, "download", job_id, "--out", str(tmp_path / "frames")) == 0
-    assert len(list((tmp_path / "frames").iterdir())) == 4
+    # Named as Blender names them from the scene's output path (//render/frame_####).
+    assert len(list((tmp_path / "frames").rglob("frame_*.png"))) == 4
 
     assert fp(farm, "topup", job_id, "--usd", "1") == 1  # finished: nothing to top up
     assert "nothing to top up" in capsys.readouterr().err
