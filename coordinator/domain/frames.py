@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-# Parsing lives with the creator library, which refuses a bad range before packing.
-from frameproof.frames import FrameSpecError, parse_frames
+# Parsing and printing live with the creator library (which refuses a bad range before
+# packing): one implementation for both sides.
+from frameproof.frames import FrameSpecError, format_frames, parse_frames
 
 __all__ = ["FrameSpecError", "chunk_frames", "format_frames", "parse_frames"]
-
-
-def format_frames(frames: list[int]) -> str:
-    """The shortest spec for a sorted list of frames: [1,2,3,7] -> "1-3,7"."""
-    parts: list[str] = []
-    for start, end in _runs(frames):
-        parts.append(str(start) if start == end else f"{start}-{end}")
-    return ",".join(parts)
 
 
 def chunk_frames(frames: list[int], chunk_size: int) -> list[list[int]]:
