@@ -287,6 +287,11 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def CancelJob(self, request, context):
         job_id = await self._existing_job_id(request.job_id, context)
+        if self._job_message(job_id).state == pb.JOB_STATE_DONE:
+            # Every frame approved: there is nothing left to stop, and "cancelled" would
+            # misreport a finished job (and hide it from `watch`'s done hook).
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {job_id} is already done: nothing to cancel")
         self.store.cancel_job(job_id, time.time())
         self.events.changed(job_id)
         log.info("job %s cancelled", job_id)

@@ -24,6 +24,7 @@ from frameproof.v1 import farm_pb2 as pb
 EXIT_CODES = """exit status:
   0    done (watch: the job finished with every frame done)
   1    the farm refused or failed the request, or the job ended failed/cancelled (watch)
+       (cancel: also a job already done, which stays done)
   2    bad input, found before anything was sent (options, frames, files, keypair;
        preview: no encoder installed)
   3    the coordinator cannot be reached

@@ -108,6 +108,11 @@ def test_pause_resume_requeue_as_a_creator_would(farm: LocalFarm, capsys, tmp_pa
     capsys.readouterr()
     rows = as_json(farm, capsys, "frames", job_id)
     assert [row["state"] for row in rows] == ["done"] * 3
+    # A finished job stays done: cancel refuses in one line (exit 1) and changes nothing.
+    assert fp(farm, "cancel", prefix) == 1
+    refused = capsys.readouterr().err.strip()
+    assert "already done: nothing to cancel" in refused and len(refused.splitlines()) == 1
+    assert as_json(farm, capsys, "status", job_id)["state"] == "done"
     requeued_row = next(row for row in rows if row["frame"] == done[0])
     assert requeued_row["sha256"], "the frame was rendered and approved again"
 
