@@ -30,3 +30,11 @@ def tokens(amount: int, decimals: int) -> str:
     whole, fraction = divmod(amount, 10**decimals)
     text = f"{whole}.{fraction:0{decimals}d}".rstrip("0").rstrip(".") if decimals else str(whole)
     return text or "0"
+
+
+def money(base_units: int, decimals: int, token_price_usd: float) -> str:
+    """One money unit in text output: USD first, the tokens in brackets ("$1.50 (150 tokens)").
+
+    Shared by the creator's and the node's commands, so both say amounts the same way."""
+    usd = base_units / 10**decimals * token_price_usd
+    return f"${usd:.6f} ({tokens(base_units, decimals)} tokens)"

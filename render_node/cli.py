@@ -20,7 +20,7 @@ from frameproof.cli.argv import OneLineParser, options_after_command
 from frameproof.client import AddressList, FarmClient, coordinator_address
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2 as pb
-from frameproof.wallet import tokens
+from frameproof.wallet import money
 from render_node import bonding, status
 from render_node.daemon import NodeConfig, RenderNode
 from render_node.sysinfo import benchmark_score, capabilities, has_benchmark, save_benchmark
@@ -196,11 +196,14 @@ def _earnings(args: argparse.Namespace) -> int:
                           "open_credits": earnings.open_credits,
                           "decimals": earnings.decimals}, indent=2))
         return 0
-    print(f"node {node_id}: {tokens(earnings.total_minted, earnings.decimals)} tokens minted; "
+    def paid(base_units: int) -> str:
+        return money(base_units, earnings.decimals, earnings.token_price_usd)
+
+    print(f"node {node_id}: {paid(earnings.total_minted)} minted; "
           f"{earnings.open_credits:.6f} reference-hours of work in the open epoch")
     for epoch in epochs:
         print(f"  epoch {epoch['epoch']}: {epoch['credits']:.6f} reference-hours, "
-              f"{tokens(epoch['minted'], earnings.decimals)} tokens  {epoch['signature']}")
+              f"{paid(epoch['minted'])}  {epoch['signature']}")
     return 0
 
 
@@ -221,7 +224,8 @@ def _bonds(args: argparse.Namespace) -> int:
         try:
             if args.command == "airdrop":
                 wallet = bonding.airdrop(client, args.tokens)
-                print(f"node {wallet.pubkey}: {tokens(wallet.balance, wallet.decimals)} tokens")
+                print(f"node {wallet.pubkey}: "
+                      f"{money(wallet.balance, wallet.decimals, wallet.token_price_usd)}")
                 return 0
             if args.command == "unbond":
                 bond = bonding.unbond(client)
@@ -241,19 +245,24 @@ def _bonds(args: argparse.Namespace) -> int:
 
 def _print_bond(bond: pb.Bond, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(MessageToDict(bond, preserving_proto_field_name=True,
-                                       always_print_fields_with_no_presence=True), indent=2))
+        shown = MessageToDict(bond, preserving_proto_field_name=True,
+                              always_print_fields_with_no_presence=True)
+        shown.pop("token_price_usd", None)  # for the text's USD; the JSON stays as it was
+        print(json.dumps(shown, indent=2))
         return
-    units = bond.decimals
-    print(f"node {bond.node_id}: bond {tokens(bond.held, units)} tokens ({bond.state}; "
-          f"minimum {tokens(bond.minimum, units)})")
+
+    def paid(base_units: int) -> str:
+        return money(base_units, bond.decimals, bond.token_price_usd)
+
+    print(f"node {bond.node_id}: bond {paid(bond.held)} ({bond.state}; "
+          f"minimum {paid(bond.minimum)})")
     if bond.state == "unbonding":
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC",
                              time.gmtime(bond.release_after_unix_ms / 1000))
         print(f"  returns after {when} if the node is then in good standing (no lease, no "
               "frame being verified)")
     if bond.slashed or bond.returned:
-        print(f"  slashed {tokens(bond.slashed, units)}, returned {tokens(bond.returned, units)}")
+        print(f"  slashed {paid(bond.slashed)}, returned {paid(bond.returned)}")
     if bond.last_signature:
         print(f"  last transfer {bond.last_signature} ({bond.last_state})")
     if bond.bounded:

@@ -314,6 +314,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             total_minted=earnings.total_minted,
             open_credits=earnings.open_credits / MS_PER_HOUR,
             decimals=self.payments.pricing.decimals,
+            token_price_usd=float(self.payments.pricing.token_price_usd),
         )
 
     # ------------------------------------------------------------ bonds
@@ -377,6 +378,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             decimals=self.payments.pricing.decimals, bounded=limits.bounded,
             limits=limits.reason, max_leases=limits.max_leases or 0,
             max_frames_per_job=limits.max_frames_per_job or 0,
+            token_price_usd=float(self.payments.pricing.token_price_usd),
         )
 
     # ------------------------------------------------------------ helpers

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from frameproof.creator import CoordinatorUnavailable, CreatorError
 from frameproof.v1 import farm_pb2 as pb
+from frameproof.wallet import money  # noqa: F401  (the CLI modules' one money unit)
 
 out = Console()
 err = Console(stderr=True)
@@ -103,9 +104,3 @@ def job_json(job: pb.Job) -> dict[str, Any]:
     }
 
 
-def money(base_units: int, decimals: int, token_price_usd: float) -> str:
-    """One money unit in text output: USD first, the tokens in brackets ("$1.50 (150 tokens)")."""
-    from frameproof.wallet import tokens
-
-    usd = base_units / 10**decimals * token_price_usd
-    return f"${usd:.6f} ({tokens(base_units, decimals)} tokens)"

@@ -9,6 +9,7 @@ cheater lost nothing but its pending pay.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -63,8 +64,19 @@ def test_bond_and_unbond_round_trip_through_the_cli(farm: LocalFarm,
     capsys.readouterr()
     assert render_node(["airdrop", "25", "--coordinator", farm.address, "--work-dir",
                         str(farm.root / "op")]) == 0
+    # One money unit in text, as the creator's commands say it: USD, the tokens in brackets.
+    assert re.search(r": \$\d+\.\d{6} \(\d+(\.\d+)? tokens\)$", capsys.readouterr().out.strip())
     bonded = node_cli(farm, "op", capsys, "bond", "--tokens", "12")
     assert bonded["state"] == "bonded" and int(bonded["held"]) == 12 * TOKEN
+    assert "token_price_usd" not in bonded, "--json stays as it was"
+    assert render_node(["bond", "--coordinator", farm.address, "--work-dir",
+                        str(farm.root / "op")]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"bond \$\d+\.\d{6} \(12 tokens\) \(bonded; minimum \$\d+\.\d{6} \(",
+                     shown), shown
+    assert render_node(["earnings", "--coordinator", farm.address, "--work-dir",
+                        str(farm.root / "op")]) == 0
+    assert re.search(r"^node \w+: \$0\.000000 \(0 tokens\) minted;", capsys.readouterr().out)
     assert bonded["last_state"] == "landed" and bonded["last_signature"]
     assert bonded["bounded"] is True, "a bond alone does not make a verified record"
     ledger_ok(farm)
