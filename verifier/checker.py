@@ -21,6 +21,7 @@ import numpy as np
 
 from frameproof.blender.worker import BlenderWorker, RenderSettings
 from verifier import metrics
+from verifier.compare import ImageDecodeError, is_exr, load_exr, load_image
 from verifier.judge import FrameVerdict, Outcome, TileVerdict, judge_frame, judge_tile
 from verifier.tiles import Tile, choose_tiles, crop
 
@@ -94,6 +95,7 @@ def judge_with_escalation(
     rng: random.Random,
     render: RenderReference,
     close: bool = False,
+    bitwise: bool = False,
 ) -> Judgement:
     """Tiles, then as many tiles again pooled with the first when grey, then the whole frame.
 
@@ -101,13 +103,14 @@ def judge_with_escalation(
     runs. The whole-frame stage re-renders the frame on the verifier (its device class); it may
     still be grey, and the caller decides what grey means there. ``close``: tiles of a denoised
     scene, judged near-identical (:func:`verifier.judge.judge_tile`); the whole frame is still
-    judged exactly. ``count=0`` goes straight to the whole frame.
+    judged exactly. ``bitwise``: ``image`` and the renders are EXR's linear float data, judged
+    exactly bit for bit. ``count=0`` goes straight to the whole frame.
     """
     checked: list[tuple[Tile, TileVerdict]] = []
     for stage in ("tiles", "more tiles"):
         chosen = choose_tiles(image, count, rng)
         for tile in chosen:
-            checked.append((tile, _judge_tile(image, tile, exact, render, close)))
+            checked.append((tile, _judge_tile(image, tile, exact, render, close, bitwise=bitwise)))
         verdict = judge_frame([v for _, v in checked])
         if verdict.outcome is not Outcome.GREY:
             return Judgement(verdict, stage, checked)
@@ -115,19 +118,20 @@ def judge_with_escalation(
             break  # no detail anywhere: only the whole frame can tell
     height, width = image.shape[:2]
     whole = Tile(0, 0, width, height)
-    tile_verdict = _judge_tile(image, whole, exact, render, references=WHOLE_FRAME_REFERENCES)
+    tile_verdict = _judge_tile(image, whole, exact, render, references=WHOLE_FRAME_REFERENCES,
+                               bitwise=bitwise)
     checked.append((whole, tile_verdict))
     return Judgement(judge_frame([tile_verdict], whole_frame=True), "whole frame", checked)
 
 
 def _judge_tile(
     image: np.ndarray, tile: Tile, exact: bool, render: RenderReference, close: bool = False,
-    references: int = 2,
+    references: int = 2, bitwise: bool = False,
 ) -> TileVerdict:
     reference = render(tile, 0)
     others = None if exact else [render(tile, k) for k in range(1, references)]
     return judge_tile(crop(image, tile), reference, exact=exact, second_reference=others,
-                      close=close)
+                      close=close, bitwise=bitwise)
 
 
 def check_frame(
@@ -137,10 +141,27 @@ def check_frame(
     scratch: Path,
     rng: random.Random | None = None,
 ) -> CheckOutcome:
-    """Judge the node's image of one frame."""
-    image = metrics.decode_frame(node_image_path)
+    """Judge the node's image of one frame.
+
+    EXR frames: the cheap checks and the statistical metrics read the display view
+    (:func:`verifier.compare.exr_view`); exact mode compares the linear float data bit for bit
+    (same build and device render the same float32 bits). A denoised or close-mode scene is
+    judged on the view's 8 bits, as PNG is.
+    """
+    exr = job.settings.output_format.upper() == "EXR"
+    try:
+        if is_exr(node_image_path) != exr:
+            wanted = "OpenEXR" if exr else "PNG"
+            return CheckOutcome(False, f"the frame is not the {wanted} image the job asked for",
+                                "cheap")
+        # Bounded before decoding: the job's size, or no decode at all.
+        image = load_image(node_image_path, (job.width, job.height))
+    except ImageDecodeError as error:
+        return CheckOutcome(False, str(error), "cheap")
+    except OSError as error:
+        return CheckOutcome(False, f"the frame cannot be read: {error}", "cheap")
     cheap = metrics.check_frame(image, job.width, job.height)
-    if not cheap.ok or image is None:
+    if not cheap.ok:
         return CheckOutcome(False, cheap.reason, "cheap")
     pixel_sha = metrics.pixel_hash(image)
     if not job.render_tiles:
@@ -157,8 +178,15 @@ def check_frame(
     close = strategy in ("padded", "close")
     if close:  # tiles with a margin, judged close; the whole frame exactly
         mode += ", denoised" if strategy == "padded" else ", close"
+    bitwise = exact and exr and not close
+    if bitwise:
+        mode += ", float bits"
+        try:
+            image = load_exr(node_image_path, (job.width, job.height))
+        except ImageDecodeError as error:
+            return CheckOutcome(False, str(error), "cheap", pixel_sha)
     outcome = CheckOutcome(False, "", mode, pixel_sha)
-    render = _tile_renderer(job, worker, scratch, outcome, plan.seed)
+    render = _tile_renderer(job, worker, scratch, outcome, plan.seed, raw=bitwise)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
     if strategy == "whole" or (close and not exact):
         # Statistical mode compares the node's pixels with two of our renders; a tile with a
@@ -168,7 +196,7 @@ def check_frame(
         outcome.mode = mode = f"{mode.split(',')[0]}, whole frame"  # stored in 32 characters
     judged = judge_with_escalation(
         image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render,
-        close=close and exact,
+        close=close and exact, bitwise=bitwise,
     )
     outcome.tiles = judged.tiles
     verdict = judged.verdict
@@ -184,9 +212,12 @@ def check_frame(
 
 
 def _tile_renderer(
-    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int
+    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int,
+    raw: bool = False,
 ) -> RenderReference:
     """Border renders of the job's frame under its settings, timed into ``outcome``.
+
+    ``raw``: an EXR job's renders as their linear float data, not the display view.
 
     ``seed`` is the one the job renders with (the scene's own unless the creator overrode it);
     statistical mode's other references use the next ones.
@@ -196,7 +227,8 @@ def _tile_renderer(
     def render(tile: Tile, seed_offset: int) -> np.ndarray:
         nonlocal count
         count += 1
-        output = scratch / f"tile-{job.frame}-{count}.png"
+        suffix = ".exr" if job.settings.output_format.upper() == "EXR" else ".png"
+        output = scratch / f"tile-{job.frame}-{count}{suffix}"
         whole = (tile.x, tile.y, tile.w, tile.h) == (0, 0, job.width, job.height)
         start = time.perf_counter()
         worker.render_frame(
@@ -207,9 +239,12 @@ def _tile_renderer(
             tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
         )
         outcome.render_seconds += time.perf_counter() - start
-        reference = metrics.decode_frame(output)
-        output.unlink(missing_ok=True)
-        assert reference is not None, "the verifier's own render does not decode"
+        try:  # the verifier's own render: failing to read it is our trouble, not the node's
+            reference = load_exr(output) if raw else load_image(output)
+        except ImageDecodeError as error:
+            raise OSError(f"the verifier's own render does not decode: {error}") from None
+        finally:
+            output.unlink(missing_ok=True)
         # The file has the frame's size (dither is hashed by pixel position): crop the tile.
         return reference if whole else crop(reference, tile)
 

@@ -138,11 +138,15 @@ def judge_tile(
     same_seed: bool = False,
     second_reference: np.ndarray | list[np.ndarray] | None = None,
     close: bool = False,
+    bitwise: bool = False,
 ) -> TileVerdict:
     """Compare one tile of the node's frame with the verifier's re-render of it.
 
     Exact mode with ``close``: the reference was rendered with a margin around the tile (a
     denoised scene: the denoiser sees neighbours), so it is near-identical, not identical.
+
+    Exact mode with ``bitwise``: float tiles (an EXR frame's linear data) compared bit for bit
+    (:func:`verifier.metrics.exact_match`), under the same thresholds.
 
     Statistical mode only: ``same_seed`` adds the noise-correlation test (for a verifier that
     rendered with the job's seed on a device class known to share its noise: not measured yet);
@@ -154,12 +158,13 @@ def judge_tile(
     if exact and close:
         return _judge_close(node_tile, reference_tile, thresholds)
     if exact:
-        return _judge_exact(node_tile, reference_tile, thresholds)
+        return _judge_exact(node_tile, reference_tile, thresholds, bitwise)
     return _judge_statistical(node_tile, reference_tile, thresholds, same_seed, second_reference)
 
 
-def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds) -> TileVerdict:
-    score = metrics.exact_match(node, ref)
+def _judge_exact(node: np.ndarray, ref: np.ndarray, th: Thresholds,
+                 bitwise: bool = False) -> TileVerdict:
+    score = metrics.exact_match(node, ref, bitwise=bitwise)
     scores = {"equal_fraction": score.equal_fraction, "max_abs_diff": float(score.max_abs_diff)}
     what = f"{score.equal_fraction:.2%} of pixels equal, max |Δ| {score.max_abs_diff}"
     if score.equal_fraction >= th.exact_equal_fraction and score.max_abs_diff <= th.exact_max_diff:

@@ -51,9 +51,26 @@ class ExactScore:
     max_abs_diff: int  # largest |Δ| over all pixels and channels, 8-bit levels
 
 
-def exact_match(node: np.ndarray, reference: np.ndarray) -> ExactScore:
-    """Pixel equality on 8 bits: same build + device + seed renders are bit-identical."""
+def exact_match(node: np.ndarray, reference: np.ndarray, *, bitwise: bool = False
+                ) -> ExactScore:
+    """Pixel equality on 8 bits: same build + device + seed renders are bit-identical.
+
+    ``bitwise``: float frames (EXR's linear data) compared bit for bit, each pixel equal only
+    when every channel has the same float32 bits (NaN included); |Δ| in 8-bit levels of the
+    linear values (unclipped, so a tampered highlight counts).
+    """
     _same_shape(node, reference)
+    if bitwise:
+        a32 = np.ascontiguousarray(node, dtype=np.float32)
+        b32 = np.ascontiguousarray(reference, dtype=np.float32)
+        same = a32.view(np.uint32) == b32.view(np.uint32)
+        per_pixel_same = same.all(axis=2) if same.ndim == 3 else same
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta = np.nan_to_num(np.abs(a32.astype(np.float64) - b32), nan=1.0, posinf=1.0)
+        levels = int(np.ceil(float(delta.max(initial=0.0)) * 255.0))
+        if not per_pixel_same.all():
+            levels = max(levels, 1)  # differing bits never read as "no difference"
+        return ExactScore(float(per_pixel_same.mean()), min(levels, 1 << 30))
     a = to_uint8(node).astype(np.int16)
     b = to_uint8(reference).astype(np.int16)
     diff = np.abs(a - b)
@@ -217,7 +234,7 @@ class FrameCheck:
 
 
 def decode_frame(path: Path) -> np.ndarray | None:
-    """The frame as float32 RGB, or None when it does not decode."""
+    """The frame as float32 RGB (EXR: its display view), or None when it does not decode."""
     try:
         return load_image(path)
     except ImageDecodeError:
