@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,10 @@ def test_exact_mode_compares_float_bits_and_catches_a_change_8_bits_cannot_see(r
     passed = check_frame(job, honest, worker, folder, random.Random(1))
     assert passed.passed, passed.reason
     assert passed.mode.startswith("exact, float bits"), passed.mode
+    # A node of another device class: statistical mode, on the display view (clipped, sRGB).
+    judged = check_frame(replace(job, node_device="CUDA"), honest, worker, folder,
+                         random.Random(2))
+    assert judged.passed and judged.mode == "statistical", (judged.mode, judged.reason)
 
     # Brighter by 0.05 %: invisible on 8 bits, but not the render the job paid for.
     raw = load_exr(honest)
