@@ -157,6 +157,7 @@ class Client:
         self.channel = grpc.aio.insecure_channel(address)
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
         self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)
+        self.window = (float("inf"), float("inf"))  # set by run_node
 
     async def call(self, stub: Any, service: str, name: str, request: Any,
                    latencies: dict[str, list[float]] | None) -> Any:
@@ -165,15 +166,16 @@ class Client:
         metadata = sign_call(self.keypair, f"/frameproof.v1.{service}/{name}",
                              request.SerializeToString())
         start = time.perf_counter()
+        inside = self.window[0] <= time.time() < self.window[1]
         response = await getattr(stub, name)(request, metadata=metadata, timeout=CALL_TIMEOUT)
-        if latencies is not None:
+        if latencies is not None and inside:  # calls made inside the measured window only
             latencies[name].append(time.perf_counter() - start)
         return response
 
 
 async def run_node(client: Client, args: argparse.Namespace, window: tuple[float, float],
                    result: dict[str, Any]) -> None:
-    """Cycles until the window closes; only calls made inside the window are counted."""
+    """Cycles until the window closes; calls made and cycles completed inside it count."""
     import grpc
 
     from frameproof.v1 import farm_pb2 as pb
@@ -185,21 +187,21 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
     while time.time() < window[0] - args.warmup:
         await asyncio.sleep(0.05)
     serial = 0
+    client.window = window
+    lat = result["latencies"]
     while time.time() < window[1]:
-        counted = time.time() >= window[0]
-        lat = result["latencies"] if counted else None
         try:
             response = await client.call(client.nodes, "NodeService", "LeaseTask",
                                          pb.LeaseTaskRequest(node_id=node_id,
                                                              max_tasks=args.tasks_per_lease),
                                          lat)
             if not response.HasField("lease"):
-                result["empty"] += counted
+                result["empty"] += window[0] <= time.time() < window[1]
                 await asyncio.sleep(response.retry_after_ms / 1000)
                 continue
             for lease in [response.lease, *response.more_leases]:
                 serial = await run_lease(client, lease, args, lat, serial)
-                if time.time() < window[1] and counted:
+                if window[0] <= time.time() < window[1]:  # completed inside the window
                     result["cycles"] += 1
                     result["frames"] += len(lease.frames)
         except grpc.aio.AioRpcError as error:
@@ -245,8 +247,9 @@ async def upload(client: Client, ref: Any, data: bytes,
     metadata = sign_call(client.keypair, "/frameproof.v1.BlobStore/UploadBlob", None)
     chunk = pb.UploadChunk(blob=ref, offset=0, data=data, crc32=zlib.crc32(data))
     start = time.perf_counter()
+    inside = client.window[0] <= time.time() < client.window[1]
     await client.blobs.UploadBlob(iter([chunk]), metadata=metadata, timeout=CALL_TIMEOUT)
-    if latencies is not None:
+    if latencies is not None and inside:
         latencies["UploadBlob"].append(time.perf_counter() - start)
 
 
