@@ -1139,6 +1139,9 @@ OPEN_ITEMS = [
     "bounds trade detection (about 98%) against false failures; a denoised job checked across "
     "device classes should rather go to a verifier of the node's class, or render more "
     "references.",
+    "- Denoised scenes verified on their noisy pass (issue 11's design): feasible on the "
+    "CPU, measured in \"Verifying denoised scenes on the noisy pass (feasibility)\" "
+    "below (`bench/noisy_pass_study.py`); not built yet.",
     "- Flat tiles are skipped using the node's own image: a node could flatten regions to keep "
     "them from being checked. The blank check covers whole frames only; a low-resolution "
     "preview render by the verifier would close this.",
