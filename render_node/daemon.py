@@ -12,7 +12,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,46 @@ class NodeConfig:
     frame_timeout: float = 3600.0
     memory_limit_bytes: int | None = None
     tls_ca: Path | None = None
+    max_tasks: int = 0  # tasks asked for per LeaseTask; 0: as many as fit half a lease
+
+
+MAX_TASKS_AUTO = 8  # the most tasks an automatic node holds at once
+STOPPING_REASON = "node stopping: not started"  # a give-back (node_service.STOPPING_PREFIX)
+
+
+def tasks_to_ask(configured: int, lease_seconds: float, last_task_seconds: float | None) -> int:
+    """How many tasks one LeaseTask asks for: `configured` when set, else as many as the
+    last task's pace renders in half a lease (1 until a task was timed).
+
+    Fewer calls per frame is what the coordinator's CPU wants; a node holding more than it
+    renders soon would keep frames from idle nodes and need heartbeats for waiting leases.
+    """
+    if configured > 0:
+        return configured
+    if not last_task_seconds or last_task_seconds <= 0:
+        return 1
+    return max(1, min(MAX_TASKS_AUTO, int(lease_seconds / 2 / last_task_seconds)))
+
+
+@dataclass
+class HeldLease:
+    """A lease this node holds: waiting its turn or rendering."""
+
+    lease: pb.Lease
+    expires: float  # time.monotonic() when the coordinator takes it back unless extended
+    started: float | None = None  # time.monotonic() when its render began
+    last_beat: float = 0.0
+    done_frames: list[int] = field(default_factory=lambda: [0])
+    withdrawn: threading.Event = field(default_factory=threading.Event)
+
+
+def heartbeat_due(held: HeldLease, now: float, heartbeat_seconds: float) -> bool:
+    """A rendering lease beats every interval (its first after one interval, so a lease
+    done sooner never beats); a waiting one only when its expiry comes within three
+    intervals, which a lease rendered soon never reaches."""
+    if held.started is not None:
+        return now - max(held.started, held.last_beat) >= heartbeat_seconds
+    return held.expires - now < 3 * heartbeat_seconds
 
 
 def default_memory_limit() -> int:
@@ -78,25 +119,79 @@ class RenderNode:
         )
         self.stopping = threading.Event()
         self.heartbeat_seconds = 10.0
+        self.lease_seconds = 60.0
+        self.held: dict[str, HeldLease] = {}  # by lease id, in lease order
+        self.held_lock = threading.Lock()
+        self.last_task_seconds: float | None = None
 
     # ------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        """Render until stop() is called."""
+        """Render until stop() is called; leases not started by then are given back."""
+        beats_done = threading.Event()
+        beat = threading.Thread(target=self._heartbeats, args=(beats_done,), daemon=True)
         try:
             self._register()
+            beat.start()
+            waiting: deque[str] = deque()
             while not self.stopping.is_set():
-                response = self._call(self.client.nodes.LeaseTask,
-                                      pb.LeaseTaskRequest(node_id=self.node_id))
-                if response is None:
+                if not waiting:
+                    waiting.extend(self._lease_more())
                     continue
-                if not response.HasField("lease"):
-                    self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
+                held = self.held.get(waiting.popleft())
+                if held is None or held.withdrawn.is_set():  # taken back while it waited
+                    self._forget(held)
                     continue
-                self._run_lease(response.lease)
+                started = time.monotonic()
+                self._run_lease(held)
+                self.last_task_seconds = time.monotonic() - started
         finally:
+            beats_done.set()
+            if beat.is_alive():
+                beat.join()
+            self._give_back_waiting()
             self.blender.close()
             self.client.close()
+
+    def _lease_more(self) -> list[str]:
+        """One LeaseTask for as many tasks as this node takes now: their lease ids, in order."""
+        want = tasks_to_ask(self.config.max_tasks, self.lease_seconds, self.last_task_seconds)
+        response = self._call(self.client.nodes.LeaseTask,
+                              pb.LeaseTaskRequest(node_id=self.node_id, max_tasks=want))
+        if response is None:
+            return []
+        if not response.HasField("lease"):
+            self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
+            return []
+        received = time.monotonic()
+        leases = [response.lease, *response.more_leases]
+        with self.held_lock:
+            for lease in leases:
+                self.held[lease.lease_id] = HeldLease(lease, received + self.lease_seconds)
+        if len(leases) > 1:
+            log.info("leased %d tasks in one call", len(leases))
+        return [lease.lease_id for lease in leases]
+
+    def _forget(self, held: HeldLease | None) -> None:
+        if held is not None:
+            with self.held_lock:
+                self.held.pop(held.lease.lease_id, None)
+
+    def _give_back_waiting(self) -> None:
+        """Stopping: hand back every lease not started, so another node renders it now
+        rather than after its lease expires. One already taken back is fine."""
+        with self.held_lock:
+            waiting = [h for h in self.held.values() if h.started is None]
+            self.held.clear()
+        for held in waiting:
+            if held.withdrawn.is_set():
+                continue
+            try:
+                self._give_up(held.lease, STOPPING_REASON)
+                log.info("lease %s given back (not started)", held.lease.lease_id)
+            except grpc.RpcError as error:
+                log.warning("lease %s not given back (%s); it expires on the coordinator",
+                            held.lease.lease_id, error.code())
 
     def stop(self) -> None:
         self.stopping.set()
@@ -112,18 +207,15 @@ class RenderNode:
         if response is None:
             return
         self.heartbeat_seconds = response.heartbeat_seconds or self.heartbeat_seconds
+        self.lease_seconds = response.lease_seconds or self.lease_seconds
         log.info("registered as %s with %s", self.node_id, self.config.coordinator)
 
     # ------------------------------------------------------------ one lease
 
-    def _run_lease(self, lease: pb.Lease) -> None:
+    def _run_lease(self, held: HeldLease) -> None:
+        lease, withdrawn, done_frames = held.lease, held.withdrawn, held.done_frames
         log.info("lease %s: job %s frames %s", lease.lease_id, lease.job_id, list(lease.frames))
-        withdrawn = threading.Event()
-        done_frames = [0]
-        beat = threading.Thread(
-            target=self._heartbeat, args=(lease, withdrawn, done_frames), daemon=True
-        )
-        beat.start()
+        held.started = time.monotonic()
         metrics.RENDERING.set(1)
         try:
             outputs = self._render_lease(lease, withdrawn, done_frames)
@@ -141,8 +233,8 @@ class RenderNode:
                 self._give_up(lease, reason)
         finally:
             metrics.RENDERING.set(0)
-            withdrawn.set()  # ends the heartbeat thread
-            beat.join()
+            withdrawn.set()  # the heartbeats leave it alone from now on
+            self._forget(held)
 
     def _give_up(self, lease: pb.Lease, reason: str) -> None:
         """Tell the coordinator the lease failed; a lease it already took back is fine."""
@@ -234,26 +326,40 @@ class RenderNode:
             output.unlink(missing_ok=True)
         log.info("lease %s delivered", lease.lease_id)
 
-    def _heartbeat(
-        self, lease: pb.Lease, withdrawn: threading.Event, done_frames: list[int]
-    ) -> None:
-        while not withdrawn.wait(self.heartbeat_seconds):
-            try:
-                response = self.client.nodes.Heartbeat(
-                    pb.HeartbeatRequest(node_id=self.node_id, lease_id=lease.lease_id,
-                                        frames_done=done_frames[0]),
-                    timeout=CALL_TIMEOUT,
-                )
-            except grpc.RpcError as error:
-                # The coordinator is away; it restores live leases when it returns.
-                log.warning("heartbeat failed (%s); still rendering", error.code())
-                continue
-            if not response.keep_going:
-                log.warning("lease %s: coordinator says stop (%s)", lease.lease_id,
-                            response.reason)
-                withdrawn.set()
-                self.blender.close()  # abandon the frame being rendered
-                return
+    def _heartbeats(self, done: threading.Event) -> None:
+        """One thread keeps every held lease alive: the rendering one each interval, the
+        waiting ones only near their expiry (the wire takes one lease per Heartbeat)."""
+        while not done.wait(max(0.05, self.heartbeat_seconds / 4)):
+            now = time.monotonic()
+            with self.held_lock:
+                due = [h for h in self.held.values() if not h.withdrawn.is_set()
+                       and heartbeat_due(h, now, self.heartbeat_seconds)]
+            for held in due:
+                if done.is_set():
+                    return
+                self._beat(held)
+
+    def _beat(self, held: HeldLease) -> None:
+        lease = held.lease
+        held.last_beat = time.monotonic()
+        try:
+            response = self.client.nodes.Heartbeat(
+                pb.HeartbeatRequest(node_id=self.node_id, lease_id=lease.lease_id,
+                                    frames_done=held.done_frames[0]),
+                timeout=CALL_TIMEOUT,
+            )
+        except grpc.RpcError as error:
+            # The coordinator is away; it restores live leases when it returns.
+            log.warning("heartbeat failed (%s); still rendering", error.code())
+            return
+        if response.keep_going:
+            held.expires = held.last_beat + self.lease_seconds
+            return
+        log.warning("lease %s: coordinator says stop (%s)", lease.lease_id, response.reason)
+        rendering = held.started is not None and not held.withdrawn.is_set()
+        held.withdrawn.set()
+        if rendering:
+            self.blender.close()  # abandon the frame being rendered
 
     # ------------------------------------------------------------ calls
 

@@ -214,7 +214,7 @@ def test_a_node_whose_lease_is_gone_survives_a_failed_fetch(farm: LocalFarm,
     """After a partition the island may fail its fetch before a heartbeat tells it the lease
     is gone; its FailTask is then refused. Seen in the partition run above (a race there);
     here made deterministic with a lease the coordinator no longer knows."""
-    from render_node.daemon import NodeConfig, RenderNode
+    from render_node.daemon import HeldLease, NodeConfig, RenderNode
 
     farm.start_coordinator(extra_args=("--no-verifier",))
     with farm.client() as creator:
@@ -225,7 +225,8 @@ def test_a_node_whose_lease_is_gone_survives_a_failed_fetch(farm: LocalFarm,
         node._register()
         gone = pb.Lease(lease_id="0" * 32, task_id="0" * 32, job_id=job.job_id,
                         scene_id=job.scene_id, main_file="spinning_cube.blend", frames=[1])
-        node._run_lease(gone)  # the fetch is refused, then FailTask is refused: must not raise
+        # The fetch is refused, then FailTask is refused: must not raise.
+        node._run_lease(HeldLease(gone, expires=0.0))
     finally:
         node.blender.close()
         node.client.close()
