@@ -10,8 +10,9 @@ import grpc
 
 from coordinator.access import AccessPolicy
 from coordinator.api.auth import current_caller
-from coordinator.api.errors import require_id
+from coordinator.api.errors import maps_domain_errors, require_id
 from coordinator.api.node_service import standing_message
+from coordinator.domain.errors import Forbidden, NotFound
 from coordinator.domain.pricing import MS_PER_HOUR
 from coordinator.payments import Payments
 from coordinator.payments.results import EpochSummary
@@ -25,6 +26,7 @@ from frameproof.v1 import farm_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+@maps_domain_errors
 class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
     def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
                  payments: Payments) -> None:
@@ -49,7 +51,7 @@ class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
         node_id = await require_id(context, request.node_id, "node_id")
         node = self.store.get_node(node_id)
         if node is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node_id}")
+            raise NotFound(f"no node {node_id}")
         reason = request.reason[:500] or "set by the operator"
         self.proof.set_quarantine(node_id, request.quarantined, reason, time.time())
         log.warning("node %s %s by the operator: %s", node_id[:12],
@@ -58,9 +60,8 @@ class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> None:
         if not self.access.is_admin(current_caller()):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "administration needs the coordinator's admin key or its "
-                                "local admin socket")
+            raise Forbidden("administration needs the coordinator's admin key or its "
+                            "local admin socket")
 
 
 def close_epoch_now(store: FarmStore, proof: ProofStore, payments: Payments,

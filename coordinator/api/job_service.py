@@ -16,6 +16,13 @@ from coordinator.api.auth import current_caller
 from coordinator.api.errors import maps_domain_errors, require_id
 from coordinator.api.validation import MAX_JOB_COST_USD
 from coordinator.domain.budget import LEASE_SHORT, pause_reason, topup_suggestion
+from coordinator.domain.control import (
+    check_cancellable,
+    check_creator,
+    check_steerable,
+    check_top_up,
+)
+from coordinator.domain.errors import InvalidRequest, NotFound, Refused
 from coordinator.domain.frames import FrameSpecError, format_frames, parse_frames
 from coordinator.domain.jobs import (
     JobRequest,
@@ -112,18 +119,17 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         cost = self._estimate(probe, len(frames), job.tier)
         max_cost = usd(request.max_cost_usd) if request.max_cost_usd > 0 else cost.max_cost_usd
         if not request.signed_deposit:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "no escrow deposit: call PrepareDeposit for the job's maximum "
-                                f"cost (${max_cost}) and sign it (frameproof submit does this)")
+            raise Refused("no escrow deposit: call PrepareDeposit for the job's maximum "
+                          f"cost (${max_cost}) and sign it (frameproof submit does this)")
         job_id = uuid.uuid4().hex[:16]
         try:
             await asyncio.to_thread(self.payments.open_escrow, job_id, creator,
                                     request.signed_deposit,
                                     self.payments.escrow_amount(max_cost), tier=job.tier)
         except InsufficientBalance as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"escrow refused: {error}")
+            raise InvalidRequest(f"escrow refused: {error}") from error
         now = time.time()
         phases.append(Phase("escrow", quoted, now, now - quoted))
         record = JobRecord(
@@ -185,18 +191,16 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def PrepareDeposit(self, request, context):
         if not 0 < request.amount_usd <= MAX_JOB_COST_USD:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
+            raise InvalidRequest(f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
         creator = current_caller().pubkey
         await self._grant_once(creator)
         tokens = self.payments.escrow_amount(usd(request.amount_usd))
         if tokens <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "the amount is below one token base unit")
+            raise InvalidRequest("the amount is below one token base unit")
         try:
             message = await asyncio.to_thread(self.payments.deposit_message, creator, tokens)
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         return pb.PrepareDepositResponse(message=message, tokens=tokens)
 
     async def GetWallet(self, request, context):
@@ -206,12 +210,10 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def Airdrop(self, request, context):
         if not self.allow_airdrop:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "airdrops exist only on the embedded chain and test clusters")
+            raise Refused("airdrops exist only on the embedded chain and test clusters")
         limit = MAX_AIRDROP_TOKENS * self.payments.pricing.base_units_per_token
         if not 0 < request.tokens <= limit:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"tokens must be in (0, {limit}] base units")
+            raise InvalidRequest(f"tokens must be in (0, {limit}] base units")
         creator = current_caller().pubkey
         await asyncio.to_thread(self.payments.airdrop, creator, request.tokens)
         return await self._wallet(creator)
@@ -221,7 +223,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         try:
             receipts = await asyncio.to_thread(self.payments.receipts, job_id)
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            raise NotFound(str(error)) from error
         return pb.Receipts(
             job_id=job_id,
             frames=[pb.FrameReceipt(frame=c.frame, node_id=c.node_id, cost_usd=float(c.cost_usd),
@@ -257,8 +259,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
     async def ListJobs(self, request, context):
         caller = current_caller()
         if not 0 <= request.limit <= MAX_LIST_JOBS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"limit must be in [0, {MAX_LIST_JOBS}] (0: {DEFAULT_LIST_JOBS})")
+            raise InvalidRequest(
+                f"limit must be in [0, {MAX_LIST_JOBS}] (0: {DEFAULT_LIST_JOBS})")
         creator = None if self.access.is_admin(caller) else caller.pubkey
         jobs, total = self.store.list_jobs(creator, request.limit or DEFAULT_LIST_JOBS)
         counts = self.store.frame_counts(job.job_id for job in jobs)
@@ -287,11 +289,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
 
     async def CancelJob(self, request, context):
         job_id = await self._existing_job_id(request.job_id, context)
-        if self._job_message(job_id).state == pb.JOB_STATE_DONE:
-            # Every frame approved: there is nothing left to stop, and "cancelled" would
-            # misreport a finished job (and hide it from `watch`'s done hook).
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"job {job_id} is already done: nothing to cancel")
+        check_cancellable(job_id, done=self._job_message(job_id).state == pb.JOB_STATE_DONE)
         self.store.cancel_job(job_id, time.time())
         self.events.changed(job_id)
         log.info("job %s cancelled", job_id)
@@ -300,32 +298,23 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
     async def TopUpJob(self, request, context):
         job_id = await self._existing_job_id(request.job_id, context)
         if not 0 < request.amount_usd <= MAX_JOB_COST_USD:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
+            raise InvalidRequest(f"amount_usd must be in (0, {MAX_JOB_COST_USD}]")
         if not request.signed_deposit:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "no deposit: call PrepareDeposit for the amount and sign it "
-                                "(frameproof topup does this)")
+            raise InvalidRequest("no deposit: call PrepareDeposit for the amount and sign it "
+                                 "(frameproof topup does this)")
         creator = current_caller().pubkey
         job = self.store.get_job(job_id)
         assert job is not None
-        if job.creator != creator:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"job {job_id} belongs to another creator: only its creator "
-                                "may top it up")
-        if job.cancelled or job.settled:
-            ended = "cancelled" if job.cancelled else "finished"
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"job {job_id} is {ended}: nothing to top up (what was not "
-                                "charged is refunded)")
+        check_creator(job_id, job.creator, creator, "top it up")
+        check_top_up(job_id, cancelled=job.cancelled, settled=job.settled)
         tokens = self.payments.escrow_amount(usd(request.amount_usd))
         try:
             receipt = await asyncio.to_thread(self.payments.top_up, job_id, creator,
                                               request.signed_deposit, tokens)
         except InsufficientBalance as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"top-up refused: {error}")
+            raise Refused(f"top-up refused: {error}") from error
         log.info("job %s topped up by %d base units", job_id, tokens)
         self.events.changed(job_id)  # the settlement sweep resumes it within a second
         return pb.TopUpResponse(job=self._job_message(job_id), tokens=tokens,
@@ -364,7 +353,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         try:
             self.control.set_priority(job_id, request.priority, time.time())
         except ControlError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise InvalidRequest(str(error)) from error
         self.events.changed(job_id)
         return self._job_message(job_id)
 
@@ -373,11 +362,11 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         try:
             frames = parse_frames(request.frames)
         except FrameSpecError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise InvalidRequest(str(error)) from error
         try:
             queued = self.control.requeue(job_id, frames, time.time())
         except ControlError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         log.info("job %s: frames %s requeued by its creator", job_id, format_frames(queued))
         self.events.changed(job_id)
         self.events.work_queued()
@@ -389,15 +378,11 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         job_id = await self._existing_job_id(request.job_id, context)
         job = self.store.get_job(job_id)
         assert job is not None
-        if job.creator != current_caller().pubkey:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"job {job_id} belongs to another creator: only its creator "
-                                "may read its logs")
+        check_creator(job_id, job.creator, current_caller().pubkey, "read its logs")
         record = frame_log(self.store.engine, job_id, request.frame)
         if record is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no log for frame {request.frame} of job {job_id} (not "
-                                "rendered yet, or not a frame of the job)")
+            raise NotFound(f"no log for frame {request.frame} of job {job_id} (not "
+                           "rendered yet, or not a frame of the job)")
         return pb.FrameLog(job_id=job_id, frame=record.frame, node_id=record.node_id,
                            text=record.text)
 
@@ -407,13 +392,8 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         job_id = await self._existing_job_id(job_id, context)
         job = self.store.get_job(job_id)
         assert job is not None
-        if job.creator != current_caller().pubkey:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"job {job_id} belongs to another creator: only its creator "
-                                f"may {verb} it")
-        if job.cancelled:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"job {job_id} is cancelled")
+        check_creator(job_id, job.creator, current_caller().pubkey, f"{verb} it")
+        check_steerable(job_id, cancelled=job.cancelled)
         return job_id
 
     # ------------------------------------------------------------ helpers
@@ -502,9 +482,9 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         try:
             return await self.intake.accept_scene(scene_id, owner)
         except MissingBlobsError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         except IntakeError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise InvalidRequest(str(error)) from error
 
     async def _check_settings(
         self, settings: pb.RenderSettings, context: grpc.aio.ServicerContext
@@ -526,7 +506,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         except IntakeError as error:
             problems.append(str(error))
         if problems:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+            raise InvalidRequest("; ".join(problems))
 
 
 def _progress(job: pb.Job) -> tuple:

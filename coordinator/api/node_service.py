@@ -14,11 +14,18 @@ from google.protobuf.json_format import MessageToDict
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
-from coordinator.api.errors import require_id
+from coordinator.api.errors import maps_domain_errors, require_id
 from coordinator.blobstore import BlobNotFound, BlobStore
 from coordinator.bonding import release_if_due
+from coordinator.domain.errors import InvalidRequest, NotFound, Refused
+from coordinator.domain.nodes import (
+    benchmark_score,
+    check_own_node,
+    failure_event,
+    history_limit,
+)
 from coordinator.domain.pricing import MS_PER_HOUR
-from coordinator.domain.reputation import NodeEvent, check_probability
+from coordinator.domain.reputation import check_probability
 from coordinator.domain.sampling import sample_frames
 from coordinator.domain.states import TaskState
 from coordinator.events import JobEvents
@@ -56,16 +63,13 @@ LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
 BOUNDED_RECHECK_SECONDS = 2.0  # a new identity waiting on its own verifications re-asks this often
 MAX_REASON_LENGTH = 4000
-STOPPING_PREFIX = "node stopping"  # a FailTask reason for a lease given back on shutdown
 KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
 JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
 SCENES_REMEMBERED = 4  # scenes per node taken to be in its cache (scene affinity)
 MAX_BOND_BASE_UNITS = 2**63 - 1  # what the wire's int64 and the ledger's BIGINT hold
 MAX_SIGNED_BOND_BYTES = 1232  # a Solana transaction's size limit
-# Self-reported benchmark scores are clamped: a node cannot claim to be a supercomputer.
-MIN_BENCHMARK_SCORE, MAX_BENCHMARK_SCORE = 0.05, 20.0
 
-
+@maps_domain_errors
 class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
@@ -106,8 +110,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
         capabilities = json.dumps(MessageToDict(request.capabilities))
-        score = min(MAX_BENCHMARK_SCORE, max(MIN_BENCHMARK_SCORE,
-                                              request.capabilities.benchmark_score or 1.0))
+        score = benchmark_score(request.capabilities.benchmark_score)
         await self.storage.run(self.store.register_node, node_id, request.name[:200],
                                capabilities, time.time(), score)
         log.info("node %s registered (%s)", node_id[:12], request.name)
@@ -188,22 +191,18 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         for output in request.outputs:
             sha = output.image.sha256
             if not is_sha256(sha):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"frame {output.frame}: image is not a sha256")
+                raise InvalidRequest(f"frame {output.frame}: image is not a sha256")
             if leased is not None and leased.node_id == node_id and settings is not None and (
                     not verify_receipt(node_id, output.receipt_signature, leased.job_id,
                                        output.frame, sha, settings)):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"frame {output.frame}: the receipt signature does not "
-                                    "verify (sign job, frame, image sha256 and settings)")
+                raise InvalidRequest(f"frame {output.frame}: the receipt signature does not "
+                                     "verify (sign job, frame, image sha256 and settings)")
             # The node must hold the image itself (uploaded or proven): naming a stored
             # blob it only knows the sha256 of (another creator's texture, say) would make
             # that blob this job's frame, readable by this job's creator.
             if (sha, output.image.size) not in delivered:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"frame {output.frame}: image {sha[:12]} was not uploaded; upload it first",
-                )
+                raise Refused(f"frame {output.frame}: image {sha[:12]} was not uploaded; "
+                              "upload it first")
             outputs.append(
                 FrameOutputRecord(
                     frame=output.frame,
@@ -225,9 +224,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             task, recorded, sampled = await self.storage.run(
                 self.leasing.complete, lease_id, node_id, outputs, time.time(), draw)
         except LeaseLost as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
+            raise Refused(f"lease lost: {error}") from error
         except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise InvalidRequest(str(error)) from error
         if not recorded:  # a retried completion: it was counted the first time
             return pb.CompleteTaskResponse(accepted=True)
         logs = {o.frame: o.log for o in request.outputs if o.log}
@@ -264,7 +263,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         try:
             task = await self.storage.run(self._fail, lease_id, node_id, reason)
         except LeaseLost as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"lease lost: {error}")
+            raise Refused(f"lease lost: {error}") from error
         if task.state == TaskState.QUEUED:
             self.events.work_queued()
         self.events.changed(task.job_id)
@@ -273,7 +272,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     def _fail(self, lease_id: str, node_id: str, reason: str) -> TaskRecord:
         task = self.store.fail_task(lease_id, node_id, reason, time.time())
-        event = NodeEvent.ABANDONED if reason.startswith(STOPPING_PREFIX) else NodeEvent.CRASH
+        event = failure_event(reason)
         self.proof.record_event(node_id, event, time.time(), job_id=task.job_id,
                                 frame=task.first_frame, details={"reason": reason})
         return task
@@ -290,8 +289,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         node_id = await require_id(context, request.node_id, "node_id")
         node = self.store.get_node(node_id)
         if node is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {node_id}")
-        limit = min(max(request.history_limit, 0) or 50, 1000)
+            raise NotFound(f"no node {node_id}")
+        limit = history_limit(request.history_limit)
         events = self.proof.history(node_id, limit)
         creators = self.store.job_creators(event.job_id for event in events if event.job_id)
         caller = current_caller()
@@ -322,30 +321,27 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def PrepareBond(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
         if not 0 < request.tokens <= MAX_BOND_BASE_UNITS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
+            raise InvalidRequest(f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
         try:
             message = await asyncio.to_thread(self.payments.bonds.bond_message, node_id,
                                               request.tokens)
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         return pb.PrepareBondResponse(message=message, tokens=request.tokens)
 
     async def PostBond(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
         if not 0 < request.tokens <= MAX_BOND_BASE_UNITS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
+            raise InvalidRequest(f"tokens must be in (0, {MAX_BOND_BASE_UNITS}] base units")
         if not request.signed_bond or len(request.signed_bond) > MAX_SIGNED_BOND_BYTES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "signed_bond must be the signed PrepareBond message")
+            raise InvalidRequest("signed_bond must be the signed PrepareBond message")
         try:
             await asyncio.to_thread(self.payments.bonds.post_bond, node_id,
                                     request.signed_bond, request.tokens)
         except InsufficientBalance as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise InvalidRequest(str(error)) from error
         log.info("node %s bonded %d base units", node_id[:12], request.tokens)
         self.events.work_queued()  # its limits may have lifted
         return await self._bond(node_id)
@@ -357,7 +353,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             await asyncio.to_thread(self.payments.bonds.request_unbond, node_id,
                                     quarantined=standing.quarantined)
         except PaymentError as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         await asyncio.to_thread(release_if_due, self.store, self.proof, self.payments.bonds,
                                 node_id)
         return await self._bond(node_id)
@@ -411,10 +407,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def _own_node_id(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         """A node speaks only for itself: node_id must be the key that signed the call."""
         node_id = await require_id(context, node_id, "node_id")
-        if node_id != current_caller().pubkey:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "node_id is not the public key that signed this call")
-        return node_id
+        return check_own_node(node_id, current_caller().pubkey)
 
     async def _known_node(self, node_id: str, context: grpc.aio.ServicerContext) -> str:
         node_id = await self._own_node_id(node_id, context)
@@ -422,9 +415,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         # evicted from the cache is looked up again).
         if self._registered.get(node_id) is None:
             if await self.storage.run(self.store.get_node, node_id) is None:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION, "unknown node: call RegisterNode first"
-                )
+                raise Refused("unknown node: call RegisterNode first")
             self._registered[node_id] = True
         return node_id
 
