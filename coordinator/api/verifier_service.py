@@ -16,7 +16,8 @@ import grpc
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import LOCAL_ADMIN, current_caller
-from coordinator.api.errors import require_id
+from coordinator.api.errors import maps_domain_errors, require_id
+from coordinator.domain.errors import Forbidden, InvalidRequest, Refused
 from coordinator.events import JobEvents
 from coordinator.storage.interfaces import JobStore, VerificationStore
 from coordinator.storage.proof import Peer, VerificationGone, VerificationResult
@@ -30,6 +31,7 @@ TILES_PER_CHECK = 3
 IDLE_RETRY_MS = 500
 
 
+@maps_domain_errors
 class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
     def __init__(self, store: JobStore, proof: VerificationStore, access: AccessPolicy,
                  events: JobEvents, quarantine: Quarantine, *,
@@ -46,8 +48,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         peer = None
         if is_peer:
             if not request.blender_version or not request.device:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a peer verifier must "
-                                    "say its blender_version and device")
+                raise InvalidRequest("a peer verifier must say its blender_version and device")
             peer = Peer(verifier_id, request.blender_version[:64], request.device[:64])
         check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds,
                                               peer)
@@ -97,13 +98,11 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                 finished = self.proof.finish_verification(verification_id, verifier_id,
                                                           result, time.time(), peer=is_peer)
         except VerificationGone as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise Refused(str(error)) from error
         if finished is None:  # it raised: quarantined, its frame waits for the operator
             self.proof.hold_verification(verification_id)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"verification {verification_id} could not be applied; it is "
-                                "held for the operator (render-coordinator doctor)")
-        assert finished is not None
+            raise Refused(f"verification {verification_id} could not be applied; it is "
+                          "held for the operator (render-coordinator doctor)")
         self.events.changed(finished.job_id)
         if finished.task_done:
             self.events.settle_soon()
@@ -152,12 +151,9 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         if caller == LOCAL_ADMIN:  # the local socket: the OS vouched, the id is the verifier's
             return await require_id(context, verifier_id, "verifier_id"), False
         if verifier_id and verifier_id != caller.pubkey:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "verifier_id is not the public key that signed this call")
+            raise Forbidden("verifier_id is not the public key that signed this call")
         if self.access.is_verifier(caller):
             return caller.pubkey, False
         if self.proof.peer_may_verify(caller.pubkey):
             return caller.pubkey, True
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            "this key is neither a verifier of this coordinator nor a Tier 1 node")
-        raise AssertionError("unreachable")
+        raise Forbidden("this key is neither a verifier of this coordinator nor a Tier 1 node")
