@@ -475,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--procs", type=int, default=2, help="load generator processes")
     run.add_argument("--tasks-per-lease", type=int, default=1,
                      help="LeaseTaskRequest.max_tasks (an old coordinator gives one)")
+    run.add_argument("--max-tasks", type=int, nargs="+", metavar="N",
+                     help="run each tree once per N, side by side, with LeaseTaskRequest."
+                     "max_tasks N (overrides --tasks-per-lease); each leased task is still a "
+                     "cycle of its own (heartbeat, blob check, upload, complete)")
     run.add_argument("--db", help="PostgreSQL URL (dropped and re-created per side)")
     run.add_argument("--profile", type=Path, help="folder for each side's cProfile output")
     run.add_argument("--write", metavar="SECTION", help="write the table into BENCHMARKS.md")
@@ -488,9 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         parser.error("choose seed, client or run")
     labels = args.label or [str(tree) for tree in args.tree]
+    sides = [(tree, label, args.tasks_per_lease)
+             for tree, label in zip(args.tree, labels, strict=True)]
+    if args.max_tasks:
+        sides = [(tree, f"{label}, max_tasks {n}", n)
+                 for tree, label, _ in sides for n in args.max_tasks]
     rows = []
     profiles: dict[str, dict[str, tuple[float, float]]] = {}
-    for tree, label in zip(args.tree, labels, strict=True):
+    for tree, label, max_tasks in sides:
+        args.tasks_per_lease = max_tasks
         with tempfile.TemporaryDirectory(prefix="cycle-bench-") as work:
             profile = None
             if args.profile:
