@@ -125,7 +125,13 @@ def test_metrics_move_during_a_job(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as refused:
                 farm_pb2_grpc.JobServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        last = scrape(coordinator_url)
+        # Counted when the server has finished the call, which the client may see first.
+        def refusal_counted() -> dict | None:
+            now = scrape(coordinator_url)
+            return now if value(now, "frameproof_rpc_calls_total", method="JobService/ListJobs",
+                                code="UNAUTHENTICATED") >= 1 else None
+
+        last = wait_for(refusal_counted, 10)
         assert value(last, "frameproof_rpc_calls_total", method="JobService/ListJobs",
                      code="UNAUTHENTICATED") == 1
 
