@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from coordinator import diagnostics
 from coordinator.access import AccessPolicy
-from coordinator.api.admin_service import AdminServicer
+from coordinator.api.admin_service import AdminServicer, close_epoch_now
 from coordinator.api.auth import LOCAL_ADMIN, SignedCallInterceptor
 from coordinator.api.blob_http import BlobHttpServer, server_tls
 from coordinator.api.blob_service import BlobStoreServicer
@@ -210,7 +211,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                      storage=storage),
         blob_servicer,
         VerifierServicer(store, proof, access, events, proof.quarantine),
-        AdminServicer(store, proof, access, payments),
+        AdminServicer(store, proof, access, payments,
+                      close_epoch=functools.partial(close_epoch_now, store, proof, payments)),
     )
     nonce_journal: NonceJournal | SharedNonceLog = (
         SharedNonceLog(engine, NONCE_WINDOW_SECONDS) if shared

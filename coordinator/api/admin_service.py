@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -17,6 +18,7 @@ from coordinator.domain.pricing import MS_PER_HOUR
 from coordinator.payments import Payments
 from coordinator.payments.results import EpochSummary
 from coordinator.settlement import screened_participants
+from coordinator.storage.interfaces import NodeStore, ReputationStore
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.quarantine import Quarantine
 from coordinator.storage.store import FarmStore
@@ -28,17 +30,17 @@ log = logging.getLogger(__name__)
 
 @maps_domain_errors
 class AdminServicer(farm_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: FarmStore, proof: ProofStore, access: AccessPolicy,
-                 payments: Payments) -> None:
+    def __init__(self, store: NodeStore, proof: ReputationStore, access: AccessPolicy,
+                 payments: Payments, *, close_epoch: Callable[[float], EpochSummary]) -> None:
         self.store = store
         self.proof = proof
         self.access = access
         self.payments = payments
+        self.close_epoch = close_epoch  # the epoch close at a time (`close_epoch_now`, bound)
 
     async def CloseEpoch(self, request, context):
         await self._admin(context)
-        summary = await asyncio.to_thread(close_epoch_now, self.store, self.proof,
-                                          self.payments, time.time())
+        summary = await asyncio.to_thread(self.close_epoch, time.time())
         return epoch_message(summary)
 
     async def CheckLedger(self, request, context):
