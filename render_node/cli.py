@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-limit-gb", type=float,
                      help="address-space limit for the Blender child")
     run.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS coordinator")
-    run.add_argument("--max-tasks", type=int, default=0, metavar="N",
-                     help="tasks to lease per call, rendered in order (0: as many as the "
-                          "last task's pace renders in half a lease, at most 8; fewer calls "
-                          "per frame for the coordinator)")
+    run.add_argument("--max-tasks", type=int, default=1, metavar="N",
+                     help="tasks to lease per call, rendered in order (default 1; 0: as many "
+                          "as the last task's pace renders in half a lease, at most 8: fewer "
+                          "calls per frame for the coordinator, but frames held here wait "
+                          "while other nodes may be idle)")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) here: "
                      "frames, render seconds, failures (default: off)")

@@ -48,7 +48,7 @@ class NodeConfig:
     frame_timeout: float = 3600.0
     memory_limit_bytes: int | None = None
     tls_ca: Path | None = None
-    max_tasks: int = 0  # tasks asked for per LeaseTask; 0: as many as fit half a lease
+    max_tasks: int = 1  # tasks asked for per LeaseTask; 0: as many as fit half a lease
 
 
 MAX_TASKS_AUTO = 8  # the most tasks an automatic node holds at once

@@ -22,6 +22,12 @@ def benchmark_score(claimed: float) -> float:
                                         claimed or DEFAULT_BENCHMARK_SCORE))
 
 
+def counts_as_attempt(reason: str) -> bool:
+    """A lease given back unstarted by a node shutting down is not an attempt at the frame:
+    otherwise a frame handed back by three restarting nodes would be given up unrendered."""
+    return not reason.startswith(STOPPING_PREFIX)
+
+
 def failure_event(reason: str) -> NodeEvent:
     """What a given-back lease counts as: a node shutting down abandons its lease (no
     blame for a crash); any other failure is a crash."""

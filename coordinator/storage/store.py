@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
 from coordinator.domain.ledger import EscrowState
+from coordinator.domain.nodes import counts_as_attempt
 from coordinator.domain.scheduling import queue_keys
 from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
 from coordinator.domain.verdicts import FrameVerdict
@@ -759,7 +760,8 @@ def record_task_failure(
             at=now,
         )
     )
-    task.attempts += 1
+    if counts_as_attempt(reason):
+        task.attempts += 1
     task.error = reason[:2000]
     task.lease_id = None
     task.lease_expires_at = None

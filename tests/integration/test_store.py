@@ -88,6 +88,19 @@ def test_a_task_failing_too_often_is_given_up(store: FarmStore):
     assert store.lease_next_task("d", now=0.0) is None
 
 
+def test_leases_given_back_by_stopping_nodes_are_not_attempts(store: FarmStore):
+    """Three nodes restarting in turn hand the frame back unstarted: it stays queued."""
+    add_job(store, "job", [[1]])
+    for node in ("a", "b", "c", "d"):
+        task = store.lease_next_task(node, now=0.0)
+        assert task is not None and task.lease_id
+        store.fail_task(task.lease_id, node, "node stopping: not started", now=0.0)
+    (task,) = store.list_tasks("job")
+    assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
+    store.fail_task(store.lease_next_task("e", now=0.0).lease_id, "e", "Blender crashed", now=0.0)
+    assert store.list_tasks("job")[0].attempts == 1
+
+
 def test_a_node_that_keeps_failing_a_job_stops_getting_it(store: FarmStore):
     add_job(store, "job", [[1], [2], [3]])
     for _ in range(2):
