@@ -49,8 +49,8 @@ from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.probe import Prober, quote_of
 from coordinator.settlement import usd
 from coordinator.storage.control import ControlError, JobControl, frame_log
+from coordinator.storage.interfaces import VerificationStore
 from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeRecord
-from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
 from coordinator.storage.timeline import TimelineStore
 from coordinator.storage.verification_queue import QueueStanding
@@ -77,7 +77,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         *,
         allow_airdrop: bool,
         prober: Prober,
-        proof: ProofStore | None = None,
+        proof: VerificationStore | None = None,
         timeline: TimelineStore | None = None,
     ) -> None:
         self.store = store
