@@ -58,22 +58,28 @@ def in_flight(engine: Engine, node_id: str) -> InFlight:
 
 
 def quarantining_failure(engine: Engine, node_id: str) -> QuarantineFailure | None:
-    """The latest failure that put a (still) quarantined node in quarantine; None otherwise
-    (not quarantined, or quarantined by an operator)."""
+    """The failure that put a (still) quarantined node in quarantine; None otherwise (not
+    quarantined, or quarantined by an operator).
+
+    The event that *entered* the current quarantine, not the latest one in it: frames
+    delivered before the quarantine and verified after it fail inside the same quarantine,
+    which must slash once."""
     with Session(engine) as session:
         record = session.get(NodeStandingRecord, node_id)
         if record is None or not record.quarantined:
             return None
-        event = session.exec(
+        entered: ReputationEventRecord | None = None
+        for event in session.exec(
             select(ReputationEventRecord)
             .where(ReputationEventRecord.node_id == node_id)
-            .where(ReputationEventRecord.kind == NodeEvent.FAILED)
-            .where(ReputationEventRecord.tier_after == Tier.QUARANTINED)
             .order_by(col(ReputationEventRecord.id).desc())
-        ).first()
-    if event is None or event.id is None:
+        ):
+            if event.tier_after != Tier.QUARANTINED:
+                break
+            entered = event
+    if entered is None or entered.id is None or entered.kind != NodeEvent.FAILED:
         return None
-    return QuarantineFailure(event.id, event.reason)
+    return QuarantineFailure(entered.id, entered.reason)
 
 
 def rejected_frames_by_creator(engine: Engine, node_id: str, after_event: int,

@@ -353,6 +353,36 @@ def test_the_keeper_slashes_a_quarantined_cheater_for_its_creators(
     assert_ledger_ok(payments)
 
 
+def test_a_failure_found_while_quarantined_does_not_slash_again(
+        engine: Engine, payments: Payments) -> None:
+    """Frames delivered before the quarantine are verified after it: their failures belong
+    to the same quarantine, which slashes once."""
+    store, proof = FarmStore(engine, SCHEDULING), ProofStore(engine, SCHEDULING)
+    cheater, creator = Keypair(), Keypair()
+    node_id = str(cheater.pubkey())
+    payments.airdrop(node_id, 10 * TOKEN)
+    post(payments, cheater, 10)
+    for job in ("a", "b", "c"):
+        add_job(store, job, [[1]], creator=str(creator.pubkey()))
+    for now in (1.0, 2.0, 3.0):  # all three delivered before any check
+        task = store.lease_next_task(node_id, now)
+        assert task is not None
+        complete(store, node_id, task)
+    keeper = BondKeeper(store, proof, payments.bonds)
+    rejected = VerificationResult(passed=False, reason="blank", mode="exact", pixel_sha256="",
+                                  details={})
+    for now in (4.0, 5.0, 6.0):
+        check = proof.lease_verification("v1", now, lease_seconds=10)
+        assert check is not None
+        proof.finish_verification(check.verification_id, "v1", rejected, now)
+        keeper.sweep()
+    assert proof.standing(node_id).quarantined
+    status = payments.bonds.status(node_id)
+    assert status.slashed == 5 * TOKEN and status.held == 5 * TOKEN, "once per quarantine"
+    assert len(payments.bonds.slashes(node_id)) == 1
+    assert_ledger_ok(payments)
+
+
 def test_the_keeper_returns_a_bond_only_without_work_in_flight(
         engine: Engine, payments: Payments, clock: Clock) -> None:
     store, proof = FarmStore(engine, SCHEDULING), ProofStore(engine, SCHEDULING)
