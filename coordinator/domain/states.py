@@ -93,3 +93,19 @@ def job_state_from_frames(counts: dict[TaskState, int], *, cancelled: bool) -> J
     if done or failed or counts.get(TaskState.LEASED, 0) or counts.get(TaskState.VERIFYING, 0):
         return JobState.RENDERING
     return JobState.QUEUED
+
+
+UNKNOWN_LEASE = "unknown lease"  # no task holds the lease the node names
+
+
+def lease_refusal(holder: str | None, state: str, node_id: str) -> str | None:
+    """Why the task holding a lease the node names is not its live lease any more (None:
+    it is).
+
+    One rule for both lease paths (the hot path and the store), so a node hears the same
+    reason whichever answered it."""
+    if holder != node_id:
+        return "the lease belongs to another node"
+    if state != TaskState.LEASED:
+        return f"the task is {state} now"
+    return None

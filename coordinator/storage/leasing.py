@@ -37,7 +37,7 @@ from coordinator.domain.scheduling import (
     fits_node,
     order_candidates,
 )
-from coordinator.domain.states import TaskState
+from coordinator.domain.states import UNKNOWN_LEASE, TaskState, lease_refusal
 from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
 from coordinator.storage.models import NodeStandingRecord
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
@@ -385,11 +385,10 @@ def _task_of(connection: Connection, lease_id: str) -> LeasedTask | None:
 
 
 def _check_live(task: LeasedTask | None, node_id: str) -> LeasedTask:
-    """The same answers as FarmStore._live_task: why a lease is not the node's any more."""
+    """The task of the node's live lease, or LeaseLost with the domain's reason."""
     if task is None:
-        raise LeaseLost("unknown lease")
-    if task.node_id != node_id:
-        raise LeaseLost("the lease belongs to another node")
-    if task.state != TaskState.LEASED:
-        raise LeaseLost(f"the task is {task.state} now")
+        raise LeaseLost(UNKNOWN_LEASE)
+    reason = lease_refusal(task.node_id, task.state, node_id)
+    if reason is not None:
+        raise LeaseLost(reason)
     return task

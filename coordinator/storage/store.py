@@ -31,7 +31,14 @@ from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_
 from coordinator.domain.ledger import EscrowState
 from coordinator.domain.nodes import counts_as_attempt
 from coordinator.domain.scheduling import queue_keys
-from coordinator.domain.states import TaskEvent, TaskState, VerificationState, next_task_state
+from coordinator.domain.states import (
+    UNKNOWN_LEASE,
+    TaskEvent,
+    TaskState,
+    VerificationState,
+    lease_refusal,
+    next_task_state,
+)
 from coordinator.domain.verdicts import FrameVerdict
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
@@ -683,11 +690,10 @@ class FarmStore:
     def _live_task(self, session: Session, lease_id: str, node_id: str) -> TaskRecord:
         task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
         if task is None:
-            raise LeaseLost("unknown lease")
-        if task.node_id != node_id:
-            raise LeaseLost("the lease belongs to another node")
-        if task.state != TaskState.LEASED:
-            raise LeaseLost(f"the task is {task.state} now")
+            raise LeaseLost(UNKNOWN_LEASE)
+        reason = lease_refusal(task.node_id, task.state, node_id)
+        if reason is not None:
+            raise LeaseLost(reason)
         return task
 
 

@@ -82,3 +82,13 @@ def test_job_state_follows_its_frames(counts: dict[TaskState, int], cancelled: b
     elif state is JobState.QUEUED:
         assert not (done or counts.get(TaskState.LEASED) or counts.get(TaskState.VERIFYING))
     assert state is not JobState.PAUSED  # the budget pauses a job, never its frames
+
+
+def test_a_lease_is_live_only_for_its_holder_while_leased() -> None:
+    from coordinator.domain.states import lease_refusal
+
+    assert lease_refusal("node-a", TaskState.LEASED, "node-a") is None
+    assert lease_refusal("node-b", TaskState.LEASED, "node-a") == \
+        "the lease belongs to another node"
+    assert lease_refusal("node-a", TaskState.QUEUED, "node-a") == "the task is queued now"
+    assert lease_refusal(None, TaskState.QUEUED, "node-a") == "the lease belongs to another node"
