@@ -7,6 +7,7 @@ coordinators or threads can never lease the same task twice.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +29,17 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from coordinator.domain.budget import LEASE_SHORT, BudgetView, frame_price, may_lease
+from coordinator.domain.control import check_cancellable
 from coordinator.domain.ledger import EscrowState
 from coordinator.domain.nodes import counts_as_attempt
 from coordinator.domain.scheduling import queue_keys
 from coordinator.domain.states import (
     UNKNOWN_LEASE,
+    JobState,
     TaskEvent,
     TaskState,
     VerificationState,
+    job_state_from_frames,
     lease_refusal,
     next_task_state,
 )
@@ -187,11 +191,21 @@ class FarmStore:
         return counts
 
     def cancel_job(self, job_id: str, now: float) -> bool:
-        """Cancel a job: unfinished tasks are dropped, finished frames kept."""
+        """Cancel a job: unfinished tasks are dropped, finished frames kept.
+
+        The job must not be done (domain.control.check_cancellable), checked in the same
+        transaction: a last frame approved just before the cancel leaves the job done."""
         with self._session() as session:
             job = session.get(JobRecord, job_id)
             if job is None:
                 return False
+            # Locked on PostgreSQL, where a completion locks its task row too.
+            states = session.exec(select(TaskRecord.state)
+                                  .where(col(TaskRecord.job_id) == job_id)
+                                  .with_for_update()).all()
+            counts = Counter(TaskState(state) for state in states)
+            check_cancellable(job_id, done=job_state_from_frames(
+                counts, cancelled=job.cancelled) == JobState.DONE)
             job.cancelled = True
             job.updated_at = now
             session.add(job)

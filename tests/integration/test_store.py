@@ -234,3 +234,21 @@ def test_blob_owners_are_per_key_and_existing_jobs_adopt_their_scenes(store: Far
     owners.add("bob", "e" * 64)  # twice is harmless
     assert owners.owns("bob", "e" * 64) and not owners.owns("alice", "e" * 64)
     assert owners.owned("bob", ["m" * 64]) == set()
+
+
+def test_a_job_done_is_not_cancelled_and_one_in_flight_is(store: FarmStore):
+    """The done check runs in the cancel's own transaction: no window in which the last
+    frame's approval lands between the check and the write."""
+    from coordinator.domain.errors import Refused
+
+    add_job(store, "done", [[1], [2]])
+    _set_task_state(store, "done", 1, TaskState.DONE)
+    _set_task_state(store, "done", 2, TaskState.DONE)
+    with pytest.raises(Refused, match="already done"):
+        store.cancel_job("done", now=1.0)
+    assert not store.get_job("done").cancelled
+    add_job(store, "running", [[1], [2]])
+    _set_task_state(store, "running", 1, TaskState.DONE)
+    assert store.cancel_job("running", now=1.0)
+    assert store.get_job("running").cancelled
+    assert [t.state for t in store.list_tasks("running")] == [TaskState.DONE, TaskState.CANCELLED]
