@@ -7,6 +7,7 @@ Health and reflection stay open, as load balancers and grpcurl expect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -102,12 +103,15 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return self._wrap(handler, details.method)
 
-    def _authenticate(self, context: grpc.aio.ServicerContext, method: str,
-                      raw: bytes | None) -> Caller:
+    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str,
+                            raw: bytes | None) -> Caller:
         if self.trust_all_as is not None:
             return self.trust_all_as
         metadata = {key: value for key, value in context.invocation_metadata() or ()
                     if isinstance(value, str)}
+        if getattr(self.nonces.log, "blocking", False):
+            # A nonce log in a shared database is a round trip: off the event loop.
+            return await asyncio.to_thread(verify_call, metadata, method, raw, self.nonces)
         return verify_call(metadata, method, raw, self.nonces)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -122,7 +126,7 @@ class SignedCallInterceptor(grpc.aio.ServerInterceptor):
 
         async def check(context: grpc.aio.ServicerContext, raw: bytes | None) -> None:
             try:
-                caller = self._authenticate(context, method, raw)
+                caller = await self._authenticate(context, method, raw)
             except TooManyCalls as error:
                 log.warning("refused %s: %s", method, error)
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))

@@ -97,6 +97,8 @@ class SharedNonceLog:
     """`NonceLog` over the database: `record` answers False when any coordinator already
     accepted the key, so the insert itself is the replay check (its primary key decides)."""
 
+    blocking = True  # a database round trip per call: the interceptor runs it off the loop
+
     def __init__(self, engine: Engine, window_seconds: float, *,
                  prune_every: float = 10.0) -> None:
         self.engine = engine
