@@ -211,6 +211,61 @@ class Child:
         output = msg["output"]
         render.filepath = output
         render.use_file_extension = False  # write exactly the name the parent gave us
+        passes = msg.get("passes") if noisy_pass_verifiable(scene) else None
+        if passes:
+            store_denoising_passes(scene)
+        scene.frame_set(int(msg["frame"]))
+        start = time.perf_counter()
+        bpy.ops.render.render(write_still=True)
+        seconds = time.perf_counter() - start
+        if not os.path.isfile(output):
+            raise RuntimeError(f"Blender reported success but wrote no file at {output}")
+        if passes:
+            save_passes(bpy, scene, passes)
+        width, height = image_size(bpy, output)
+        return {"ok": True, "seconds": seconds, "width": width, "height": height,
+                "strategy": strategy, "passes": bool(passes)}
+
+    def denoise(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Re-run the scene's own denoiser on a node's passes file and write the frame.
+
+        The compositor's Denoise node, with the scene's prefilter, quality and guide passes,
+        on the Noisy Image, Denoising Albedo and Denoising Normal of ``msg["passes"]``:
+        measured bit-identical to the denoised frame Cycles wrote on the same build and
+        device (bench/noisy_pass_study.py). Only the compositor runs (no Render Layers node:
+        nothing is path traced). The scene is modified, so it is not kept loaded.
+        """
+        bpy = self.bpy
+        scene = self.load(msg)
+        self.loaded_key = None  # the compositor set-up below is not the job's scene
+        if not noisy_pass_verifiable(scene):
+            raise ValueError("this scene's frames are not checked on their noisy pass")
+        cycles = scene.cycles
+        image = bpy.data.images.load(msg["passes"], check_existing=False)
+        tree = bpy.data.node_groups.new("frameproof_denoise", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        scene.compositing_node_group = tree
+        scene.render.use_compositing = True
+        source = tree.nodes.new("CompositorNodeImage")
+        source.image = image
+        sockets = {s.name: s for s in source.outputs}
+        missing = [name for name in denoise_inputs(cycles) if name not in sockets]
+        if missing:
+            raise ValueError(f"the passes file lacks {', '.join(missing)}")
+        node = tree.nodes.new("CompositorNodeDenoise")
+        node.inputs["HDR"].default_value = True
+        node.inputs["Prefilter"].default_value = PREFILTERS[cycles.denoising_prefilter]
+        node.inputs["Quality"].default_value = QUALITIES[cycles.denoising_quality]
+        tree.links.new(sockets["Noisy Image"], node.inputs["Image"])
+        for name, socket in (("Denoising Albedo", "Albedo"), ("Denoising Normal", "Normal")):
+            if name in denoise_inputs(cycles):
+                tree.links.new(sockets[name], node.inputs[socket])
+        group_output = tree.nodes.new("NodeGroupOutput")
+        tree.links.new(node.outputs["Image"], group_output.inputs["Image"])
+        set_border(scene.render, None)
+        output = msg["output"]
+        scene.render.filepath = output
+        scene.render.use_file_extension = False
         scene.frame_set(int(msg["frame"]))
         start = time.perf_counter()
         bpy.ops.render.render(write_still=True)
@@ -218,8 +273,7 @@ class Child:
         if not os.path.isfile(output):
             raise RuntimeError(f"Blender reported success but wrote no file at {output}")
         width, height = image_size(bpy, output)
-        return {"ok": True, "seconds": seconds, "width": width, "height": height,
-                "strategy": strategy}
+        return {"ok": True, "seconds": seconds, "width": width, "height": height}
 
 
 def scene_samples(scene: Any) -> int:
@@ -313,13 +367,82 @@ def denoises(scene: Any) -> bool:
     return scene.render.engine == "CYCLES" and bool(scene.cycles.use_denoising)
 
 
+# Cycles' denoiser settings as the compositor's Denoise node spells them.
+PREFILTERS = {"NONE": "None", "FAST": "Fast", "ACCURATE": "Accurate"}
+QUALITIES = {"HIGH": "High", "BALANCED": "Balanced", "FAST": "Fast"}
+# Node types a compositor may hold and still leave the final frame as Cycles wrote it.
+PLAIN_COMPOSITOR_NODES = {"R_LAYERS", "COMPOSITE", "GROUP_OUTPUT", "VIEWER"}
+
+
+def noisy_pass_verifiable(scene: Any) -> bool:
+    """The final frame is OpenImageDenoise's output of the noisy pass and nothing else.
+
+    Then a node returns its passes (:func:`save_passes`) and the verifier checks the noisy pass
+    tile by tile, like a scene without a denoiser, and re-runs the denoiser on it. Other
+    denoisers (OptiX) and frames that a compositor, several view layers, Freestyle, stamps or
+    a volume shape are verified as before (``padded``, ``close``, ``whole``).
+    """
+    if not denoises(scene) or str(scene.cycles.denoiser) != "OPENIMAGEDENOISE":
+        return False
+    if render_uses_whole_frame(scene) or has_volume(scene):
+        return False
+    if sum(1 for layer in scene.view_layers if layer.use) != 1:
+        return False
+    tree = getattr(scene, "compositing_node_group", None)
+    if scene.render.use_compositing and tree is not None:
+        if any(node.type not in PLAIN_COMPOSITOR_NODES for node in tree.nodes):
+            return False
+    return str(scene.cycles.denoising_prefilter) in PREFILTERS and \
+        str(scene.cycles.denoising_quality) in QUALITIES
+
+
+def denoise_inputs(cycles: Any) -> list[str]:
+    """Passes the scene's denoiser reads (its ``denoising_input_passes``)."""
+    guides = {"RGB": [], "RGB_ALBEDO": ["Denoising Albedo"],
+              "RGB_ALBEDO_NORMAL": ["Denoising Albedo", "Denoising Normal"]}
+    return ["Noisy Image", *guides.get(str(cycles.denoising_input_passes), [])]
+
+
+def store_denoising_passes(scene: Any) -> None:
+    """Keep the denoiser's inputs in the render result (measured: the final frame does not
+    change, bench/noisy_pass_study.py)."""
+    for layer in scene.view_layers:
+        if layer.use:
+            layer.cycles.denoising_store_passes = True
+
+
+def save_passes(bpy: Any, scene: Any, path: str) -> None:
+    """Write the render result's passes (Noisy Image, Denoising Albedo/Normal/Depth, Combined)
+    as a float32 multilayer EXR, then restore the job's own output settings."""
+    image = scene.render.image_settings
+    saved = {name: getattr(image, name) for name in
+             ("media_type", "file_format", "color_mode", "color_depth", "exr_codec")}
+    try:
+        image.media_type = "MULTI_LAYER_IMAGE"
+        image.file_format = "OPEN_EXR_MULTILAYER"
+        image.color_depth = "32"
+        image.exr_codec = "ZIP"
+        bpy.data.images["Render Result"].save_render(filepath=path, scene=scene)
+    finally:
+        for name in ("media_type", "file_format", "color_mode", "color_depth", "exr_codec"):
+            try:
+                setattr(image, name, saved[name])
+            except (TypeError, ValueError):  # not valid for this format (exr_codec on PNG)
+                pass
+    if not os.path.isfile(path):
+        raise RuntimeError("Blender wrote no passes file")
+
+
 def tile_strategy(scene: Any) -> str:
     """How a tile of this scene is reproduced exactly or closely (see :func:`tile_border`).
 
     ``tile``: a border render of the tile (with a few pixels of margin for adaptive sampling) is
     bit-identical to the full frame's region.
-    ``padded``: the denoiser sees neighbours, so the tile is rendered with a margin and is
-    close, not identical. ``close``: Cycles scenes with a volume: a tile with a margin is now
+    ``noisy``: a denoised scene whose final frame is the denoiser's output of its noisy pass
+    alone (OpenImageDenoise, one view layer, no compositing, no volume): tiles of the noisy
+    pass are reproduced like ``tile`` and the denoiser is re-run on the node's passes.
+    ``padded``: other denoised scenes; the denoiser sees neighbours, so the tile is rendered
+    with a margin and is close, not identical. ``close``: Cycles scenes with a volume: a tile with a margin is now
     and then a level off on a few pixels (measured: fog tiles >= 99.8% equal, max 1 level),
     while whole frames are bit-identical. ``whole``: Freestyle lines and burned-in stamps are
     laid out over the whole frame, and EEVEE tiles differ from the frame by up to 22 levels
@@ -328,6 +451,8 @@ def tile_strategy(scene: Any) -> str:
     """
     if render_uses_whole_frame(scene) or scene.render.engine.startswith("BLENDER_EEVEE"):
         return "whole"
+    if noisy_pass_verifiable(scene):
+        return "noisy"
     if denoises(scene):
         return "padded"
     if has_volume(scene):
@@ -461,7 +586,7 @@ def image_size(bpy: Any, path: str) -> tuple[int, int]:
 def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
     """Answer commands until ``quit`` or until the parent closes the command pipe."""
     handlers = {"ping": child.ping, "inspect": child.inspect, "render": child.render,
-                "strategy": child.strategy}
+                "strategy": child.strategy, "denoise": child.denoise}
     for line in commands:
         if not line.strip():
             continue

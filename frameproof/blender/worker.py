@@ -80,15 +80,20 @@ class RenderResult:
     height: int
     blender_version: str
     device: str
-    # for tile renders: "tile" (exact), "padded" (denoised, close), "close" (volume) or "whole"
+    # for tile renders: "tile" (exact), "noisy" (denoised, checked on its noisy pass),
+    # "padded" (other denoised scenes, close), "close" (volume) or "whole"
     strategy: str = ""
+    # the render's passes as a multilayer EXR, when asked for and the scene's frames are
+    # checked on their noisy pass (``child.noisy_pass_verifiable``); None otherwise
+    passes: Path | None = None
 
 
 @dataclass(frozen=True)
 class TilePlan:
     """How the verifier reproduces a tile of a job (see ``child.tile_strategy``)."""
 
-    strategy: str  # "tile" (exact), "padded" (denoised), "close" (volume): with a margin; "whole"
+    strategy: str  # "tile" (exact), "noisy" (denoised: its noisy pass is exact), "padded"
+    # (other denoised scenes), "close" (volume): with a margin; "whole"
     seed: int  # the Cycles seed the job renders with (the scene's unless overridden)
 
 
@@ -161,9 +166,14 @@ class BlenderWorker:
         *,
         border: tuple[float, float, float, float] | None = None,
         tile: tuple[int, int, int, int] | None = None,
+        passes: Path | None = None,
         timeout: float = 600.0,
     ) -> RenderResult:
         """Render one frame to ``output`` (written atomically, PNG metadata stripped).
+
+        ``passes``: where to write the render's passes (a float32 multilayer EXR) when the
+        scene is denoised in a way the verifier checks on the noisy pass; the result says
+        whether it was written. Asked for by nodes on every frame and by the verifier's tiles.
 
         ``border`` renders a region cropped to it; ``tile`` (x, y, w, h in pixels, top-left
         origin) renders what reproduces that tile of the full frame (the tile, the tile with
@@ -177,6 +187,11 @@ class BlenderWorker:
         if suffix is None:
             raise BlenderError(f"unsupported output format {settings.output_format!r}")
         tmp = output.parent / f".{output.name}.{uuid.uuid4().hex[:12]}.partial{suffix}"
+        passes_tmp = None
+        if passes is not None:
+            passes = Path(passes).resolve()
+            passes.parent.mkdir(parents=True, exist_ok=True)
+            passes_tmp = passes.parent / f".{passes.name}.{uuid.uuid4().hex[:12]}.partial.exr"
         msg = {
             "cmd": "render",
             "blend": str(Path(blend).resolve()),
@@ -186,6 +201,60 @@ class BlenderWorker:
             "threads": self.threads,
             "border": list(border) if border is not None else None,
             "tile": list(tile) if tile is not None else None,
+            "passes": str(passes_tmp) if passes_tmp is not None else None,
+            "device": self.device,
+            "cpu_seconds": self.cpu_seconds,
+        }
+        written = None
+        try:
+            with self._lock:
+                reply = self._call(msg, timeout)
+                version = self._version or ""
+            width, height = _finalise(tmp, fmt, reply)
+            if reply.get("passes") and passes is not None and passes_tmp is not None:
+                _finalise(passes_tmp, "EXR", reply)
+                os.replace(passes_tmp, passes)
+                written = passes
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+            if passes_tmp is not None:
+                passes_tmp.unlink(missing_ok=True)
+        return RenderResult(
+            output=output,
+            seconds=float(reply["seconds"]),
+            width=width,
+            height=height,
+            blender_version=version,
+            device=self.device,
+            strategy=str(reply.get("strategy") or ""),
+            passes=written,
+        )
+
+    def denoise_passes(
+        self,
+        blend: Path,
+        frame: int,
+        passes: Path,
+        output: Path,
+        settings: RenderSettings,
+        *,
+        timeout: float = 600.0,
+    ) -> RenderResult:
+        """The frame the scene's own denoiser makes of a passes file (the verifier's re-run).
+
+        Written to ``output`` in the job's format, like a render; only the compositor runs.
+        """
+        output = Path(output).resolve()
+        fmt = settings.output_format.upper()
+        tmp = output.parent / f".{output.name}.{uuid.uuid4().hex[:12]}.partial.{fmt.lower()}"
+        msg = {
+            "cmd": "denoise",
+            "blend": str(Path(blend).resolve()),
+            "frame": int(frame),
+            "passes": str(Path(passes).resolve()),
+            "output": str(tmp),
+            "settings": asdict(settings),
             "device": self.device,
             "cpu_seconds": self.cpu_seconds,
         }
@@ -197,15 +266,8 @@ class BlenderWorker:
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
-        return RenderResult(
-            output=output,
-            seconds=float(reply["seconds"]),
-            width=width,
-            height=height,
-            blender_version=version,
-            device=self.device,
-            strategy=str(reply.get("strategy") or ""),
-        )
+        return RenderResult(output=output, seconds=float(reply["seconds"]), width=width,
+                            height=height, blender_version=version, device=self.device)
 
     def tile_plan(self, blend: Path, settings: RenderSettings, *,
                   timeout: float = 120.0) -> TilePlan:
