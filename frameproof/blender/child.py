@@ -11,6 +11,7 @@ Blender's own chatter goes to stdout/stderr, which the parent sends to a log fil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -389,9 +390,9 @@ def noisy_pass_verifiable(scene: Any) -> bool:
     if sum(1 for layer in scene.view_layers if layer.use) != 1:
         return False
     tree = getattr(scene, "compositing_node_group", None)
-    if scene.render.use_compositing and tree is not None:
-        if any(node.type not in PLAIN_COMPOSITOR_NODES for node in tree.nodes):
-            return False
+    if scene.render.use_compositing and tree is not None and any(
+            node.type not in PLAIN_COMPOSITOR_NODES for node in tree.nodes):
+        return False
     return str(scene.cycles.denoising_prefilter) in PREFILTERS and \
         str(scene.cycles.denoising_quality) in QUALITIES
 
@@ -425,10 +426,9 @@ def save_passes(bpy: Any, scene: Any, path: str) -> None:
         bpy.data.images["Render Result"].save_render(filepath=path, scene=scene)
     finally:
         for name in ("media_type", "file_format", "color_mode", "color_depth", "exr_codec"):
-            try:
+            # a setting not valid for the job's format (exr_codec on PNG) stays as it was
+            with contextlib.suppress(TypeError, ValueError):
                 setattr(image, name, saved[name])
-            except (TypeError, ValueError):  # not valid for this format (exr_codec on PNG)
-                pass
     if not os.path.isfile(path):
         raise RuntimeError("Blender wrote no passes file")
 
@@ -442,12 +442,13 @@ def tile_strategy(scene: Any) -> str:
     alone (OpenImageDenoise, one view layer, no compositing, no volume): tiles of the noisy
     pass are reproduced like ``tile`` and the denoiser is re-run on the node's passes.
     ``padded``: other denoised scenes; the denoiser sees neighbours, so the tile is rendered
-    with a margin and is close, not identical. ``close``: Cycles scenes with a volume: a tile with a margin is now
-    and then a level off on a few pixels (measured: fog tiles >= 99.8% equal, max 1 level),
-    while whole frames are bit-identical. ``whole``: Freestyle lines and burned-in stamps are
-    laid out over the whole frame, and EEVEE tiles differ from the frame by up to 22 levels
-    even with a 64-px margin (screen-space effects) about as much as a quarter-sample render
-    does, while EEVEE whole frames are bit-identical: only a full render reproduces them.
+    with a margin and is close, not identical. ``close``: Cycles scenes with a volume: a tile
+    with a margin is now and then a level off on a few pixels (measured: fog tiles >= 99.8%
+    equal, max 1 level), while whole frames are bit-identical. ``whole``: Freestyle lines and
+    burned-in stamps are laid out over the whole frame, and EEVEE tiles differ from the frame by
+    up to 22 levels even with a 64-px margin (screen-space effects) about as much as a quarter-
+    sample render does, while EEVEE whole frames are bit-identical: only a full render
+    reproduces them.
     """
     if render_uses_whole_frame(scene) or scene.render.engine.startswith("BLENDER_EEVEE"):
         return "whole"
