@@ -42,6 +42,8 @@ class FrameJob:
     node_device: str
     render_tiles: bool
     tile_count: int = EXACT_TILES  # statistical mode uses at least STATISTICAL_TILES
+    # the node's passes file (multilayer EXR) of a denoised frame checked on its noisy pass
+    passes: Path | None = None
 
 
 @dataclass
