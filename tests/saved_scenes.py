@@ -47,6 +47,17 @@ BUILDER = textwrap.dedent(
         render.use_stamp = True
         render.use_stamp_date = True
         render.use_stamp_frame = True
+    if options.get("compositor"):  # a creator's compositing: brightness/contrast on the frame
+        tree = bpy.data.node_groups.new("creator_compositing", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        scene.compositing_node_group = tree
+        render.use_compositing = True
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        grade = tree.nodes.new("CompositorNodeBrightContrast")
+        grade.inputs["Contrast"].default_value = 20.0
+        output = tree.nodes.new("NodeGroupOutput")
+        tree.links.new(layers.outputs["Image"], grade.inputs["Image"])
+        tree.links.new(grade.outputs["Image"], output.inputs["Image"])
     scene.frame_start, scene.frame_end = 1, options.get("frames", 24)
     bpy.ops.wm.save_as_mainfile(filepath=out, copy=True)
     """

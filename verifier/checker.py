@@ -21,8 +21,23 @@ import numpy as np
 
 from frameproof.blender.worker import BlenderWorker, RenderSettings
 from verifier import metrics
-from verifier.compare import ImageDecodeError, is_exr, load_exr, load_image
-from verifier.judge import FrameVerdict, Outcome, TileVerdict, judge_frame, judge_tile
+from verifier.compare import (
+    ImageDecodeError,
+    Passes,
+    exr_view,
+    is_exr,
+    load_exr,
+    load_image,
+    load_passes,
+)
+from verifier.judge import (
+    FrameVerdict,
+    Outcome,
+    TileVerdict,
+    judge_denoised,
+    judge_frame,
+    judge_tile,
+)
 from verifier.tiles import Tile, choose_tiles, crop
 
 EXACT_TILES = 3  # one exact tile catches every cheat we tried; three cover the frame's thirds
@@ -177,6 +192,9 @@ def check_frame(
     # close), or only by the whole frame (Freestyle, burned-in stamps, EEVEE).
     plan = worker.tile_plan(job.blend, job.settings)
     strategy = plan.strategy
+    if strategy == "noisy":
+        return _check_noisy_pass(job, node_image_path, worker, scratch, exact, plan.seed,
+                                 rng or random.SystemRandom(), pixel_sha)
     close = strategy in ("padded", "close")
     if close:  # tiles with a margin, judged close; the whole frame exactly
         mode += ", denoised" if strategy == "padded" else ", close"
@@ -211,6 +229,164 @@ def check_frame(
     outcome.passed = verdict.outcome is Outcome.PASS
     outcome.reason = verdict.reason
     return outcome
+
+
+def _check_noisy_pass(
+    job: FrameJob, node_image_path: Path, worker: BlenderWorker, scratch: Path, exact: bool,
+    seed: int, rng: random.Random, pixel_sha: str,
+) -> CheckOutcome:
+    """A denoised frame checked on the passes the node returned with it
+    (:func:`judge_noisy_pass`): reads the files, re-runs the denoiser, renders the tiles."""
+    outcome = CheckOutcome(False, "", f"{'exact' if exact else 'statistical'}, noisy pass",
+                           pixel_sha)
+    if job.passes is None:
+        outcome.reason = ("the scene is denoised, and the frame came without its render passes "
+                          "(noisy image, albedo, normal), which its check needs")
+        return outcome
+    try:
+        passes = load_passes(job.passes, (job.width, job.height))
+    except ImageDecodeError as error:
+        outcome.reason = f"its render passes do not decode: {error}"
+        return outcome
+    exr = job.settings.output_format.upper() == "EXR"
+    denoised = scratch / f"denoised-{job.frame}{'.exr' if exr else '.png'}"
+    try:
+        start = time.perf_counter()
+        worker.denoise_passes(job.blend, job.frame, job.passes, denoised, job.settings)
+        outcome.render_seconds += time.perf_counter() - start
+        try:
+            node, rerun = ((load_exr(node_image_path), load_exr(denoised)) if exr
+                           else (load_image(node_image_path), load_image(denoised)))
+        except ImageDecodeError as error:
+            raise OSError(f"the verifier's denoiser output does not decode: {error}") from None
+    finally:
+        denoised.unlink(missing_ok=True)
+    judged = judge_noisy_pass(
+        node, passes, rerun, exact=exact, bitwise_frame=exact and exr,
+        count=job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES), rng=rng,
+        render=_passes_renderer(job, worker, scratch, outcome, seed),
+    )
+    outcome.tiles = judged.tiles
+    outcome.passed = judged.verdict.outcome is not Outcome.FAIL
+    outcome.reason = judged.verdict.reason
+    return outcome
+
+
+RenderPasses = Callable[[Tile, int], Passes]
+"""``(tile, seed_offset) -> passes``: the verifier's passes of a render of ``tile`` (arrays of
+the frame's size; only the tile's region is read), with the job's seed or one after it."""
+GUIDE_RATIO_FAIL = 4.0  # node's guide error over an honest pair's (statistical mode)
+GUIDE_FLOOR = 0.01  # mean |Δ| a guide may differ by whatever the honest pair shows
+
+
+def judge_noisy_pass(
+    node: np.ndarray, passes: Passes, rerun: np.ndarray, *, exact: bool, bitwise_frame: bool,
+    count: int, rng: random.Random, render: RenderPasses,
+) -> Judgement:
+    """Judge a denoised frame by what it costs: its noisy render.
+
+    (1) The scene's own denoiser re-run on the node's passes (``rerun``) must give the node's
+    frame (exactly on the same build and device class; close otherwise, where another
+    denoiser build rounds differently: :func:`verifier.judge.judge_denoised`). (2) Tiles of
+    the noisy pass are judged like a frame without a denoiser, with the same escalation
+    (exactly on linear float bits, or by the statistical tests on the display view). (3) The
+    guide passes the denoiser read must be the scene's: bit for bit, or near the verifier's
+    renders. A grey verdict at the end passes, as for other frames. Shared by the verifier
+    and ``bench/noisy_pass_bench.py``.
+    """
+    height, width = node.shape[:2]
+    whole = Tile(0, 0, width, height)
+    denoise = judge_denoised(node, rerun, exact=exact, bitwise=bitwise_frame)
+    tiles: list[tuple[Tile, TileVerdict]] = [(whole, denoise)]
+    if denoise.outcome is Outcome.FAIL:
+        reason = f"the frame is not the scene's denoiser output of its own passes: " \
+                 f"{denoise.reason}"
+        return Judgement(FrameVerdict(Outcome.FAIL, reason), "denoiser", tiles)
+    rendered: dict[Tile, list[Passes]] = {}
+
+    def noisy_tile(tile: Tile, seed_offset: int) -> np.ndarray:
+        ours = render(tile, seed_offset)
+        rendered.setdefault(tile, []).append(ours)
+        pixels = crop(ours.noisy, tile)
+        return pixels if exact else exr_view(pixels)
+
+    judged = judge_with_escalation(passes.noisy if exact else exr_view(passes.noisy),
+                                   exact=exact, count=count, rng=rng, render=noisy_tile,
+                                   bitwise=exact)
+    tiles.extend(judged.tiles)
+    verdict = judged.verdict
+    if verdict.outcome is Outcome.FAIL:
+        return Judgement(FrameVerdict(Outcome.FAIL, f"noisy pass: {verdict.reason}"),
+                         judged.stage, tiles)
+    guides = _judge_guides(passes, rendered, exact)
+    if guides:
+        return Judgement(FrameVerdict(Outcome.FAIL, guides), judged.stage, tiles)
+    note = "" if denoise.outcome is Outcome.PASS else f" (denoiser re-run grey: {denoise.reason})"
+    if verdict.outcome is Outcome.GREY:
+        reason = f"noisy pass grey after a full re-render, passed: {verdict.reason}{note}"
+        return Judgement(FrameVerdict(Outcome.GREY, reason), judged.stage, tiles)
+    return Judgement(FrameVerdict(Outcome.PASS, f"noisy pass: {verdict.reason}{note}"),
+                     judged.stage, tiles)
+
+
+def _judge_guides(passes: Passes, rendered: dict[Tile, list[Passes]], exact: bool) -> str:
+    """"" when the node's albedo and normal passes match the verifier's renders of the same
+    tiles, else why not. Exact mode: bit for bit (measured identical, like the noisy pass).
+    Statistical mode: the guides barely depend on the seed, so the node's mean difference from
+    the job-seed render may be at most a few times the difference of two honest renders."""
+    for tile, ours in rendered.items():
+        for name in ("albedo", "normal"):
+            node = crop(getattr(passes, name), tile)
+            ref = crop(getattr(ours[0], name), tile)
+            if exact:
+                score = metrics.exact_match(node, ref, bitwise=True)
+                if score.equal_fraction < 1.0:
+                    return (f"the {name} pass the denoiser read differs from the re-render at "
+                            f"{tile} ({score.equal_fraction:.2%} of pixels equal)")
+                continue
+            if len(ours) < 2:
+                continue
+            node_diff = float(np.mean(np.abs(node - ref)))
+            honest = float(np.mean(np.abs(crop(getattr(ours[1], name), tile) - ref)))
+            if node_diff > GUIDE_RATIO_FAIL * honest + GUIDE_FLOOR:
+                return (f"the {name} pass the denoiser read differs from the scene's at {tile} "
+                        f"(mean |Δ| {node_diff:.4f}, honest renders {honest:.4f})")
+    return ""
+
+
+def _passes_renderer(
+    job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int,
+) -> RenderPasses:
+    """Border renders of the job's frame with its passes on (denoiser included: one render
+    gives the noisy image and both guides), timed into ``outcome``."""
+    count = 0
+
+    def render(tile: Tile, seed_offset: int) -> Passes:
+        nonlocal count
+        count += 1
+        frame = scratch / f"noisy-{job.frame}-{count}.png"
+        passes_file = scratch / f"noisy-{job.frame}-{count}.exr"
+        whole = (tile.x, tile.y, tile.w, tile.h) == (0, 0, job.width, job.height)
+        settings = replace(job.settings, output_format="PNG")
+        if seed_offset:
+            settings = replace(settings, seed=seed + seed_offset)
+        start = time.perf_counter()
+        try:
+            result = worker.render_frame(job.blend, job.frame, frame, settings,
+                                         tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
+                                         passes=passes_file)
+            outcome.render_seconds += time.perf_counter() - start
+            if result.passes is None:
+                raise OSError("the verifier's render wrote no passes for a noisy-pass scene")
+            try:
+                return load_passes(passes_file, (job.width, job.height))
+            except ImageDecodeError as error:
+                raise OSError(f"the verifier's own passes do not decode: {error}") from None
+        finally:
+            frame.unlink(missing_ok=True)
+            passes_file.unlink(missing_ok=True)
+
+    return render
 
 
 def _tile_renderer(

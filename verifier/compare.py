@@ -14,6 +14,7 @@ sRGB-encoded, on which the statistical metrics and the 8-bit checks run as they 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -102,6 +103,83 @@ def load_exr(path: Path, expected_size: tuple[int, int] | None = None) -> np.nda
             raise ImageDecodeError(f"{path.name}: a channel of {plane.dtype} {plane.shape}; "
                                    f"expected half or float {height}x{width}")
     return np.stack(planes, axis=2).astype(np.float32)
+
+
+# A denoised frame's passes file: one part per pass, each a few channels.
+MAX_PASS_PARTS = 8
+MAX_PASS_CHANNELS = 4
+PASS_CHANNELS = {  # what the denoiser reads, in the order load_passes returns (BGR like cv2)
+    "Noisy Image": ("B", "G", "R"),
+    "Denoising Albedo": ("B", "G", "R"),
+    "Denoising Normal": ("Z", "Y", "X"),
+}
+
+
+@dataclass(frozen=True)
+class Passes:
+    """The denoiser's inputs from a node's passes file: linear float32 (height, width, 3)."""
+
+    noisy: np.ndarray
+    albedo: np.ndarray
+    normal: np.ndarray
+
+
+def load_passes(path: Path, expected_size: tuple[int, int]) -> Passes:
+    """A multilayer EXR of a denoised frame's passes (``Layer.Pass`` parts, as Blender writes
+    them), bounded before decoding: at most :data:`MAX_PASS_PARTS` parts of at most
+    :data:`MAX_PASS_CHANNELS` full-resolution float channels, each the job's size; exactly one
+    part per pass the denoiser reads (:data:`PASS_CHANNELS`)."""
+    import OpenEXR  # lazy: only the verifier decodes EXR
+
+    path = Path(path)
+    _head(path)
+    try:
+        parts = OpenEXR.File(str(path), header_only=True).parts
+        if not 0 < len(parts) <= MAX_PASS_PARTS:
+            raise ImageDecodeError(f"{path.name}: {len(parts)} parts; a passes file has 1 to "
+                                   f"{MAX_PASS_PARTS}")
+        found: dict[str, int] = {}
+        for index, part in enumerate(parts):
+            header = part.header
+            if header.get("type") not in (OpenEXR.scanlineimage, OpenEXR.tiledimage):
+                raise ImageDecodeError(f"{path.name}: part {index} is not a flat image")
+            low, high = header["dataWindow"]
+            width, height = int(high[0]) - int(low[0]) + 1, int(high[1]) - int(low[1]) + 1
+            _check_size(path, width, height, expected_size)
+            channels = header["channels"]
+            if len(channels) > MAX_PASS_CHANNELS or any(
+                    c.xSampling != 1 or c.ySampling != 1 for c in channels):
+                raise ImageDecodeError(f"{path.name}: part {index} has {len(channels)} "
+                                       "channels or subsampled ones")
+            name = part.name().rsplit(".", 1)[-1] if "." in part.name() else part.name()
+            if name in PASS_CHANNELS:
+                if name in found:
+                    raise ImageDecodeError(f"{path.name}: two {name} passes")
+                found[name] = index
+    except ImageDecodeError:
+        raise
+    except Exception as error:  # the bindings raise plain RuntimeError/KeyError on bad files
+        raise ImageDecodeError(f"{path.name}: not a readable OpenEXR header ({error})") from None
+    missing = [name for name in PASS_CHANNELS if name not in found]
+    if missing:
+        raise ImageDecodeError(f"{path.name}: no {', '.join(missing)} pass")
+    try:
+        decoded = OpenEXR.File(str(path), separate_channels=True).parts
+        planes: dict[str, np.ndarray] = {}
+        for name, order in PASS_CHANNELS.items():
+            part = decoded[found[name]]
+            prefix = part.name() + "."
+            channels = part.channels
+            planes[name] = np.stack(
+                [np.asarray(channels[prefix + c].pixels) for c in order], axis=2)
+    except Exception as error:  # truncated or corrupt chunks, a missing channel
+        raise ImageDecodeError(f"{path.name}: its passes do not decode ({error})") from None
+    width, height = expected_size
+    for name, plane in planes.items():
+        if plane.shape != (height, width, 3) or plane.dtype not in (np.float16, np.float32):
+            raise ImageDecodeError(f"{path.name}: {name} is {plane.dtype} {plane.shape}; "
+                                   f"expected float {height}x{width}x3")
+    return Passes(*(planes[name].astype(np.float32) for name in PASS_CHANNELS))
 
 
 def exr_view(linear: np.ndarray) -> np.ndarray:

@@ -65,8 +65,8 @@ def test_statistical_mode_judges_denoised_and_fog_scenes_on_whole_frames(
     the verifier renders the whole frame with the job's seed and the next one and pools every
     pixel. The honest node's noise is independent of both (seed 100 stands in for another
     device); a quarter-sample render with that seed fails."""
-    if kind == "denoised":
-        blend = build_saved_scene(tmp_path / "denoised.blend", denoise=True)
+    if kind == "denoised":  # with compositing, so not checkable on its noisy pass alone
+        blend = build_saved_scene(tmp_path / "denoised.blend", denoise=True, compositor=True)
     else:
         blend = build_scene(tmp_path / "fog.blend", engine="CYCLES", fog=0.2)
     with BlenderWorker(threads=2) as node:
