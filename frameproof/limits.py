@@ -10,6 +10,8 @@ from __future__ import annotations
 FAIL_REASON_BYTES = 4000  # FailTaskRequest.reason
 VERDICT_REASON_BYTES = 2000  # SubmitVerificationRequest.reason
 TILE_REASON_BYTES = 500  # TileCheck.reason
+# Leases one HeartbeatLeases or CompleteTasks call may carry (a node holding more splits them).
+LEASES_PER_CALL = 64
 
 
 def clip_utf8(text: str, max_bytes: int) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
+from collections.abc import Sequence
 
 import grpc
 from cachetools import LRUCache
@@ -14,10 +16,10 @@ from google.protobuf.json_format import MessageToDict
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
-from coordinator.api.errors import maps_domain_errors, require_id
+from coordinator.api.errors import maps_domain_errors, require_id, status_of
 from coordinator.blobstore import BlobNotFound, BlobStore
 from coordinator.bonding import release_if_due
-from coordinator.domain.errors import InvalidRequest, NotFound, Refused
+from coordinator.domain.errors import DomainError, InvalidRequest, NotFound, Refused
 from coordinator.domain.nodes import (
     benchmark_score,
     check_own_node,
@@ -31,10 +33,17 @@ from coordinator.domain.states import TaskState
 from coordinator.events import JobEvents
 from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
-from coordinator.storage.control import save_frame_logs
 from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.interfaces import NodeWorkStore
-from coordinator.storage.leasing import Grant, JobFacts, LeasedTask, LeaseHotPath, NodeGate
+from coordinator.storage.leasing import (
+    Completion,
+    Grant,
+    JobFacts,
+    LeasedTask,
+    LeaseHotPath,
+    LeaseResult,
+    NodeGate,
+)
 from coordinator.storage.models import (
     NodeRecord,
     NodeStandingRecord,
@@ -49,6 +58,7 @@ from coordinator.storage.pricing_store import (
 )
 from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+from frameproof.limits import FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
 from frameproof.receipts import verify_receipt
 from frameproof.v1 import farm_pb2 as pb
@@ -68,6 +78,7 @@ JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
 SCENES_REMEMBERED = 4  # scenes per node taken to be in its cache (scene affinity)
 MAX_BOND_BASE_UNITS = 2**63 - 1  # what the wire's int64 and the ledger's BIGINT hold
 MAX_SIGNED_BOND_BYTES = 1232  # a Solana transaction's size limit
+MAX_OUTPUTS_PER_CALL = 1000  # CompleteTasks: frames of all its leases (one transaction's size)
 
 @maps_domain_errors
 class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
@@ -97,6 +108,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self._last_prune = 0.0
         self._registered: LRUCache[str, bool] = LRUCache(maxsize=KNOWN_NODES_CACHED)
         self._settings: LRUCache[str, pb.RenderSettings] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
+        self._settings_lock = threading.Lock()
         # The network's own clock on each lease: node speed measured here, not claimed.
         self.pricing = PricingStore(store.engine)
         self.storage = storage or StorageExecutor()  # database work runs off the event loop
@@ -179,16 +191,77 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             return pb.HeartbeatResponse(keep_going=False, reason=str(error))
         return pb.HeartbeatResponse(keep_going=True, expires_unix_ms=int(expires * 1000))
 
+    async def HeartbeatLeases(self, request, context):
+        """Heartbeat for each of the node's leases in one call (one transaction)."""
+        node_id = await self._known_node(request.node_id, context)
+        lease_ids = list(request.lease_ids)
+        found = await self.storage.run(self.leasing.extend_many, lease_ids, node_id,
+                                       time.time())
+        return pb.HeartbeatLeasesResponse(leases=[
+            pb.LeaseRenewal(lease_id=lease_id, keep_going=False, reason=str(renewal))
+            if isinstance(renewal, LeaseLost) else
+            pb.LeaseRenewal(lease_id=lease_id, keep_going=True,
+                            expires_unix_ms=int(renewal * 1000))
+            for lease_id, renewal in zip(lease_ids, found, strict=True)])
+
     async def CompleteTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)
         lease_id = await require_id(context, request.lease_id, "lease_id")
-        images = [(o.image.sha256, o.image.size) for o in request.outputs]
-        leased, facts, delivered = await self.storage.run(self._completion_facts, lease_id,
-                                                          node_id, images)
+        (done,) = await self._deliver(node_id, [lease_result(lease_id, request.outputs)])
+        if done.error is not None:
+            raise refusal(done.error)
+        return pb.CompleteTaskResponse(accepted=True)
+
+    async def CompleteTasks(self, request, context):
+        """CompleteTask for several leases in one call: one transaction, each lease checked
+        and answered on its own (a refused lease never refuses the others)."""
+        node_id = await self._known_node(request.node_id, context)
+        if sum(len(result.outputs) for result in request.results) > MAX_OUTPUTS_PER_CALL:
+            raise InvalidRequest(f"at most {MAX_OUTPUTS_PER_CALL} outputs in one call")
+        done = await self._deliver(node_id, [lease_result(r.lease_id, r.outputs)
+                                             for r in request.results])
+        return pb.CompleteTasksResponse(results=[outcome(d) for d in done])
+
+    async def _deliver(self, node_id: str, results: list[LeaseResult]) -> list[Completion]:
+        """Record the node's results: one round trip to the storage thread, one transaction."""
+        done = await self.storage.run(self._complete_on_storage, node_id, results,
+                                      time.time())
+        for completion in done:
+            if completion.recorded and completion.task is not None:
+                self.events.changed(completion.task.job_id)
+                log.debug("lease %s delivered: job %s frames %d-%d, %d sampled for tiles",
+                          completion.lease_id, completion.task.job_id,
+                          completion.task.first_frame, completion.task.last_frame,
+                          len(completion.tiles))
+        return done
+
+    def _complete_on_storage(self, node_id: str, results: list[LeaseResult], now: float
+                             ) -> list[Completion]:
+        """(storage thread) Which images are stored at their size and the node's own, then
+        every lease recorded or refused in one transaction."""
+        images = [(o.image.sha256, o.image.size) for r in results for o in r.outputs]
+        delivered = self._delivered(node_id, images)
+
+        def prepare(result: LeaseResult, leased: LeasedTask | None, facts: JobFacts | None
+                    ) -> list[FrameOutputRecord]:
+            return self._records(node_id, result, leased, facts, delivered)
+
+        def draw(gate: NodeGate, frames: Sequence[int]) -> frozenset[int]:
+            # unbonded nodes: every frame
+            return sample_frames(frames, check_probability(gate.standing))
+
+        return self.leasing.complete_many(node_id, results, now, prepare, draw)
+
+    def _records(self, node_id: str, result: LeaseResult, leased: LeasedTask | None,
+                 facts: JobFacts | None, delivered: set[tuple[str, int]]
+                 ) -> list[FrameOutputRecord]:
+        """A lease's outputs as records, or the refusal of this lease (a DomainError)."""
+        if not result.lease_id:
+            raise InvalidRequest("lease_id is required")
         settings = self._parsed_settings(leased.job_id, facts) if leased and facts else None
         extension = convert.extension_of(settings) if settings else "png"
         outputs = []
-        for output in request.outputs:
+        for output in result.outputs:
             sha = output.image.sha256
             if not is_sha256(sha):
                 raise InvalidRequest(f"frame {output.frame}: image is not a sha256")
@@ -215,35 +288,11 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     receipt_signature=output.receipt_signature[:128],
                 )
             )
+        return outputs
 
-        def draw(gate: NodeGate) -> frozenset[int]:
-            # unbonded nodes: every frame
-            return sample_frames((o.frame for o in outputs), check_probability(gate.standing))
-
-        try:
-            task, recorded, sampled = await self.storage.run(
-                self.leasing.complete, lease_id, node_id, outputs, time.time(), draw)
-        except LeaseLost as error:
-            raise Refused(f"lease lost: {error}") from error
-        except ValueError as error:
-            raise InvalidRequest(str(error)) from error
-        if not recorded:  # a retried completion: it was counted the first time
-            return pb.CompleteTaskResponse(accepted=True)
-        logs = {o.frame: o.log for o in request.outputs if o.log}
-        if logs:
-            await self.storage.run(save_frame_logs, self.store.engine, task.job_id, node_id,
-                                   logs, time.time())
-        self.events.changed(task.job_id)
-        log.debug("lease %s delivered: job %s frames %d-%d, %d sampled for tiles", lease_id,
-                  task.job_id, task.first_frame, task.last_frame, len(sampled))
-        return pb.CompleteTaskResponse(accepted=True)
-
-    def _completion_facts(self, lease_id: str, node_id: str, images: list[tuple[str, int]]
-                          ) -> tuple[LeasedTask | None, JobFacts | None, set[tuple[str, int]]]:
-        """For CompleteTask (storage thread): the lease's task, its job, and which of the
-        images (sha256, size) are stored at that size and the node's own."""
-        leased = self.leasing.task_for_lease(lease_id)
-        facts = self.leasing.job(leased.job_id) if leased is not None else None
+    def _delivered(self, node_id: str, images: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        """(storage thread) Which of the images (sha256, size) are stored at that size and
+        the node's own."""
         stored = set()
         for sha, size in images:
             if not is_sha256(sha):
@@ -254,7 +303,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             except BlobNotFound:
                 continue
         owned = self.owners.owned(node_id, stored) if self.owners is not None else stored
-        return leased, facts, {(sha, size) for sha, size in images if sha in owned}
+        return {(sha, size) for sha, size in images if sha in owned}
 
     async def FailTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)
@@ -420,10 +469,13 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         return node_id
 
     def _parsed_settings(self, job_id: str, facts: JobFacts) -> pb.RenderSettings:
-        settings = self._settings.get(job_id)
-        if settings is None:
-            settings = self._settings[job_id] = convert.settings_from_json(facts.settings_json)
-        return settings
+        # Both threads read it: the loop (leases) and the storage thread (receipts).
+        with self._settings_lock:
+            settings = self._settings.get(job_id)
+            if settings is None:
+                settings = self._settings[job_id] = convert.settings_from_json(
+                    facts.settings_json)
+            return settings
 
     def _lease_message(self, grant: Grant) -> pb.Lease:
         return pb.Lease(
@@ -436,6 +488,30 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             settings=self._parsed_settings(grant.job_id, grant.job),
             expires_unix_ms=int(grant.expires_at * 1000),
         )
+
+
+def lease_result(lease_id: str, outputs: Sequence[pb.FrameOutput]) -> LeaseResult:
+    """One lease's delivery as the store takes it (the accepted render's logs kept)."""
+    return LeaseResult(lease_id=lease_id, outputs=outputs,
+                       logs={o.frame: o.log[:FRAME_LOG_BYTES] for o in outputs if o.log})
+
+
+def refusal(error: Exception) -> DomainError:
+    """A lease's refusal as CompleteTask answers it alone."""
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, LeaseLost):
+        return Refused(f"lease lost: {error}")
+    return InvalidRequest(str(error))  # ValueError: the result does not fit the task
+
+
+def outcome(done: Completion) -> pb.LeaseOutcome:
+    """A lease's line in CompleteTasksResponse: the code and message CompleteTask would give."""
+    if done.error is None:
+        return pb.LeaseOutcome(lease_id=done.lease_id, accepted=True)
+    error = refusal(done.error)
+    return pb.LeaseOutcome(lease_id=done.lease_id, accepted=False,
+                           code=status_of(error).name, reason=str(error))
 
 
 def standing_message(node: NodeRecord, record: NodeStandingRecord | None,

@@ -37,6 +37,7 @@ from coordinator.domain.scheduling import MAX_TASKS_PER_CALL as MAX_TASKS_PER_LE
 from frameproof.limits import (
     FAIL_REASON_BYTES,
     FRAME_LOG_BYTES,
+    LEASES_PER_CALL,
     TILE_REASON_BYTES,
     VERDICT_REASON_BYTES,
 )
@@ -156,6 +157,14 @@ FIELDS: dict[str, Bound] = {
     "CompleteTaskRequest.node_id": Bound(pattern="pubkey"),
     "CompleteTaskRequest.lease_id": Bound(pattern="hex-id"),
     "CompleteTaskRequest.outputs": Bound(max_items=MAX_CHUNK_FRAMES),
+    "HeartbeatLeasesRequest.node_id": Bound(pattern="pubkey"),
+    "HeartbeatLeasesRequest.lease_ids": Bound(max_items=LEASES_PER_CALL, pattern="hex-id"),
+    "CompleteTasksRequest.node_id": Bound(pattern="pubkey"),
+    "CompleteTasksRequest.results": Bound(max_items=LEASES_PER_CALL,
+                                          note=f"and at most {MAX_CHUNK_FRAMES} outputs in "
+                                          "all (the handler)"),
+    "LeaseResult.lease_id": Bound(pattern="hex-id"),
+    "LeaseResult.outputs": Bound(max_items=MAX_CHUNK_FRAMES),
     "FailTaskRequest.node_id": Bound(pattern="pubkey"),
     "FailTaskRequest.lease_id": Bound(pattern="hex-id"),
     "FailTaskRequest.reason": Bound(max_bytes=FAIL_REASON_BYTES,

@@ -31,7 +31,15 @@ from coordinator.storage.models import (
 )
 
 if TYPE_CHECKING:
-    from coordinator.storage.leasing import Grant, JobFacts, LeasedTask, LeaseHotPath, NodeGate
+    from coordinator.storage.leasing import (
+        Completion,
+        Grant,
+        JobFacts,
+        LeasedTask,
+        LeaseHotPath,
+        LeaseResult,
+        NodeGate,
+    )
     from coordinator.storage.proof import (
         FinishedVerification,
         Peer,
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
         Renewal,
         VerificationResult,
     )
-    from coordinator.storage.store import FarmStore, FrameOutputRecord
+    from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
     from coordinator.storage.verification_queue import QueueStanding
 
 
@@ -108,6 +116,15 @@ class NodeWorkStore(Protocol):
     def complete(self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord],
                  now: float, sampled: Callable[[NodeGate], frozenset[int]]
                  ) -> tuple[LeasedTask, bool, frozenset[int]]: ...
+
+    def extend_many(self, lease_ids: Sequence[str], node_id: str, now: float
+                    ) -> list[float | LeaseLost]: ...
+
+    def complete_many(self, node_id: str, results: Sequence[LeaseResult], now: float,
+                      prepare: Callable[[LeaseResult, LeasedTask | None, JobFacts | None],
+                                        list[FrameOutputRecord]],
+                      sampled: Callable[[NodeGate, Sequence[int]], frozenset[int]]
+                      ) -> list[Completion]: ...
 
 
 @runtime_checkable

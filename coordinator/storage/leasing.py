@@ -22,12 +22,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from coordinator.domain.errors import DomainError
 from coordinator.domain.reputation import NodeStanding
 from coordinator.domain.scheduling import (
     CANDIDATE_WINDOW,
@@ -128,6 +130,12 @@ ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id,
     claimed_score = excluded.claimed_score, work_ms = 0, at = excluded.at
 """)
 _END_LEASE_START = text("DELETE FROM lease_start WHERE lease_id = :lease")
+_FRAME_LOG = text("""
+INSERT INTO frame_log (job_id, frame, node_id, text, created_at)
+VALUES (:job, :frame, :node, :text, :now)
+ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id, text = excluded.text,
+    created_at = excluded.created_at
+""")
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,30 @@ class LeasedTask:
     last_frame: int
     state: str
     node_id: str | None
+
+
+@dataclass(frozen=True)
+class LeaseResult:
+    """One lease's delivery in a batch, as the node sent it."""
+
+    lease_id: str
+    outputs: Sequence[Any]  # the wire's FrameOutputs: `prepare` reads them
+    logs: dict[int, str]  # frame -> Blender's output, kept with an accepted render
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What became of one lease of a batch: recorded (now or before) or refused (`error`)."""
+
+    lease_id: str
+    task: LeasedTask | None
+    recorded: bool  # newly recorded (False: refused, or a retry recorded before)
+    tiles: frozenset[int]
+    error: Exception | None  # LeaseLost, ValueError or a DomainError: this lease only
+
+
+class WriteConflict(LeaseLost):
+    """A lease read as live changed under its own transaction: the whole batch is undone."""
 
 
 class LeaseHotPath:
@@ -329,6 +361,26 @@ class LeaseHotPath:
                 _check_live(_task_of(connection, lease_id), node_id)
         return expires
 
+    def extend_many(self, lease_ids: Sequence[str], node_id: str, now: float
+                    ) -> list[float | LeaseLost]:
+        """`extend` for each of the node's leases in one transaction: per lease, the new
+        expiry or the LeaseLost `extend` would have raised (the others still move)."""
+        expires = now + self.store.policy.lease_seconds
+        found: list[float | LeaseLost] = []
+        with self.engine.begin() as connection:
+            for lease_id in lease_ids:
+                moved = connection.execute(_EXTEND, {"expires": expires, "now": now,
+                                                     "lease": lease_id, "node": node_id})
+                if moved.rowcount == 1:
+                    found.append(expires)
+                    continue
+                try:
+                    _check_live(_task_of(connection, lease_id), node_id)
+                    found.append(expires)  # unreachable: the UPDATE matched no live lease
+                except LeaseLost as error:
+                    found.append(error)
+        return found
+
     # ------------------------------------------------------------ complete
 
     def complete(self, lease_id: str, node_id: str, outputs: Sequence[FrameOutputRecord],
@@ -342,41 +394,104 @@ class LeaseHotPath:
         with self.engine.begin() as connection:
             row = connection.execute(self._task_locked, {"lease": lease_id}).first()
             task = LeasedTask(*row) if row is not None else None
-            if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
-                    and task.node_id == node_id):
-                return task, False, frozenset()
-            task = _check_live(task, node_id)
-            expected = list(range(task.first_frame, task.last_frame + 1))
-            got = sorted(output.frame for output in outputs)
-            if got != expected:
-                raise ValueError(f"the task covers frames {expected}, the result has {got}")
-            gate = self.gate(node_id, connection)
-            tiles = sampled(gate)
-            rows = [{"job": task.job_id, "frame": o.frame, "task": task.task_id,
-                     "node": node_id, "sha": o.sha256, "size": o.size,
-                     "extension": o.extension, "render_seconds": o.render_seconds,
-                     "blender_version": o.blender_version, "device": o.device,
-                     "receipt": o.receipt_signature, "no": False, "now": now,
-                     "id": uuid.uuid4().hex, "tiles": o.frame in tiles} for o in outputs]
-            connection.execute(_RESULT, rows)
-            connection.execute(_VERIFICATION, rows)
-            moved = connection.execute(_DELIVERED, {"now": now, "task": task.task_id,
-                                                    "lease": lease_id})
-            if moved.rowcount != 1:
-                raise LeaseLost("the task is no longer leased")
-            if connection.execute(_COUNT_LEASE, {"now": now, "node": node_id}).rowcount != 1:
-                with Session(bind=connection) as session:
-                    session.add(NodeStandingRecord(node_id=node_id, leases_completed=1,
-                                                   updated_at=now))
-                    session.flush()
-            started = connection.execute(_STARTED, {"lease": lease_id}).scalar()
-            wall = (now - started) / max(1, len(outputs)) if started is not None else 0.0
-            connection.execute(_TIMING, [
-                {"job": task.job_id, "frame": o.frame, "node": node_id, "wall": max(0.0, wall),
-                 "claimed": o.render_seconds, "score": gate.benchmark_score, "now": now}
-                for o in outputs])
-            connection.execute(_END_LEASE_START, {"lease": lease_id})
+            gates: list[NodeGate] = []
+            return self._record(connection, task, lease_id, node_id, outputs, now,
+                                lambda: _once(gates, lambda: self.gate(node_id, connection)),
+                                sampled)
+
+    def complete_many(self, node_id: str, results: Sequence[LeaseResult], now: float,
+                      prepare: Callable[[LeaseResult, LeasedTask | None, JobFacts | None],
+                                        list[FrameOutputRecord]],
+                      sampled: Callable[[NodeGate, Sequence[int]], frozenset[int]]
+                      ) -> list[Completion]:
+        """Several of the node's leases delivered in one transaction, each by the rules of
+        `complete` and answered on its own.
+
+        `prepare` turns a result into its records once the lease's task and job are read
+        (the servicer's checks: image names, receipts, images uploaded and the node's own),
+        raising a DomainError to refuse that lease alone. Every refusal happens before the
+        lease's first write, so a refused lease leaves nothing behind while the others are
+        recorded. `sampled(gate, frames)` draws a lease's tile checks; the node's gate is read
+        once per call. A WriteConflict (never expected) undoes the whole call.
+        """
+        done: list[Completion] = []
+        gates: list[NodeGate] = []
+        with self.engine.begin() as connection:
+            gate = lambda: _once(gates, lambda: self.gate(node_id, connection))  # noqa: E731
+            for result in results:
+                row = connection.execute(self._task_locked, {"lease": result.lease_id}).first()
+                task = LeasedTask(*row) if row is not None else None
+                try:
+                    facts = self.job(task.job_id, connection) if task is not None else None
+                    outputs = prepare(result, task, facts)
+                    recorded = self._record(connection, task, result.lease_id, node_id,
+                                            outputs, now, gate,
+                                            lambda g, o=outputs: sampled(  # type: ignore[misc]
+                                                g, [x.frame for x in o]))
+                except WriteConflict:
+                    raise
+                except (LeaseLost, ValueError, DomainError) as error:
+                    done.append(Completion(result.lease_id, task, False, frozenset(), error))
+                    continue
+                if recorded[1] and result.logs:
+                    connection.execute(_FRAME_LOG, [
+                        {"job": recorded[0].job_id, "frame": frame, "node": node_id,
+                         "text": text, "now": now} for frame, text in result.logs.items()])
+                done.append(Completion(result.lease_id, recorded[0], recorded[1], recorded[2],
+                                       None))
+        return done
+
+    def _record(self, connection: Connection, task: LeasedTask | None, lease_id: str,
+                node_id: str, outputs: Sequence[FrameOutputRecord], now: float,
+                gate_of: Callable[[], NodeGate], sampled: Callable[[NodeGate], frozenset[int]]
+                ) -> tuple[LeasedTask, bool, frozenset[int]]:
+        """One lease's delivery inside the caller's transaction: LeaseLost or ValueError
+        before any write (the lease is refused, nothing of it written), then the writes."""
+        if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
+                and task.node_id == node_id):
+            return task, False, frozenset()
+        task = _check_live(task, node_id)
+        expected = list(range(task.first_frame, task.last_frame + 1))
+        got = sorted(output.frame for output in outputs)
+        if got != expected:
+            raise ValueError(f"the task covers frames {expected}, the result has {got}")
+        gate = gate_of()
+        tiles = sampled(gate)
+        rows = [{"job": task.job_id, "frame": o.frame, "task": task.task_id,
+                 "node": node_id, "sha": o.sha256, "size": o.size,
+                 "extension": o.extension, "render_seconds": o.render_seconds,
+                 "blender_version": o.blender_version, "device": o.device,
+                 "receipt": o.receipt_signature, "no": False, "now": now,
+                 "id": uuid.uuid4().hex, "tiles": o.frame in tiles} for o in outputs]
+        connection.execute(_RESULT, rows)
+        connection.execute(_VERIFICATION, rows)
+        moved = connection.execute(_DELIVERED, {"now": now, "task": task.task_id,
+                                                "lease": lease_id})
+        if moved.rowcount != 1:  # read as live in this transaction: never expected
+            raise WriteConflict(f"lease {lease_id}: the task is no longer leased")
+        if connection.execute(_COUNT_LEASE, {"now": now, "node": node_id}).rowcount != 1:
+            with Session(bind=connection) as session:
+                session.add(NodeStandingRecord(node_id=node_id, leases_completed=1,
+                                               updated_at=now))
+                session.flush()
+        started = connection.execute(_STARTED, {"lease": lease_id}).scalar()
+        wall = (now - started) / max(1, len(outputs)) if started is not None else 0.0
+        connection.execute(_TIMING, [
+            {"job": task.job_id, "frame": o.frame, "node": node_id, "wall": max(0.0, wall),
+             "claimed": o.render_seconds, "score": gate.benchmark_score, "now": now}
+            for o in outputs])
+        connection.execute(_END_LEASE_START, {"lease": lease_id})
         return task, True, tiles
+
+
+T = TypeVar("T")
+
+
+def _once(cell: list[T], read: Callable[[], T]) -> T:
+    """`read()` the first time, the same value after (a per-transaction memo)."""
+    if not cell:
+        cell.append(read())
+    return cell[0]
 
 
 def _task_of(connection: Connection, lease_id: str) -> LeasedTask | None:

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from coordinator.domain.errors import Refused
 from coordinator.payments.bonds import BondPolicy
 from coordinator.storage.database import open_database, sqlite_url
-from coordinator.storage.leasing import Grant, LeaseHotPath
+from coordinator.storage.leasing import Grant, JobFacts, LeasedTask, LeaseHotPath, LeaseResult
 from coordinator.storage.models import (
+    FrameLogRecord,
     FrameResultRecord,
     JobRecord,
     NodeStandingRecord,
@@ -185,3 +187,83 @@ def test_concurrent_leases_never_share_a_task(leasing: LeaseHotPath):
     for thread in threads:
         thread.join()
     assert len(got) == 40 and len(set(got)) == 40
+
+
+def batch_prepare(missing: set[str]) -> Any:
+    """The servicer's per-lease checks, reduced to "was the image uploaded"."""
+    def prepare(result: LeaseResult, task: LeasedTask | None,
+                facts: JobFacts | None) -> list[FrameOutputRecord]:
+        for record in result.outputs:
+            if record.sha256 in missing:
+                raise Refused(f"frame {record.frame}: image was not uploaded")
+        return list(result.outputs)
+    return prepare
+
+
+def test_a_batch_is_checked_and_answered_lease_by_lease(leasing: LeaseHotPath):
+    """One foreign lease, one expired lease, one with a missing image, one with the wrong
+    frames: each refused on its own, the two good ones recorded; the same batch again
+    records nothing more (nothing counted or queued for checks twice)."""
+    add_job(leasing, "job", 5)
+    grants, _ = leasing.lease("node-0", now=1.0, max_tasks=5)
+    assert len(grants) == 5
+    good, late, unseen, wrong, other = grants
+    # Every lease but `late` is renewed in one call; then the reaper takes `late` back.
+    renewed = leasing.extend_many([good.lease_id, unseen.lease_id, wrong.lease_id,
+                                   other.lease_id, "f" * 32], "node-0", now=8.0)
+    assert renewed[:4] == [18.0] * 4
+    assert isinstance(renewed[4], LeaseLost) and "unknown lease" in str(renewed[4])
+    assert [t.task_id for t in leasing.store.requeue_expired(12.0)] == [late.task_id]
+    foreign = lease_one(leasing, "node-1", now=12.5)
+    assert foreign is not None and foreign.task_id == late.task_id
+    leasing.complete(other.lease_id, "node-0", [output(other.first_frame)], 12.5,
+                     lambda gate: frozenset())
+
+    def batch() -> list[LeaseResult]:
+        def result(grant: Grant, frame: int | None = None, sha: str = "a" * 64) -> LeaseResult:
+            frame = grant.first_frame if frame is None else frame
+            return LeaseResult(grant.lease_id, [output(frame, sha)], {frame: "log"})
+        return [result(good), result(late), result(foreign), result(unseen, sha="b" * 64),
+                result(wrong, frame=99), result(other)]
+
+    done = leasing.complete_many("node-0", batch(), 13.0, batch_prepare({"b" * 64}),
+                                 lambda gate, frames: frozenset(frames))
+    assert [d.lease_id for d in done] == [r.lease_id for r in batch()]
+    assert [(d.recorded, type(d.error).__name__) for d in done] == [
+        (True, "NoneType"), (False, "LeaseLost"), (False, "LeaseLost"), (False, "Refused"),
+        (False, "ValueError"), (False, "NoneType")], "the last one is a retry: recorded before"
+    assert "unknown lease" in str(done[1].error)
+    assert "another node" in str(done[2].error)
+    assert done[0].tiles == {good.first_frame}
+    again = leasing.complete_many("node-0", batch(), 14.0, batch_prepare({"b" * 64}),
+                                  lambda gate, frames: frozenset(frames))
+    assert [d.recorded for d in again] == [False] * 6
+    assert again[0].error is None, "a retried completion is accepted, not recorded again"
+    states = {t.task_id: t.state for t in leasing.store.list_tasks("job")}
+    assert states[good.task_id] == states[other.task_id] == "verifying"
+    assert states[late.task_id] == "leased", "node-1 holds it"
+    assert states[unseen.task_id] == states[wrong.task_id] == "leased", "still node-0's"
+    with Session(leasing.engine) as session:
+        results = session.exec(select(FrameResultRecord)).all()
+        assert sorted(r.frame for r in results) == sorted([good.first_frame, other.first_frame])
+        checks = session.exec(select(VerificationRecord)).all()
+        assert sorted(c.frame for c in checks) == sorted([good.first_frame, other.first_frame])
+        standing = session.get(NodeStandingRecord, "node-0")
+        assert standing is not None and standing.leases_completed == 2
+        logs = session.exec(select(FrameLogRecord)).all()
+        assert [(log.frame, log.text) for log in logs] == [(good.first_frame, "log")]
+
+
+def test_renewing_several_leases_reports_each(leasing: LeaseHotPath):
+    add_job(leasing, "job", 3)
+    mine, _ = leasing.lease("node-0", now=1.0, max_tasks=2)
+    theirs = lease_one(leasing, "node-1", now=1.0)
+    assert theirs is not None
+    leasing.complete(mine[1].lease_id, "node-0", [output(mine[1].first_frame)], 2.0,
+                     lambda gate: frozenset())
+    found = leasing.extend_many([mine[0].lease_id, theirs.lease_id, mine[1].lease_id],
+                                "node-0", now=3.0)
+    assert found[0] == 13.0
+    assert isinstance(found[1], LeaseLost) and "another node" in str(found[1])
+    assert isinstance(found[2], LeaseLost) and "verifying" in str(found[2])
+    assert leasing.extend(theirs.lease_id, "node-1", now=4.0) == 14.0, "theirs untouched"

@@ -1,0 +1,138 @@
+"""HeartbeatLeases and CompleteTasks over real gRPC: a real coordinator, signed calls, real
+blob uploads. A batch is answered lease by lease, exactly as the single calls would answer
+each lease alone; nothing in it is recorded or counted twice when it is sent again."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import grpc
+from conftest import SAMPLE_SCENE
+from farm_helpers import submit_sample, wait_for
+
+from frameproof.client import FarmClient
+from frameproof.identity import load_or_create_keypair
+from frameproof.localfarm import LocalFarm
+from frameproof.receipts import sign_receipt
+from frameproof.transfer import upload_files
+from frameproof.v1 import farm_pb2 as pb
+
+
+class Node:
+    """A node's calls made by hand, so a test can send what a real node would not."""
+
+    def __init__(self, farm: LocalFarm, name: str, work: Path) -> None:
+        farm.bond_node(name)  # bonded, and `--proven-after 0`: unbounded work
+        self.keypair = load_or_create_keypair(farm.root / name / "node-keypair.json")
+        self.client = FarmClient(farm.address, self.keypair)
+        self.id = str(self.keypair.pubkey())
+        self.work = work
+        self.client.nodes.RegisterNode(pb.RegisterNodeRequest(node_id=self.id, name=name),
+                                       timeout=30)
+
+    def lease(self, tasks: int) -> list[pb.Lease]:
+        response = self.client.nodes.LeaseTask(
+            pb.LeaseTaskRequest(node_id=self.id, max_tasks=tasks), timeout=30)
+        return [response.lease, *response.more_leases] if response.HasField("lease") else []
+
+    def result(self, lease: pb.Lease, *, upload: bool = True) -> pb.LeaseResult:
+        """The lease's frames as "rendered" images (unique bytes), uploaded unless not."""
+        outputs = []
+        for frame in lease.frames:
+            data = f"{self.id} {lease.lease_id} {frame}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            path = self.work / sha
+            path.write_bytes(data)
+            if upload:
+                upload_files(self.client.blobs, {sha: path})
+            outputs.append(pb.FrameOutput(
+                frame=frame, image=pb.BlobRef(sha256=sha, size=len(data)), render_seconds=1.0,
+                blender_version="test", device="CPU", log=f"frame {frame}",
+                receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
+                                               lease.settings)))
+        return pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs)
+
+    def complete(self, *results: pb.LeaseResult) -> list[tuple[bool, str, str]]:
+        response = self.client.nodes.CompleteTasks(
+            pb.CompleteTasksRequest(node_id=self.id, results=results), timeout=30)
+        assert [o.lease_id for o in response.results] == [r.lease_id for r in results]
+        return [(o.accepted, o.code, o.reason) for o in response.results]
+
+    def beat(self, *lease_ids: str) -> list[pb.LeaseRenewal]:
+        response = self.client.nodes.HeartbeatLeases(
+            pb.HeartbeatLeasesRequest(node_id=self.id, lease_ids=lease_ids), timeout=30)
+        return list(response.leases)
+
+    def leases_completed(self) -> int:
+        return self.client.nodes.GetNodeStanding(
+            pb.GetNodeStandingRequest(node_id=self.id), timeout=30).standing.leases_completed
+
+
+def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
+    with LocalFarm(tmp_path / "farm", lease_seconds=3.0) as farm:
+        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
+        with farm.client() as creator:
+            job = submit_sample(creator, SAMPLE_SCENE, "1-4")
+        a = Node(farm, "a", tmp_path)
+        b = Node(farm, "b", tmp_path)
+        try:
+            held = a.lease(4)
+            assert [lease.frames[0] for lease in held] == [1, 2, 3, 4]
+            good, late, unseen, last = held
+            # `late` is not renewed: the coordinator takes it back and node b gets its task.
+            taken: list[pb.Lease] = []
+
+            def b_has_it() -> bool:
+                renewals = a.beat(good.lease_id, unseen.lease_id, last.lease_id)
+                assert all(r.keep_going for r in renewals), renewals
+                taken.extend(b.lease(1))
+                return bool(taken)
+
+            wait_for(b_has_it, timeout=60, interval=0.5)
+            (foreign,) = taken
+            assert foreign.task_id == late.task_id and foreign.lease_id != late.lease_id
+
+            batch = [a.result(good), a.result(late), a.result(foreign),
+                     a.result(unseen, upload=False), a.result(last)]
+            first = a.complete(*batch)
+            assert [(accepted, code) for accepted, code, _ in first] == [
+                (True, ""), (False, "FAILED_PRECONDITION"), (False, "FAILED_PRECONDITION"),
+                (False, "FAILED_PRECONDITION"), (True, "")]
+            assert "unknown lease" in first[1][2]
+            assert "another node" in first[2][2]
+            assert "was not uploaded" in first[3][2]
+            assert a.leases_completed() == 2
+
+            assert a.complete(*batch) == first, "the same batch again: the same answers"
+            assert a.leases_completed() == 2, "nothing counted twice"
+
+            assert a.complete(a.result(unseen)) == [(True, "", "")], "uploaded now: accepted"
+            assert a.leases_completed() == 3
+            renewals = a.beat(good.lease_id, foreign.lease_id)
+            assert [r.keep_going for r in renewals] == [False, False]
+            assert "verifying" in renewals[0].reason and "another node" in renewals[1].reason
+
+            # The single-lease form still works beside the batched one.
+            single = b.result(foreign)
+            assert b.client.nodes.CompleteTask(pb.CompleteTaskRequest(
+                node_id=b.id, lease_id=foreign.lease_id, outputs=single.outputs),
+                timeout=30).accepted
+            try:
+                b.client.nodes.CompleteTask(pb.CompleteTaskRequest(
+                    node_id=b.id, lease_id=good.lease_id, outputs=single.outputs), timeout=30)
+                raise AssertionError("a completion of another node's lease was accepted")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+
+            with farm.client() as creator:
+                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
+                                                 timeout=30).frames
+                assert sorted(f.frame for f in frames) == [1, 2, 3, 4]
+                assert all(f.state == pb.FRAME_STATE_VERIFYING for f in frames), frames
+                log = creator.jobs.GetFrameLog(pb.FrameLogRequest(job_id=job.job_id, frame=1),
+                                               timeout=30)
+                assert "frame 1" in log.text
+        finally:
+            a.client.close()
+            b.client.close()
