@@ -23,7 +23,7 @@ from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
-from frameproof.limits import FAIL_REASON_BYTES, FRAME_LOG_BYTES, clip_utf8
+from frameproof.limits import FAIL_REASON_BYTES, FRAME_LOG_BYTES, LEASES_PER_CALL, clip_utf8
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
@@ -79,6 +79,17 @@ class HeldLease:
     last_beat: float = 0.0
     done_frames: list[int] = field(default_factory=lambda: [0])
     withdrawn: threading.Event = field(default_factory=threading.Event)
+    rendered: bool = False  # its frames are done and wait to be delivered with others
+
+
+@dataclass
+class Finished:
+    """A rendered lease waiting for the batched delivery: its results and image files."""
+
+    held: HeldLease
+    outputs: list[pb.FrameOutput]
+    images: dict[str, Path]
+    at: float  # time.monotonic() when it was rendered
 
 
 def heartbeat_due(held: HeldLease, now: float, heartbeat_seconds: float) -> bool:
@@ -123,6 +134,12 @@ class RenderNode:
         self.held: dict[str, HeldLease] = {}  # by lease id, in lease order
         self.held_lock = threading.Lock()
         self.last_task_seconds: float | None = None
+        # A node that may hold several leases renews and delivers them together
+        # (HeartbeatLeases, CompleteTasks: one call for all, not one per lease); off for
+        # `--max-tasks 1` and after a coordinator answers that it lacks those calls.
+        self.batching = config.max_tasks != 1
+        self.finished: list[Finished] = []  # rendered, not yet delivered (main loop only)
+        self._images: dict[str, dict[str, Path]] = {}  # lease id -> its images, not uploaded
 
     # ------------------------------------------------------------ main loop
 
@@ -136,8 +153,12 @@ class RenderNode:
             waiting: deque[str] = deque()
             while not self.stopping.is_set():
                 if not waiting:
+                    self._deliver_finished()  # everything leased is rendered
                     waiting.extend(self._lease_more())
                     continue
+                if self.finished and (time.monotonic() - self.finished[0].at
+                                      >= self.heartbeat_seconds):
+                    self._deliver_finished()  # a long batch does not sit on its results
                 held = self.held.get(waiting.popleft())
                 if held is None or held.withdrawn.is_set():  # taken back while it waited
                     self._forget(held)
@@ -146,6 +167,7 @@ class RenderNode:
                 self._run_lease(held)
                 self.last_task_seconds = time.monotonic() - started
         finally:
+            self._deliver_finished()  # the heartbeats keep them alive meanwhile
             beats_done.set()
             if beat.is_alive():
                 beat.join()
@@ -217,8 +239,14 @@ class RenderNode:
         log.info("lease %s: job %s frames %s", lease.lease_id, lease.job_id, list(lease.frames))
         held.started = time.monotonic()
         metrics.RENDERING.set(1)
+        waits = False
         try:
             outputs = self._render_lease(lease, withdrawn, done_frames)
+            images = self._images.pop(lease.lease_id, None)
+            if images is not None:  # not uploaded yet: delivered with the others
+                held.rendered = waits = True
+                self.finished.append(Finished(held, outputs, images, time.monotonic()))
+                return
             self._report_done(lease, outputs)
             metrics.LEASES.labels("delivered").inc()
         except LeaseWithdrawn:
@@ -233,8 +261,9 @@ class RenderNode:
                 self._give_up(lease, reason)
         finally:
             metrics.RENDERING.set(0)
-            withdrawn.set()  # the heartbeats leave it alone from now on
-            self._forget(held)
+            if not waits:
+                withdrawn.set()  # the heartbeats leave it alone from now on
+                self._forget(held)
 
     def _give_up(self, lease: pb.Lease, reason: str) -> None:
         """Tell the coordinator the lease failed; a lease it already took back is fine."""
@@ -282,7 +311,7 @@ class RenderNode:
             ))
             done_frames[0] += 1
             log.info("frame %d rendered in %.2fs", frame, result.seconds)
-        upload_files(self.client.blobs, images)
+        self._upload(lease, images)
         return outputs
 
     def _log_size(self) -> int:
@@ -312,6 +341,117 @@ class RenderNode:
         metrics.RENDER_SECONDS.observe(result.seconds)
         return result
 
+    def _upload(self, lease: pb.Lease, images: dict[str, Path]) -> None:
+        """Upload a lease's images now, or (batching) with the other leases' at delivery:
+        one FindMissingBlobs for all of them."""
+        if self.batching:
+            self._images[lease.lease_id] = dict(images)
+        else:
+            upload_files(self.client.blobs, images)
+
+    def _deliver_finished(self) -> None:
+        """Deliver every rendered lease: one upload check for all their images, then one
+        CompleteTasks per LEASES_PER_CALL leases, each lease answered on its own."""
+        finished, self.finished = self.finished, []
+        ready = []
+        for done in finished:
+            if done.held.withdrawn.is_set():  # the coordinator took it back meanwhile
+                metrics.LEASES.labels("withdrawn").inc()
+                log.warning("lease %s withdrawn by the coordinator; dropped",
+                            done.held.lease.lease_id)
+                self._end(done)
+            else:
+                ready.append(done)
+        if not ready:
+            return
+        try:
+            upload_files(self.client.blobs, {sha: path for done in ready
+                                             for sha, path in done.images.items()})
+        except (TransferError, OSError, grpc.RpcError):
+            ready = [done for done in ready if self._upload_alone(done)]
+        for start in range(0, len(ready), LEASES_PER_CALL):
+            self._complete_batch(ready[start:start + LEASES_PER_CALL])
+
+    def _upload_alone(self, done: Finished) -> bool:
+        """After a batched upload failed: this lease's images alone; False: it failed."""
+        try:
+            upload_files(self.client.blobs, done.images)
+            return True
+        except (TransferError, OSError, grpc.RpcError) as error:
+            self._delivery_failed(done, error)
+            return False
+
+    def _complete_batch(self, batch: list[Finished]) -> None:
+        request = pb.CompleteTasksRequest(node_id=self.node_id, results=[
+            pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
+            for done in batch])
+        try:
+            response = self._call(self.client.nodes.CompleteTasks, request,
+                                  patience=RECONNECT_PATIENCE)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                for done in batch:
+                    self._delivery_failed(done, error)
+                return
+            log.info("the coordinator takes one lease per call; delivering one by one")
+            self.batching = False
+            for done in batch:
+                self._complete_alone(done)
+            return
+        if response is None:  # stopping while the coordinator was away
+            for done in batch:
+                self._end(done)
+            return
+        if len(batch) > 1:
+            log.info("delivered %d leases in one call", len(batch))
+        for done, outcome in zip(batch, response.results, strict=True):
+            lease = done.held.lease
+            if outcome.accepted:
+                metrics.LEASES.labels("delivered").inc()
+                log.info("lease %s delivered", lease.lease_id)
+                self._end(done, delete=True)
+            elif outcome.code == grpc.StatusCode.FAILED_PRECONDITION.name:
+                metrics.LEASES.labels("withdrawn").inc()
+                log.warning("lease %s withdrawn by the coordinator (%s); dropped",
+                            lease.lease_id, outcome.reason)
+                self._end(done)
+            else:
+                self._delivery_failed(done, ValueError(outcome.reason or outcome.code))
+
+    def _complete_alone(self, done: Finished) -> None:
+        """CompleteTask for one rendered lease (a coordinator without CompleteTasks)."""
+        try:
+            self._report_done(done.held.lease, done.outputs)
+            metrics.LEASES.labels("delivered").inc()
+            self._end(done, delete=True)
+        except LeaseWithdrawn:
+            metrics.LEASES.labels("withdrawn").inc()
+            self._end(done)
+        except grpc.RpcError as error:
+            self._delivery_failed(done, error)
+
+    def _delivery_failed(self, done: Finished, error: Exception) -> None:
+        """As a render that failed: counted, reported with FailTask, forgotten."""
+        metrics.LEASES.labels("failed").inc()
+        metrics.FAILURES.labels(metrics.failure_kind(error)).inc()
+        reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
+        log.error("lease %s failed: %s", done.held.lease.lease_id, reason)
+        try:
+            if not done.held.withdrawn.is_set():
+                self._give_up(done.held.lease, reason or "delivery failed")
+        except grpc.RpcError as failed:
+            log.warning("lease %s: FailTask failed too (%s)", done.held.lease.lease_id,
+                        failed.code())
+        self._end(done)
+
+    def _end(self, done: Finished, *, delete: bool = False) -> None:
+        """The lease is settled either way: no more heartbeats; its images go once delivered."""
+        done.held.withdrawn.set()
+        self._forget(done.held)
+        if delete:
+            for path in done.images.values():
+                Path(path).unlink(missing_ok=True)
+
     def _report_done(self, lease: pb.Lease, outputs: list[pb.FrameOutput]) -> None:
         request = pb.CompleteTaskRequest(
             node_id=self.node_id, lease_id=lease.lease_id, outputs=outputs
@@ -328,16 +468,48 @@ class RenderNode:
 
     def _heartbeats(self, done: threading.Event) -> None:
         """One thread keeps every held lease alive: the rendering one each interval, the
-        waiting ones only near their expiry (the wire takes one lease per Heartbeat)."""
+        waiting ones only near their expiry; all that are due in one HeartbeatLeases when
+        batching."""
         while not done.wait(max(0.05, self.heartbeat_seconds / 4)):
             now = time.monotonic()
             with self.held_lock:
                 due = [h for h in self.held.values() if not h.withdrawn.is_set()
                        and heartbeat_due(h, now, self.heartbeat_seconds)]
+            if self.batching and len(due) > 1:
+                for start in range(0, len(due), LEASES_PER_CALL):
+                    if done.is_set() or not self._beat_many(due[start:start + LEASES_PER_CALL]):
+                        break
+                else:
+                    continue
             for held in due:
                 if done.is_set():
                     return
-                self._beat(held)
+                if not held.withdrawn.is_set() and held.last_beat < now:
+                    self._beat(held)
+
+    def _beat_many(self, due: list[HeldLease]) -> bool:
+        """One HeartbeatLeases for `due`; False: the coordinator lacks it (beat one by one)."""
+        sent = time.monotonic()
+        for held in due:
+            held.last_beat = sent
+        try:
+            response = self.client.nodes.HeartbeatLeases(
+                pb.HeartbeatLeasesRequest(node_id=self.node_id,
+                                          lease_ids=[h.lease.lease_id for h in due]),
+                timeout=CALL_TIMEOUT)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("the coordinator takes one lease per heartbeat")
+                self.batching = False
+                for held in due:
+                    held.last_beat = 0.0
+                return False
+            log.warning("heartbeat failed (%s); still rendering", error.code())
+            return True
+        log.debug("renewed %d leases in one call", len(due))
+        for held, renewal in zip(due, response.leases, strict=True):
+            self._renewed(held, renewal.keep_going, renewal.reason)
+        return True
 
     def _beat(self, held: HeldLease) -> None:
         lease = held.lease
@@ -352,11 +524,15 @@ class RenderNode:
             # The coordinator is away; it restores live leases when it returns.
             log.warning("heartbeat failed (%s); still rendering", error.code())
             return
-        if response.keep_going:
+        self._renewed(held, response.keep_going, response.reason)
+
+    def _renewed(self, held: HeldLease, keep_going: bool, reason: str) -> None:
+        if keep_going:
             held.expires = held.last_beat + self.lease_seconds
             return
-        log.warning("lease %s: coordinator says stop (%s)", lease.lease_id, response.reason)
-        rendering = held.started is not None and not held.withdrawn.is_set()
+        log.warning("lease %s: coordinator says stop (%s)", held.lease.lease_id, reason)
+        rendering = (held.started is not None and not held.rendered
+                     and not held.withdrawn.is_set())
         held.withdrawn.set()
         if rendering:
             self.blender.close()  # abandon the frame being rendered

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import signal
+import urllib.request
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
 from farm_helpers import frames, submit_sample, wait_for, wait_until_done, wait_until_registered
+from prometheus_client.parser import text_string_to_metric_families
 
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
@@ -31,10 +33,29 @@ def log_of(farm: LocalFarm, name: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def calls(address: str, method: str) -> float:
+    """Calls the coordinator answered OK, by method (its /metrics)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "frameproof_rpc_calls_total"
+               and sample.labels.get("method") == f"NodeService/{method}"
+               and sample.labels.get("code") == "OK")
+
+
+def http_address(farm: LocalFarm) -> str:
+    assert farm.coordinator is not None and farm.coordinator.stdout is not None
+    line = farm.coordinator.stdout.readline().decode()
+    assert line.startswith("http on "), line
+    return line.split()[-1]
+
+
 def test_a_node_takes_several_leases_per_call_and_renders_each_frame_once(farm: LocalFarm):
     # A bonded node with a verified record (proven after 0 frames) takes unbounded work;
     # a new identity gets one lease at a time.
-    farm.start_coordinator(extra_args=("--proven-after", "0"))
+    farm.start_coordinator(extra_args=("--proven-after", "0", "--http", "127.0.0.1:0"))
+    http = http_address(farm)
     with farm.client() as client:
         job = submit_sample(client, SAMPLE_SCENE, "1-6")  # queued before the node asks
         farm.start_node("batcher", extra_args=("--max-tasks", "3"))
@@ -47,6 +68,10 @@ def test_a_node_takes_several_leases_per_call_and_renders_each_frame_once(farm: 
     assert [f.frame for f in final] == [1, 2, 3, 4, 5, 6]
     assert all(f.state == pb.FRAME_STATE_DONE and f.attempts == 0 for f in final)
     assert sorted(rendered(farm, "batcher")) == [1, 2, 3, 4, 5, 6], "each frame once"
+    # Its leases were delivered together: CompleteTasks, several leases a call.
+    assert "delivered 3 leases in one call" in log_of(farm, "batcher")
+    assert calls(http, "CompleteTask") == 0
+    assert 2 <= calls(http, "CompleteTasks") < 6
 
 
 def test_a_stopped_node_gives_back_the_leases_it_did_not_start(tmp_path: Path):
@@ -57,7 +82,8 @@ def test_a_stopped_node_gives_back_the_leases_it_did_not_start(tmp_path: Path):
 def stop_a_node_holding_four_leases(farm: LocalFarm) -> None:
     # A bonded node with a verified record (proven after 0 frames) takes unbounded work;
     # a new identity gets one lease at a time.
-    farm.start_coordinator(extra_args=("--proven-after", "0"))
+    farm.start_coordinator(extra_args=("--proven-after", "0", "--http", "127.0.0.1:0"))
+    http = http_address(farm)
     with farm.client() as client:
         # Frames of about 2 s, longer than this farm's 1.5 s lease: the leases waiting
         # behind the first live only through their heartbeats.
@@ -84,3 +110,4 @@ def stop_a_node_holding_four_leases(farm: LocalFarm) -> None:
     assert done.state == pb.JOB_STATE_DONE
     assert all(f.state == pb.FRAME_STATE_DONE for f in final)
     assert sorted(rendered(farm, "quitter", "finisher")) == [1, 2, 3, 4], "nothing twice"
+    assert calls(http, "HeartbeatLeases") > 0, "the waiting leases were renewed together"
