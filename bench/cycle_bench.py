@@ -14,6 +14,12 @@ creators, and every simulated node registered, bonded and with a verified record
 so probation limits do not bound the run. Jobs carry no escrow rows (leases are not gated on
 a budget; the budget query still runs).
 
+`--batch`: a node that leased several tasks in one call renews them with one HeartbeatLeases,
+checks all their images with one FindMissingBlobs and delivers them with one CompleteTasks
+(what `render-node run --max-tasks N` does); a coordinator without those calls (UNIMPLEMENTED
+to a probe before the window) gets one call per lease as without `--batch`. Each delivered
+lease is still one cycle; "calls/cycle" says how many RPCs a cycle cost.
+
 `--tree DIR` runs the coordinator of another checkout (e.g. the commit before the work,
 extracted with `git archive`), the load generator staying this one, so both sides are
 measured by the same client in one run:
@@ -158,6 +164,7 @@ class Client:
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
         self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)
         self.window = (float("inf"), float("inf"))  # set by run_node
+        self.batched = False  # the coordinator answers HeartbeatLeases and CompleteTasks
 
     async def call(self, stub: Any, service: str, name: str, request: Any,
                    latencies: dict[str, list[float]] | None) -> Any:
@@ -184,6 +191,14 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
     await client.call(client.nodes, "NodeService", "RegisterNode", pb.RegisterNodeRequest(
         node_id=node_id, name="sim", capabilities=pb.NodeCapabilities(threads=1,
                                                                      devices=["CPU"])), None)
+    if args.batch:
+        try:
+            await client.call(client.nodes, "NodeService", "HeartbeatLeases",
+                              pb.HeartbeatLeasesRequest(node_id=node_id), None)
+            client.batched = True
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
     while time.time() < window[0] - args.warmup:
         await asyncio.sleep(0.05)
     serial = 0
@@ -199,7 +214,15 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
                 result["empty"] += window[0] <= time.time() < window[1]
                 await asyncio.sleep(response.retry_after_ms / 1000)
                 continue
-            for lease in [response.lease, *response.more_leases]:
+            leases = [response.lease, *response.more_leases]
+            if client.batched and len(leases) > 1:
+                serial, delivered = await run_batch(client, leases, args, lat, serial,
+                                                    result)
+                if window[0] <= time.time() < window[1]:  # completed inside the window
+                    result["cycles"] += len(delivered)
+                    result["frames"] += sum(len(lease.frames) for lease in delivered)
+                continue
+            for lease in leases:
                 serial = await run_lease(client, lease, args, lat, serial)
                 if window[0] <= time.time() < window[1]:  # completed inside the window
                     result["cycles"] += 1
@@ -237,6 +260,55 @@ async def run_lease(client: Client, lease: Any, args: argparse.Namespace,
                       pb.CompleteTaskRequest(node_id=node_id, lease_id=lease.lease_id,
                                              outputs=outputs), lat)
     return serial
+
+
+async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
+                    lat: dict[str, list[float]] | None, serial: int,
+                    result: dict[str, Any]) -> tuple[int, list[Any]]:
+    """The cycles of several leases with the batched calls: one HeartbeatLeases, one
+    FindMissingBlobs for every image, an upload per image, one CompleteTasks."""
+    from frameproof.receipts import sign_receipt
+    from frameproof.v1 import farm_pb2 as pb
+
+    node_id = client.node_id
+    if args.render_seconds:
+        await asyncio.sleep(args.render_seconds)
+    renewed = await client.call(client.nodes, "NodeService", "HeartbeatLeases",
+                                pb.HeartbeatLeasesRequest(
+                                    node_id=node_id,
+                                    lease_ids=[lease.lease_id for lease in leases]), lat)
+    for renewal in renewed.leases:
+        if not renewal.keep_going:
+            result["errors"][f"heartbeat: {renewal.reason[:80]}"] += 1
+    images: dict[str, tuple[Any, bytes]] = {}
+    results = []
+    for lease in leases:
+        outputs = []
+        for frame in lease.frames:
+            serial += 1
+            data = f"{lease.lease_id}:{frame}:{serial}".encode()
+            ref = pb.BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            images[ref.sha256] = (ref, data)
+            outputs.append(pb.FrameOutput(
+                frame=frame, image=ref, render_seconds=1.0, blender_version="sim",
+                device="CPU", receipt_signature=sign_receipt(
+                    client.keypair, lease.job_id, frame, ref.sha256, lease.settings)))
+        results.append(pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs))
+    missing = await client.call(client.blobs, "BlobStore", "FindMissingBlobs",
+                                pb.FindMissingBlobsRequest(
+                                    blobs=[ref for ref, _ in images.values()]), lat)
+    for status in missing.missing:
+        ref, data = images[status.blob.sha256]
+        await upload(client, ref, data, lat)
+    answer = await client.call(client.nodes, "NodeService", "CompleteTasks",
+                               pb.CompleteTasksRequest(node_id=node_id, results=results), lat)
+    delivered = []
+    for lease, outcome in zip(leases, answer.results, strict=True):
+        if outcome.accepted:
+            delivered.append(lease)
+        else:
+            result["errors"][f"{outcome.code}: {outcome.reason[:80]}"] += 1
+    return serial, delivered
 
 
 async def upload(client: Client, ref: Any, data: bytes,
@@ -330,7 +402,7 @@ def run_side(tree: Path, args: argparse.Namespace, work: Path,
              "--address", address, "--first", str(first), "--count", str(count),
              "--start", str(start), "--seconds", str(args.seconds), "--warmup",
              str(args.warmup), "--render-seconds", str(args.render_seconds),
-             "--tasks-per-lease", str(args.tasks_per_lease),
+             "--tasks-per-lease", str(args.tasks_per_lease), *(["--batch"] if args.batch else []),
              "--out", str(work / f"client{p}.json")], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}))
     time.sleep(max(0.0, start - time.time()))
@@ -383,17 +455,17 @@ def reset_postgres(url: str) -> None:
 # Where the event loop's CPU goes: (row, function name, file suffix); cumulative times.
 PROFILE_ROWS = (
     ("LeaseTask handler", "LeaseTask", "node_service.py"),
-    ("Heartbeat handler", "Heartbeat", "node_service.py"),
-    ("CompleteTask handler", "CompleteTask", "node_service.py"),
+    ("Heartbeat handler", "Heartbeat HeartbeatLeases", "node_service.py"),
+    ("CompleteTask handler", "CompleteTask CompleteTasks", "node_service.py"),
     ("FindMissingBlobs handler", "FindMissingBlobs", "blob_service.py"),
     ("UploadBlob handler", "UploadBlob", "blob_service.py"),
     ("signature, freshness, nonce (verify_call)", "verify_call", "auth.py"),
     ("nonce journal write", "record", "nonce_journal.py"),
     ("lease (storage thread)", "_lease_once", "node_service.py"),
-    ("complete (storage thread)", "complete", "leasing.py"),
-    ("completion checks: task, blobs, owners (storage thread)", "_completion_facts",
+    ("complete (storage thread)", "complete complete_many", "leasing.py"),
+    ("completion checks: task, blobs, owners (storage thread)", "_completion_facts _delivered",
      "node_service.py"),
-    ("heartbeat (storage thread)", "extend", "leasing.py"),
+    ("heartbeat (storage thread)", "extend extend_many", "leasing.py"),
     ("SQL in the database driver (sqlite3 / psycopg)", "do_execute do_executemany",
      "default.py"),
     ("settlement sweep (thread)", "sweep", "settlement.py"),
@@ -427,6 +499,8 @@ def describe(label: str, side: dict[str, Any]) -> str:
     net = ((side["cpu"] - side["background"] * side["seconds"]) / cycles * 1000 if cycles
            else float("nan"))
     lat = side["latencies"]
+    lat = {**lat, "CompleteTask": lat.get("CompleteTask", []) + lat.get("CompleteTasks", [])}
+    calls = sum(len(values) for values in side["latencies"].values())
     return (f"| {label} | {cycles / side['seconds']:.0f} | {per_cycle:.2f} | {net:.2f} | "
             f"{side['background'] * 1000:.0f} ms/s | "
             f"{side['cpu'] / side['seconds'] * 100:.0f}% | "
@@ -435,7 +509,7 @@ def describe(label: str, side: dict[str, Any]) -> str:
             f"{percentile(lat.get('CompleteTask', []), 0.5):.1f} / "
             f"{percentile(lat.get('CompleteTask', []), 0.99):.1f} | "
             f"{side['rss_peak']:.0f} | {side['frames'] / max(1, cycles):.1f} | "
-            f"{sum(side['errors'].values())} |")
+            f"{calls / max(1, cycles):.2f} | {sum(side['errors'].values())} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--warmup", type=float, required=True)
     client.add_argument("--render-seconds", type=float, required=True)
     client.add_argument("--tasks-per-lease", type=int, required=True)
+    client.add_argument("--batch", action="store_true")
     client.add_argument("--out", required=True)
     run = commands.add_parser("run")
     run.add_argument("--tree", type=Path, action="append", required=True,
@@ -479,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="run each tree once per N, side by side, with LeaseTaskRequest."
                      "max_tasks N (overrides --tasks-per-lease); each leased task is still a "
                      "cycle of its own (heartbeat, blob check, upload, complete)")
+    run.add_argument("--batch", action="store_true",
+                     help="a node holding several leases renews, checks and delivers them "
+                     "with one call each (HeartbeatLeases, FindMissingBlobs, CompleteTasks); "
+                     "a coordinator without them gets one call per lease")
     run.add_argument("--db", help="PostgreSQL URL (dropped and re-created per side)")
     run.add_argument("--profile", type=Path, help="folder for each side's cProfile output")
     run.add_argument("--write", metavar="SECTION", help="write the table into BENCHMARKS.md")
@@ -518,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     table = ("| coordinator | cycles/s | coordinator CPU ms/cycle | same, idle background "
              "taken off | idle background | coordinator CPU busy | "
              "LeaseTask p50 / p99 ms | CompleteTask p50 / p99 ms | RSS peak MiB | "
-             "frames/cycle | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+             "frames/cycle | calls/cycle | errors |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
              + "\n".join(rows))
     if profiles:
         names = list(profiles)
