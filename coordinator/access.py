@@ -8,7 +8,8 @@ Blobs (scene files, manifests, frames) are read by:
   scene's files, so knowing a scene's sha256 is not enough to make one);
 - a node, for the scene of a task it holds a lease on right now (not once the lease has
   expired, been taken back, or been delivered);
-- a verifier or peer verifier, for the frame and the scene of a check it holds.
+- a verifier or peer verifier, for the frame, its passes file (denoised frames) and the scene
+  of a check it holds; the creator never reads a frame's passes file (it is no frame).
 Nobody else: a sha256 learnt from a lease, a log or a guess opens nothing.
 """
 

@@ -23,3 +23,14 @@ def clip_utf8(text: str, max_bytes: int) -> str:
 
 # Blender's output for one frame that a node uploads with its result (the end of it).
 FRAME_LOG_BYTES = 16 * 1024
+
+# A node's passes file of a denoised frame (FrameOutput.passes): float32 multilayer EXR, about
+# 28 bytes a pixel measured (docs/VERIFICATION.md, "noisy pass"); the bound leaves room for
+# more passes and worse compression, the slack for headers and tiny frames.
+PASSES_BYTES_PER_PIXEL = 64
+PASSES_SLACK_BYTES = 1024 * 1024
+
+
+def passes_limit_bytes(width: int, height: int) -> int:
+    """The largest passes file a frame of width x height pixels may come with."""
+    return max(0, width) * max(0, height) * PASSES_BYTES_PER_PIXEL + PASSES_SLACK_BYTES

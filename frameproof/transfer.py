@@ -126,8 +126,12 @@ def download_blob(
     *,
     on_progress: Progress | None = None,
     timeout: float = 600,
+    max_bytes: int | None = None,
 ) -> Path:
-    """Download a blob to dest, resuming `dest.part`; verified before it is renamed into place."""
+    """Download a blob to dest, resuming `dest.part`; verified before it is renamed into place.
+
+    ``max_bytes``: refuse (TransferError) a blob the coordinator says, or sends, is larger.
+    """
     if not is_sha256(ref_sha256):
         raise TransferError(f"{ref_sha256!r} is not a sha256 (64 lowercase hex digits)")
     dest = Path(dest)
@@ -143,7 +147,8 @@ def download_blob(
         digest = None
         if endpoint is not None:
             try:
-                digest = _http_download_into(endpoint, ref_sha256, part, on_progress, timeout)
+                digest = _http_download_into(endpoint, ref_sha256, part, on_progress, timeout,
+                                             max_bytes)
             except _Unreachable:
                 _without_http(stub)
                 raise
@@ -151,7 +156,7 @@ def download_blob(
                 if exc.status != BUSY:
                     raise
         if digest is None:  # no endpoint, or it is at its transfer limit: the stream
-            _download_into(stub, ref_sha256, part, on_progress, timeout)
+            _download_into(stub, ref_sha256, part, on_progress, timeout, max_bytes)
             digest = sha256_file(part)
         if digest != ref_sha256:
             part.unlink()
@@ -273,6 +278,7 @@ def _download_into(
     part: Path,
     on_progress: Progress | None,
     timeout: float,
+    max_bytes: int | None = None,
 ) -> None:
     offset = part.stat().st_size if part.exists() else 0
     total = None
@@ -286,6 +292,9 @@ def _download_into(
                         f"server sent blob {sha} at offset {chunk.offset}, expected {offset}"
                     )
                 total = chunk.total_size
+                if max_bytes is not None and max(total, offset + len(chunk.data)) > max_bytes:
+                    part.unlink(missing_ok=True)
+                    raise TransferError(f"blob {sha} is over the {max_bytes}-byte limit")
                 f.write(chunk.data)
                 offset += len(chunk.data)
                 if on_progress:
@@ -406,7 +415,8 @@ def _http_upload(endpoint: _Endpoint, sha: str, size: int, source: BinaryIO, off
 
 
 def _http_download_into(endpoint: _Endpoint, sha: str, part: Path,
-                        on_progress: Progress | None, timeout: float) -> str:
+                        on_progress: Progress | None, timeout: float,
+                        max_bytes: int | None = None) -> str:
     """GET the blob into part (resuming what part holds); return the sha256 of the whole
     part, hashed while the bytes arrive."""
     digest = hashlib.sha256()
@@ -431,6 +441,9 @@ def _http_download_into(endpoint: _Endpoint, sha: str, part: Path,
             raise _refusal(status, headers, fp)
         total = int(headers.get("X-Blob-Size", "0"))
         left = int(headers.get("Content-Length", "0"))
+        if max_bytes is not None and max(total, offset + left) > max_bytes:
+            part.unlink(missing_ok=True)
+            raise TransferError(f"blob {sha} is over the {max_bytes}-byte limit")
         with open(part, "ab", buffering=0) as f:
             appender = Appender(f.fileno(), part, offset)
             position = offset

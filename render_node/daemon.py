@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
 RECONNECT_PATIENCE = 600.0  # how long a finished result waits for the coordinator
+PASSES_SUFFIX = ".passes.exr"  # a frame's passes file, beside its image in the work dir
 
 
 @dataclass(frozen=True)
@@ -285,33 +287,44 @@ class RenderNode:
         extension = render_settings.extension(lease.settings)
         out_dir = self.config.work_dir / "output" / lease.job_id
         outputs: list[pb.FrameOutput] = []
-        images: dict[str, Path] = {}
-        for frame in lease.frames:
-            if withdrawn.is_set():
-                raise LeaseWithdrawn
-            log_start = self._log_size()
-            try:
-                result = self._render_frame(blend, frame, out_dir / f"{frame:06d}.{extension}",
-                                            settings)
-            except BlenderError:
-                if withdrawn.is_set():  # the heartbeat killed Blender on purpose
-                    raise LeaseWithdrawn from None
-                raise
-            sha = sha256_file(result.output)
-            images[sha] = result.output
-            outputs.append(pb.FrameOutput(
-                frame=frame,
-                image=pb.BlobRef(sha256=sha, size=result.output.stat().st_size),
-                render_seconds=result.seconds,
-                blender_version=result.blender_version,
-                device=result.device,
-                receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
-                                               lease.settings),
-                log=self._frame_log(log_start),
-            ))
-            done_frames[0] += 1
-            log.info("frame %d rendered in %.2fs", frame, result.seconds)
-        self._upload(lease, images)
+        images: dict[str, Path] = {}  # the lease's result blobs: images and passes files
+        try:
+            for frame in lease.frames:
+                if withdrawn.is_set():
+                    raise LeaseWithdrawn
+                log_start = self._log_size()
+                try:
+                    result = self._render_frame(
+                        blend, frame, out_dir / f"{frame:06d}.{extension}", settings,
+                        passes=out_dir / f"{frame:06d}{PASSES_SUFFIX}")
+                except BlenderError:
+                    if withdrawn.is_set():  # the heartbeat killed Blender on purpose
+                        raise LeaseWithdrawn from None
+                    raise
+                sha = sha256_file(result.output)
+                images[sha] = result.output
+                output = pb.FrameOutput(
+                    frame=frame,
+                    image=pb.BlobRef(sha256=sha, size=result.output.stat().st_size),
+                    render_seconds=result.seconds,
+                    blender_version=result.blender_version,
+                    device=result.device,
+                    receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
+                                                   lease.settings),
+                    log=self._frame_log(log_start),
+                )
+                if result.passes is not None:  # a denoised frame checked on its noisy pass
+                    passes_sha = sha256_file(result.passes)
+                    images[passes_sha] = result.passes
+                    output.passes.CopyFrom(pb.BlobRef(sha256=passes_sha,
+                                                      size=result.passes.stat().st_size))
+                outputs.append(output)
+                done_frames[0] += 1
+                log.info("frame %d rendered in %.2fs", frame, result.seconds)
+            self._upload(lease, images)
+        except BaseException:
+            discard_passes(images.values())  # the lease fails: nobody uploads them
+            raise
         return outputs
 
     def _log_size(self) -> int:
@@ -333,21 +346,28 @@ class RenderNode:
         return clean[-FRAME_LOG_BYTES:].decode("utf-8", "ignore")
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
-                      settings: RenderSettings) -> RenderResult:
-        """Render one frame of a lease to `output`: the one place a frame's pixels come from."""
-        result = self.blender.render_frame(blend, frame, output, settings,
+                      settings: RenderSettings, *, passes: Path | None = None) -> RenderResult:
+        """Render one frame of a lease to `output`: the one place a frame's pixels come from.
+
+        `passes`: where Blender writes the frame's passes file when the scene is denoised in
+        a way the verifier checks on the noisy pass (`RenderResult.passes` says if it did).
+        """
+        result = self.blender.render_frame(blend, frame, output, settings, passes=passes,
                                            timeout=self.config.frame_timeout)
         metrics.FRAMES.inc()
         metrics.RENDER_SECONDS.observe(result.seconds)
         return result
 
     def _upload(self, lease: pb.Lease, images: dict[str, Path]) -> None:
-        """Upload a lease's images now, or (batching) with the other leases' at delivery:
-        one FindMissingBlobs for all of them."""
+        """Upload a lease's images (and passes files) now, or (batching) with the other
+        leases' at delivery: one FindMissingBlobs for all of them."""
         if self.batching:
             self._images[lease.lease_id] = dict(images)
         else:
-            upload_files(self.client.blobs, images)
+            try:
+                upload_files(self.client.blobs, images)
+            finally:  # sent, or the lease fails: either way nothing needs them again
+                discard_passes(images.values())
 
     def _deliver_finished(self) -> None:
         """Deliver every rendered lease: one upload check for all their images, then one
@@ -445,9 +465,11 @@ class RenderNode:
         self._end(done)
 
     def _end(self, done: Finished, *, delete: bool = False) -> None:
-        """The lease is settled either way: no more heartbeats; its images go once delivered."""
+        """The lease is settled either way: no more heartbeats; its images go once delivered,
+        its passes files in any case."""
         done.held.withdrawn.set()
         self._forget(done.held)
+        discard_passes(done.images.values())
         if delete:
             for path in done.images.values():
                 Path(path).unlink(missing_ok=True)
@@ -566,6 +588,14 @@ class RenderNode:
             if self.stopping.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)
+
+
+def discard_passes(paths: Iterable[Path]) -> None:
+    """Delete the passes files among a lease's result blobs: about 28 bytes a pixel each
+    (26 MB at 1280x720), needed only until they are uploaded."""
+    for path in paths:
+        if path.name.endswith(PASSES_SUFFIX):
+            path.unlink(missing_ok=True)
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/[^\s'\"/:]+)+/([^\s'\"/:]*)")

@@ -87,8 +87,9 @@ class CheatingNode(RenderNode):
         self.time_factor = time_factor
 
     def _render_frame(self, blend: Path, frame: int, output: Path,
-                      settings: RenderSettings) -> RenderResult:
-        result = self._pixels(blend, frame, output, settings)
+                      settings: RenderSettings, *, passes: Path | None = None) -> RenderResult:
+        # The passes file comes from the same (cheating) render; only the frame is tampered.
+        result = self._pixels(blend, frame, output, settings, passes)
         if self.claim_seconds is not None:
             result = dataclasses.replace(result, seconds=self.claim_seconds)
         if self.time_factor != 1.0:
@@ -96,12 +97,13 @@ class CheatingNode(RenderNode):
         return dataclasses.replace(result, device=self.device) if self.device else result
 
     def _pixels(self, blend: Path, frame: int, output: Path,
-                settings: RenderSettings) -> RenderResult:
+                settings: RenderSettings, passes: Path | None) -> RenderResult:
         if self.strategy == "quarter-samples":
             samples = max(1, (settings.samples or DEFAULT_SAMPLES) // 4)
             return super()._render_frame(blend, frame, output,
-                                         dataclasses.replace(settings, samples=samples))
-        result = super()._render_frame(blend, frame, output, settings)
+                                         dataclasses.replace(settings, samples=samples),
+                                         passes=passes)
+        result = super()._render_frame(blend, frame, output, settings, passes=passes)
         if self.strategy == "honest":
             return result
         pixels = cv2.imread(str(result.output), cv2.IMREAD_UNCHANGED)

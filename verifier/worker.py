@@ -22,7 +22,7 @@ from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
 from frameproof.limits import TILE_REASON_BYTES, VERDICT_REASON_BYTES, clip_utf8
-from frameproof.render_settings import frame_size, from_proto
+from frameproof.render_settings import frame_size, from_proto, passes_limit
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, download_blob
 from frameproof.v1 import farm_pb2 as pb
@@ -115,10 +115,13 @@ class Verifier:
         scratch = self.config.work_dir / "scratch"
         scratch.mkdir(exist_ok=True)
         image = scratch / f"node-{task.image.sha256}"
+        passes = scratch / f"passes-{task.passes.sha256}.exr" if task.passes.sha256 else None
         heartbeat = Heartbeat(self, task)
         heartbeat.start()
         try:
             download_blob(self.client.blobs, task.image.sha256, image)
+            if passes is not None:
+                download_passes(self.client, task, passes)
             blend = self.scenes.fetch(task.scene_id) if task.render_tiles else Path()
             if heartbeat.stop_reason:  # dropped while we downloaded: do not start rendering
                 log.info("verification %s dropped: %s", task.verification_id,
@@ -136,6 +139,7 @@ class Verifier:
                     node_device=task.node_device,
                     render_tiles=task.render_tiles,
                     tile_count=task.tile_count or 3,
+                    passes=passes,
                 ),
                 image,
                 self.blender,
@@ -154,6 +158,8 @@ class Verifier:
         finally:
             heartbeat.finish()
             image.unlink(missing_ok=True)
+            if passes is not None:
+                passes.unlink(missing_ok=True)
         if heartbeat.stop_reason:
             log.info("verification %s dropped: %s", task.verification_id, heartbeat.stop_reason)
             return
@@ -200,6 +206,17 @@ class Verifier:
             outcome.mode,
             outcome.reason,
         )
+
+
+def download_passes(client: FarmClient, task: pb.VerificationTask, dest: Path) -> Path:
+    """The node's passes file into ``dest``, hash checked like the image and never more
+    bytes than the bound for the job's frame (the coordinator refuses a larger one at
+    completion; the verifier does not rest its disk on that)."""
+    limit = passes_limit(task.settings)
+    if task.passes.size > limit:
+        raise TransferError(f"passes {task.passes.sha256[:12]} of {task.passes.size} bytes "
+                            f"is over the {limit}-byte bound of the job's frame")
+    return download_blob(client.blobs, task.passes.sha256, dest, max_bytes=limit)
 
 
 class Heartbeat:

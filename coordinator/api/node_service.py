@@ -61,6 +61,7 @@ from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.limits import FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
 from frameproof.receipts import verify_receipt
+from frameproof.render_settings import passes_limit
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -240,6 +241,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         """(storage thread) Which images are stored at their size and the node's own, then
         every lease recorded or refused in one transaction."""
         images = [(o.image.sha256, o.image.size) for r in results for o in r.outputs]
+        images += [(o.passes.sha256, o.passes.size) for r in results for o in r.outputs
+                   if has_passes(o)]
         delivered = self._delivered(node_id, images)
 
         def prepare(result: LeaseResult, leased: LeasedTask | None, facts: JobFacts | None
@@ -276,6 +279,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             if (sha, output.image.size) not in delivered:
                 raise Refused(f"frame {output.frame}: image {sha[:12]} was not uploaded; "
                               "upload it first")
+            if has_passes(output):
+                check_passes(output, settings, delivered)
             outputs.append(
                 FrameOutputRecord(
                     frame=output.frame,
@@ -286,6 +291,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     blender_version=output.blender_version[:64],
                     device=output.device[:64],
                     receipt_signature=output.receipt_signature[:128],
+                    passes_sha256=output.passes.sha256 if has_passes(output) else "",
+                    passes_size=output.passes.size if has_passes(output) else 0,
                 )
             )
         return outputs
@@ -512,6 +519,30 @@ def outcome(done: Completion) -> pb.LeaseOutcome:
     error = refusal(done.error)
     return pb.LeaseOutcome(lease_id=done.lease_id, accepted=False,
                            code=status_of(error).name, reason=str(error))
+
+
+def has_passes(output: pb.FrameOutput) -> bool:
+    """Whether the node names a passes file for this frame (any part of the ref set)."""
+    return bool(output.passes.sha256 or output.passes.size)
+
+
+def check_passes(output: pb.FrameOutput, settings: pb.RenderSettings | None,
+                 delivered: set[tuple[str, int]]) -> None:
+    """A frame's passes file obeys the image's rules: a sha256, stored at that size and
+    uploaded (or proven) by this node, so a node never hands the verifier another key's blob,
+    and no larger than a passes file of the job's frame size can be (the node's upload
+    would otherwise cost the verifier's disk and bandwidth whatever it holds)."""
+    sha, size = output.passes.sha256, output.passes.size
+    if not is_sha256(sha):
+        raise InvalidRequest(f"frame {output.frame}: passes is not a sha256")
+    if settings is not None:  # None: the lease is unknown, which the completion refuses
+        limit = passes_limit(settings)
+        if size > limit:
+            raise InvalidRequest(f"frame {output.frame}: passes of {size} bytes exceed "
+                                 f"{limit} bytes, the bound for the job's frame size")
+    if (sha, size) not in delivered:
+        raise Refused(f"frame {output.frame}: passes {sha[:12]} was not uploaded; "
+                      "upload it first")
 
 
 def standing_message(node: NodeRecord, record: NodeStandingRecord | None,

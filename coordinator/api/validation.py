@@ -38,6 +38,8 @@ from frameproof.limits import (
     FAIL_REASON_BYTES,
     FRAME_LOG_BYTES,
     LEASES_PER_CALL,
+    PASSES_BYTES_PER_PIXEL,
+    PASSES_SLACK_BYTES,
     TILE_REASON_BYTES,
     VERDICT_REASON_BYTES,
 )
@@ -134,6 +136,10 @@ FIELDS: dict[str, Bound] = {
     "FrameLogRequest.job_id": Bound(pattern="hex-id"),
     "FrameLogRequest.frame": Bound(low=0, high=MAX_BLENDER_FRAME),
     "FrameOutput.log": Bound(max_bytes=FRAME_LOG_BYTES, note="the end of Blender's output"),
+    "FrameOutput.passes": Bound(note=f"denoised frames only; the handler refuses one over "
+                                f"{PASSES_BYTES_PER_PIXEL} bytes a pixel of the job's frame + "
+                                f"{PASSES_SLACK_BYTES // 1024**2} MiB, or one the node did not "
+                                "upload"),
     # nodes
     "NodeCapabilities.blender_version": Bound(max_bytes=64),
     "NodeCapabilities.devices": Bound(max_items=16, max_bytes=64),

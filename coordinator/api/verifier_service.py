@@ -61,6 +61,9 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         if job is None or scene is None or frame is None:
             log.warning("verification %s has no frame to check", check.verification_id)
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
+        # The node's passes file, for a denoised frame checked on its noisy pass.
+        passes = (pb.BlobRef(sha256=frame.passes_sha256, size=frame.passes_size or 0)
+                  if frame.passes_sha256 else None)
         return pb.LeaseVerificationResponse(task=pb.VerificationTask(
             verification_id=check.verification_id,
             job_id=check.job_id,
@@ -75,6 +78,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             render_tiles=check.render_tiles,
             tile_count=TILES_PER_CHECK,
             expires_unix_ms=int((check.lease_expires_at or 0) * 1000),
+            passes=passes,
         ))
 
     async def SubmitVerification(self, request, context):

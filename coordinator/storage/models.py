@@ -104,6 +104,10 @@ class FrameResultRecord(SQLModel, table=True):
     charged: bool = Field(default=False, index=True)  # its burn and its node's credit are booked
     receipt_signature: str = ""  # the node's signed claim (frameproof.receipts), for audit
     created_at: float
+    # The node's passes file (multilayer EXR) of a denoised frame checked on its noisy pass:
+    # the verifier's, never the creator's. None: the node delivered none.
+    passes_sha256: str | None = None
+    passes_size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class NodeRecord(SQLModel, table=True):

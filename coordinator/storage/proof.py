@@ -227,16 +227,19 @@ class ProofStore:
         return standing.tier == PEER_TIER and not standing.quarantined
 
     def peer_may_read(self, peer_id: str, sha256: str) -> bool:
-        """A verifier (the coordinator's by key, or a peer) reads the frames and the scene of
-        the jobs whose checks are leased to it, nothing else."""
+        """A verifier (the coordinator's by key, or a peer) reads the frames, their passes
+        files and the scene of the jobs whose checks are leased to it, nothing else."""
         held = select(VerificationRecord.job_id).where(
             VerificationRecord.verifier_id == peer_id,
             VerificationRecord.state == VerificationState.LEASED)
         frame = select(VerificationRecord.verification_id).where(
             col(VerificationRecord.job_id).in_(held), VerificationRecord.image_sha256 == sha256)
+        passes = select(FrameResultRecord.job_id).where(
+            col(FrameResultRecord.job_id).in_(held), FrameResultRecord.passes_sha256 == sha256)
         scenes = select(JobRecord.scene_id).where(col(JobRecord.job_id).in_(held))
         with self._session() as session:
-            return bool(session.exec(frame).first()) or scene_holds(session, scenes, sha256)
+            return (bool(session.exec(frame).first()) or bool(session.exec(passes).first())
+                    or scene_holds(session, scenes, sha256))
 
     def lease_verification(self, verifier_id: str, now: float,
                            lease_seconds: float | None = None,

@@ -84,6 +84,9 @@ class FrameOutputRecord:
     blender_version: str = ""
     device: str = ""
     receipt_signature: str = ""
+    # the node's passes file of a denoised frame (FrameOutput.passes); "" when none
+    passes_sha256: str = ""
+    passes_size: int = 0
 
 
 LEASE_EXPIRED = "lease expired: the node stopped answering"
@@ -636,6 +639,8 @@ class FarmStore:
                         device=output.device,
                         receipt_signature=output.receipt_signature,
                         created_at=now,
+                        passes_sha256=output.passes_sha256 or None,
+                        passes_size=output.passes_size if output.passes_sha256 else None,
                     )
                 )
                 session.add(
