@@ -64,14 +64,15 @@ def stores(tmp_path: Path) -> Iterator[tuple[FarmStore, ProofStore]]:
 
 
 def deliver(store: FarmStore, job_id: str, node: str, *, build: str = BUILD,
-            device: str = DEVICE, sampled: bool = True) -> None:
+            device: str = DEVICE, sampled: bool = True, passes: str = "") -> None:
     store.create_job(JobRecord(job_id=job_id, scene_id="scene", frames_spec="",
                                settings_json="{}", created_at=0.0, updated_at=0.0), [[1]], 0.0)
     task = store.lease_next_task(node, now=1.0)
     assert task is not None and task.job_id == job_id
     output = FrameOutputRecord(frame=1, sha256=hashlib.sha256(job_id.encode()).hexdigest(), size=1,
                                extension="png", render_seconds=1.0, blender_version=build,
-                               device=device)
+                               device=device, passes_sha256=passes,
+                               passes_size=1000 if passes else 0)
     store.complete_task(task.lease_id, node, [output], 1.0,
                         frozenset({1}) if sampled else frozenset())
 
@@ -109,6 +110,27 @@ def test_a_peer_reads_only_what_its_checks_need(stores):
     assert proof.peer_may_read("peer", "scene"), "the scene of the job it checks"
     assert not proof.peer_may_read("peer", "f" * 64)
     assert not proof.peer_may_read("someone-else", image)
+
+
+def test_a_denoised_frames_passes_are_read_by_whoever_holds_its_check_until_decided(stores):
+    store, proof = stores
+    proof.peer_audit_rate = 1.0  # the peer's pass goes to a coordinator verifier too
+    passes = "c" * 64
+    deliver(store, "denoised", "node-e", passes=passes)
+    [result] = store.list_frame_results("denoised")
+    assert (result.passes_sha256, result.passes_size) == (passes, 1000)
+    assert not proof.peer_may_read("peer", passes), "not leased yet"
+    check = proof.lease_verification("peer", 2.0, 10, PEER)
+    assert proof.peer_may_read("peer", passes)
+    assert not proof.peer_may_read("someone-else", passes)
+    proof.finish_verification(check.verification_id, "peer", verdict(True), 3.0, peer=True)
+    assert not proof.peer_may_read("peer", passes), "its check is over"
+    # Audited: the frame is not decided, its passes stay with it for the coordinator verifier.
+    again = proof.lease_verification("v1", 4.0, 10)
+    assert again.verification_id == check.verification_id
+    assert proof.peer_may_read("v1", passes)
+    proof.finish_verification(again.verification_id, "v1", verdict(True), 5.0)
+    assert not proof.peer_may_read("v1", passes)
 
 
 def test_a_peer_pass_approves_unless_audited(stores, tmp_path):
