@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import OpenEXR
+import pytest
 from conftest import SAMPLE_SCENE
 from farm_helpers import frames, submit_sample, wait_for, wait_until_done
 from saved_scenes import build_saved_scene
@@ -33,11 +34,11 @@ from frameproof.v1 import farm_pb2 as pb
 AS_SAVED = {"samples": 0, "resolution_percentage": 0}  # the scene's own: 160x90, 16 samples
 
 
-def start_with_verifier_key(farm: LocalFarm) -> Keypair:
+def start_with_verifier_key(farm: LocalFarm, *extra_args: str) -> Keypair:
     """A coordinator without its built-in verifier; the returned key verifies instead."""
     verifier = Keypair()
     farm.start_coordinator(extra_args=("--no-verifier", "--verifier-pubkey",
-                                       str(verifier.pubkey())))
+                                       str(verifier.pubkey()), *extra_args))
     return verifier
 
 
@@ -61,16 +62,19 @@ def exr_layers(path: Path) -> set[str]:
     return {part.name() for part in OpenEXR.File(str(path), separate_channels=True).parts}
 
 
+# One lease at a time (uploaded as rendered), and three per call (a proven node: uploaded and
+# delivered together with CompleteTasks).
+@pytest.mark.parametrize("max_tasks", ["1", "3"])
 def test_a_denoised_frames_passes_reach_the_verifier_and_never_the_creator(
-        farm: LocalFarm, tmp_path: Path) -> None:
-    verifier = start_with_verifier_key(farm)
+        farm: LocalFarm, tmp_path: Path, max_tasks: str) -> None:
+    verifier = start_with_verifier_key(farm, "--proven-after", "0")
     denoised = build_saved_scene(tmp_path / "denoised" / "saved.blend", denoise=True,
                                  adaptive=True)
     plain = build_saved_scene(tmp_path / "plain" / "saved.blend", adaptive=True)
     with farm.client() as creator:
         denoised_job = submit_sample(creator, denoised, "1-2", **AS_SAVED)
         plain_job = submit_sample(creator, plain, "1", **AS_SAVED)
-    farm.start_node("node")
+    farm.start_node("node", extra_args=("--max-tasks", max_tasks))
 
     with FarmClient(farm.address, verifier) as client:
         checks = lease_checks(client, 3)
@@ -105,6 +109,9 @@ def test_a_denoised_frames_passes_reach_the_verifier_and_never_the_creator(
 
     # The node kept no passes file once it was uploaded.
     assert not list((farm.root / "node").rglob("*.exr"))
+    if max_tasks == "3":
+        node_log = (farm.root / "logs" / "node.log").read_text()
+        assert "leased 3 tasks in one call" in node_log and "in one call" in node_log
     with farm.client() as creator:
         wait_until_done(creator, denoised_job.job_id)
         listed = frames(creator, denoised_job.job_id)
