@@ -110,8 +110,7 @@ def test_a_denoised_frames_passes_reach_the_verifier_and_never_the_creator(
     # The node kept no passes file once it was uploaded.
     assert not list((farm.root / "node").rglob("*.exr"))
     if max_tasks == "3":
-        node_log = (farm.root / "logs" / "node.log").read_text()
-        assert "leased 3 tasks in one call" in node_log and "in one call" in node_log
+        assert "leased 3 tasks in one call" in (farm.root / "logs" / "node.log").read_text()
     with farm.client() as creator:
         wait_until_done(creator, denoised_job.job_id)
         listed = frames(creator, denoised_job.job_id)
