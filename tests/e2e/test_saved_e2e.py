@@ -131,8 +131,9 @@ def test_a_quarter_sample_node_never_reaches_the_creator(farm: LocalFarm, tmp_pa
 def test_a_denoised_scene_is_verified_and_a_cheater_caught(
     farm: LocalFarm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """OpenImageDenoise on: tiles are re-rendered with a margin and judged close, grey goes to
-    an exact whole-frame re-render. A time limit is ignored, and submit says so."""
+    """OpenImageDenoise on: the node delivers its passes with each frame, the verifier checks
+    noisy-pass tiles exactly and re-runs the denoiser on them. A time limit is ignored, and
+    submit says so."""
     blend = build_saved_scene(tmp_path / "scene" / "denoised.blend", size=(160, 90), samples=16,
                               seed=7, adaptive=True, denoise=True, time_limit=30.0)
     farm.start_coordinator(extra_args=UNCAPPED)
@@ -151,5 +152,5 @@ def test_a_denoised_scene_is_verified_and_a_cheater_caught(
     assert cheats.standing.frames_failed >= 2
     assert cheats.standing.reputation < good.standing.reputation
     modes = {json.loads(e.details_json)["mode"] for e in cheats.history if e.kind == "failed"}
-    assert modes == {"exact, denoised"}, modes
+    assert modes == {"exact, noisy pass"}, modes
     assert_frames_as_saved(files, blend, tmp_path / "reference")
