@@ -113,6 +113,7 @@ def judge_with_escalation(
     render: RenderReference,
     close: bool = False,
     bitwise: bool = False,
+    pick_from: np.ndarray | None = None,
 ) -> Judgement:
     """Tiles, then as many tiles again pooled with the first when grey, then the whole frame.
 
@@ -121,11 +122,13 @@ def judge_with_escalation(
     still be grey, and the caller decides what grey means there. ``close``: tiles of a denoised
     scene, judged near-identical (:func:`verifier.judge.judge_tile`); the whole frame is still
     judged exactly. ``bitwise``: ``image`` and the renders are EXR's linear float data, judged
-    exactly bit for bit. ``count=0`` goes straight to the whole frame.
+    exactly bit for bit. ``count=0`` goes straight to the whole frame. ``pick_from``: the
+    display view tiles are chosen on (where flat regions are told from detail), when
+    ``image`` is linear float data.
     """
     checked: list[tuple[Tile, TileVerdict]] = []
     for stage in ("tiles", "more tiles"):
-        chosen = choose_tiles(image, count, rng)
+        chosen = choose_tiles(image if pick_from is None else pick_from, count, rng)
         for tile in chosen:
             checked.append((tile, _judge_tile(image, tile, exact, render, close, bitwise=bitwise)))
         verdict = judge_frame([v for _, v in checked])
@@ -217,6 +220,7 @@ def check_frame(
     judged = judge_with_escalation(
         image, exact=exact, count=count, rng=rng or random.SystemRandom(), render=render,
         close=close and exact, bitwise=bitwise,
+        pick_from=exr_view(image) if bitwise else None,
     )
     outcome.tiles = judged.tiles
     verdict = judged.verdict
@@ -310,9 +314,9 @@ def judge_noisy_pass(
         pixels = crop(ours.noisy, tile)
         return pixels if exact else exr_view(pixels)
 
-    judged = judge_with_escalation(passes.noisy if exact else exr_view(passes.noisy),
-                                   exact=exact, count=count, rng=rng, render=noisy_tile,
-                                   bitwise=exact)
+    view = exr_view(passes.noisy)
+    judged = judge_with_escalation(passes.noisy if exact else view, exact=exact, count=count,
+                                   rng=rng, render=noisy_tile, bitwise=exact, pick_from=view)
     tiles.extend(judged.tiles)
     verdict = judged.verdict
     if verdict.outcome is Outcome.FAIL:

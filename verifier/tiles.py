@@ -72,11 +72,13 @@ def crop(image: np.ndarray, tile: Tile) -> np.ndarray:
 def detail(image: np.ndarray, tile: Tile) -> float:
     """Std of the blurred luminance: structure that survives the blur, not render noise."""
     patch = crop(image, tile)
+    integer = np.issubdtype(patch.dtype, np.integer)
+    scale = float(np.iinfo(patch.dtype).max) if integer else 1.0
     if patch.ndim == 3:
         patch = patch[..., :3].mean(axis=2)
-    patch = patch.astype(np.float32)
-    if patch.max() > 1.0:
-        patch = patch / 255.0
+    patch = patch.astype(np.float32) / scale
+    if not integer:  # [0, 1] display values, or linear float data whose highlights pass 1
+        patch = np.clip(patch, 0.0, 1.0)
     return float(cv2.GaussianBlur(patch, (0, 0), 2.0).std())
 
 
