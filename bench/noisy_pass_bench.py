@@ -40,7 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.verification_bench import bound, build_scenes  # noqa: E402
 from frameproof.blender import BlenderWorker, RenderSettings  # noqa: E402
-from verifier.checker import EXACT_TILES, STATISTICAL_TILES, judge_noisy_pass  # noqa: E402
+from verifier.checker import (  # noqa: E402
+    EXACT_TILES,
+    STATISTICAL_TILES,
+    NoisyRender,
+    judge_noisy_pass,
+)
 from verifier.compare import Passes, load_image, load_passes  # noqa: E402
 from verifier.judge import Outcome  # noqa: E402
 from verifier.tiles import Tile  # noqa: E402
@@ -67,17 +72,18 @@ class Renders:
         self.count = 0
 
     def get(self, blend: Path, frame: int, name: str, settings: RenderSettings,
-            node: bool = False) -> Output:
+            node: bool = False, noisy: bool = False) -> Output:
         size = (320, 180) if settings.resolution_percentage != 50 else (160, 90)
         png = self.work / "renders" / f"{blend.stem}-{frame}-{name}.png"
         exr = png.with_suffix(".exr")
         if not (png.exists() and exr.exists()):
             start = time.perf_counter()
             (self.node if node else self.worker).render_frame(blend, frame, png, settings,
-                                                              passes=exr)
+                                                              passes=exr, noisy_pass=noisy)
             self.seconds += time.perf_counter() - start
             self.count += 1
-        return Output(load_image(png), exr, load_passes(exr, size))
+        return Output(load_image(png), exr,
+                      load_passes(exr, size, noisy="Combined" if noisy else "Noisy Image"))
 
 
 def write_passes(template: Path, out: Path, noisy: np.ndarray, albedo: np.ndarray,
@@ -126,26 +132,29 @@ def main() -> int:
         renders = Renders(worker, node_worker, work)
         seed = worker.tile_plan(scenes[names[0]], RenderSettings()).seed
 
-        def rerun(out: Output, key: str) -> np.ndarray:
-            """The verifier's denoiser on the node's passes (a consistent cheater's frame)."""
+        def rerun(out: Output, key: str) -> tuple[np.ndarray, np.ndarray]:
+            """The verifier's denoiser on the node's passes (a consistent cheater's frame) and
+            the node's noisy pass through the scene's view."""
             png = work / "forged" / f"{key.replace('|', '-')}.png"
-            if not png.exists():
+            view = png.with_name(png.stem + "-view.png")
+            if not (png.exists() and view.exists()):
                 start = time.perf_counter()
                 worker.denoise_passes(blend_of[key.split("|")[0]], int(key.split("|")[1]),
-                                      out.passes_file, png, RenderSettings())
+                                      out.passes_file, png, RenderSettings(), noisy_output=view)
                 denoise_seconds.append(time.perf_counter() - start)
-            return load_image(png)
+            return load_image(png), load_image(view)
 
         blend_of = scenes
         for scene_name, blend in scenes.items():
             other_scene = scenes[names[1 - names.index(scene_name)]]
             for frame in frames:
-                refs = [renders.get(blend, frame, f"ref{k}",
-                                    RenderSettings(seed=seed + k) if k else RenderSettings())
+                refs = [renders.get(blend, frame, f"nref{k}",
+                                    RenderSettings(seed=seed + k) if k else RenderSettings(),
+                                    noisy=True)
                         for k in range(3)]
 
-                def render_ref(tile: Tile, offset: int, refs: list[Output] = refs) -> Passes:
-                    return refs[offset].passes
+                def render_ref(tile: Tile, offset: int, refs: list[Output] = refs) -> NoisyRender:
+                    return NoisyRender(refs[offset].passes, refs[offset].frame)
 
                 for mode in ("exact", "statistical"):
                     node_seeds = [0] if mode == "exact" else list(STAT_SEEDS)
@@ -163,11 +172,11 @@ def main() -> int:
                         strategies: dict[str, Callable[[], tuple[np.ndarray, Output] | None]] = {}
                         key = f"{scene_name}|{frame}|{mode}|{tag}"
 
-                        def rerun_of(out: Output, k: str = key) -> np.ndarray:
+                        def rerun_of(out: Output, k: str = key) -> tuple:
                             return rerun(out, f"{k}|{out.passes_file.stem}")
 
                         def consistent(name: str, out: Output) -> tuple:
-                            return rerun_of(out), out
+                            return rerun_of(out)[0], out
 
                         def forged(name: str, noisy: np.ndarray, albedo: np.ndarray,
                                    normal: np.ndarray, k: str = key,
@@ -176,7 +185,7 @@ def main() -> int:
                             if not path.exists():
                                 write_passes(template, path, noisy, albedo, normal)
                             out = Output(np.zeros(1), path, load_passes(path, (320, 180)))
-                            return rerun_of(out), out
+                            return rerun_of(out)[0], out
 
                         def samples(n: int, name: str, base: RenderSettings = base) -> tuple:
                             return consistent(name, node(name, replace(base, samples=n)))
@@ -257,12 +266,13 @@ def main() -> int:
                                 results[mode, strategy].extend([Outcome.FAIL] * args.draws)
                                 stages[mode, strategy].extend(["cheap"] * args.draws)
                                 continue  # the cheap checks refuse a blank frame
-                            ours = rerun_of(out)
+                            ours, view = rerun_of(out)
                             for draw in range(args.draws):
                                 rng = random.Random(zlib.crc32(repr(
                                     (scene_name, frame, mode, tag, strategy, draw)).encode()))
                                 judged = judge_noisy_pass(
-                                    frame_pixels, out.passes, ours, exact=(mode == "exact"),
+                                    frame_pixels, out.passes, view, ours,
+                                    exact=(mode == "exact"),
                                     bitwise_frame=False,
                                     count=EXACT_TILES if mode == "exact" else STATISTICAL_TILES,
                                     rng=rng, render=render_ref)

@@ -802,6 +802,8 @@ def write_report(path: Path, ctx: dict) -> None:
         "Every number below was measured in that run; rerun the command to reproduce them.",
         f"Run size: `{ctx['argv']}` (smaller than the defaults: the machine was shared).",
         "",
+        CURRENT_NUMBERS,
+        "",
         "## Setup",
         "",
         f"- Scenes: `samples/spinning_cube.blend` and `glossy_orbit` (built at run time by "
@@ -1134,14 +1136,13 @@ OPEN_ITEMS = [
     "`tests/integration/test_volume_eevee_verification.py`); an EEVEE frame has no seed "
     "noise, so the pooled variance tests say nothing there (NaN) and only the per-tile "
     "structure tests judge it.",
-    "- Statistical mode on denoised scenes: honest and half-sample whole frames overlap on "
-    "both pooled scores (honest low-frequency up to 1.39, half samples from 1.34), so the "
-    "bounds trade detection (about 98%) against false failures; a denoised job checked across "
-    "device classes should rather go to a verifier of the node's class, or render more "
-    "references.",
-    "- Denoised scenes verified on their noisy pass (issue 11's design): feasible on the "
-    "CPU, measured in \"Verifying denoised scenes on the noisy pass (feasibility)\" "
-    "below (`bench/noisy_pass_study.py`); not built yet.",
+    "- Denoised scenes are checked on their noisy pass when the frame is OpenImageDenoise's "
+    'output of it alone (one view layer, no compositing, no volume): "Denoised scenes on the '
+    'noisy pass" below. Other denoised scenes (compositing, OptiX, volumes, several view '
+    'layers) keep the routes measured here; in statistical mode their whole frames overlap '
+    'with half-sample renders on both pooled scores (honest low-frequency up to 1.39, half '
+    'samples from 1.34: about 98% detected), so such a job checked across device classes '
+    "should rather go to a verifier of the node's class.",
     "- Flat tiles are skipped using the node's own image: a node could flatten regions to keep "
     "them from being checked. The blank check covers whole frames only; a low-resolution "
     "preview render by the verifier would close this.",
@@ -1155,6 +1156,18 @@ OPEN_ITEMS = [
     "- Duplicate detection uses exact pixel hashes; the perceptual hash is computed but only a "
     "hint (legitimately still frames look alike).",
 ]
+
+
+CURRENT_NUMBERS = (
+    '**Which numbers are current.** Exact mode (same build and device class), denoiser off '
+    'and on: the tables below. Statistical mode with the denoiser off: "Statistical mode on '
+    'adaptive scenes" (held-out frames, the tests that run now; the statistical columns of '
+    'the tables below measured the tests before them). Denoised scenes whose frame is the '
+    'denoiser\'s output of the noisy pass alone, both modes: "Denoised scenes on the noisy '
+    'pass" (`bench/noisy_pass_bench.py`). Denoised scenes the noisy pass cannot explain '
+    '(compositing, OptiX, volumes, several view layers) keep the routes of "Denoised jobs" '
+    'below and the whole-frame statistical check.'
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -254,21 +254,25 @@ def _check_noisy_pass(
         return outcome
     exr = job.settings.output_format.upper() == "EXR"
     denoised = scratch / f"denoised-{job.frame}{'.exr' if exr else '.png'}"
+    noisy_view = scratch / f"noisy-view-{job.frame}.png"
     try:
         start = time.perf_counter()
-        worker.denoise_passes(job.blend, job.frame, job.passes, denoised, job.settings)
+        worker.denoise_passes(job.blend, job.frame, job.passes, denoised, job.settings,
+                              noisy_output=noisy_view)
         outcome.render_seconds += time.perf_counter() - start
         try:
             node, rerun = ((load_exr(node_image_path), load_exr(denoised)) if exr
                            else (load_image(node_image_path), load_image(denoised)))
+            view = load_image(noisy_view)
         except ImageDecodeError as error:
             raise OSError(f"the verifier's denoiser output does not decode: {error}") from None
     finally:
         denoised.unlink(missing_ok=True)
+        noisy_view.unlink(missing_ok=True)
     judged = judge_noisy_pass(
-        node, passes, rerun, exact=exact, bitwise_frame=exact and exr,
+        node, passes, view, rerun, exact=exact, bitwise_frame=exact and exr,
         count=job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES), rng=rng,
-        render=_passes_renderer(job, worker, scratch, outcome, seed),
+        render=_noisy_renderer(job, worker, scratch, outcome, seed),
     )
     outcome.tiles = judged.tiles
     outcome.passed = judged.verdict.outcome is not Outcome.FAIL
@@ -276,27 +280,37 @@ def _check_noisy_pass(
     return outcome
 
 
-RenderPasses = Callable[[Tile, int], Passes]
-"""``(tile, seed_offset) -> passes``: the verifier's passes of a render of ``tile`` (arrays of
+@dataclass(frozen=True)
+class NoisyRender:
+    """The verifier's render of a noisy pass: its passes (linear) and how the scene's view
+    transform shows the noisy image (display values in [0, 1], what a frame's PNG holds)."""
+
+    passes: Passes
+    view: np.ndarray
+
+
+RenderNoisy = Callable[[Tile, int], NoisyRender]
+"""``(tile, seed_offset) -> render``: the verifier's render of ``tile``'s noisy pass (arrays of
 the frame's size; only the tile's region is read), with the job's seed or one after it."""
 GUIDE_RATIO_FAIL = 4.0  # node's guide error over an honest pair's (statistical mode)
 GUIDE_FLOOR = 0.01  # mean |Δ| a guide may differ by whatever the honest pair shows
 
 
 def judge_noisy_pass(
-    node: np.ndarray, passes: Passes, rerun: np.ndarray, *, exact: bool, bitwise_frame: bool,
-    count: int, rng: random.Random, render: RenderPasses,
+    node: np.ndarray, passes: Passes, noisy_view: np.ndarray, rerun: np.ndarray, *,
+    exact: bool, bitwise_frame: bool, count: int, rng: random.Random, render: RenderNoisy,
 ) -> Judgement:
     """Judge a denoised frame by what it costs: its noisy render.
 
     (1) The scene's own denoiser re-run on the node's passes (``rerun``) must give the node's
     frame (exactly on the same build and device class; close otherwise, where another
     denoiser build rounds differently: :func:`verifier.judge.judge_denoised`). (2) Tiles of
-    the noisy pass are judged like a frame without a denoiser, with the same escalation
-    (exactly on linear float bits, or by the statistical tests on the display view). (3) The
-    guide passes the denoiser read must be the scene's: bit for bit, or near the verifier's
-    renders. A grey verdict at the end passes, as for other frames. Shared by the verifier
-    and ``bench/noisy_pass_bench.py``.
+    the noisy pass are judged like a frame without a denoiser, with the same escalation:
+    exactly on its linear float bits, or by the statistical tests on ``noisy_view`` (the node's
+    noisy pass through the scene's view transform, as the verifier's denoiser-off renders show
+    it: the images those tests were calibrated on). (3) The guide passes the denoiser read
+    must be the scene's: bit for bit, or near the verifier's renders. A grey verdict at the end
+    passes, as for other frames. Shared by the verifier and ``bench/noisy_pass_bench.py``.
     """
     height, width = node.shape[:2]
     whole = Tile(0, 0, width, height)
@@ -310,13 +324,12 @@ def judge_noisy_pass(
 
     def noisy_tile(tile: Tile, seed_offset: int) -> np.ndarray:
         ours = render(tile, seed_offset)
-        rendered.setdefault(tile, []).append(ours)
-        pixels = crop(ours.noisy, tile)
-        return pixels if exact else exr_view(pixels)
+        rendered.setdefault(tile, []).append(ours.passes)
+        return crop(ours.passes.noisy, tile) if exact else crop(ours.view, tile)
 
-    view = exr_view(passes.noisy)
-    judged = judge_with_escalation(passes.noisy if exact else view, exact=exact, count=count,
-                                   rng=rng, render=noisy_tile, bitwise=exact, pick_from=view)
+    judged = judge_with_escalation(passes.noisy if exact else noisy_view, exact=exact,
+                                   count=count, rng=rng, render=noisy_tile, bitwise=exact,
+                                   pick_from=noisy_view)
     tiles.extend(judged.tiles)
     verdict = judged.verdict
     if verdict.outcome is Outcome.FAIL:
@@ -358,14 +371,15 @@ def _judge_guides(passes: Passes, rendered: dict[Tile, list[Passes]], exact: boo
     return ""
 
 
-def _passes_renderer(
+def _noisy_renderer(
     job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int,
-) -> RenderPasses:
-    """Border renders of the job's frame with its passes on (denoiser included: one render
-    gives the noisy image and both guides), timed into ``outcome``."""
+) -> RenderNoisy:
+    """Border renders of the job's frame with the denoiser off and its passes kept (the noisy
+    pass, bit-identical to the node's, and both guides in one render), timed into
+    ``outcome``."""
     count = 0
 
-    def render(tile: Tile, seed_offset: int) -> Passes:
+    def render(tile: Tile, seed_offset: int) -> NoisyRender:
         nonlocal count
         count += 1
         frame = scratch / f"noisy-{job.frame}-{count}.png"
@@ -378,12 +392,14 @@ def _passes_renderer(
         try:
             result = worker.render_frame(job.blend, job.frame, frame, settings,
                                          tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
-                                         passes=passes_file)
+                                         passes=passes_file, noisy_pass=True)
             outcome.render_seconds += time.perf_counter() - start
             if result.passes is None:
                 raise OSError("the verifier's render wrote no passes for a noisy-pass scene")
             try:
-                return load_passes(passes_file, (job.width, job.height))
+                return NoisyRender(
+                    load_passes(passes_file, (job.width, job.height), noisy="Combined"),
+                    load_image(frame))
             except ImageDecodeError as error:
                 raise OSError(f"the verifier's own passes do not decode: {error}") from None
         finally:

@@ -124,11 +124,13 @@ class Passes:
     normal: np.ndarray
 
 
-def load_passes(path: Path, expected_size: tuple[int, int]) -> Passes:
+def load_passes(path: Path, expected_size: tuple[int, int], *,
+                noisy: str = "Noisy Image") -> Passes:
     """A multilayer EXR of a denoised frame's passes (``Layer.Pass`` parts, as Blender writes
     them), bounded before decoding: at most :data:`MAX_PASS_PARTS` parts of at most
     :data:`MAX_PASS_CHANNELS` full-resolution float channels, each the job's size; exactly one
-    part per pass the denoiser reads (:data:`PASS_CHANNELS`)."""
+    part per pass the denoiser reads (:data:`PASS_CHANNELS`). ``noisy``: the part holding the
+    noisy image (``Combined`` in the verifier's own renders with the denoiser off)."""
     import OpenEXR  # lazy: only the verifier decodes EXR
 
     path = Path(path)
@@ -152,6 +154,7 @@ def load_passes(path: Path, expected_size: tuple[int, int]) -> Passes:
                 raise ImageDecodeError(f"{path.name}: part {index} has {len(channels)} "
                                        "channels or subsampled ones")
             name = part.name().rsplit(".", 1)[-1] if "." in part.name() else part.name()
+            name = "Noisy Image" if name == noisy else name
             if name in PASS_CHANNELS:
                 if name in found:
                     raise ImageDecodeError(f"{path.name}: two {name} passes")

@@ -212,12 +212,23 @@ class Child:
         output = msg["output"]
         render.filepath = output
         render.use_file_extension = False  # write exactly the name the parent gave us
-        passes = msg.get("passes") if noisy_pass_verifiable(scene) else None
+        verifiable = noisy_pass_verifiable(scene)
+        passes = msg.get("passes") if verifiable else None
         if passes:
             store_denoising_passes(scene)
+        # The verifier's reference for a noisy pass: the same render with the denoiser off
+        # (measured bit-identical to the Noisy Image pass, guides included); its written frame
+        # is then the noisy pass as the scene's view transform shows it.
+        noisy = bool(msg.get("noisy_pass")) and verifiable
         scene.frame_set(int(msg["frame"]))
         start = time.perf_counter()
-        bpy.ops.render.render(write_still=True)
+        try:
+            if noisy:
+                scene.cycles.use_denoising = False
+            bpy.ops.render.render(write_still=True)
+        finally:
+            if noisy:
+                scene.cycles.use_denoising = True
         seconds = time.perf_counter() - start
         if not os.path.isfile(output):
             raise RuntimeError(f"Blender reported success but wrote no file at {output}")
@@ -270,6 +281,11 @@ class Child:
         scene.frame_set(int(msg["frame"]))
         start = time.perf_counter()
         bpy.ops.render.render(write_still=True)
+        if msg.get("noisy_output"):  # the noisy pass as the scene's view shows it, as PNG
+            tree.links.new(sockets["Noisy Image"], group_output.inputs["Image"])
+            scene.render.filepath = msg["noisy_output"]
+            apply_settings(scene, {"output_format": "PNG"})
+            bpy.ops.render.render(write_still=True)
         seconds = time.perf_counter() - start
         if not os.path.isfile(output):
             raise RuntimeError(f"Blender reported success but wrote no file at {output}")

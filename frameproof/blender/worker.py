@@ -167,9 +167,14 @@ class BlenderWorker:
         border: tuple[float, float, float, float] | None = None,
         tile: tuple[int, int, int, int] | None = None,
         passes: Path | None = None,
+        noisy_pass: bool = False,
         timeout: float = 600.0,
     ) -> RenderResult:
         """Render one frame to ``output`` (written atomically, PNG metadata stripped).
+
+        ``noisy_pass`` (the verifier's references of a ``noisy`` scene): render with the
+        denoiser off, so ``output`` shows the noisy pass through the scene's view transform and
+        the passes file holds it as ``Combined``.
 
         ``passes``: where to write the render's passes (a float32 multilayer EXR) when the
         scene is denoised in a way the verifier checks on the noisy pass; the result says
@@ -202,6 +207,7 @@ class BlenderWorker:
             "border": list(border) if border is not None else None,
             "tile": list(tile) if tile is not None else None,
             "passes": str(passes_tmp) if passes_tmp is not None else None,
+            "noisy_pass": noisy_pass,
             "device": self.device,
             "cpu_seconds": self.cpu_seconds,
         }
@@ -239,11 +245,14 @@ class BlenderWorker:
         output: Path,
         settings: RenderSettings,
         *,
+        noisy_output: Path | None = None,
         timeout: float = 600.0,
     ) -> RenderResult:
         """The frame the scene's own denoiser makes of a passes file (the verifier's re-run).
 
         Written to ``output`` in the job's format, like a render; only the compositor runs.
+        ``noisy_output``: also write the file's noisy pass as the scene's view shows it (PNG),
+        what the statistical tests judge.
         """
         output = Path(output).resolve()
         fmt = settings.output_format.upper()
@@ -258,14 +267,24 @@ class BlenderWorker:
             "device": self.device,
             "cpu_seconds": self.cpu_seconds,
         }
+        noisy_tmp = None
+        if noisy_output is not None:
+            noisy_output = Path(noisy_output).resolve()
+            noisy_tmp = noisy_output.parent / f".{noisy_output.name}.{uuid.uuid4().hex[:12]}.png"
+            msg["noisy_output"] = str(noisy_tmp)
         try:
             with self._lock:
                 reply = self._call(msg, timeout)
                 version = self._version or ""
             width, height = _finalise(tmp, fmt, reply)
+            if noisy_output is not None and noisy_tmp is not None:
+                _finalise(noisy_tmp, "PNG", reply)
+                os.replace(noisy_tmp, noisy_output)
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
+            if noisy_tmp is not None:
+                noisy_tmp.unlink(missing_ok=True)
         return RenderResult(output=output, seconds=float(reply["seconds"]), width=width,
                             height=height, blender_version=version, device=self.device)
 

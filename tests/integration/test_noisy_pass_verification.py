@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import OpenEXR
 import pytest
@@ -74,8 +75,6 @@ def test_passes_hold_the_noisy_image_and_tiles_reproduce_them(
     plain = verifier.render_frame(renders["blend"], FRAME, tmp_path / "plain.png", RenderSettings())
     assert plain.passes is None and verifier.tile_plan(renders["blend"],
                                                        RenderSettings()).strategy == "noisy"
-    import cv2
-
     assert np.array_equal(cv2.imread(str(plain.output)), cv2.imread(str(renders["honest"])))
     tile = Tile(48, 16, 48, 48)
     part = verifier.render_frame(renders["blend"], FRAME, tmp_path / "t.png", RenderSettings(),
@@ -84,6 +83,18 @@ def test_passes_hold_the_noisy_image_and_tiles_reproduce_them(
     full, ours = load_passes(renders["honest.exr"], SIZE), load_passes(part.passes, SIZE)
     for name in ("noisy", "albedo", "normal"):
         assert np.array_equal(crop(getattr(full, name), tile), crop(getattr(ours, name), tile))
+    # the verifier's reference: a denoiser-off render holds the same noisy pass and guides, and
+    # its frame is the node's noisy pass as the scene's view shows it
+    off = verifier.render_frame(renders["blend"], FRAME, tmp_path / "off.png", RenderSettings(),
+                                passes=tmp_path / "off.exr", noisy_pass=True)
+    assert off.passes is not None
+    plain_off = load_passes(off.passes, SIZE, noisy="Combined")
+    for name in ("noisy", "albedo", "normal"):
+        assert np.array_equal(getattr(full, name), getattr(plain_off, name))
+    verifier.denoise_passes(renders["blend"], FRAME, renders["honest.exr"], tmp_path / "d.png",
+                            RenderSettings(), noisy_output=tmp_path / "view.png")
+    assert np.array_equal(cv2.imread(str(tmp_path / "d.png")), cv2.imread(str(renders["honest"])))
+    assert np.array_equal(cv2.imread(str(tmp_path / "view.png")), cv2.imread(str(off.output)))
 
 
 def test_exact_mode_passes_the_honest_frame_and_catches_cheats(
