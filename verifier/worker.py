@@ -27,6 +27,7 @@ from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, download_blob
 from frameproof.v1 import farm_pb2 as pb
 from verifier.checker import FrameJob, check_frame
+from verifier.compare import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class Verifier:
         heartbeat = Heartbeat(self, task)
         heartbeat.start()
         try:
-            download_blob(self.client.blobs, task.image.sha256, image)
+            # bounded like the decoder: a larger frame would be refused unread anyway
+            download_blob(self.client.blobs, task.image.sha256, image, max_bytes=MAX_IMAGE_BYTES)
             if passes is not None:
                 download_passes(self.client, task, passes)
             blend = self.scenes.fetch(task.scene_id) if task.render_tiles else Path()
