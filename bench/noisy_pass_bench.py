@@ -4,11 +4,13 @@
 
 Scenes: ``spinning_cube`` and ``glossy_orbit`` saved denoised (OpenImageDenoise, adaptive
 sampling, 320x180, 16 samples; ``bench/scenes/build_scenes.py``). Every render is a full frame
-with its passes, made by one warm Blender (``BlenderWorker.render_frame(passes=...)``); tiles
-of the verifier's renders are crops of its full-frame passes (a border tile's passes equal the
-frame's region: ``tests/integration/test_noisy_pass_verification.py``). Frames are judged by
-the verifier's own ``verifier.checker.judge_noisy_pass``, with the verifier's denoiser re-run
-(``BlenderWorker.denoise_passes``) on each node's passes file.
+with its passes (``BlenderWorker.render_frame(passes=...)``); the verifier's references are
+its renders with the denoiser off (``noisy_pass=True``), and their tiles are crops of those
+full frames (a border tile's passes equal the frame's region:
+``tests/integration/test_noisy_pass_verification.py``). Frames are judged by the verifier's
+own ``verifier.checker.judge_noisy_pass``, with its denoiser re-run
+(``BlenderWorker.denoise_passes``, which also shows the node's noisy pass through the scene's
+view) on each node's passes file.
 
 A cheater here controls its passes and runs the denoiser on them itself, so its frame is
 always the denoiser's output of the passes it returns ("consistent"), except for the last
@@ -122,7 +124,12 @@ def main() -> int:
     work = args.work
     (work / "renders").mkdir(parents=True, exist_ok=True)
     (work / "forged").mkdir(parents=True, exist_ok=True)
-    scenes = {name: pair[1] for name, pair in build_scenes(work).items()}
+    # Built once per work dir: the cached renders belong to these files (glossy_orbit is built
+    # from scratch, and a rebuilt file renders slightly differently).
+    built = {name: work / "scenes" / f"{name}_denoised.blend"
+             for name in ("spinning_cube", "glossy_orbit")}
+    scenes = built if all(p.exists() for p in built.values()) else \
+        {name: pair[1] for name, pair in build_scenes(work).items()}
     names = list(scenes)
     frames = args.frames
     results: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
