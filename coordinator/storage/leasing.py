@@ -22,10 +22,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from cachetools import LRUCache
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -87,6 +87,10 @@ _TASK_OF_LEASE = text("""
 SELECT task_id, job_id, first_frame, last_frame, state, node_id FROM task
 WHERE lease_id = :lease
 """)
+_TASKS_OF_LEASES = """
+SELECT task_id, job_id, first_frame, last_frame, state, node_id, lease_id FROM task
+WHERE lease_id IN :leases
+"""
 _JOB = text("""
 SELECT j.scene_id, j.creator, j.settings_json, s.main_file
 FROM job j JOIN scene s ON s.scene_id = j.scene_id WHERE j.job_id = :job
@@ -118,11 +122,12 @@ _DELIVERED = text("""
 UPDATE task SET state = 'verifying', lease_expires_at = NULL, updated_at = :now, error = ''
 WHERE task_id = :task AND lease_id = :lease AND state = 'leased'
 """)
-_COUNT_LEASE = text("""
-UPDATE node_standing SET leases_completed = leases_completed + 1, updated_at = :now
+_COUNT_LEASES = text("""
+UPDATE node_standing SET leases_completed = leases_completed + :n, updated_at = :now
 WHERE node_id = :node
 """)
-_STARTED = text("SELECT leased_at FROM lease_start WHERE lease_id = :lease")
+_STARTED = text("SELECT lease_id, leased_at FROM lease_start WHERE lease_id IN :leases"
+                ).bindparams(bindparam("leases", expanding=True))
 _TIMING = text("""
 INSERT INTO frame_timing (job_id, frame, node_id, wall_seconds, claimed_seconds,
     claimed_score, work_ms, at)
@@ -131,7 +136,8 @@ ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id,
     wall_seconds = excluded.wall_seconds, claimed_seconds = excluded.claimed_seconds,
     claimed_score = excluded.claimed_score, work_ms = 0, at = excluded.at
 """)
-_END_LEASE_START = text("DELETE FROM lease_start WHERE lease_id = :lease")
+_END_LEASE_START = text("DELETE FROM lease_start WHERE lease_id IN :leases"
+                        ).bindparams(bindparam("leases", expanding=True))
 _FRAME_LOG = text("""
 INSERT INTO frame_log (job_id, frame, node_id, text, created_at)
 VALUES (:job, :frame, :node, :text, :now)
@@ -224,7 +230,8 @@ class LeaseHotPath:
         self._window = text(_WINDOW + (" FOR UPDATE OF t SKIP LOCKED" if postgres else ""))
         # A completion retried on another coordinator while the first is still committing
         # waits for it and then reads "already recorded" (several coordinators, one database).
-        self._task_locked = text(_TASK_OF_LEASE.text + (" FOR UPDATE" if postgres else ""))
+        self._tasks_locked = text(_TASKS_OF_LEASES + (" FOR UPDATE" if postgres else "")
+                                  ).bindparams(bindparam("leases", expanding=True))
         self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=JOBS_CACHED)
 
     # ------------------------------------------------------------ reads
@@ -393,13 +400,13 @@ class LeaseHotPath:
         Returns (task, newly recorded, frames sampled for tile checks); a retried
         completion records nothing. `sampled` draws the tile checks from the node's gate.
         """
-        with self.engine.begin() as connection:
-            row = connection.execute(self._task_locked, {"lease": lease_id}).first()
-            task = LeasedTask(*row) if row is not None else None
-            gates: list[NodeGate] = []
-            return self._record(connection, task, lease_id, node_id, outputs, now,
-                                lambda: _once(gates, lambda: self.gate(node_id, connection)),
-                                sampled)
+        (done,) = self.complete_many(node_id, [LeaseResult(lease_id, outputs, {})], now,
+                                     lambda result, task, facts: list(result.outputs),
+                                     lambda gate, frames: sampled(gate))
+        if done.error is not None:
+            raise done.error
+        assert done.task is not None
+        return done.task, done.recorded, done.tiles
 
     def complete_many(self, node_id: str, results: Sequence[LeaseResult], now: float,
                       prepare: Callable[[LeaseResult, LeasedTask | None, JobFacts | None],
@@ -407,95 +414,128 @@ class LeaseHotPath:
                       sampled: Callable[[NodeGate, Sequence[int]], frozenset[int]]
                       ) -> list[Completion]:
         """Several of the node's leases delivered in one transaction, each by the rules of
-        `complete` and answered on its own.
+        a single completion and answered on its own.
 
         `prepare` turns a result into its records once the lease's task and job are read
         (the servicer's checks: image names, receipts, images uploaded and the node's own),
-        raising a DomainError to refuse that lease alone. Every refusal happens before the
-        lease's first write, so a refused lease leaves nothing behind while the others are
-        recorded. `sampled(gate, frames)` draws a lease's tile checks; the node's gate is read
-        once per call. A WriteConflict (never expected) undoes the whole call.
+        raising a DomainError to refuse that lease alone. Every lease is checked before
+        anything is written, and a refused lease writes nothing, so the others are recorded
+        whatever befell it; the accepted leases' rows are then written together (a statement
+        per table, not per lease). `sampled(gate, frames)` draws a lease's tile checks; the
+        node's gate is read once per call. A WriteConflict (never expected) undoes the call.
         """
         done: list[Completion] = []
-        gates: list[NodeGate] = []
+        accepted: list[tuple[Completion, Sequence[FrameOutputRecord], dict[int, str]]] = []
+        seen: dict[str, Completion] = {}
         with self.engine.begin() as connection:
-            gate = lambda: _once(gates, lambda: self.gate(node_id, connection))  # noqa: E731
+            tasks = self._tasks_of(connection, [r.lease_id for r in results])
+            gate: NodeGate | None = None
             for result in results:
-                row = connection.execute(self._task_locked, {"lease": result.lease_id}).first()
-                task = LeasedTask(*row) if row is not None else None
+                if result.lease_id in seen:  # twice in one call: the second is a retry
+                    first = seen[result.lease_id]
+                    done.append(Completion(result.lease_id, first.task, False, frozenset(),
+                                           first.error))
+                    continue
+                task = tasks.get(result.lease_id)
                 try:
                     facts = self.job(task.job_id, connection) if task is not None else None
                     outputs = prepare(result, task, facts)
-                    recorded = self._record(connection, task, result.lease_id, node_id,
-                                            outputs, now, gate,
-                                            lambda g, o=outputs: sampled(  # type: ignore[misc]
-                                                g, [x.frame for x in o]))
-                except WriteConflict:
-                    raise
+                    live = _deliverable(task, node_id, outputs)
                 except (LeaseLost, ValueError, DomainError) as error:
-                    done.append(Completion(result.lease_id, task, False, frozenset(), error))
-                    continue
-                if recorded[1] and result.logs:
-                    connection.execute(_FRAME_LOG, [
-                        {"job": recorded[0].job_id, "frame": frame, "node": node_id,
-                         "text": text, "now": now} for frame, text in result.logs.items()])
-                done.append(Completion(result.lease_id, recorded[0], recorded[1], recorded[2],
-                                       None))
+                    completion = Completion(result.lease_id, task, False, frozenset(), error)
+                else:
+                    if live is None:  # recorded before: a retried completion
+                        completion = Completion(result.lease_id, task, False, frozenset(), None)
+                    else:
+                        if gate is None:
+                            gate = self.gate(node_id, connection)
+                        tiles = sampled(gate, [o.frame for o in outputs])
+                        completion = Completion(result.lease_id, live, True, tiles, None)
+                        accepted.append((completion, outputs, result.logs))
+                seen[result.lease_id] = completion
+                done.append(completion)
+            if accepted:
+                assert gate is not None
+                self._write(connection, node_id, accepted, gate, now)
         return done
 
-    def _record(self, connection: Connection, task: LeasedTask | None, lease_id: str,
-                node_id: str, outputs: Sequence[FrameOutputRecord], now: float,
-                gate_of: Callable[[], NodeGate], sampled: Callable[[NodeGate], frozenset[int]]
-                ) -> tuple[LeasedTask, bool, frozenset[int]]:
-        """One lease's delivery inside the caller's transaction: LeaseLost or ValueError
-        before any write (the lease is refused, nothing of it written), then the writes."""
-        if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
-                and task.node_id == node_id):
-            return task, False, frozenset()
-        task = _check_live(task, node_id)
-        expected = list(range(task.first_frame, task.last_frame + 1))
-        got = sorted(output.frame for output in outputs)
-        if got != expected:
-            raise ValueError(f"the task covers frames {expected}, the result has {got}")
-        gate = gate_of()
-        tiles = sampled(gate)
-        rows = [{"job": task.job_id, "frame": o.frame, "task": task.task_id,
-                 "node": node_id, "sha": o.sha256, "size": o.size,
-                 "extension": o.extension, "render_seconds": o.render_seconds,
-                 "blender_version": o.blender_version, "device": o.device,
-                 "receipt": o.receipt_signature, "no": False, "now": now,
-                 "passes_sha": o.passes_sha256 or None,
-                 "passes_size": o.passes_size if o.passes_sha256 else None,
-                 "id": uuid.uuid4().hex, "tiles": o.frame in tiles} for o in outputs]
+    def _tasks_of(self, connection: Connection, lease_ids: Sequence[str]
+                  ) -> dict[str, LeasedTask]:
+        """The tasks holding these leases (locked on PostgreSQL), by lease id."""
+        wanted = [lease for lease in dict.fromkeys(lease_ids) if lease]
+        if not wanted:
+            return {}
+        rows = connection.execute(self._tasks_locked, {"leases": wanted}).all()
+        return {row[6]: LeasedTask(*row[:6]) for row in rows}
+
+    def _write(self, connection: Connection, node_id: str,
+               accepted: Sequence[tuple[Completion, Sequence[FrameOutputRecord],
+                                        dict[int, str]]],
+               gate: NodeGate, now: float) -> None:
+        """The rows of every accepted lease: results, checks, task states, the node's
+        count, timings, logs; one statement per table."""
+        rows = []
+        for completion, outputs, _ in accepted:
+            task = completion.task
+            assert task is not None
+            rows += [{"job": task.job_id, "frame": o.frame, "task": task.task_id,
+                      "node": node_id, "sha": o.sha256, "size": o.size,
+                      "extension": o.extension, "render_seconds": o.render_seconds,
+                      "blender_version": o.blender_version, "device": o.device,
+                      "receipt": o.receipt_signature, "no": False, "now": now,
+                      "passes_sha": o.passes_sha256 or None,
+                      "passes_size": o.passes_size if o.passes_sha256 else None,
+                      "id": uuid.uuid4().hex, "tiles": o.frame in completion.tiles}
+                     for o in outputs]
         connection.execute(_RESULT, rows)
         connection.execute(_VERIFICATION, rows)
-        moved = connection.execute(_DELIVERED, {"now": now, "task": task.task_id,
-                                                "lease": lease_id})
-        if moved.rowcount != 1:  # read as live in this transaction: never expected
-            raise WriteConflict(f"lease {lease_id}: the task is no longer leased")
-        if connection.execute(_COUNT_LEASE, {"now": now, "node": node_id}).rowcount != 1:
+        leases = [completion.lease_id for completion, _, _ in accepted]
+        for completion, _, _ in accepted:
+            assert completion.task is not None
+            moved = connection.execute(_DELIVERED, {"now": now, "task": completion.task.task_id,
+                                                    "lease": completion.lease_id})
+            if moved.rowcount != 1:  # read as live in this transaction: never expected
+                raise WriteConflict(f"lease {completion.lease_id}: the task is no longer "
+                                    "leased")
+        if connection.execute(_COUNT_LEASES, {"now": now, "node": node_id,
+                                              "n": len(accepted)}).rowcount != 1:
             with Session(bind=connection) as session:
-                session.add(NodeStandingRecord(node_id=node_id, leases_completed=1,
+                session.add(NodeStandingRecord(node_id=node_id, leases_completed=len(accepted),
                                                updated_at=now))
                 session.flush()
-        started = connection.execute(_STARTED, {"lease": lease_id}).scalar()
-        wall = (now - started) / max(1, len(outputs)) if started is not None else 0.0
-        connection.execute(_TIMING, [
-            {"job": task.job_id, "frame": o.frame, "node": node_id, "wall": max(0.0, wall),
-             "claimed": o.render_seconds, "score": gate.benchmark_score, "now": now}
-            for o in outputs])
-        connection.execute(_END_LEASE_START, {"lease": lease_id})
-        return task, True, tiles
+        started: dict[str, float] = {row[0]: row[1] for row in
+                                     connection.execute(_STARTED, {"leases": leases})}
+        timings = []
+        logs = []
+        for completion, outputs, texts in accepted:
+            task = completion.task
+            assert task is not None
+            at = started.get(completion.lease_id)
+            wall = max(0.0, (now - at) / max(1, len(outputs))) if at is not None else 0.0
+            timings += [{"job": task.job_id, "frame": o.frame, "node": node_id, "wall": wall,
+                         "claimed": o.render_seconds, "score": gate.benchmark_score,
+                         "now": now} for o in outputs]
+            logs += [{"job": task.job_id, "frame": frame, "node": node_id, "text": text,
+                      "now": now} for frame, text in texts.items()]
+        connection.execute(_TIMING, timings)
+        connection.execute(_END_LEASE_START, {"leases": leases})
+        if logs:
+            connection.execute(_FRAME_LOG, logs)
 
 
-T = TypeVar("T")
-
-
-def _once(cell: list[T], read: Callable[[], T]) -> T:
-    """`read()` the first time, the same value after (a per-transaction memo)."""
-    if not cell:
-        cell.append(read())
-    return cell[0]
+def _deliverable(task: LeasedTask | None, node_id: str,
+                 outputs: Sequence[FrameOutputRecord]) -> LeasedTask | None:
+    """The task if this result may be recorded now; None: it was (a retry). Raises
+    LeaseLost (not the node's live lease) or ValueError (not the task's frames)."""
+    if (task is not None and task.state in (TaskState.VERIFYING, TaskState.DONE)
+            and task.node_id == node_id):
+        return None
+    task = _check_live(task, node_id)
+    expected = list(range(task.first_frame, task.last_frame + 1))
+    got = sorted(output.frame for output in outputs)
+    if got != expected:
+        raise ValueError(f"the task covers frames {expected}, the result has {got}")
+    return task
 
 
 def _task_of(connection: Connection, lease_id: str) -> LeasedTask | None:
