@@ -76,6 +76,30 @@ class _Abort(Exception):
         self.message = message
 
 
+def _check_chunk(upload: BlobUpload | BlobProof, chunk: farm_pb2.UploadChunk, *,
+                 is_first: bool) -> None:
+    """A message of an upload stream must continue this blob at its offset, uncorrupted."""
+    position = upload.received
+    if not is_first and chunk.HasField("blob") and chunk.blob.sha256 != upload.sha256:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"one upload stream carries one blob: got {chunk.blob.sha256!r} while "
+            f"uploading {upload.sha256}",
+        )
+    if not is_first and chunk.offset not in (0, position):
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"chunk says offset {chunk.offset} but the upload is at offset {position}; "
+            "send chunks in order",
+        )
+    if zlib.crc32(chunk.data) != chunk.crc32:
+        raise _Abort(
+            grpc.StatusCode.DATA_LOSS,
+            f"chunk at offset {position} is corrupt (crc32 mismatch); "
+            f"resume the upload from offset {position}",
+        )
+
+
 class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
     def __init__(
         self,
@@ -174,15 +198,14 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
         ref = farm_pb2.BlobRef(sha256=first.blob.sha256, size=first.blob.size)
         _check_ref(ref)
         uploader = self._uploader()
-        if await asyncio.to_thread(self._holds, uploader, ref.sha256):
+        # Two trips to a worker thread for a blob sent in one message (a rendered frame, a
+        # manifest), not one per step: each trip costs the event loop a wake-up.
+        upload = await asyncio.to_thread(self._begin, uploader, ref, first)
+        if upload is None:
             # Already stored and this caller's (or no ownership kept): answer now and let
             # gRPC drop whatever else the client sends.
             return farm_pb2.UploadBlobResponse(blob=ref, stored=True, received_bytes=ref.size)
-        upload = await asyncio.to_thread(
-            self._store.open_upload, ref.sha256, ref.size, first.offset, uploader
-        )
         try:
-            await self._write(upload, first, is_first=True)
             async for chunk in chunks:
                 await self._write(upload, chunk, is_first=False)
             if upload.received < ref.size:
@@ -190,17 +213,37 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
                 return farm_pb2.UploadBlobResponse(
                     blob=ref, stored=False, received_bytes=upload.received
                 )
-            await asyncio.to_thread(upload.commit)
+            await asyncio.to_thread(self._finish, upload, uploader)
         finally:
             upload.close()
-        if self._owners is not None:
-            await asyncio.to_thread(self._owners.add, uploader, ref.sha256)
         if isinstance(upload, BlobProof):
             log.info("blob %s (%d bytes): possession proven by %s", ref.sha256, ref.size,
                      uploader[:12])
         else:
             log.info("stored blob %s (%d bytes)", ref.sha256, ref.size)
         return farm_pb2.UploadBlobResponse(blob=ref, stored=True, received_bytes=ref.size)
+
+    def _begin(self, uploader: str, ref: farm_pb2.BlobRef, first: farm_pb2.UploadChunk
+               ) -> BlobUpload | BlobProof | None:
+        """(worker thread) None when the caller holds the blob already; else its upload,
+        opened at the first message's offset with that message's data written."""
+        if self._holds(uploader, ref.sha256):
+            return None
+        upload = self._store.open_upload(ref.sha256, ref.size, first.offset, uploader)
+        try:
+            _check_chunk(upload, first, is_first=True)
+            if first.data:
+                upload.write(first.data)
+        except BaseException:
+            upload.close()
+            raise
+        return upload
+
+    def _finish(self, upload: BlobUpload | BlobProof, uploader: str) -> None:
+        """(worker thread) Verify and store the blob; the uploader becomes an owner."""
+        upload.commit()
+        if self._owners is not None:
+            self._owners.add(uploader, upload.sha256)
 
     def _holds(self, uploader: str, sha256: str) -> bool:
         """Stored, and (when ownership is kept) already this uploader's."""
@@ -211,25 +254,7 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
     @staticmethod
     async def _write(upload: BlobUpload | BlobProof, chunk: farm_pb2.UploadChunk, *,
                      is_first: bool) -> None:
-        position = upload.received
-        if not is_first and chunk.HasField("blob") and chunk.blob.sha256 != upload.sha256:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"one upload stream carries one blob: got {chunk.blob.sha256!r} while "
-                f"uploading {upload.sha256}",
-            )
-        if not is_first and chunk.offset not in (0, position):
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"chunk says offset {chunk.offset} but the upload is at offset {position}; "
-                "send chunks in order",
-            )
-        if zlib.crc32(chunk.data) != chunk.crc32:
-            raise _Abort(
-                grpc.StatusCode.DATA_LOSS,
-                f"chunk at offset {position} is corrupt (crc32 mismatch); "
-                f"resume the upload from offset {position}",
-            )
+        _check_chunk(upload, chunk, is_first=is_first)
         if chunk.data:
             await asyncio.to_thread(upload.write, chunk.data)
 
