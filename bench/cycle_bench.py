@@ -271,8 +271,8 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
     from frameproof.v1 import farm_pb2 as pb
 
     node_id = client.node_id
-    if args.render_seconds:
-        await asyncio.sleep(args.render_seconds)
+    if args.render_seconds:  # rendered one after the other, as a node does
+        await asyncio.sleep(args.render_seconds * len(leases))
     renewed = await client.call(client.nodes, "NodeService", "HeartbeatLeases",
                                 pb.HeartbeatLeasesRequest(
                                     node_id=node_id,
