@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tasks to lease per call, rendered in order (default 1; 0: as many "
                           "as the last task's pace renders in half a lease, at most 8: fewer "
                           "calls per frame for the coordinator, but frames held here wait "
-                          "while other nodes may be idle)")
+                          "while other nodes may be idle; other than 1, held leases are "
+                          "renewed and delivered together, one call for all)")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) here: "
                      "frames, render seconds, failures (default: off)")
