@@ -1152,7 +1152,11 @@ OPEN_ITEMS = [
     "(frame 1; two fresh workers agree exactly, and so do the warm worker's 1- and 2-thread "
     "renders). Some state carries across scenes in a warm Blender child. Exact mode sees "
     "such a tile as grey (near-identical), escalates, and passes a frame that stays grey, so "
-    "it costs renders, not false failures; the cause is not found yet.",
+    "it costs renders, not false failures; the cause is not found yet. A likely cause: the "
+    "cached renders outlived a rebuilt scene file (glossy_orbit is built from scratch at every "
+    "run); the noisy-pass bench saw the same thing that way, while fresh and warm workers "
+    "agree exactly on one file (1 and 2 threads, denoiser on and off, after other scenes and "
+    "sample counts).",
     "- Duplicate detection uses exact pixel hashes; the perceptual hash is computed but only a "
     "hint (legitimately still frames look alike).",
 ]
