@@ -20,6 +20,15 @@ TEST_DB_ENV = "FRAMEPROOF_TEST_DB"
 LOCAL_POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
+def postgres_server_for_tests() -> str | None:
+    """The PostgreSQL server URL (no database name) that FRAMEPROOF_TEST_DB asks tests to use,
+    or None for SQLite."""
+    server = os.environ.get(TEST_DB_ENV, "")
+    if server in ("", "sqlite"):
+        return None
+    return LOCAL_POSTGRES if server == "postgresql" else server.rstrip("/")
+
+
 class LocalFarm:
     """Starts a coordinator and nodes as child processes; stops them all on exit."""
 
@@ -59,6 +68,16 @@ class LocalFarm:
     @property
     def data_dir(self) -> Path:
         return self.root / "coordinator"
+
+    @property
+    def database_url(self) -> str:
+        """The URL of the coordinator's database (known once it started): the PostgreSQL
+        database FRAMEPROOF_TEST_DB made for it, or the SQLite file in its data dir."""
+        if self.db_url is not None:
+            return self.db_url
+        from coordinator.storage.database import sqlite_url
+
+        return sqlite_url(self.data_dir)
 
     @property
     def creator_keypair(self) -> Path:
@@ -121,9 +140,8 @@ class LocalFarm:
                 process.wait()
 
     def _database_args(self) -> tuple[str, ...]:
-        if self.db_url is None and (server := os.environ.get(TEST_DB_ENV)):
-            self.db_url = self._make_database(LOCAL_POSTGRES if server == "postgresql"
-                                              else server.rstrip("/"))
+        if self.db_url is None and (server := postgres_server_for_tests()):
+            self.db_url = self._make_database(server)
         return ("--db", self.db_url) if self.db_url else ()
 
     def _make_database(self, server: str) -> str:

@@ -9,7 +9,6 @@ listing for everyone, money fields answered UNKNOWN with a traceback.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import subprocess
 import sys
 import zlib
@@ -27,7 +26,9 @@ from farm_helpers import (
     wait_until_registered,
 )
 from solders.keypair import Keypair
+from sqlalchemy import text
 
+from coordinator.storage.database import open_engine
 from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
@@ -172,6 +173,7 @@ def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
     verifier = Keypair()
     farm.start_coordinator(extra_args=("--no-verifier", "--verifier-pubkey",
                                        str(verifier.pubkey())))
+    database = open_engine(farm.database_url)  # the operator's view, SQLite or PostgreSQL
     with farm.client() as creator:
         job = submit_sample(creator, SAMPLE_SCENE, "1")
     node = Keypair()
@@ -190,9 +192,9 @@ def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
         check = client.verifier.LeaseVerification(pb.LeaseVerificationRequest(
             verifier_id=client.pubkey), timeout=10).task
         assert check.job_id == job.job_id
-        with sqlite3.connect(farm.data_dir / "farm.db") as db:  # the damage: a lost task link
-            db.execute("UPDATE verification SET task_id = 'gone' WHERE verification_id = ?",
-                       (check.verification_id,))
+        with database.begin() as db:  # the damage: a lost task link
+            db.execute(text("UPDATE verification SET task_id = 'gone' "
+                            "WHERE verification_id = :id"), {"id": check.verification_id})
         with pytest.raises(grpc.RpcError) as caught:
             client.verifier.SubmitVerification(pb.SubmitVerificationRequest(
                 verifier_id=client.pubkey, verification_id=check.verification_id, passed=True,
@@ -205,11 +207,12 @@ def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
     assert any(line.split()[:2] == ["verification", check.verification_id]
                for line in doctor.stdout.splitlines() if line.strip()), doctor.stdout
     assert "AssertionError" in doctor.stdout
-    with sqlite3.connect(farm.data_dir / "farm.db") as db:  # no verifier re-renders it in vain
-        state, = db.execute("SELECT state FROM verification WHERE verification_id = ?",
-                            (check.verification_id,)).fetchone()
+    with database.begin() as db:  # no verifier re-renders it in vain
+        state = db.execute(text("SELECT state FROM verification WHERE verification_id = :id"),
+                           {"id": check.verification_id}).scalar_one()
         assert state == "held"
-        db.execute("UPDATE verification SET task_id = (SELECT task_id FROM task LIMIT 1)")
+        db.execute(text("UPDATE verification SET task_id = (SELECT task_id FROM task LIMIT 1)"))
+    database.dispose()
     released = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
                                str(farm.data_dir), "--release", "verification",
                                check.verification_id], capture_output=True, text=True,

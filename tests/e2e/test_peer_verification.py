@@ -20,7 +20,7 @@ from conftest import SAMPLE_SCENE
 from farm_helpers import frames, submit_sample, wait_for, wait_until_done
 from sqlmodel import Session, select
 
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import (
     JobRecord,
     NodeStandingRecord,
@@ -52,8 +52,8 @@ def make_trusted(proof: ProofStore, node_id: str) -> None:
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[FarmStore, ProofStore]]:
-    engine = open_database(sqlite_url(tmp_path))
+def stores(db_url: str) -> Iterator[tuple[FarmStore, ProofStore]]:
+    engine = open_database(db_url)
     store = FarmStore(engine, POLICY)
     store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
                                  created_at=0.0))
@@ -218,7 +218,7 @@ def test_a_tier1_node_verifies_another_nodes_frames_over_grpc(farm: LocalFarm):
     with pytest.raises(grpc.RpcError) as refused:
         peer_client.verifier.LeaseVerification(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    engine = open_database(sqlite_url(farm.data_dir))
+    engine = open_database(farm.database_url)
     make_trusted(ProofStore(engine), peer_id)
     engine.dispose()
     job = submit_sample(client, SAMPLE_SCENE, "1-3")
@@ -234,7 +234,7 @@ def test_a_tier1_node_verifies_another_nodes_frames_over_grpc(farm: LocalFarm):
     final = frames(client, job.job_id)
     assert [f.state for f in final] == [pb.FRAME_STATE_DONE] * 3
     assert all("passed: exact" in f.verification for f in final), final
-    engine = open_database(sqlite_url(farm.data_dir))
+    engine = open_database(farm.database_url)
     proof = ProofStore(engine)
     with Session(proof.engine) as session:
         judged = list(session.exec(select(PeerVerdictRecord)))

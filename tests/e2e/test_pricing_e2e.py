@@ -21,7 +21,7 @@ from farm_helpers import TINY, submit_sample, wait_for, wait_until_done, wait_un
 from sqlmodel import Session, select
 
 from coordinator.cli import MACHINE_SCORE_ENV
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobQuoteRecord
 from coordinator.storage.payment_models import WorkCreditRecord
 from frameproof.cli import money, nodes
@@ -99,7 +99,7 @@ def test_an_inflating_node_is_priced_like_an_honest_one_and_flagged(
     assert 0.5 <= ratio <= 2.0, f"inflater charged {ratio:.2f}x the honest node per frame"
     assert receipts.total_tokens_burned + receipts.refunded == receipts.escrowed
     # Never more than the quote allows: 1.5x the quoted work per frame.
-    engine = open_database(sqlite_url(farm.data_dir))
+    engine = open_database(farm.database_url)
     with Session(engine) as session:
         quote = session.get(JobQuoteRecord, job.job_id)
         credits = session.exec(select(WorkCreditRecord)

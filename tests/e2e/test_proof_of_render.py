@@ -23,7 +23,7 @@ from farm_helpers import (
 )
 
 from coordinator.domain.states import TaskState
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord, VerificationRecord
 from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
 from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
@@ -259,8 +259,8 @@ def failed(reason: str) -> VerificationResult:
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[FarmStore, ProofStore]]:
-    engine = open_database(sqlite_url(tmp_path))
+def stores(db_url: str) -> Iterator[tuple[FarmStore, ProofStore]]:
+    engine = open_database(db_url)
     yield FarmStore(engine, POLICY), ProofStore(engine, POLICY)
     engine.dispose()
 

@@ -25,7 +25,7 @@ from farm_helpers import (
     wait_until_registered,
 )
 
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.verification_queue import LEASE_FLOOR_SECONDS, MAX_CHECK_FAILURES
 from frameproof.cli.main import main as frameproof
@@ -147,6 +147,6 @@ def test_a_small_job_behind_a_cancelled_slow_to_verify_job_finishes_in_minutes(
         # The dropped check was never approved: either a heartbeat told the verifier to stop
         # mid-render, or (a check quicker than one heartbeat) its verdict was refused.
         assert ("its job was cancelled" in log or "refused: verification" in log), log
-        checks = {c.state for c in ProofStore(open_database(sqlite_url(farm.data_dir)))
+        checks = {c.state for c in ProofStore(open_database(farm.database_url))
                   .verifications_of(slow.job_id)}
         assert checks == {"cancelled"}, checks

@@ -32,7 +32,7 @@ from coordinator.payments.bonds import (
     slash_plan,
 )
 from coordinator.payments.results import InsufficientBalance
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord, TaskRecord
 from coordinator.storage.proof import ProofStore, VerificationResult
 from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
@@ -50,8 +50,8 @@ class Clock:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_database(sqlite_url(tmp_path))
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_database(db_url)
     yield engine
     engine.dispose()
 

@@ -28,7 +28,7 @@ from coordinator.dashboard.thumbnails import THUMB_WIDTH, Thumbnails
 from coordinator.domain.budget import LEASE_SHORT
 from coordinator.domain.frames import chunk_frames, parse_frames
 from coordinator.storage.dashboard import DashboardQueries, Page
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import (
     FrameResultRecord,
     JobRecord,
@@ -87,8 +87,8 @@ def test_thumbnails_of_real_images_and_placeholders(tmp_path: Path) -> None:
     assert _decode(placeholder).shape[1] == THUMB_WIDTH
 
 
-def _farm(tmp_path: Path) -> tuple[Engine, FarmStore]:
-    engine = open_database(sqlite_url(tmp_path))
+def _farm(db_url: str) -> tuple[Engine, FarmStore]:
+    engine = open_database(db_url)
     store = FarmStore(engine)
     store.save_scene(SceneRecord(scene_id="s", main_file="a.blend", info_json="{}",
                                  created_at=0.0))
@@ -102,8 +102,8 @@ def _job(store: FarmStore, job_id: str, spec: str, chunk: int, at: float) -> Non
                      chunk_frames(parse_frames(spec), chunk), at, frame_price_tokens=10)
 
 
-def test_queries_page_jobs_frames_and_events(tmp_path: Path) -> None:
-    engine, store = _farm(tmp_path)
+def test_queries_page_jobs_frames_and_events(db_url: str) -> None:
+    engine, store = _farm(db_url)
     for index in range(5):
         _job(store, f"job{index}", "1-3", 1, 100.0 + index)
     _job(store, "chunky", "1-10", 4, 200.0)  # chunks 1-4, 5-8, 9-10
@@ -162,9 +162,9 @@ def test_queries_page_jobs_frames_and_events(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+def served(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
     """The coordinator's HTTP app with the dashboard, on a loopback port."""
-    engine, store = _farm(tmp_path)
+    engine, store = _farm(db_url)
     _job(store, "job-a", "1-2", 1, 100.0)
     blobs = BlobStore(tmp_path / "blobs")
     sha = blobs.put_bytes(_png(320, 180))

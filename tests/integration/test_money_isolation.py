@@ -23,11 +23,12 @@ from solders.pubkey import Pubkey
 from sqlalchemy import text
 
 from coordinator.chain import signed_deposit
+from coordinator.cli import SAVED_CONFIG
 from coordinator.cli import main as coordinator_cli
 from coordinator.payments import Payments
 from coordinator.server import CoordinatorConfig, open_payments
 from coordinator.settlement import Settlement
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore, VerificationResult
 from coordinator.storage.quarantine import EPOCH_PARTICIPANT, FRAME_CHARGE, JOB_SETTLE, Quarantine
@@ -93,8 +94,10 @@ class Farm:
 
 
 @pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    engine = open_database(sqlite_url(tmp_path))
+def farm(tmp_path: Path, db_url: str) -> Iterator[Farm]:
+    engine = open_database(db_url)
+    # What `serve --db` saves, so the offline commands (doctor) open the same database.
+    (tmp_path / SAVED_CONFIG).write_text(json.dumps({"db_url": db_url}))
     store, proof = FarmStore(engine), ProofStore(engine)
     payments = open_payments(CoordinatorConfig(data_dir=tmp_path, epoch_seconds=EPOCH_SECONDS),
                              engine)

@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ON_POSTGRES
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
@@ -135,7 +136,8 @@ def test_creator_install_has_no_blender_and_is_small(dist: Path, tmp_path: Path)
     assert size_mb < CREATOR_LIMIT_MB, f"creator install is {size_mb:.0f} MB"
 
 
-def test_node_and_coordinator_commands_run_from_the_wheel(dist: Path, tmp_path: Path) -> None:
+def test_node_and_coordinator_commands_run_from_the_wheel(dist: Path, tmp_path: Path,
+                                                          empty_db_url: str) -> None:
     (wheel,) = dist.glob("frameproof-*.whl")
     venv = tmp_path / "roles"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
@@ -178,8 +180,9 @@ def test_node_and_coordinator_commands_run_from_the_wheel(dist: Path, tmp_path: 
           "verifier.worker"],
          cwd=venv, env=env, timeout=120)
     # The schema's migrations run from the wheel (revisions found as installed files).
-    migrated = _run([str(venv / "bin" / "render-coordinator"), "migrate", "--data-dir",
-                     str(tmp_path)], cwd=venv, env=env, timeout=120)
+    database = ("--db", empty_db_url) if ON_POSTGRES else ("--data-dir", str(tmp_path))
+    migrated = _run([str(venv / "bin" / "render-coordinator"), "migrate", *database],
+                    cwd=venv, env=env, timeout=120)
     assert re.search(r": created at \w+ \(head\)$", migrated.stdout.strip()), migrated.stdout
 
 

@@ -36,7 +36,7 @@ from coordinator.domain.pricing import (
 from coordinator.payments import InsufficientBalance, PaymentError, Payments
 from coordinator.payments.results import EscrowShort
 from coordinator.settlement import Settlement
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore
 from coordinator.storage.store import FarmStore
@@ -101,8 +101,8 @@ def holders_total(chain: TokenChain, owners: list[str]) -> int:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_database(sqlite_url(tmp_path))
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_database(db_url)
     yield engine
     engine.dispose()
 
@@ -368,7 +368,7 @@ def test_check_detects_a_tampered_ledger(payments: Payments, engine: Engine) -> 
 
 
 def test_crash_between_send_and_record_never_burns_twice(
-    tmp_path: Path, engine: Engine, chain: CrashingChain
+    tmp_path: Path, db_url: str, engine: Engine, chain: CrashingChain
 ) -> None:
     payments = Payments(engine, chain, PRICING, EPOCHS)
     fund_and_escrow(payments, "job-7", 1_000_000)
@@ -383,7 +383,7 @@ def test_crash_between_send_and_record_never_burns_twice(
         FRAME_TOKENS)
     del payments, chain  # the coordinator is gone
 
-    engine2 = open_database(sqlite_url(tmp_path))
+    engine2 = open_database(db_url)
     chain2 = CrashingChain(tmp_path / "chain")
     restarted = Payments(engine2, chain2, PRICING, EPOCHS)
     assert not restarted.check().ok  # the ledger is behind the chain until reconciled
@@ -400,7 +400,7 @@ def test_crash_between_send_and_record_never_burns_twice(
 
 
 def test_epoch_close_crash_is_finished_by_reconcile(
-    tmp_path: Path, engine: Engine, chain: CrashingChain
+    tmp_path: Path, db_url: str, engine: Engine, chain: CrashingChain
 ) -> None:
     payments = Payments(engine, chain, PRICING, EPOCHS)
     fund_and_escrow(payments, "job-8", 1_000_000)
@@ -409,7 +409,7 @@ def test_epoch_close_crash_is_finished_by_reconcile(
     chain.crash = "after"
     with pytest.raises(SimulatedCrash):
         payments.close_epoch(1e12, available_nodes=[node_a])
-    restarted = Payments(open_database(sqlite_url(tmp_path)), CrashingChain(tmp_path / "chain"),
+    restarted = Payments(open_database(db_url), CrashingChain(tmp_path / "chain"),
                          PRICING, EPOCHS)
     assert restarted.reconcile_pending() == {"landed": 1}
     earned = restarted.earnings(node_a)

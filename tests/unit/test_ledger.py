@@ -8,10 +8,13 @@ refused and leaves nothing behind.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import pytest
+from conftest import ON_POSTGRES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -26,7 +29,7 @@ from coordinator.domain.ledger import (
     supply,
 )
 from coordinator.storage import ledger
-from coordinator.storage.payment_models import LedgerLineRecord, PostingRecord
+from coordinator.storage.payment_models import ChainOpRecord, LedgerLineRecord, PostingRecord
 
 WALLETS = ("alice", "bob")
 JOBS = ("j1", "j2")
@@ -41,8 +44,18 @@ operations = st.tuples(
 )
 
 
-ENGINE = create_engine("sqlite://", poolclass=StaticPool)
-SQLModel.metadata.create_all(ENGINE, tables=[PostingRecord.__table__, LedgerLineRecord.__table__])
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The ledger's two tables in SQLite in memory, or under FRAMEPROOF_TEST_DB in a
+    PostgreSQL database of this module's own (each example rolls back, so one is enough)."""
+    if not ON_POSTGRES:
+        engine = create_engine("sqlite://", poolclass=StaticPool)
+    else:
+        engine = create_engine(request.getfixturevalue("module_postgres_url"))
+    SQLModel.metadata.create_all(engine, tables=[ChainOpRecord.__table__, PostingRecord.__table__,
+                                                 LedgerLineRecord.__table__])
+    yield engine
+    engine.dispose()
 
 
 @given(operations)
@@ -64,12 +77,16 @@ def test_an_unknown_kind_or_a_bad_posting_is_refused() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(operations, max_size=20))
-def test_stored_postings_add_up(ops: list[tuple[OpKind, int, str, str, str]]) -> None:
+def test_stored_postings_add_up(engine: Engine,
+                                ops: list[tuple[OpKind, int, str, str, str]]) -> None:
     """Each example posts in one transaction, reads the sums back in SQL, and rolls back."""
     expected: dict[str, int] = defaultdict(int)
-    with Session(ENGINE) as session:
+    with Session(engine) as session:
         for n, (kind, amount, owner, job, node) in enumerate(ops):
             lines = movement_lines(kind, amount, owner=owner, job_id=job, node_id=node)
+            # The journalled operation a posting refers to (PostgreSQL checks the key).
+            session.add(ChainOpRecord(op_id=f"op{n}", purpose=f"op{n}", kind=kind,
+                                      amount=amount, created_at=0.0, updated_at=0.0))
             ledger.post(session, f"op{n}", kind, lines, at=float(n))
             for account, line in lines:
                 expected[account] += line

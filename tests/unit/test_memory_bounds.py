@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from cachetools import LRUCache
 
 from coordinator.api.node_service import TOUCH_SECONDS, NodeServicer
 from coordinator.events import JobEvents
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.store import FarmStore
 from frameproof.auth import NonceCache
@@ -53,15 +52,15 @@ class CountingStore(FarmStore):
         self.touches += 1
 
 
-def _servicer(tmp_path: Path) -> tuple[NodeServicer, CountingStore]:
-    store = CountingStore(open_database(sqlite_url(tmp_path)))
+def _servicer(db_url: str) -> tuple[NodeServicer, CountingStore]:
+    store = CountingStore(open_database(db_url))
     servicer = NodeServicer(store, None, None, JobEvents(), None,  # type: ignore[arg-type]
                             heartbeat_seconds=1.0)
     return servicer, store
 
 
-def test_evicted_job_settings_are_read_again_from_the_database(tmp_path: Path):
-    servicer, store = _servicer(tmp_path)
+def test_evicted_job_settings_are_read_again_from_the_database(db_url: str):
+    servicer, store = _servicer(db_url)
     store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
                                  created_at=0.0))
     for job_id, samples in (("a", 7), ("b", 9)):
@@ -79,8 +78,8 @@ def test_evicted_job_settings_are_read_again_from_the_database(tmp_path: Path):
     assert servicer._job_settings("missing") is None
 
 
-def test_liveness_writes_remember_only_recent_nodes(tmp_path: Path):
-    servicer, store = _servicer(tmp_path)
+def test_liveness_writes_remember_only_recent_nodes(db_url: str):
+    servicer, store = _servicer(db_url)
     for index in range(100):
         servicer._touch(f"node-{index}", now=1000.0)
     servicer._touch("node-0", now=1000.0 + TOUCH_SECONDS / 2)

@@ -18,8 +18,9 @@ from coordinator.storage import migrations
 from coordinator.storage.database import open_engine, sqlite_url
 
 
-def test_autogenerate_finds_no_difference_between_the_models_and_a_new_database() -> None:
-    engine = open_engine("sqlite://")
+def test_autogenerate_finds_no_difference_between_the_models_and_a_new_database(
+        empty_db_url: str) -> None:
+    engine = open_engine(empty_db_url)
     migration = migrations.upgrade(engine)
     assert (migration.before, migration.after, migration.had_tables) == (
         None, migrations.head(), False)
@@ -29,6 +30,8 @@ def test_autogenerate_finds_no_difference_between_the_models_and_a_new_database(
     assert not again.changed and again.describe().startswith("already at")
 
 
+@pytest.mark.sqlite_only(reason="the release's SQLite file; its PostgreSQL dump upgrades in "
+                         "integration/test_release_upgrade.py")
 def test_the_previous_releases_database_upgrades_to_the_models(tmp_path: Path) -> None:
     engine = open_engine(release_data.restore("sqlite", tmp_path / "farm"))
     try:
@@ -37,14 +40,16 @@ def test_the_previous_releases_database_upgrades_to_the_models(tmp_path: Path) -
         engine.dispose()
 
 
-def test_a_missing_column_the_first_revision_cannot_fill_is_one_clear_error() -> None:
-    engine = open_engine("sqlite://")
+def test_a_missing_column_the_first_revision_cannot_fill_is_one_clear_error(
+        empty_db_url: str) -> None:
+    engine = open_engine(empty_db_url)
     with engine.begin() as db:  # a table of a schema older than any release: no name column
         db.execute(text("CREATE TABLE node (node_id VARCHAR PRIMARY KEY)"))
     with pytest.raises(RuntimeError, match=r"node\.name is missing and NOT NULL"):
         migrations.upgrade(engine)
 
 
+@pytest.mark.sqlite_only(reason="`migrate --data-dir` opens the data dir's SQLite file")
 def test_migrate_says_what_it_did_in_one_line(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     new = tmp_path / "new"

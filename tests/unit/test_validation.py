@@ -82,17 +82,17 @@ def test_ordinary_requests_pass(request_message: Message) -> None:
     assert problem(request_message) is None
 
 
-def test_stored_records_have_hard_size_limits(tmp_path: Path) -> None:
+def test_stored_records_have_hard_size_limits(db_url: str) -> None:
     """The backstop under the edge: whatever path writes a record, its text is bounded."""
     import json
     import time
 
-    from coordinator.storage.database import open_database, sqlite_url
+    from coordinator.storage.database import open_database
     from coordinator.storage.limits import STORED_LIMITS, TRUNCATED_JSON
     from coordinator.storage.models import JobRecord, NodeRecord, SceneRecord
     from coordinator.storage.store import FarmStore
 
-    engine = open_database(sqlite_url(tmp_path))
+    engine = open_database(db_url)
     store = FarmStore(engine)
     now = time.time()
     huge = json.dumps({"devices": ["C" * 1024] * 3000})

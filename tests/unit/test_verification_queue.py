@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from coordinator.domain.states import TaskState
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import open_database
 from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
 from coordinator.storage.quarantine import VERIFICATION, Quarantine
@@ -62,8 +61,8 @@ def test_a_lease_is_sized_from_the_measured_cost_within_floor_and_cap() -> None:
 # ---------------------------------------------------------------- the store
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[FarmStore, ProofStore]]:
-    engine = open_database(sqlite_url(tmp_path))
+def stores(db_url: str) -> Iterator[tuple[FarmStore, ProofStore]]:
+    engine = open_database(db_url)
     yield FarmStore(engine, POLICY), ProofStore(engine, POLICY)
     engine.dispose()
 
