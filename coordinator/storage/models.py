@@ -93,7 +93,9 @@ class FrameResultRecord(SQLModel, table=True):
     task_id: str = Field(foreign_key="task.task_id")
     node_id: str
     blob_sha256: str
-    blob_size: int
+    # Blobs may reach 8 GiB (blobstore.DEFAULT_MAX_BLOB_BYTES): PostgreSQL's INTEGER stops at
+    # 2 GiB (SQLite's integers are 64-bit anyway).
+    blob_size: int = Field(sa_column=Column(BigInteger, nullable=False))
     extension: str
     render_seconds: float
     blender_version: str = ""

@@ -103,6 +103,23 @@ def test_lease_heartbeat_complete_in_a_few_statements(leasing: LeaseHotPath):
     assert leasing.store.list_tasks("job")[0].state == "verifying"
 
 
+def test_a_frame_image_over_2_gib_is_recorded_with_its_size(leasing: LeaseHotPath):
+    """Blobs may reach 8 GiB (a 16K multilayer EXR does): PostgreSQL refused the completion
+    of one over 2 GiB while blob_size was an INTEGER column."""
+    add_job(leasing, "job", 1)
+    grant = lease_one(leasing, "node-0", now=1.0)
+    assert grant is not None
+    size = 3 * 1024**3
+    image = FrameOutputRecord(frame=1, sha256="b" * 64, size=size, extension="exr",
+                              render_seconds=2.0)
+    _, recorded, _ = leasing.complete(grant.lease_id, "node-0", [image], 2.0,
+                                      lambda gate: frozenset())
+    assert recorded
+    with Session(leasing.engine) as session:
+        result = session.get(FrameResultRecord, ("job", 1))
+        assert result is not None and result.blob_size == size
+
+
 def test_a_small_job_is_served_next_to_a_big_one(leasing: LeaseHotPath):
     """Fair share: a second creator's job alternates with the first one's from the head."""
     add_job(leasing, "big", 200, creator="alice", now=1.0)

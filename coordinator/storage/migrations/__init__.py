@@ -22,7 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import Integer, MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 HERE = Path(__file__).resolve().parent
@@ -97,10 +97,20 @@ def upgrade(engine: Engine) -> Migration:
     return Migration(before, target, had_tables)
 
 
+def compare_type(context: MigrationContext, _inspected: Any, _column: Any,
+                 inspected_type: Any, model_type: Any) -> bool | None:
+    """Alembic's type comparison, except that SQLite's one INTEGER (64 bits) is every integer
+    type: a column widened for PostgreSQL (0004's BIGINT) needs no copy of a SQLite table."""
+    if (context.dialect.name == "sqlite" and isinstance(inspected_type, Integer)
+            and isinstance(model_type, Integer)):
+        return False
+    return None
+
+
 def differences(engine: Engine) -> list[Any]:
     """What the models declare that the database lacks or has otherwise: [] when in step."""
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": compare_type})
         return list(compare_metadata(context, target_metadata()))
 
 
