@@ -675,12 +675,18 @@ class FarmStore:
             return task
 
     def requeue_expired(self, now: float) -> list[TaskRecord]:
-        """Take back every lease whose node stopped heartbeating."""
+        """Take back every lease whose node stopped heartbeating.
+
+        Locked on PostgreSQL: a completion, failure or heartbeat of the same lease on the
+        storage thread (or another coordinator) holds its task row; the reaper skips it and
+        looks again next pass, instead of writing 'queued' over a task just delivered.
+        """
         with self._session() as session:
             expired = session.exec(
                 select(TaskRecord)
                 .where(TaskRecord.state == TaskState.LEASED)
                 .where(col(TaskRecord.lease_expires_at) < now)
+                .with_for_update(skip_locked=True)
             ).all()
             for task in expired:
                 record_task_failure(session, task, LEASE_EXPIRED, now, self.policy.max_attempts)
@@ -707,7 +713,9 @@ class FarmStore:
             return session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
 
     def _live_task(self, session: Session, lease_id: str, node_id: str) -> TaskRecord:
-        task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)).first()
+        """The lease's task, locked on PostgreSQL until the caller commits its change."""
+        task = session.exec(select(TaskRecord).where(TaskRecord.lease_id == lease_id)
+                            .with_for_update()).first()
         if task is None:
             raise LeaseLost(UNKNOWN_LEASE)
         reason = lease_refusal(task.node_id, task.state, node_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,39 @@ def test_renewing_several_leases_reports_each(leasing: LeaseHotPath):
     assert isinstance(found[1], LeaseLost) and "another node" in str(found[1])
     assert isinstance(found[2], LeaseLost) and "verifying" in str(found[2])
     assert leasing.extend(theirs.lease_id, "node-1", now=4.0) == 14.0, "theirs untouched"
+
+
+def test_a_lease_reaped_while_its_frames_are_delivered_ends_one_way(leasing: LeaseHotPath):
+    """The reaper (on the event loop) and a late completion (on the storage thread) meet on
+    one expired lease: either the frames are recorded and the task is being verified, or the
+    completion is refused and the task is queued again, never both. On PostgreSQL the reaper
+    read the task unlocked and then overwrote the delivered task with 'queued'."""
+    add_job(leasing, "job", 1)
+    grant = lease_one(leasing, "node-0", now=1.0)
+    assert grant is not None
+    reaped: list[list[str]] = []
+
+    def reap_meanwhile(_gate: object) -> frozenset[int]:
+        # The completion holds the task (locked on PostgreSQL) while the reaper runs.
+        reaper = threading.Thread(target=lambda: reaped.append(
+            [t.task_id for t in leasing.store.requeue_expired(now=30.0)]))
+        reaper.start()
+        reaper.join(timeout=2.0)  # blocked on the completion's lock, or done
+        return frozenset()
+
+    try:
+        _, recorded, _ = leasing.complete(grant.lease_id, "node-0", [output(1)], 30.0,
+                                          reap_meanwhile)
+    except LeaseLost:
+        recorded = False
+    deadline = time.monotonic() + 30
+    while not reaped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (task,) = leasing.store.list_tasks("job")
+    with Session(leasing.engine) as session:
+        results = session.exec(select(FrameResultRecord)).all()
+        checks = session.exec(select(VerificationRecord)).all()
+    if recorded:
+        assert (task.state, reaped, len(results), len(checks)) == ("verifying", [[]], 1, 1)
+    else:
+        assert (task.state, reaped, results, checks) == ("queued", [[task.task_id]], [], [])
