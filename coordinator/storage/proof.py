@@ -195,9 +195,8 @@ class ProofStore:
 
     def count_completed_lease(self, node_id: str, now: float) -> None:
         with self._session() as session:
-            record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(
-                node_id=node_id
-            )
+            record = session.get(NodeStandingRecord, node_id, with_for_update=True) or \
+                NodeStandingRecord(node_id=node_id)
             record.leases_completed += 1
             record.updated_at = now
             session.add(record)
@@ -205,9 +204,8 @@ class ProofStore:
 
     def set_quarantine(self, node_id: str, quarantined: bool, reason: str, now: float) -> None:
         with self._session() as session:
-            record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(
-                node_id=node_id
-            )
+            record = session.get(NodeStandingRecord, node_id, with_for_update=True) or \
+                NodeStandingRecord(node_id=node_id)
             before = standing_of(record)
             record.quarantined = quarantined
             record.updated_at = now
@@ -342,7 +340,9 @@ class ProofStore:
                      .where(col(VerificationRecord.lease_expires_at) < now))
             if verifier_id is not None:
                 query = query.where(col(VerificationRecord.verifier_id) == verifier_id)
-            lapsed = session.exec(query).all()
+            # A check whose verdict is being applied (row locked, PostgreSQL) is skipped, not
+            # put back in the queue under it; the next pass looks again.
+            lapsed = session.exec(query.with_for_update(skip_locked=True)).all()
             for check in lapsed:
                 seconds = "" if not check.lease_expires_at or not math.isfinite(now) else \
                     f" {now - check.lease_expires_at:.0f}s ago"
@@ -365,7 +365,7 @@ class ProofStore:
         """The verifier's heartbeat: still working on the check, so its lease is renewed for
         another sized lease; "stop" when the check is gone, re-leased or its job cancelled."""
         with self._session() as session:
-            check = session.get(VerificationRecord, verification_id)
+            check = session.get(VerificationRecord, verification_id, with_for_update=True)
             if (check is None or check.state != VerificationState.LEASED
                     or check.verifier_id != verifier_id):
                 state = "unknown" if check is None else check.state
@@ -400,7 +400,7 @@ class ProofStore:
         """The verifier could not run the check (its own trouble, not the node's): back in
         the queue at once, counted as a failure; False when it was not leased to this one."""
         with self._session() as session:
-            check = session.get(VerificationRecord, verification_id)
+            check = session.get(VerificationRecord, verification_id, with_for_update=True)
             if (check is None or check.state != VerificationState.LEASED
                     or check.verifier_id != verifier_id):
                 return False
@@ -539,7 +539,9 @@ class ProofStore:
         whose verdict settles the frame and, if it contradicts the peer, cuts the peer.
         """
         with self._session() as session:
-            check = session.get(VerificationRecord, verification_id)
+            # Locked on PostgreSQL: the same verdict retried on another coordinator waits,
+            # then finds the check done instead of applying it twice.
+            check = session.get(VerificationRecord, verification_id, with_for_update=True)
             if (check is None or check.state != VerificationState.LEASED
                     or check.verifier_id != verifier_id):
                 raise VerificationGone(f"verification {verification_id} is not leased to you")
@@ -697,7 +699,11 @@ def _requeue(session: Session, check: VerificationRecord) -> None:
 
 def _apply(session: Session, node_id: str, event: NodeEvent, now: float, job_id: str,
            frame: int, details: dict[str, Any]) -> ReputationChange:
-    record = session.get(NodeStandingRecord, node_id) or NodeStandingRecord(node_id=node_id)
+    """Move the node's standing by one event. Its row is locked (PostgreSQL) from this read
+    to the commit: the new standing is computed from the old, and another coordinator
+    applying a verdict on the same node meanwhile would otherwise be overwritten."""
+    record = session.get(NodeStandingRecord, node_id, with_for_update=True) or \
+        NodeStandingRecord(node_id=node_id)
     new, change = reputation.apply_event(standing_of(record), event)
     record.score = new.score
     record.consecutive_verified = new.consecutive_verified

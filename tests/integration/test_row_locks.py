@@ -1,0 +1,135 @@
+"""Verdicts applied by coordinators sharing one PostgreSQL database (threads here, each with
+an engine of its own, as two processes would have).
+
+SQLite has one writer at a time and each coordinator applies verdicts on its event loop, so
+reads and the writes that follow them never interleave there; on PostgreSQL two coordinators
+read the same rows at once and the later commit overwrote the earlier one. A third
+connection holds the contended row while both verdicts reach it, so the interleaving that
+lost an update is the one that runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from coordinator.storage.database import open_database
+from coordinator.storage.models import (
+    JobRecord,
+    NodeStandingRecord,
+    ReputationEventRecord,
+    SceneRecord,
+)
+from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
+from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
+
+POLICY = SchedulingPolicy(lease_seconds=10, max_attempts=3, max_failures_per_node=2)
+PASS = VerificationResult(passed=True, reason="all 3 tiles passed", mode="exact",
+                          pixel_sha256="", details={})
+
+
+@pytest.fixture
+def engines(migrated_postgres_url: str) -> Iterator[list[Engine]]:
+    """Three engines on one database: the held row's, and one per coordinator."""
+    engines = [open_database(migrated_postgres_url) for _ in range(3)]
+    yield engines
+    for engine in engines:
+        engine.dispose()
+
+
+def delivered_checks(engine: Engine, frames: int) -> list[str]:
+    """A node delivered `frames` one-frame tasks of a job; their checks are leased to v0, v1..."""
+    store, proof = FarmStore(engine, POLICY), ProofStore(engine, POLICY)
+    store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
+                                 created_at=0.0))
+    store.create_job(JobRecord(job_id="job", scene_id="scene", frames_spec="",
+                               settings_json="{}", created_at=0.0, updated_at=0.0),
+                     [[n] for n in range(1, frames + 1)], 0.0)
+    with Session(engine) as session:  # made by the node's first completed lease
+        session.add(NodeStandingRecord(node_id="node"))
+        session.commit()
+    while (task := store.lease_next_task("node", now=1.0)) is not None:
+        assert task.lease_id
+        store.complete_task(task.lease_id, "node", [FrameOutputRecord(
+            frame=task.first_frame, sha256=hashlib.sha256(task.task_id.encode()).hexdigest(),
+            size=1, extension="png", render_seconds=1.0)], 1.0, frozenset({task.first_frame}))
+    checks = [proof.lease_verification(f"v{n}", now=2.0) for n in range(frames)]
+    return [check.verification_id for check in checks if check is not None]
+
+
+def finish_together(engines: list[Engine], held_row: str,
+                    verdicts: list[tuple[str, str]]) -> list[object]:
+    """Apply each (check, verifier) verdict on its own engine while `held_row` is locked by
+    another transaction; let go once every verdict waits for it. Returns each outcome."""
+    holder, *coordinators = engines
+    outcomes: list[object] = [None] * len(verdicts)
+
+    def finish(index: int, engine: Engine, check: str, verifier: str) -> None:
+        try:
+            outcomes[index] = ProofStore(engine, POLICY).finish_verification(
+                check, verifier, PASS, 3.0)
+        except VerificationGone as gone:
+            outcomes[index] = gone
+
+    with holder.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(text(f"SELECT 1 FROM {held_row} FOR UPDATE"))
+        threads = [threading.Thread(target=finish, args=(n, engine, check, verifier))
+                   for n, (engine, (check, verifier)) in enumerate(zip(coordinators, verdicts,
+                                                                        strict=True))]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while waiting_on_locks(holder) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_on_locks(holder) == len(threads), "every verdict waits for the row"
+        transaction.commit()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def waiting_on_locks(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one())
+
+
+def standing(engine: Engine) -> tuple[NodeStandingRecord, int]:
+    with Session(engine) as session:
+        record = session.get(NodeStandingRecord, "node")
+        assert record is not None
+        events = session.exec(select(ReputationEventRecord)
+                              .where(ReputationEventRecord.node_id == "node")).all()
+        return record, len(events)
+
+
+def test_two_coordinators_verifying_one_nodes_frames_both_count(engines: list[Engine]) -> None:
+    """Two of a node's frames approved at once by two coordinators' verifiers: the node's
+    standing counts both (it was read unlocked, so the later write dropped one)."""
+    first, second = delivered_checks(engines[0], frames=2)
+    finish_together(engines, "node_standing WHERE node_id = 'node'",
+                    [(first, "v0"), (second, "v1")])
+    record, events = standing(engines[0])
+    assert (record.verified, record.consecutive_verified, events) == (2, 2, 2)
+
+
+def test_a_verdict_submitted_to_two_coordinators_at_once_applies_once(
+        engines: list[Engine]) -> None:
+    """A verifier's retried SubmitVerification reaches another coordinator while the first
+    is still applying it: one applies, the other finds the check no longer leased."""
+    (check,) = delivered_checks(engines[0], frames=1)
+    outcomes = finish_together(engines, f"verification WHERE verification_id = '{check}'",
+                               [(check, "v0"), (check, "v0")])
+    assert sorted(type(o).__name__ for o in outcomes) == ["FinishedVerification",
+                                                         "VerificationGone"]
+    record, events = standing(engines[0])
+    assert (record.verified, events) == (1, 1)
