@@ -141,9 +141,12 @@ def _cas(session: Session, op_id: str, old: OpState, seen_signature: str | None,
 
 
 def _credit_bond(session: Session, op: ChainOpRecord, now: float) -> None:
-    """A landed bond transfer adds to its node's bond (in the transaction that posts it)."""
+    """A landed bond transfer adds to its node's bond (in the transaction that posts it).
+
+    The row is locked (PostgreSQL) before it is read: a slash or return committed between an
+    unlocked read and this write would be written over with the bond as it was before."""
     assert op.node_id is not None
-    record = session.get(BondRecord, op.node_id) or BondRecord(
+    record = session.get(BondRecord, op.node_id, with_for_update=True) or BondRecord(
         node_id=op.node_id, created_at=now, updated_at=now)
     record.held += op.amount
     record.posted += op.amount

@@ -1,9 +1,9 @@
-"""Verdicts applied by coordinators sharing one PostgreSQL database (threads here, each with
+"""Coordinators sharing one PostgreSQL database write the same rows (threads here, each with
 an engine of its own, as two processes would have).
 
 SQLite has one writer at a time and each coordinator applies verdicts on its event loop, so
 reads and the writes that follow them never interleave there; on PostgreSQL two coordinators
-read the same rows at once and the later commit overwrote the earlier one. A third
+read the same row at once and the later commit overwrote the earlier one. A third
 connection holds the contended row while both verdicts reach it, so the interleaving that
 lost an update is the one that runs.
 """
@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from coordinator.domain.ledger import OpKind, OpState
+from coordinator.storage.bond_rows import BondRows
+from coordinator.storage.chain_ops import ChainOps
 from coordinator.storage.database import open_database
 from coordinator.storage.models import (
     JobRecord,
@@ -27,6 +30,7 @@ from coordinator.storage.models import (
     ReputationEventRecord,
     SceneRecord,
 )
+from coordinator.storage.payment_models import BondRecord, ChainOpRecord, SlashRecord
 from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
 from coordinator.storage.store import FarmStore, FrameOutputRecord, SchedulingPolicy
 
@@ -64,36 +68,36 @@ def delivered_checks(engine: Engine, frames: int) -> list[str]:
     return [check.verification_id for check in checks if check is not None]
 
 
-def finish_together(engines: list[Engine], held_row: str,
-                    verdicts: list[tuple[str, str]]) -> list[object]:
-    """Apply each (check, verifier) verdict on its own engine while `held_row` is locked by
-    another transaction; let go once every verdict waits for it. Returns each outcome."""
-    holder, *coordinators = engines
-    outcomes: list[object] = [None] * len(verdicts)
+def together(holder: Engine, held_row: str, calls: list[Callable[[], object]]) -> list[object]:
+    """Run each call on its own thread while `held_row` is locked by another transaction,
+    starting the next once the previous waits for a lock (so they queue in that order);
+    let go once all wait. Returns what each returned, or the VerificationGone it raised."""
+    outcomes: list[object] = [None] * len(calls)
 
-    def finish(index: int, engine: Engine, check: str, verifier: str) -> None:
+    def run(index: int) -> None:
         try:
-            outcomes[index] = ProofStore(engine, POLICY).finish_verification(
-                check, verifier, PASS, 3.0)
+            outcomes[index] = calls[index]()
         except VerificationGone as gone:
             outcomes[index] = gone
 
     with holder.connect() as connection:
         transaction = connection.begin()
         connection.execute(text(f"SELECT 1 FROM {held_row} FOR UPDATE"))
-        threads = [threading.Thread(target=finish, args=(n, engine, check, verifier))
-                   for n, (engine, (check, verifier)) in enumerate(zip(coordinators, verdicts,
-                                                                        strict=True))]
-        for thread in threads:
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+        for started, thread in enumerate(threads, start=1):
             thread.start()
-        deadline = time.monotonic() + 30
-        while waiting_on_locks(holder) < len(threads) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert waiting_on_locks(holder) == len(threads), "every verdict waits for the row"
+            deadline = time.monotonic() + 30
+            while waiting_on_locks(holder) < started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert waiting_on_locks(holder) == started, "each call waits for the held row"
         transaction.commit()
     for thread in threads:
         thread.join(30)
     return outcomes
+
+
+def finish(engine: Engine, check: str, verifier: str) -> Callable[[], object]:
+    return lambda: ProofStore(engine, POLICY).finish_verification(check, verifier, PASS, 3.0)
 
 
 def waiting_on_locks(engine: Engine) -> int:
@@ -116,8 +120,8 @@ def test_two_coordinators_verifying_one_nodes_frames_both_count(engines: list[En
     """Two of a node's frames approved at once by two coordinators' verifiers: the node's
     standing counts both (it was read unlocked, so the later write dropped one)."""
     first, second = delivered_checks(engines[0], frames=2)
-    finish_together(engines, "node_standing WHERE node_id = 'node'",
-                    [(first, "v0"), (second, "v1")])
+    together(engines[0], "node_standing WHERE node_id = 'node'",
+             [finish(engines[1], first, "v0"), finish(engines[2], second, "v1")])
     record, events = standing(engines[0])
     assert (record.verified, record.consecutive_verified, events) == (2, 2, 2)
 
@@ -127,9 +131,35 @@ def test_a_verdict_submitted_to_two_coordinators_at_once_applies_once(
     """A verifier's retried SubmitVerification reaches another coordinator while the first
     is still applying it: one applies, the other finds the check no longer leased."""
     (check,) = delivered_checks(engines[0], frames=1)
-    outcomes = finish_together(engines, f"verification WHERE verification_id = '{check}'",
-                               [(check, "v0"), (check, "v0")])
+    outcomes = together(engines[0], f"verification WHERE verification_id = '{check}'",
+                        [finish(engines[1], check, "v0"), finish(engines[2], check, "v0")])
     assert sorted(type(o).__name__ for o in outcomes) == ["FinishedVerification",
                                                          "VerificationGone"]
     record, events = standing(engines[0])
     assert (record.verified, events) == (1, 1)
+
+
+def test_a_bond_landing_while_the_bond_is_slashed_keeps_the_slash(
+        engines: list[Engine]) -> None:
+    """A node's bond top-up lands (any coordinator) while the leader slashes the bond: the
+    landing added its amount to the bond it had read before the slash, writing the slashed
+    tokens back (the ledger then disagreed with the bond's row)."""
+    with Session(engines[0]) as session:
+        session.add(BondRecord(node_id="node", held=10, posted=10, created_at=0.0,
+                               updated_at=0.0))
+        session.add(ChainOpRecord(op_id="topup", purpose="bond:node:2", kind=OpKind.BOND,
+                                  owner="node", amount=10, node_id="node", state=OpState.SENT,
+                                  signature="sig", created_at=0.0, updated_at=0.0))
+        session.commit()
+
+    def plan(held: int) -> tuple[SlashRecord, list[ChainOpRecord]]:
+        return SlashRecord(slash_id="s1", node_id="node", event_id=1, amount=held // 2,
+                           to_creators=0, to_treasury=held // 2, rejected_frames=1,
+                           created_at=1.0), []
+
+    slashed, landed = together(engines[0], "pay_bond WHERE node_id = 'node'", [
+        lambda: BondRows(engines[1]).slash("node", 1, 1.0, plan),
+        lambda: ChainOps(engines[2]).mark_landed("topup", "sig", 2.0)])
+    assert slashed is not None and landed is True
+    bond = BondRows(engines[0]).get("node")
+    assert bond is not None and (bond.held, bond.posted, bond.slashed) == (15, 20, 5)
