@@ -14,7 +14,7 @@ ifneq ($(call VERSION_OF,$(PY)),$(PYTHON_WANTED))
 STAMP_FORCE := FORCE
 endif
 
-.PHONY: demo test unit lint proto dist addon clean check-python browser screenshots FORCE
+.PHONY: demo test test-pg unit lint proto dist addon clean check-python browser screenshots FORCE
 
 demo: check-python $(GENERATED)
 	$(VENV)/bin/frameproof demo
@@ -25,6 +25,12 @@ test: check-python $(GENERATED) browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The same tiers with every coordinator store and farm on PostgreSQL instead of SQLite: the
+# server on 127.0.0.1:5432 (user postgres), a database of each test's own, dropped afterwards
+# (FRAMEPROOF_TEST_DB in tests/conftest.py; tests about SQLite itself skip with their reason).
+test-pg: check-python $(GENERATED)
+	FRAMEPROOF_TEST_DB=postgresql $(PY) -m pytest
 
 # The fast tier alone: no processes, SQLite in memory (under 10 s).
 unit: check-python $(GENERATED)
