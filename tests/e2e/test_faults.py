@@ -398,6 +398,8 @@ def register(client: FarmClient, keypair: Keypair) -> None:
         capabilities=pb.NodeCapabilities(threads=1, devices=["CPU"])), timeout=30)
 
 
+@pytest.mark.sqlite_only(reason="fills the coordinator's own files: SQLite's database and the "
+                         "file nonce journal (PostgreSQL's data and nonces live in the server)")
 @pytest.mark.parametrize("room", ["none", "journal"], ids=["no-file-may-grow",
                                                         "only-the-database-is-full"])
 def test_a_full_disk_is_aborted_with_a_reason_and_loses_nothing(farm: LocalFarm,
