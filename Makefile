@@ -29,7 +29,7 @@ test: check-python $(GENERATED) browser
 # The same tiers with every coordinator store and farm on PostgreSQL instead of SQLite: the
 # server on 127.0.0.1:5432 (user postgres), a database of each test's own, dropped afterwards
 # (FRAMEPROOF_TEST_DB in tests/conftest.py; tests about SQLite itself skip with their reason).
-test-pg: check-python $(GENERATED)
+test-pg: check-python $(GENERATED) browser
 	FRAMEPROOF_TEST_DB=postgresql $(PY) -m pytest
 
 # The fast tier alone: no processes, SQLite in memory (under 10 s).
