@@ -260,9 +260,8 @@ def _check_noisy_pass(
         worker.denoise_passes(job.blend, job.frame, job.passes, denoised, job.settings,
                               noisy_output=noisy_view)
         outcome.render_seconds += time.perf_counter() - start
-        try:
-            node, rerun = ((load_exr(node_image_path), load_exr(denoised)) if exr
-                           else (load_image(node_image_path), load_image(denoised)))
+        try:  # EXR frames as their display view: another CPU's denoiser rounds differently
+            node, rerun = load_image(node_image_path), load_image(denoised)
             view = load_image(noisy_view)
         except ImageDecodeError as error:
             raise OSError(f"the verifier's denoiser output does not decode: {error}") from None
@@ -270,7 +269,7 @@ def _check_noisy_pass(
         denoised.unlink(missing_ok=True)
         noisy_view.unlink(missing_ok=True)
     judged = judge_noisy_pass(
-        node, passes, view, rerun, exact=exact, bitwise_frame=exact and exr,
+        node, passes, view, rerun, exact=exact, bitwise_frame=False,
         count=job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES), rng=rng,
         render=_noisy_renderer(job, worker, scratch, outcome, seed),
     )
