@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +22,48 @@ ENV_COORDINATOR = "FRAMEPROOF_COORDINATOR"
 ENV_TLS_CA = "FRAMEPROOF_TLS_CA"
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 
-# Retry only what is safe to retry: UNAVAILABLE means the call never reached the
-# server's handler. Streams (uploads, downloads) resume on their own.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "frameproof.v1.JobService"},
-                         {"service": "frameproof.v1.NodeService"},
-                         {"service": "frameproof.v1.BlobStore"},
-                         {"service": "frameproof.v1.VerifierService"},
-                         {"service": "frameproof.v1.AdminService"}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.2s",
-                    "maxBackoff": "5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
+@dataclass(frozen=True)
+class Retries:
+    """How long a client keeps trying a coordinator that does not answer: gRPC's retry
+    policy for unary calls, and transfer.py's for blob streams (which resume). The default
+    rides out a coordinator restart; tests of an unreachable one pass a short schedule
+    rather than wait it out."""
+
+    attempts: int = 5  # gRPC wants at least 2
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 2 or not 0 < self.initial_backoff_s <= self.max_backoff_s:
+            raise ValueError(f"bad retry schedule: {self}")
+
+
+DEFAULT_RETRIES = Retries()
+
+
+def _service_config(retries: Retries) -> str:
+    """Retry only what is safe to retry: UNAVAILABLE means the call never reached the
+    server's handler. Streams (uploads, downloads) resume on their own."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": "frameproof.v1.JobService"},
+                             {"service": "frameproof.v1.NodeService"},
+                             {"service": "frameproof.v1.BlobStore"},
+                             {"service": "frameproof.v1.VerifierService"},
+                             {"service": "frameproof.v1.AdminService"}],
+                    "retryPolicy": {
+                        "maxAttempts": retries.attempts,
+                        "initialBackoff": f"{retries.initial_backoff_s:g}s",
+                        "maxBackoff": f"{retries.max_backoff_s:g}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
 
 
 RATE_LIMIT_PREFIX = "rate limit:"  # how the coordinator starts a rate-limit refusal
@@ -128,18 +149,20 @@ class AddressList(argparse.Action):
         setattr(namespace, marker, True)
 
 
-def open_channel(address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> grpc.Channel:
+def open_channel(address: str, keypair: Keypair, *, tls_ca: Path | None = None,
+                 retries: Retries = DEFAULT_RETRIES) -> grpc.Channel:
     """A signed channel to one coordinator, or a failing-over one to several (`a,b`)."""
     addresses = coordinator_addresses(address)
     if len(addresses) > 1:
-        return FailoverChannel([_open_one(each, keypair, tls_ca=tls_ca) for each in addresses],
-                               addresses)
-    return _open_one(addresses[0], keypair, tls_ca=tls_ca)
+        return FailoverChannel([_open_one(each, keypair, tls_ca=tls_ca, retries=retries)
+                                for each in addresses], addresses)
+    return _open_one(addresses[0], keypair, tls_ca=tls_ca, retries=retries)
 
 
-def _open_one(address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> grpc.Channel:
+def _open_one(address: str, keypair: Keypair, *, tls_ca: Path | None = None,
+              retries: Retries = DEFAULT_RETRIES) -> grpc.Channel:
     options = [
-        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.service_config", _service_config(retries)),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ("grpc.keepalive_time_ms", 30_000),
@@ -388,11 +411,12 @@ class BlobStub(farm_pb2_grpc.BlobStoreStub):
     the key that signs, the coordinator's host and TLS, and its blob endpoint once asked."""
 
     def __init__(self, channel: grpc.Channel, address: str, keypair: Keypair,
-                 tls_ca: Path | None) -> None:
+                 tls_ca: Path | None, retries: Retries = DEFAULT_RETRIES) -> None:
         super().__init__(channel)
         self.address = address
         self.keypair = keypair
         self.tls_ca = tls_ca
+        self.retries = retries  # transfer.py retries interrupted streams on this schedule
         self.endpoint: Any = None  # the GetBlobEndpointResponse, once asked (transfer.py)
 
 
@@ -400,15 +424,16 @@ class FarmClient:
     """The service stubs over one signed channel (failing over when given several addresses,
     comma-separated)."""
 
-    def __init__(self, address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> None:
+    def __init__(self, address: str, keypair: Keypair, *, tls_ca: Path | None = None,
+                 retries: Retries = DEFAULT_RETRIES) -> None:
         self.address = address
         self.keypair = keypair
         self.pubkey = str(keypair.pubkey())
-        self.channel = open_channel(address, keypair, tls_ca=tls_ca)
+        self.channel = open_channel(address, keypair, tls_ca=tls_ca, retries=retries)
         self.jobs = farm_pb2_grpc.JobServiceStub(self.channel)
         self.nodes = farm_pb2_grpc.NodeServiceStub(self.channel)
         ca = tls_ca or (Path(os.environ[ENV_TLS_CA]) if os.environ.get(ENV_TLS_CA) else None)
-        self.blobs = BlobStub(self.channel, address, keypair, ca)
+        self.blobs = BlobStub(self.channel, address, keypair, ca, retries)
         self.verifier = farm_pb2_grpc.VerifierServiceStub(self.channel)
         self.admin = farm_pb2_grpc.AdminServiceStub(self.channel)
 

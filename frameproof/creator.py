@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from solders.keypair import Keypair
 
-from frameproof.client import FarmClient
+from frameproof.client import DEFAULT_RETRIES, FarmClient, Retries
 from frameproof.frames import FrameSpecError, format_frames, parse_frames
 from frameproof.output_names import frame_output_path, uses_fallback
 from frameproof.packing import PackingError, pack_scene
@@ -262,11 +262,13 @@ class Creator:
         self.client = client
 
     @classmethod
-    def connect(cls, address: str, keypair: Keypair, *, tls_ca: Path | None = None) -> Creator:
-        """Open a signed channel; nothing is sent until the first call."""
+    def connect(cls, address: str, keypair: Keypair, *, tls_ca: Path | None = None,
+                retries: Retries = DEFAULT_RETRIES) -> Creator:
+        """Open a signed channel; nothing is sent until the first call. `retries`: how long
+        a call keeps trying a coordinator that does not answer before it is unavailable."""
         if not address.strip():
             raise InvalidRequest("the coordinator address is empty; give HOST:PORT")
-        return cls(FarmClient(address.strip(), keypair, tls_ca=tls_ca))
+        return cls(FarmClient(address.strip(), keypair, tls_ca=tls_ca, retries=retries))
 
     @property
     def address(self) -> str:

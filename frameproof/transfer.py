@@ -33,14 +33,12 @@ import grpc
 from solders.keypair import Keypair
 
 from frameproof.auth import sign_call
-from frameproof.client import BlobStub, rate_limited
+from frameproof.client import DEFAULT_RETRIES, BlobStub, Retries, rate_limited
 from frameproof.manifest import is_sha256, sha256_file
 from frameproof.pipeline import Appender, pump, send_file
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
-ATTEMPTS = 5
-BACKOFF_SECONDS = 0.2
 FIND_BATCH = 1000  # blobs per FindMissingBlobs request, well under the server's cap
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
@@ -170,7 +168,7 @@ def download_blob(
         os.replace(part, dest)
         return dest
 
-    return _retrying(f"download of blob {ref_sha256}", attempt)
+    return _retrying(f"download of blob {ref_sha256}", attempt, _retries(stub))
 
 
 # ---------------------------------------------------------------- internals
@@ -185,7 +183,8 @@ def _find_missing(
     for start in range(0, len(refs), FIND_BATCH):
         request = farm_pb2.FindMissingBlobsRequest(blobs=refs[start : start + FIND_BATCH])
         response = _retrying(
-            "FindMissingBlobs", lambda _n, r=request: stub.FindMissingBlobs(r, timeout=timeout)
+            "FindMissingBlobs", lambda _n, r=request: stub.FindMissingBlobs(r, timeout=timeout),
+            _retries(stub),
         )
         for status in response.missing:
             missing[status.blob.sha256] = status.received_bytes
@@ -248,7 +247,7 @@ def _upload_one(
         if not response.stored:
             raise _Interrupted(f"server holds {response.received_bytes} of {size} bytes")
 
-    _retrying(f"upload of blob {sha}", attempt)
+    _retrying(f"upload of blob {sha}", attempt, _retries(stub))
 
 
 def _chunks(
@@ -478,20 +477,28 @@ def _http_download_into(endpoint: _Endpoint, sha: str, part: Path,
     return digest.hexdigest()
 
 
-def _retrying(what: str, call: Callable[[int], T]) -> T:
+def _retries(stub: farm_pb2_grpc.BlobStoreStub) -> Retries:
+    """The client's retry schedule (a FarmClient's BlobStub carries it; a bare stub gets the
+    default)."""
+    return getattr(stub, "retries", DEFAULT_RETRIES)
+
+
+def _retrying(what: str, call: Callable[[int], T], retries: Retries = DEFAULT_RETRIES) -> T:
     """Run call(attempt_number), retrying transient failures with exponential backoff."""
-    for number in range(1, ATTEMPTS + 1):
+    attempts = retries.attempts
+    for number in range(1, attempts + 1):
         try:
             return call(number)
         except grpc.RpcError as exc:
             code = exc.code()
-            if (code not in _RETRYABLE and not rate_limited(exc)) or number == ATTEMPTS:
+            if (code not in _RETRYABLE and not rate_limited(exc)) or number == attempts:
                 raise TransferError(f"{what} failed: {code.name}: {exc.details()}") from exc
         except _Refused as exc:
-            if exc.status not in _HTTP_RETRYABLE or number == ATTEMPTS:
+            if exc.status not in _HTTP_RETRYABLE or number == attempts:
                 raise TransferError(f"{what} failed: {exc}") from exc
         except (_Interrupted, OSError) as exc:  # OSError: an HTTP transfer cut or timed out
-            if number == ATTEMPTS:
-                raise TransferError(f"{what} failed after {ATTEMPTS} attempts: {exc}") from exc
-        time.sleep(BACKOFF_SECONDS * 2 ** (number - 1) * (0.5 + random.random()))
+            if number == attempts:
+                raise TransferError(f"{what} failed after {attempts} attempts: {exc}") from exc
+        backoff = min(retries.max_backoff_s, retries.initial_backoff_s * 2 ** (number - 1))
+        time.sleep(backoff * (0.5 + random.random()))
     raise AssertionError("unreachable")

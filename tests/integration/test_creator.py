@@ -14,6 +14,7 @@ from solders.keypair import Keypair
 
 from frameproof import creator
 from frameproof.cli.main import main
+from frameproof.client import Retries
 from frameproof.creator import (
     CoordinatorUnavailable,
     Creator,
@@ -26,11 +27,14 @@ from frameproof.creator import (
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SCENE = ROOT / "samples" / "spinning_cube.blend"
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
+# Every call and the upload still go through their retries, on a schedule short enough not
+# to wait out the production one (about 3 s a call, 19 s an upload).
+QUICK_RETRIES = Retries(attempts=2, initial_backoff_s=0.05, max_backoff_s=0.1)
 
 
 @pytest.fixture
 def offline() -> Creator:
-    with Creator.connect(NOWHERE, Keypair()) as session:
+    with Creator.connect(NOWHERE, Keypair(), retries=QUICK_RETRIES) as session:
         yield session
 
 
