@@ -19,6 +19,10 @@ def fp(farm: LocalFarm, *args: str) -> int:
                        *args])
 
 
+TINY_ARGS = ("--samples", str(TINY["samples"]), "--resolution-percentage",
+             str(TINY["resolution_percentage"]))
+
+
 def run_json(farm: LocalFarm, capsys, *args: str) -> object:
     status = fp(farm, *args, "--json")
     captured = capsys.readouterr()
@@ -80,7 +84,8 @@ def test_submit_watch_status_download_as_a_creator_would(farm: LocalFarm, tmp_pa
 
 def test_cancel_stops_a_job(farm: LocalFarm, capsys):
     farm.start_coordinator()  # no node: nothing will render
-    job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-5")
+    # Tiny frames: the coordinator's probe renders three of them before the job exists.
+    job = run_json(farm, capsys, "submit", str(SAMPLE_SCENE), "--frames", "1-5", *TINY_ARGS)
     assert fp(farm, "cancel", job["job_id"]) == 0
     capsys.readouterr()
     status = run_json(farm, capsys, "status", job["job_id"])

@@ -156,7 +156,9 @@ def test_resubmitting_a_scene_uploads_no_scene_bytes(farm, capsys):
     farm.start_coordinator()  # a fresh coordinator that has seen no scene yet
     submitted = []
     for frame in ("1", "2"):
-        assert cli(farm, "submit", SAMPLE_SCENE, "--frames", frame, "--json") == 0
+        # Tiny frames: each submit has the coordinator probe its frame first.
+        assert cli(farm, "submit", SAMPLE_SCENE, "--frames", frame, "--samples", "4",
+                   "--resolution-percentage", "20", "--json") == 0
         submitted.append(json.loads(capsys.readouterr().out))
     first, second = submitted
     assert first["uploaded_bytes"] > SAMPLE_SCENE.stat().st_size

@@ -68,7 +68,9 @@ def test_a_short_balance_is_refused_at_submit(farm: LocalFarm, capsys):
 
     farm.start_coordinator()
     status = frameproof(["--coordinator", farm.address, "--keypair", str(farm.creator_keypair),
-                         "submit", str(SAMPLE_SCENE), "--frames", "1", "--max-cost", "1000"])
+                         "submit", str(SAMPLE_SCENE), "--frames", "1", "--max-cost", "1000",
+                         # a tiny frame: the coordinator probes it before the escrow
+                         "--samples", "4", "--resolution-percentage", "20"])
     assert status == 1
     assert "balance" in capsys.readouterr().err.lower()
     with farm.client() as client:
