@@ -14,8 +14,13 @@ import time
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import TINY, settled_receipts, wait_for, wait_until_registered
-from test_payments_e2e import coordinator_cli
+from farm_helpers import (
+    TINY,
+    coordinator_cli,
+    settled_receipts,
+    wait_for,
+    wait_until_registered,
+)
 
 from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient

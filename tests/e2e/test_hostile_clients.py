@@ -19,6 +19,7 @@ import grpc
 import pytest
 from conftest import SAMPLE_SCENE
 from farm_helpers import (
+    coordinator_cli,
     settled_receipts,
     submit_sample,
     wait_for,
@@ -91,9 +92,7 @@ def test_an_infinite_render_time_is_refused_and_other_creators_still_settle(
         wait_until_done(first, victim.job_id, timeout=300)
         charged = settled_receipts(first, victim.job_id).frames
         assert [(c.frame, c.node_id != "") for c in charged] == [(1, True)]
-    check = subprocess.run([sys.executable, "-m", "coordinator.cli", "ledger", "check",
-                            "--data-dir", str(farm.data_dir)], capture_output=True, text=True,
-                           timeout=300)
+    check = coordinator_cli("ledger", "check", "--data-dir", str(farm.data_dir))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "quarantined" not in check.stdout  # refused at the edge: nothing needed holding
     no_traceback(farm)
@@ -201,8 +200,7 @@ def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
                 reason="identical", mode="exact", pixel_sha256="0" * 64), timeout=10)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "held for the operator" in (caught.value.details() or "")
-    doctor = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
-                             str(farm.data_dir)], capture_output=True, text=True, timeout=60)
+    doctor = coordinator_cli("doctor", "--data-dir", str(farm.data_dir))
     assert doctor.returncode == 1, doctor.stdout + doctor.stderr
     assert any(line.split()[:2] == ["verification", check.verification_id]
                for line in doctor.stdout.splitlines() if line.strip()), doctor.stdout
@@ -213,10 +211,8 @@ def test_a_verdict_the_store_cannot_apply_is_held_and_shown_to_the_operator(
         assert state == "held"
         db.execute(text("UPDATE verification SET task_id = (SELECT task_id FROM task LIMIT 1)"))
     database.dispose()
-    released = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
-                               str(farm.data_dir), "--release", "verification",
-                               check.verification_id], capture_output=True, text=True,
-                              timeout=60)
+    released = coordinator_cli("doctor", "--data-dir", str(farm.data_dir), "--release",
+                               "verification", check.verification_id)
     assert released.returncode == 0, released.stdout + released.stderr
     with FarmClient(farm.address, verifier) as client:  # repaired and released: it applies
         again = client.verifier.LeaseVerification(pb.LeaseVerificationRequest(

@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import SAMPLE_SCENE
-from farm_helpers import frames, submit_sample, wait_for, wait_until_done
+from farm_helpers import coordinator_cli, frames, submit_sample, wait_for, wait_until_done
 from solders.keypair import Keypair
 from sqlalchemy import text
 
@@ -262,9 +262,7 @@ def test_two_coordinators_one_killed_mid_job(postgres_url: str, tmp_path: Path):
                     "AND state = 'landed'"), {"job": job.job_id}).scalar_one()
             assert burns == 12, "each frame burned once on chain"
             # One ledger, one chain: checked through either coordinator's data dir.
-            check = subprocess.run(
-                [sys.executable, "-m", "coordinator.cli", "ledger", "check", "--data-dir",
-                 str(first.data_dir)], capture_output=True, text=True, timeout=120)
+            check = coordinator_cli("ledger", "check", "--data-dir", str(first.data_dir))
             assert check.returncode == 0, check.stdout + check.stderr
             for farm in (first, second):
                 assert "Traceback" not in _log(farm, "coordinator")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
 from farm_helpers import (
+    coordinator_cli,
     frames,
+    render_node_cli,
     settled_receipts,
     submit_sample,
     wait_until_done,
@@ -26,16 +26,10 @@ from frameproof.v1 import farm_pb2 as pb
 GRANT = 100 * 10**6  # the new-creator grant: 100 tokens of 6 decimals
 
 
-def coordinator_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True,
-                          text=True, timeout=300)
-
-
 def node_earnings(farm: LocalFarm, name: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "render_node.cli", "earnings", "--coordinator", farm.address,
-         "--work-dir", str(farm.root / name), "--json"],
-        capture_output=True, text=True, timeout=60, check=True)
+    result = render_node_cli("earnings", "--coordinator", farm.address,
+                             "--work-dir", str(farm.root / name), "--json")
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 

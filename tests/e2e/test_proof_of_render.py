@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_SCENE
 from farm_helpers import (
+    coordinator_cli,
     frames,
     render_reference,
     submit_sample,
@@ -173,9 +174,8 @@ def test_a_cheater_is_caught_quarantined_and_replaced_by_an_honest_node(
             timeout=60)
     assert sorted(f.frame for f in receipts.frames) == FRAMES
     assert {f.node_id for f in receipts.frames} == {honest}
-    closed = subprocess.run([sys.executable, "-m", "coordinator.cli", "epoch", "close",
-                             "--data-dir", str(farm.data_dir), "--json"],
-                            capture_output=True, text=True, timeout=120, check=True)
+    closed = coordinator_cli("epoch", "close", "--data-dir", str(farm.data_dir), "--json")
+    assert closed.returncode == 0, closed.stderr
     minted = {p["node_id"]: p["minted"] for p in json.loads(closed.stdout)["payouts"]}
     assert minted.get(honest, 0) > 0 and minted.get(cheater, 0) == 0
 

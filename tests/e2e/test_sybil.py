@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 from conftest import SAMPLE_SCENE
-from farm_helpers import settled_receipts, submit_sample, wait_for, wait_until_done
+from farm_helpers import (
+    coordinator_cli,
+    settled_receipts,
+    submit_sample,
+    wait_for,
+    wait_until_done,
+)
 from solders.keypair import Keypair
 from test_payments_e2e import GRANT
 from test_proof_of_render import node_id_of, start_cheater
@@ -28,11 +32,6 @@ from frameproof.v1 import farm_pb2 as pb
 from render_node.cli import main as render_node
 
 TOKEN = 10**6
-
-
-def coordinator_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def node_cli(farm: LocalFarm, name: str, capsys: pytest.CaptureFixture[str],

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
 from farm_helpers import (
+    coordinator_cli,
     job,
     make_scene_variant,
     submit_sample,
@@ -35,9 +34,10 @@ from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
 # The sample saved without adaptive sampling, at this many samples: a frame the verifier
-# re-renders three times at one thread, a check of a minute or more on this machine, while
-# the node renders it once with two threads.
-SLOW_SAMPLES = 4096
+# re-renders three times at one thread, a check many heartbeats long (~10 s unloaded on two
+# cores, more under load), while the node renders it once with two threads. The coordinator
+# probes it before escrow and the node renders it: each sample costs the test thrice.
+SLOW_SAMPLES = 2048
 
 
 def settled_receipts(client: FarmClient, job_id: str, timeout: float = 90) -> pb.Receipts:
@@ -51,9 +51,7 @@ def settled_receipts(client: FarmClient, job_id: str, timeout: float = 90) -> pb
 
 
 def doctor(farm: LocalFarm) -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "doctor", "--data-dir",
-                             str(farm.data_dir), "--json"], capture_output=True, text=True,
-                            timeout=120)
+    result = coordinator_cli("doctor", "--data-dir", str(farm.data_dir), "--json")
     assert result.returncode in (0, 1), result.stderr  # 1: something is held
     return json.loads(result.stdout)["quarantined"]
 

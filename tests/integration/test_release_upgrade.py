@@ -9,23 +9,17 @@ PostgreSQL's migration checks here too (the unit tier has SQLite's).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import release_data
+from farm_helpers import coordinator_cli
 
 from coordinator.storage import migrations
 from coordinator.storage.database import open_engine
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
-
-
-def coordinator_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_autogenerate_finds_no_difference_on_postgresql(postgres_url: str) -> None:
