@@ -280,7 +280,6 @@ def main() -> int:
                                 judged = judge_noisy_pass(
                                     frame_pixels, out.passes, view, ours,
                                     exact=(mode == "exact"),
-                                    bitwise_frame=False,
                                     count=EXACT_TILES if mode == "exact" else STATISTICAL_TILES,
                                     rng=rng, render=render_ref)
                                 results[mode, strategy].append(judged.verdict.outcome)

@@ -269,7 +269,7 @@ def _check_noisy_pass(
         denoised.unlink(missing_ok=True)
         noisy_view.unlink(missing_ok=True)
     judged = judge_noisy_pass(
-        node, passes, view, rerun, exact=exact, bitwise_frame=False,
+        node, passes, view, rerun, exact=exact,
         count=job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES), rng=rng,
         render=_noisy_renderer(job, worker, scratch, outcome, seed),
     )
@@ -297,7 +297,7 @@ GUIDE_FLOOR = 0.01  # mean |Δ| a guide may differ by whatever the honest pair s
 
 def judge_noisy_pass(
     node: np.ndarray, passes: Passes, noisy_view: np.ndarray, rerun: np.ndarray, *,
-    exact: bool, bitwise_frame: bool, count: int, rng: random.Random, render: RenderNoisy,
+    exact: bool, count: int, rng: random.Random, render: RenderNoisy,
 ) -> Judgement:
     """Judge a denoised frame by what it costs: its noisy render.
 
@@ -314,7 +314,7 @@ def judge_noisy_pass(
     """
     height, width = node.shape[:2]
     whole = Tile(0, 0, width, height)
-    denoise = judge_denoised(node, rerun, exact=exact, bitwise=bitwise_frame)
+    denoise = judge_denoised(node, rerun, exact=exact)
     tiles: list[tuple[Tile, TileVerdict]] = [(whole, denoise)]
     if denoise.outcome is Outcome.FAIL:
         reason = f"the frame is not the scene's denoiser output of its own passes: " \
