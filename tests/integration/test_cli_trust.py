@@ -199,6 +199,27 @@ def test_ctrl_c_says_the_job_keeps_running(tmp_path: Path):
         f"frameproof: interrupted; the job keeps running on the farm: frameproof watch {JOB}")
 
 
+def test_ctrl_c_ends_the_cli_even_where_a_library_swallows_it(tmp_path: Path):
+    """The watchdog: an interrupt caught and dropped (as gRPC's C core can) still ends it."""
+    code = ("import sys, time; from frameproof.cli import entry\n"
+            "entry.signal.signal(entry.signal.SIGINT, entry._on_sigint)\n"
+            "entry.interrupted_message('interrupted; the job keeps running')\n"
+            "print('ready', flush=True)\n"
+            "while True:\n"
+            "    try:\n"
+            "        time.sleep(30)\n"
+            "    except KeyboardInterrupt:\n"
+            "        pass\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "frameproof: interrupted; the job keeps running"
+
+
 def test_render_node_info_shows_the_saved_score(tmp_path: Path):
     from render_node.sysinfo import has_benchmark, save_benchmark
 
