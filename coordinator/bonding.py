@@ -75,9 +75,8 @@ class BondKeeper:
         self.bonds = bonds
 
     def sweep(self) -> None:
-        quarantined = {node for node, record in self.proof.standings().items()
-                       if record.quarantined}
-        for node_id in sorted(quarantined & set(self.bonds.holders())):
+        quarantined = self.proof.quarantined_nodes()
+        for node_id in sorted(quarantined & set(self.bonds.holders()) if quarantined else ()):
             try:
                 slash_if_quarantined(self.store, self.bonds, node_id)
             except Exception:  # one node's trouble must not stop the others'
