@@ -43,7 +43,11 @@ def open_engine(url: str) -> Engine:
                                poolclass=StaticPool if memory else None)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # Sized for the threads that hold a connection at once (the default executor's six,
+        # the storage thread, the sweeps, the leader lock): with SQLAlchemy's default five,
+        # the rest were overflow connections, closed on return and re-opened (a PostgreSQL
+        # backend fork each) on the next call.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=12, max_overflow=20)
     return engine
 
 
