@@ -69,7 +69,9 @@ class TaskRecord(SQLModel, table=True):
 
     __tablename__ = "task"
     # Leasing walks queued tasks in this order: the index makes it a scan of a few rows.
-    __table_args__ = (Index("ix_task_queue", "state", "queued_at", "first_frame"),)
+    # A node's own tasks (its leases in flight, its frames per job) by the second.
+    __table_args__ = (Index("ix_task_queue", "state", "queued_at", "first_frame"),
+                      Index("ix_task_node", "node_id", "state"))
     task_id: str = Field(primary_key=True)
     job_id: str = Field(foreign_key="job.job_id", index=True)
     first_frame: int

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Exists,
     ScalarSelect,
     Select,
@@ -518,7 +517,7 @@ class FarmStore:
                 .where(col(TaskRecord.job_id).not_in(failed_jobs))
             )
             if max_frames_per_job is not None:
-                query = query.where(_within_frames_per_job(node_id, max_frames_per_job))
+                query = _within_frames_per_job(query, node_id, max_frames_per_job)
             return query
 
         # FIFO: a job's tasks are queued when it is created, a requeued task goes to the
@@ -813,18 +812,25 @@ def _leases_of(node_id: str) -> ScalarSelect[int]:
             .where(mine.state == TaskState.LEASED).scalar_subquery())
 
 
-def _within_frames_per_job(node_id: str, limit: int) -> ColumnElement[bool]:
-    """The candidate task keeps the node's frames of its job within `limit` (see lease)."""
-    mine = aliased(TaskRecord)
+def _within_frames_per_job(query: Select[Any], node_id: str, limit: int) -> Select[Any]:
+    """Only tasks that keep the node's frames of their job within `limit` (see lease).
+
+    The node's frames per job are summed once (a derived table, by the task_node index) and
+    joined to the candidates: a subquery correlated with each queued task cost PostgreSQL
+    0.15-0.5 s per lease with 2,000 queued tasks (the two-coordinator bench's new nodes).
+    """
     held = (
-        select(func.coalesce(func.sum(mine.last_frame - mine.first_frame + 1), 0))
-        .where(mine.job_id == TaskRecord.job_id)
-        .where(mine.node_id == node_id)
-        .where(col(mine.state).in_([TaskState.LEASED, TaskState.VERIFYING, TaskState.DONE]))
-        .scalar_subquery()
+        select(col(TaskRecord.job_id).label("job_id"),
+               func.sum(TaskRecord.last_frame - TaskRecord.first_frame + 1).label("frames"))
+        .where(TaskRecord.node_id == node_id)
+        .where(col(TaskRecord.state).in_([TaskState.LEASED, TaskState.VERIFYING,
+                                          TaskState.DONE]))
+        .group_by(col(TaskRecord.job_id))
+        .subquery()
     )
     size = TaskRecord.last_frame - TaskRecord.first_frame + 1
-    return or_(held == 0, held + size <= limit)
+    return (query.outerjoin(held, held.c.job_id == col(TaskRecord.job_id))
+            .where(or_(held.c.frames.is_(None), held.c.frames + size <= limit)))
 
 
 def scene_holds(session: Session, scene_ids: Select[Any], sha256: str) -> bool:
