@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from coordinator.domain.reputation import check_probability
 from coordinator.domain.sampling import sample_frames
 from coordinator.domain.states import TaskState
 from coordinator.events import JobEvents
+from coordinator.metrics import LEASES_SHED
 from coordinator.payments import Payments
 from coordinator.payments.results import InsufficientBalance, PaymentError
 from coordinator.storage.executor import StorageExecutor
@@ -72,6 +74,12 @@ IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
 LONG_POLL_SECONDS = 20.0
 LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
+# Storage calls waiting at which new lease requests are answered "retry later" at once:
+# heartbeats and completions (work already leased) go first, and a request that would wait
+# past its deadline costs nothing (the two-coordinator bench at 1,000 nodes: queued leases
+# timed out by thousands, and leases expired because their heartbeats queued behind them).
+SHED_BACKLOG = 32
+SHED_RETRY_MS = (500, 2_000)  # spread, so shed nodes do not come back together
 BOUNDED_RECHECK_SECONDS = 2.0  # a new identity waiting on its own verifications re-asks this often
 MAX_REASON_LENGTH = 4000
 KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
@@ -95,8 +103,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         access: AccessPolicy | None = None,
         owners: BlobOwners | None = None,
         storage: StorageExecutor | None = None,
+        shed_backlog: int = SHED_BACKLOG,
     ) -> None:
         self.store = store
+        self.shed_backlog = shed_backlog
         self.access = access  # who sees which job ids in a node's history; None: everyone
         self.owners = owners  # a node delivers only images it uploaded; None: any stored one
         self.proof = proof
@@ -144,6 +154,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         deadline = time.monotonic() + wait
         first = True
         while True:
+            if self.storage.backlog >= self.shed_backlog:
+                LEASES_SHED.inc()
+                return pb.LeaseTaskResponse(retry_after_ms=random.randint(*SHED_RETRY_MS))
             work = self.events.subscribe_work()
             grants, gate = await self.storage.run(self._lease_once, node_id, first,
                                                   request.max_tasks)
