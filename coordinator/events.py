@@ -27,6 +27,16 @@ class JobEvents:
         if event is not None:
             event.set()
 
+    def subscribe_node(self, node_id: str) -> asyncio.Event:
+        """Set when something that may lift the node's own lease limits happened (a frame of
+        it verified): a bounded new identity waits on this instead of re-asking on a timer."""
+        return self._events.setdefault(f"node:{node_id}", asyncio.Event())
+
+    def node_changed(self, node_id: str) -> None:
+        event = self._events.pop(f"node:{node_id}", None)
+        if event is not None:
+            event.set()
+
     def subscribe_work(self) -> asyncio.Event:
         """Set when tasks become leasable (a new job, a requeue): idle nodes wake on it."""
         return self._work
@@ -49,3 +59,14 @@ class JobEvents:
     async def wait(event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
+
+    @staticmethod
+    async def wait_any(events: list[asyncio.Event], timeout: float) -> None:
+        """Return when any of `events` is set, or after timeout seconds."""
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)

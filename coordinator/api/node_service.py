@@ -80,7 +80,9 @@ QUARANTINED_RETRY_MS = 30_000
 # timed out by thousands, and leases expired because their heartbeats queued behind them).
 SHED_BACKLOG = 32
 SHED_RETRY_MS = (500, 2_000)  # spread, so shed nodes do not come back together
-BOUNDED_RECHECK_SECONDS = 2.0  # a new identity waiting on its own verifications re-asks this often
+# A new identity waiting on its own verifications is woken by them (events.node_changed);
+# it also re-asks this often, for a limit lifted by something not signalled.
+BOUNDED_RECHECK_SECONDS = 10.0
 MAX_REASON_LENGTH = 4000
 KNOWN_NODES_CACHED = 10_000  # registered nodes remembered without a database read
 JOB_SETTINGS_CACHED = 2_000  # jobs whose parsed render settings are kept
@@ -157,7 +159,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             if self.storage.backlog >= self.shed_backlog:
                 LEASES_SHED.inc()
                 return pb.LeaseTaskResponse(retry_after_ms=random.randint(*SHED_RETRY_MS))
-            work = self.events.subscribe_work()
+            # Both taken before the look, so no change between the look and the wait is lost.
+            wake = [self.events.subscribe_work(), self.events.subscribe_node(node_id)]
             grants, gate = await self.storage.run(self._lease_once, node_id, first,
                                                   request.max_tasks)
             first = False
@@ -168,9 +171,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             left = deadline - time.monotonic()
             if left <= 0:
                 return pb.LeaseTaskResponse(retry_after_ms=IDLE_RETRY_MS)
-            if gate.limits.bounded:  # its limits lift when its frames are verified: look again
+            if gate.limits.bounded:  # its limits may lift when its frames are verified: the
+                # verifier's event wakes it; the timer only covers a change nothing signalled
                 left = min(left, BOUNDED_RECHECK_SECONDS)
-            await self.events.wait(work, left)
+            await self.events.wait_any(wake, left)
         for grant in grants:
             self.events.changed(grant.job_id)
             log.debug("lease %s: job %s frames %d-%d to node %s", grant.lease_id,

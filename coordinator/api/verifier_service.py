@@ -108,6 +108,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             raise Refused(f"verification {verification_id} could not be applied; it is "
                           "held for the operator (render-coordinator doctor)")
         self.events.changed(finished.job_id)
+        self.events.node_changed(finished.node_id)  # a bounded node's limits may have lifted
         if finished.task_done:
             self.events.settle_soon()
         if finished.audit:

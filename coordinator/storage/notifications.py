@@ -69,6 +69,10 @@ class SharedJobEvents(JobEvents):
         super().changed(job_id)
         self._send(f"job:{job_id}")
 
+    def node_changed(self, node_id: str) -> None:
+        super().node_changed(node_id)
+        self._send(f"node:{node_id}")
+
     def work_queued(self) -> None:
         super().work_queued()
         self._send(WORK)
@@ -134,6 +138,8 @@ class SharedJobEvents(JobEvents):
                     JobEvents.settle_soon(self)
                 elif what.startswith("job:"):
                     JobEvents.changed(self, what[4:])
+                elif what.startswith("node:"):
+                    JobEvents.node_changed(self, what[5:])
 
     def _connect(self) -> None:
         connection = psycopg2.connect(self.dsn)

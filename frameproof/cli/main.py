@@ -11,11 +11,11 @@ import grpc
 from solders.keypair import Keypair
 
 from frameproof import config
-from frameproof.cli import control, download, entry, jobs, money, nodes, submit, topup, watch
+from frameproof.cli import control, download, interrupt, jobs, money, nodes, submit, topup, watch
 from frameproof.cli.argv import OneLineParser, globals_first
 from frameproof.cli.checks import check_job_options
 from frameproof.cli.common import CliError, describe_creator_error, err, explain_rpc_error
-from frameproof.cli.entry import INTERRUPTED
+from frameproof.cli.interrupt import INTERRUPTED
 from frameproof.client import AddressList, FarmClient, coordinator_address
 from frameproof.creator import CoordinatorUnavailable, CreatorError, InvalidRequest
 from frameproof.identity import creator_keypair_path, load_or_create_keypair
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = globals_first(parser, sys.argv[1:] if argv is None else argv)
     args = config.parse_args(parser, argv, config.creator_role(parser),
                              default_path=config.default_creator_config())
-    entry.interrupted_message(_interrupted(args))
+    interrupt.interrupted_message(_interrupted(args))
     if args.command == "demo":
         from frameproof.cli import demo  # imports the coordinator: only when asked
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return _say(f"transfer failed: {error}", 1)
     except KeyboardInterrupt:
         status = _say(_interrupted(args), INTERRUPTED)
-        entry.said_interrupted()
+        interrupt.said_interrupted()
         return status
     except OSError as error:
         return _say(f"{error.filename or ''}{': ' if error.filename else ''}"

@@ -169,15 +169,19 @@ def test_a_change_in_one_coordinator_wakes_watchers_of_another(postgres_url: str
             work = there.subscribe_work()
             job = there.subscribe("job-1")
             other_job = there.subscribe("job-2")
+            node = there.subscribe_node("node-1")
+            other_node = there.subscribe_node("node-2")
             local_work = here.subscribe_work()
             here.changed("job-1")
+            here.node_changed("node-1")  # its frame verified here; it long-polls there
             here.work_queued()
             here.settle_soon()  # approved here; the leader may be there
             assert local_work.is_set(), "the coordinator's own watchers wake at once"
             await asyncio.wait_for(work.wait(), 5)
             await asyncio.wait_for(job.wait(), 5)
+            await asyncio.wait_for(node.wait(), 5)
             assert there._settle.is_set(), "the leader's settlement sweep wakes too"
-            assert not other_job.is_set()
+            assert not other_job.is_set() and not other_node.is_set()
             assert here.received == 0, "a coordinator does not hear itself"
             assert there.received == 1, "one loop turn's changes: one NOTIFY"
         finally:

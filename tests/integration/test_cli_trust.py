@@ -201,9 +201,9 @@ def test_ctrl_c_says_the_job_keeps_running(tmp_path: Path):
 
 def test_ctrl_c_ends_the_cli_even_where_a_library_swallows_it(tmp_path: Path):
     """The watchdog: an interrupt caught and dropped (as gRPC's C core can) still ends it."""
-    code = ("import sys, time; from frameproof.cli import entry\n"
-            "entry.signal.signal(entry.signal.SIGINT, entry._on_sigint)\n"
-            "entry.interrupted_message('interrupted; the job keeps running')\n"
+    code = ("import sys, time; from frameproof.cli import interrupt\n"
+            "interrupt.install()\n"
+            "interrupt.interrupted_message('interrupted; the job keeps running')\n"
             "print('ready', flush=True)\n"
             "while True:\n"
             "    try:\n"

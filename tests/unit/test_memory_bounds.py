@@ -86,3 +86,24 @@ def test_liveness_writes_remember_only_recent_nodes(db_url: str):
     assert store.touches == 100, "a node is written at most once per TOUCH_SECONDS"
     servicer._touch("late", now=1000.0 + TOUCH_SECONDS * 2)
     assert set(servicer._touched) == {"late"}, "stale entries are dropped"
+
+
+def test_a_node_event_wakes_only_that_node_and_lives_only_while_it_waits():
+    async def scenario() -> None:
+        events = JobEvents()
+        mine = events.subscribe_node("a")
+        other = events.subscribe_node("b")
+        work = events.subscribe_work()
+        started = asyncio.get_running_loop().time()
+        waiting = asyncio.create_task(events.wait_any([work, mine], 10.0))
+        await asyncio.sleep(0)
+        events.node_changed("a")
+        await waiting
+        assert asyncio.get_running_loop().time() - started < 5.0, "woken, not timed out"
+        assert mine.is_set() and not other.is_set() and not work.is_set()
+        await events.wait_any([work, other], 0.05)  # nothing set: returns at the timeout
+        del mine, other
+        await asyncio.sleep(0)  # the cancelled waiters finish
+        assert len(events._events) == 0, "no waiter left: nothing kept"
+
+    asyncio.run(scenario())
