@@ -79,7 +79,9 @@ QUARANTINED_RETRY_MS = 30_000
 # past its deadline costs nothing (the two-coordinator bench at 1,000 nodes: queued leases
 # timed out by thousands, and leases expired because their heartbeats queued behind them).
 SHED_BACKLOG = 32
-SHED_RETRY_MS = (500, 2_000)  # spread, so shed nodes do not come back together
+# Spread, so shed nodes do not come back together; long enough that the calls of shed nodes
+# (each signed, its nonce journalled) do not become the load: a shed node has no work anyway.
+SHED_RETRY_MS = (5_000, 15_000)
 # A new identity waiting on its own verifications is woken by them (events.node_changed);
 # it also re-asks this often, for a limit lifted by something not signalled.
 BOUNDED_RECHECK_SECONDS = 10.0
