@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import psycopg2
@@ -95,9 +97,16 @@ def is_shared(url: str) -> bool:
 
 class SharedNonceLog:
     """`NonceLog` over the database: `record` answers False when any coordinator already
-    accepted the key, so the insert itself is the replay check (its primary key decides)."""
+    accepted the key, so the insert itself is the replay check (its primary key decides).
 
-    blocking = True  # a database round trip per call: the interceptor runs it off the loop
+    Calls arriving together share one transaction (group commit): a writer thread takes every
+    key waiting, inserts them in one statement and answers each caller from the rows it
+    inserted. One call alone still costs one transaction; 1,000 nodes' calls cost a few round
+    trips instead of one transaction each (BEGIN, INSERT, COMMIT and the pool's ping).
+    """
+
+    blocking = True  # callers wait for the database: the interceptor runs it off the loop
+    MAX_BATCH = 500
 
     def __init__(self, engine: Engine, window_seconds: float, *,
                  prune_every: float = 10.0) -> None:
@@ -105,10 +114,12 @@ class SharedNonceLog:
         self.window = window_seconds
         self.prune_every = prune_every
         self._pruned_at = 0.0
-        self._lock = threading.Lock()
-        table = _table(CallNonceRecord)
-        self._insert = pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
-        self._delete = delete(table)
+        self._queue: queue.SimpleQueue[tuple[str, float, Future[bool]] | None] = (
+            queue.SimpleQueue())
+        self._writer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._table = _table(CallNonceRecord)
+        self.batches = 0  # transactions written (diagnostics, tests)
 
     def load(self, since: float) -> list[tuple[str, float]]:
         """Nothing to preload: every call is checked against the table itself."""
@@ -116,23 +127,71 @@ class SharedNonceLog:
 
     def record(self, key: str, now: float) -> bool:
         """Insert the key; False when it was already there (a replay, perhaps elsewhere)."""
-        with self.engine.begin() as connection:
-            inserted = connection.execute(self._insert, {"key": key, "seen_at": now}).rowcount
-        if now - self._pruned_at >= self.prune_every:
-            self._prune(now)
-        return inserted == 1
+        answer: Future[bool] = Future()
+        self._queue.put((key, now, answer))
+        self._ensure_writer()
+        return answer.result()
 
-    def _prune(self, now: float) -> None:
-        with self._lock:
-            if now - self._pruned_at < self.prune_every:
+    def _ensure_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._start_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="nonce-log",
+                                                daemon=True)
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
                 return
-            self._pruned_at = now
-        table = _table(CallNonceRecord)
-        with self.engine.begin() as connection:
-            connection.execute(self._delete.where(table.c.seen_at < now - self.window))
+            batch = [first]
+            stop = False
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[tuple[str, float, Future[bool]]]) -> None:
+        rows = list({key: {"key": key, "seen_at": now} for key, now, _ in batch}.values())
+        try:
+            with self.engine.begin() as connection:
+                inserted = set(connection.execute(
+                    pg_insert(self._table).values(rows)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                    .returning(self._table.c.key)).scalars())
+            self.batches += 1
+        except Exception as error:  # each caller's call fails as one call alone would
+            for _, _, answer in batch:
+                answer.set_exception(error)
+            return
+        latest = max(now for _, now, _ in batch)
+        if latest - self._pruned_at >= self.prune_every:  # before answering: callers see it
+            self._pruned_at = latest
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(delete(self._table)
+                                       .where(self._table.c.seen_at < latest - self.window))
+            except Exception:  # stale rows are refused by their timestamps anyway
+                log.warning("pruning old call nonces failed; retried later", exc_info=True)
+        for key, _, answer in batch:  # the same key twice in one batch: the first one wins
+            answer.set_result(key in inserted)
+            inserted.discard(key)
 
     def close(self) -> None:
-        """Nothing held: the engine belongs to the coordinator."""
+        """Stop the writer once the keys already waiting are written."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=10)
 
 
 class LeaderLock:

@@ -68,6 +68,37 @@ def test_a_call_accepted_by_one_coordinator_is_a_replay_at_another(postgres_url:
     engine.dispose()
 
 
+def test_concurrent_calls_share_nonce_transactions_and_each_key_is_accepted_once(
+        postgres_url: str):
+    """Group commit: many threads recording at once (two coordinators' worth, each key sent
+    to both and twice to one) get one acceptance per key, in fewer transactions than calls."""
+    engine = open_database(postgres_url)
+    logs = [SharedNonceLog(engine, WINDOW), SharedNonceLog(engine, WINDOW)]
+    keys = [f"key:call-{i}" for i in range(300)]
+    sends = [(logs[i % 2], key) for i, key in enumerate(keys)]
+    sends += [(logs[(i + 1) % 2], key) for i, key in enumerate(keys)]  # the other coordinator
+    sends += [(logs[i % 2], key) for i, key in enumerate(keys[:100])]  # the same one again
+    now = time.time()
+    start = threading.Barrier(32)
+
+    def send(chunk: list[tuple[SharedNonceLog, str]]) -> list[tuple[str, bool]]:
+        start.wait()
+        return [(key, log.record(key, now)) for log, key in chunk]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = [a for chunk in pool.map(send, [sends[i::32] for i in range(32)])
+                   for a in chunk]
+    accepted: dict[str, int] = {}
+    for key, first in answers:
+        accepted[key] = accepted.get(key, 0) + first
+    assert len(answers) == len(sends) == 700
+    assert accepted == {key: 1 for key in keys}, "each call accepted once, replays refused"
+    assert sum(log.batches for log in logs) < len(sends), "calls shared transactions"
+    for log in logs:
+        log.close()
+    engine.dispose()
+
+
 def test_coordinators_on_different_chains_cannot_share_a_database(postgres_url: str):
     engine = open_database(postgres_url)
     claim_chain(engine, "MintOfTheFarm", time.time())
