@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ SERVICE_NAMES = tuple(
 SETTLE_SECONDS = 1.0
 LEADER_SECONDS = 1.0  # how often a coordinator beside others checks or competes for the lock
 BOND_SECONDS = 2.0
+SHARED_WORKER_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     db_url = config.db_url or sqlite_url(config.data_dir)
     engine = open_database(db_url)
     shared = is_shared(db_url)  # other coordinators may serve from the same database
+    if shared:
+        # Every signed call waits in a worker thread for its nonce's round trip to the shared
+        # journal (calls arriving together share one transaction): the default six threads
+        # would cap a transaction at six calls and keep blob work waiting behind them.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=SHARED_WORKER_THREADS, thread_name_prefix="worker"))
     policy = SchedulingPolicy(lease_seconds=config.lease_seconds, max_attempts=config.max_attempts)
     store = FarmStore(engine, policy)
     resumed = store.grant_grace(time.time())

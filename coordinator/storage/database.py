@@ -43,11 +43,11 @@ def open_engine(url: str) -> Engine:
                                poolclass=StaticPool if memory else None)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        # Sized for the threads that hold a connection at once (the default executor's six,
-        # the storage thread, the sweeps, the leader lock): with SQLAlchemy's default five,
-        # the rest were overflow connections, closed on return and re-opened (a PostgreSQL
-        # backend fork each) on the next call.
-        engine = create_engine(url, pool_pre_ping=True, pool_size=12, max_overflow=20)
+        # Sized for the threads that may hold a connection at once (32 worker threads with a
+        # shared database, the storage thread, the sweeps, the nonce writer): with
+        # SQLAlchemy's default five, the rest were overflow connections, closed on return and
+        # re-opened (a PostgreSQL backend fork each) on the next call.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=12, max_overflow=40)
     return engine
 
 
