@@ -150,15 +150,18 @@ def partition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Partition]:
             with farm.client() as client:
                 job = submit_sample(client, SAMPLE_SCENE, "1", samples=128)
 
-                def island_leased() -> bool:
-                    return any(f.state == pb.FRAME_STATE_RENDERING and f.node_id == island_id
-                               for f in frames(client, job.job_id))
-
-                wait_for(island_leased, timeout=60, interval=0.05)
+                # Cut only once the island itself has the lease (its log says so): the
+                # coordinator records the lease before its reply crosses the proxy, and a
+                # reply held in the paused proxy would leave the island without a lease.
+                # Its render (128 samples) and the scene fetch before it take far longer than
+                # a poll, so the island is cut off mid-lease.
+                lease_id = wait_for(lambda: re.search(r"lease ([0-9a-f]{32}): job",
+                                                      node_log(farm, "island")),
+                                    timeout=60, interval=0.02)[1]
                 proxy.pause()
                 cut_at = time.monotonic()
-                lease_id = wait_for(lambda: re.search(r"lease ([0-9a-f]{32}): job",
-                                                      node_log(farm, "island")), timeout=10)[1]
+                [leased] = frames(client, job.job_id)  # the creator's view, not through the proxy
+                assert leased.state == pb.FRAME_STATE_RENDERING and leased.node_id == island_id
                 farm.start_node("mainland")
                 wait_until_done(client, job.job_id, timeout=300)
                 assert time.monotonic() - cut_at > farm.lease_seconds

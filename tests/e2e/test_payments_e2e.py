@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
@@ -16,10 +17,15 @@ from farm_helpers import (
     wait_until_registered,
 )
 from solders.keypair import Keypair
+from sqlmodel import Session, select
 
 from coordinator.chain.keys import save_keypair
 from coordinator.chain.rpc import RpcChain
 from coordinator.chain.testrpc import TestRpcServer
+from coordinator.storage.database import open_database
+from coordinator.storage.payment_models import EpochRecord, PayoutRecord, WorkCreditRecord
+from coordinator.storage.pricing_store import PricingStore
+from coordinator.storage.proof import ProofStore
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
@@ -72,6 +78,10 @@ def test_a_short_balance_is_refused_at_submit(farm: LocalFarm, capsys):
 
 
 def test_an_epoch_mints_to_nodes_pro_rata_to_their_approved_work(farm: LocalFarm):
+    """The epoch's work pool follows approved work (credits x reputation weight) and its
+    availability pool the nodes' measured speeds (both nodes are bonded), each to the base
+    unit. Every input is read back from the farm's database: speeds come from wall times, so
+    comparing whole mints with credits alone depends on timing (it once failed, 470M vs 479M)."""
     farm.start_coordinator()
     farm.start_node("node-a")
     farm.start_node("node-b")
@@ -80,9 +90,7 @@ def test_an_epoch_mints_to_nodes_pro_rata_to_their_approved_work(farm: LocalFarm
         job = submit_sample(client, SAMPLE_SCENE, "1-6")
         wait_until_done(client, job.job_id)
         settled_receipts(client, job.job_id)
-        by_node: dict[str, int] = {}
-        for frame in frames(client, job.job_id):
-            by_node[frame.node_id] = by_node.get(frame.node_id, 0) + 1
+        rendered_by = {frame.frame: frame.node_id for frame in frames(client, job.job_id)}
     closed = coordinator_cli("epoch", "close", "--data-dir", str(farm.data_dir), "--json")
     assert closed.returncode == 0, closed.stderr
     summary = json.loads(closed.stdout)
@@ -91,10 +99,46 @@ def test_an_epoch_mints_to_nodes_pro_rata_to_their_approved_work(farm: LocalFarm
     for record in earnings.values():
         assert record["total_minted"] == minted[record["node_id"]] > 0
         assert record["epochs"][0]["signature"]
-    # More approved work, more tokens: the split follows the credits.
-    credits = {r["node_id"]: r["epochs"][0]["credits"] for r in earnings.values()}
-    busiest = max(credits, key=credits.get)
-    assert minted[busiest] == max(minted.values())
+    nodes = {record["node_id"] for record in earnings.values()}
+    assert set(rendered_by.values()) == nodes, "both nodes must have rendered frames"
+
+    engine = open_database(farm.database_url)
+    try:
+        with Session(engine) as session:
+            epoch = session.get(EpochRecord, summary["epoch"])
+            payouts = {p.node_id: p for p in session.exec(
+                select(PayoutRecord).where(PayoutRecord.epoch == summary["epoch"]))}
+            credits = session.exec(select(WorkCreditRecord)
+                                   .where(WorkCreditRecord.job_id == job.job_id)).all()
+        reputation = {node: ProofStore(engine).standings()[node].score for node in nodes}
+        speeds = PricingStore(engine).node_speeds(sorted(nodes))
+    finally:
+        engine.dispose()
+    assert epoch is not None and epoch.emission == summary["emission"]
+    # Each approved frame is credited once, to the node that rendered it, in this epoch.
+    assert {c.frame: c.node_id for c in credits} == rendered_by and len(credits) == 6
+    assert all(c.epoch == epoch.epoch and c.work_ms > 0 for c in credits)
+    work = {node: sum(c.work_ms for c in credits if c.node_id == node) for node in nodes}
+    assert {node: payouts[node].credits for node in nodes} == work
+    for node in nodes:
+        assert minted[node] == payouts[node].amount == (payouts[node].work_amount
+                                                        + payouts[node].availability_amount)
+
+    def assert_pro_rata(pool: int, paid: dict[str, int], weights: dict[str, Fraction]) -> None:
+        total = sum(weights.values())
+        assert sum(paid.values()) == pool, "no base unit lost or invented"
+        for node, share in weights.items():
+            assert abs(paid[node] - pool * share / total) < 1, (node, paid, weights)
+
+    # More approved work, more tokens: the work pool follows the credits (times reputation).
+    weighted = {node: work[node] * Fraction(reputation[node]) for node in nodes}
+    assert_pro_rata(epoch.work_pool, {n: payouts[n].work_amount for n in nodes}, weighted)
+    busiest = max(weighted, key=weighted.__getitem__)
+    assert payouts[busiest].work_amount == max(payouts[n].work_amount for n in nodes)
+    # Bonded capacity: the availability pool follows each node's speed as measured.
+    assert all(speeds[node] for node in nodes), speeds
+    assert_pro_rata(epoch.availability_pool, {n: payouts[n].availability_amount for n in nodes},
+                    {node: Fraction(speeds[node] or 0) for node in nodes})
     assert sum(minted.values()) <= summary["emission"]
     assert coordinator_cli("ledger", "check", "--data-dir", str(farm.data_dir)).returncode == 0
 
