@@ -50,7 +50,7 @@ from coordinator.storage.cluster import (
     claim_chain,
     is_shared,
 )
-from coordinator.storage.database import open_database, sqlite_url
+from coordinator.storage.database import analyze_changed_tables, open_database, sqlite_url
 from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.notifications import SharedJobEvents
 from coordinator.storage.owners import BlobOwners
@@ -73,6 +73,7 @@ SETTLE_SECONDS = 1.0
 LEADER_SECONDS = 1.0  # how often a coordinator beside others checks or competes for the lock
 BOND_SECONDS = 2.0
 SHARED_WORKER_THREADS = 32
+STATISTICS_SECONDS = 10.0  # how often the leader looks for PostgreSQL tables to ANALYZE
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                                                   leader))]
     if shared:
         background.append(asyncio.create_task(_keep_leadership(leader)))
+    if engine.dialect.name == "postgresql":
+        background.append(asyncio.create_task(_keep_statistics(engine, leader)))
     if config.run_verifier:
         background.append(asyncio.create_task(_supervise_verifier(config, admin_address)))
     if (tracing := diagnostics.start_from_env()) is not None:
@@ -331,6 +334,19 @@ async def _settle(settlement: Settlement, leader: LeaderLock, events: JobEvents)
             await asyncio.to_thread(settlement.sweep)
         except Exception:  # a chain outage must not stop the loop: the next sweep retries
             log.exception("settlement sweep failed")
+
+
+async def _keep_statistics(engine: Any, leader: LeaderLock) -> None:
+    """Keep PostgreSQL's table statistics fresh (storage/database.py analyze_changed_tables)."""
+    while True:
+        if leader.held:
+            try:
+                analyzed = await asyncio.to_thread(analyze_changed_tables, engine)
+                if analyzed:
+                    log.debug("analyzed %s", ", ".join(analyzed))
+            except Exception:  # the next pass retries
+                log.exception("analyzing tables failed")
+        await asyncio.sleep(STATISTICS_SECONDS)
 
 
 async def _keep_bonds(keeper: BondKeeper, leader: LeaderLock) -> None:

@@ -105,3 +105,28 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     # SQLite's share of the coordinator's memory near 5 x 2 MiB however large the file grows.
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
+
+
+def analyze_changed_tables(engine: Engine) -> list[str]:
+    """ANALYZE the PostgreSQL tables that changed much since their statistics were taken
+    (autovacuum's rule: 50 rows + 10%); returns their names. Nothing on SQLite.
+
+    The lease query's plan depends on them: with statistics from an emptier table, PostgreSQL
+    scanned and sorted every queued task instead of walking the queue index (0.5 s instead of
+    1.4 ms per lease with 20,000 queued, two-coordinator bench) until the tables were analyzed.
+    Autovacuum does this when it is on, a minute or more later; it is off on some servers
+    (this project's CI among them), so the coordinator does not rely on it.
+    """
+    if engine.dialect.name != "postgresql":
+        return []
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        tables = [row[0] for row in connection.execute(text(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND n_mod_since_analyze > 50 + 0.1 * n_live_tup ORDER BY relname"))]
+    if tables:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE " + ", ".join(f'"{t}"' for t in tables)))
+    return tables
+

@@ -38,8 +38,10 @@ from coordinator.storage.cluster import (
     claim_chain,
     holder_pid,
 )
-from coordinator.storage.database import open_database
+from coordinator.storage.database import analyze_changed_tables, open_database
+from coordinator.storage.models import JobRecord, SceneRecord
 from coordinator.storage.notifications import SharedJobEvents
+from coordinator.storage.store import FarmStore
 from frameproof.auth import NonceCache
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
@@ -99,6 +101,32 @@ def test_concurrent_calls_share_nonce_transactions_and_each_key_is_accepted_once
     engine.dispose()
 
 
+def test_the_lease_query_walks_the_queue_index_once_tables_are_analyzed(postgres_url: str):
+    """Autovacuum is off on this server (and may be anywhere): the leader's statistics pass
+    analyzes the tables that changed, and the lease window then walks ix_task_queue instead
+    of scanning and sorting every queued task."""
+    engine = open_database(postgres_url)
+    store = FarmStore(engine)
+    store.save_scene(SceneRecord(scene_id="s", main_file="a.blend", info_json="{}",
+                                 created_at=0.0))
+    store.create_job(JobRecord(job_id="j", scene_id="s", frames_spec="1-3000",
+                               settings_json="{}", created_at=0.0, updated_at=0.0),
+                     [[frame] for frame in range(1, 3_001)], 0.0)
+
+    def window_plan() -> str:
+        with engine.connect() as connection:
+            return "\n".join(row[0] for row in connection.execute(text(
+                "EXPLAIN SELECT t.task_id FROM task t JOIN job j ON j.job_id = t.job_id "
+                "WHERE t.state = 'queued' AND j.cancelled = false AND j.tier >= 3 "
+                "ORDER BY t.queued_at, t.first_frame LIMIT 32")))
+
+    assert "ix_task_queue" not in window_plan(), "unanalyzed: every queued task sorted"
+    assert "task" in analyze_changed_tables(engine)
+    assert "ix_task_queue" in window_plan()
+    assert analyze_changed_tables(engine) == [], "nothing changed since: nothing analyzed"
+    engine.dispose()
+
+
 def test_coordinators_on_different_chains_cannot_share_a_database(postgres_url: str):
     engine = open_database(postgres_url)
     claim_chain(engine, "MintOfTheFarm", time.time())
@@ -154,7 +182,8 @@ def test_a_completion_retried_on_another_coordinator_is_recorded_once(postgres_u
 HOLDER = """
 import sys, time
 from coordinator.storage.cluster import LeaderLock
-from coordinator.storage.database import open_database
+from coordinator.storage.database import analyze_changed_tables, open_database
+from coordinator.storage.models import JobRecord, SceneRecord
 lock = LeaderLock(open_database(sys.argv[1]))
 print("held" if lock.hold() else "refused", flush=True)
 time.sleep(600)
