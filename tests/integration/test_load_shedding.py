@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from coordinator.api.node_service import SHED_BACKLOG, SHED_RETRY_MS
-from coordinator.metrics import LEASES_SHED
+from coordinator.metrics import EVENTS
 from coordinator.server import CoordinatorConfig, start_coordinator
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
@@ -48,13 +48,13 @@ def test_a_backlogged_storage_thread_sheds_lease_requests(tmp_path: Path):
                     for _ in range(SHED_BACKLOG)]
             while running.storage.backlog < SHED_BACKLOG:
                 await asyncio.sleep(0.01)
-            shed_before = LEASES_SHED._value.get()
+            shed_before = EVENTS.get_sample_value("frameproof_leases_shed_total") or 0.0
             started = time.monotonic()
             answer = await lease(10)
             assert time.monotonic() - started < 2.0, "answered at once, not after the backlog"
             assert not answer.HasField("lease")
             assert SHED_RETRY_MS[0] <= answer.retry_after_ms <= SHED_RETRY_MS[1]
-            assert LEASES_SHED._value.get() == shed_before + 1
+            assert EVENTS.get_sample_value("frameproof_leases_shed_total") == shed_before + 1
 
             release.set()  # the queued calls all finish; then leases are served again
             await asyncio.gather(*held)
