@@ -430,7 +430,8 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
                                          frame=task.first_frame)
                 events.changed(task.job_id)
                 events.work_queued()
-            proof.requeue_expired_verifications(now)
+            if proof.requeue_expired_verifications(now):
+                events.checks_queued()
             for job_id in proof.drop_cancelled_checks(now):
                 log.info("job %s cancelled: its checks are dropped, unverified frames are "
                          "not charged", job_id)
