@@ -1,20 +1,67 @@
-"""A small job's fixed costs: checks handed to an idle verifier as soon as a frame is
-delivered (a long poll)."""
+"""A small job's fixed costs: the spare Blender child of the coordinator's intake and probe,
+and checks handed to an idle verifier as soon as a frame is delivered (a long poll)."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import submit_sample
+from farm_helpers import TINY, submit_sample, wait_for
 from solders.keypair import Keypair
 
 from frameproof.client import FarmClient
+from frameproof.creator import Creator, JobOptions
 from frameproof.localfarm import LocalFarm
 from frameproof.receipts import sign_receipt
 from frameproof.transfer import upload_bytes
 from frameproof.v1 import farm_pb2 as pb
+
+
+def blender_children(parent: int) -> set[int]:
+    """The Blender children (frameproof.blender.child) whose parent is `parent`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"frameproof.blender.child" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_new_scene_is_inspected_and_probed_in_the_spare_child_which_then_ends(
+        farm: LocalFarm) -> None:
+    """The coordinator starts a spare Blender ahead of need; an estimate of a new scene takes
+    it (the scene's inspection and probe), closes it, and starts the next spare."""
+    farm.start_coordinator()
+    assert farm.coordinator is not None
+    coordinator = farm.coordinator.pid
+    (spare,) = wait_for(lambda: blender_children(coordinator), timeout=60)
+    with farm.client() as client:
+        creator = Creator(client)
+        scene = creator.upload_scene(SAMPLE_SCENE)
+        estimate = creator.estimate(scene.scene_id, JobOptions(frames="1-3", **TINY))
+    assert estimate.method == "full" and list(estimate.probe_frames) == [1, 2, 3]
+    wait_for(lambda: not alive(spare), timeout=30)  # used for one scene, then closed
+    (following,) = wait_for(lambda: blender_children(coordinator), timeout=60)
+    assert following != spare
+    scenes = farm.data_dir / "scenes"
+    assert "spinning_cube" in (scenes / f"{scene.scene_id}.inspect.log").read_text()
+    assert (scenes / f"{scene.scene_id}.probe.log").stat().st_size > 0
 
 
 def test_an_idle_verifier_gets_a_check_as_soon_as_a_frame_is_delivered(
