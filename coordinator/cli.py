@@ -241,6 +241,10 @@ def _serve_arguments(run: argparse.ArgumentParser) -> None:
                      "--listen's host, a port the OS picks; clients learn it over gRPC)")
     run.add_argument("--no-blob-http", action="store_true", help="blobs only over the gRPC "
                      "streams (slower; for networks that allow the one port only)")
+    run.add_argument("--no-spare-blender", action="store_true",
+                     help="keep no Blender child started ahead of need (saves its ~260 MB; "
+                     "each new scene's inspection and probe then wait 0.5-2 s for Blender "
+                     "to start)")
     run.add_argument("--machine-score", type=_positive_score, metavar="SCORE",
                      help="this machine's benchmark score, if already measured (default: "
                      "measure it once with the reference scene and cache it in the data dir)")
@@ -296,6 +300,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         http_listen=args.http,
         blob_http_listen=None if args.no_blob_http else (args.blob_http or ""),
         machine_score=args.machine_score,
+        spare_blender=not args.no_spare_blender,
         bonds=bond_policy(vars(args)),
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ class JobEvents:
         self._events: weakref.WeakValueDictionary[str, asyncio.Event] = (
             weakref.WeakValueDictionary())
         self._work = asyncio.Event()
+        self._checks = asyncio.Event()
         self._settle = asyncio.Event()
 
     def subscribe(self, job_id: str) -> asyncio.Event:
@@ -43,6 +44,15 @@ class JobEvents:
 
     def work_queued(self) -> None:
         event, self._work = self._work, asyncio.Event()
+        event.set()
+
+    def subscribe_checks(self) -> asyncio.Event:
+        """Set when checks join the verification queue (a frame delivered, a check handed
+        back or lapsed): idle verifiers wait on it instead of asking every half second."""
+        return self._checks
+
+    def checks_queued(self) -> None:
+        event, self._checks = self._checks, asyncio.Event()
         event.set()
 
     def settle_soon(self) -> None:

@@ -18,12 +18,14 @@ from coordinator.domain.jobs import SceneRange
 from coordinator.storage.models import SceneRecord
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.store import FarmStore
+from coordinator.warm_blender import SceneSession
 from frameproof.blender.worker import BlenderError, SceneInspection, inspect_scene
 from frameproof.manifest import ManifestError, SceneManifest, materialise
 
 SUPPORTED_ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
-# Inspecting opens the file and reads settings: generous limits that a bomb still hits.
+# Inspecting opens the file and reads settings: generous limits that a bomb still hits (the
+# same memory limit as the probe's, which may inspect and probe in one child).
 INSPECT_MEMORY_BYTES = 4 * 2**30
 INSPECT_CPU_SECONDS = 120.0
 
@@ -56,12 +58,16 @@ class SceneIntake:
         self.engines = engines
         self.inspect_timeout = inspect_timeout
 
-    async def accept_scene(self, scene_id: str, owner: str | None = None) -> SceneRecord:
+    async def accept_scene(self, scene_id: str, owner: str | None = None, *,
+                           session: SceneSession | None = None) -> SceneRecord:
         """Return the scene's inspection record, inspecting it on first sight.
 
         With an ``owner`` (every creator but an admin), the scene must be theirs first: they
         uploaded (or proved they hold) the manifest and every file it lists. A manifest they
         do not own is "unknown", word for word as one that was never uploaded.
+
+        ``session``: the request's Blender child for this scene (started ahead of need, and
+        the probe's next); without one, a fresh child inspects.
         """
         if owner is not None and self.owners is not None:
             await asyncio.to_thread(self._require_owner, scene_id, owner)
@@ -76,12 +82,16 @@ class SceneIntake:
             )
         scene_dir = self.scenes_dir / scene_id
         blend = await asyncio.to_thread(materialise, manifest, self.blobs.path, scene_dir)
+        log_path = self.scenes_dir / f"{scene_id}.inspect.log"
         try:
-            inspection = await asyncio.to_thread(
-                inspect_scene, blend, timeout=self.inspect_timeout,
-                memory_limit_bytes=INSPECT_MEMORY_BYTES, cpu_seconds=INSPECT_CPU_SECONDS,
-                log_path=self.scenes_dir / f"{scene_id}.inspect.log",
-            )
+            if session is None:
+                inspection = await asyncio.to_thread(
+                    inspect_scene, blend, timeout=self.inspect_timeout,
+                    memory_limit_bytes=INSPECT_MEMORY_BYTES, cpu_seconds=INSPECT_CPU_SECONDS,
+                    log_path=log_path)
+            else:
+                inspection = await asyncio.to_thread(self._inspect_in, session, scene_id,
+                                                     blend, log_path)
         except BlenderError as error:
             raise IntakeError(f"{manifest.main_file}: {error}") from error
         self._check_renderable(manifest.main_file, inspection)
@@ -93,6 +103,11 @@ class SceneIntake:
         )
         self.store.save_scene(record, [scene_id, *(entry.sha256 for entry in manifest.files)])
         return record
+
+    def _inspect_in(self, session: SceneSession, scene_id: str, blend: Path,
+                    log_path: Path) -> SceneInspection:
+        worker = session.worker(scene_id, log_path=log_path, cpu_seconds=INSPECT_CPU_SECONDS)
+        return worker.inspect(blend, timeout=self.inspect_timeout)
 
     def _require_owner(self, scene_id: str, owner: str) -> None:
         assert self.owners is not None

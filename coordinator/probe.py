@@ -15,6 +15,7 @@ SubmitJob reuses EstimateJob's probe and quote. See docs/PRICING.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from coordinator.domain.pricing import (
 )
 from coordinator.storage.models import PriceProbeRecord
 from coordinator.storage.pricing_store import PricingStore
+from coordinator.warm_blender import SceneSession
 from frameproof import benchmark
 from frameproof.blender.worker import BlenderError, BlenderTimeout, BlenderWorker, RenderSettings
 from frameproof.render_settings import frame_size, from_proto
@@ -104,24 +106,29 @@ def centred_border(area: float) -> tuple[float, float, float, float]:
 
 def time_frames(blend: Path, settings: RenderSettings, frames: list[int],
                 tiles: tuple[float, float] | None, *, log_path: Path | None = None,
-                deadline: float = PROBE_DEADLINE) -> list[float]:
+                deadline: float = PROBE_DEADLINE,
+                worker: BlenderWorker | None = None) -> list[float]:
     """This machine's seconds for each frame (extrapolated from tiles when `tiles` is set).
 
     All renders together get `deadline` seconds of wall time (BlenderTimeout past it).
+    `worker`: the child to render in (its owner closes it); None: a fresh one.
     """
     seconds: list[float] = []
     end = time.monotonic() + deadline
-
-    def render(frame: int, out: Path, border: tuple[float, float, float, float] | None) -> float:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise BlenderTimeout(f"the probe took longer than {deadline:.0f} s")
-        return worker.render_frame(blend, frame, out, settings, border=border,
-                                   timeout=left).seconds
-
-    with tempfile.TemporaryDirectory(prefix="fp-probe-") as tmp, BlenderWorker(
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-probe-"))
+        child = worker if worker is not None else stack.enter_context(BlenderWorker(
             memory_limit_bytes=PROBE_MEMORY_BYTES, cpu_seconds=PROBE_CPU_SECONDS,
-            log_path=log_path) as worker:
+            log_path=log_path))
+
+        def render(frame: int, out: Path,
+                   border: tuple[float, float, float, float] | None) -> float:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise BlenderTimeout(f"the probe took longer than {deadline:.0f} s")
+            return child.render_frame(blend, frame, out, settings, border=border,
+                                      timeout=left).seconds
+
         out = Path(tmp) / "probe.png"
         for frame in frames:
             if tiles is None:
@@ -174,8 +181,10 @@ class Prober:
         self._running = asyncio.Lock()
 
     async def probe(self, scene_id: str, blend: Path, settings: pb.RenderSettings,
-                    job_frames: list[int]) -> PriceProbeRecord:
-        """The cached probe for these settings and frames, probing now if there is none."""
+                    job_frames: list[int], *,
+                    session: SceneSession | None = None) -> PriceProbeRecord:
+        """The cached probe for these settings and frames, probing now if there is none
+        (in the request's Blender child for the scene when `session` is given)."""
         frames = probe_frames(job_frames)
         key = probe_key(scene_id, settings, frames)
         known = self.store.probe(key)
@@ -186,12 +195,12 @@ class Prober:
             if known is not None:
                 return known
             record = await asyncio.to_thread(self._measure, key, scene_id, blend, settings,
-                                             frames)
+                                             frames, session)
             self.store.save_probe(record)
             return record
 
     def _measure(self, key: str, scene_id: str, blend: Path, settings: pb.RenderSettings,
-                 frames: list[int]) -> PriceProbeRecord:
+                 frames: list[int], session: SceneSession | None) -> PriceProbeRecord:
         width, height = frame_size(settings)
         started = time.monotonic()
         note = ""
@@ -202,7 +211,12 @@ class Prober:
             tiles = tile_areas(max(1, width * height), settings.samples)
             score = self.machine.get()
             log_path = self.logs_dir / f"{scene_id}.probe.log" if self.logs_dir else None
-            seconds = time_frames(blend, from_proto(settings), frames, tiles, log_path=log_path)
+            worker = None
+            if session is not None:
+                worker = session.worker(scene_id, log_path=log_path,
+                                        cpu_seconds=PROBE_CPU_SECONDS)
+            seconds = time_frames(blend, from_proto(settings), frames, tiles, log_path=log_path,
+                                  worker=worker)
             quote = quote_from_probe(seconds, score, tiled=tiles is not None)
         except (BlenderError, ValueError, OSError, subprocess.SubprocessError) as error:
             note = f"the probe render failed ({error}); estimated from pixels x samples instead"

@@ -41,7 +41,7 @@ from coordinator.intake import SUPPORTED_ENGINES, SceneIntake
 from coordinator.metrics import CountingChain, RpcMetricsInterceptor, coordinator_registry
 from coordinator.payments import Payments
 from coordinator.payments.bonds import BondPolicy
-from coordinator.probe import MachineScore, Prober
+from coordinator.probe import PROBE_MEMORY_BYTES, MachineScore, Prober
 from coordinator.settlement import Settlement
 from coordinator.storage.cluster import (
     DifferentChain,
@@ -57,6 +57,7 @@ from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import PEER_AUDIT_RATE, ProofStore
 from coordinator.storage.store import FarmStore, SchedulingPolicy
+from coordinator.warm_blender import WarmBlender
 from frameproof.auth import NONCE_WINDOW_SECONDS, NonceCache
 from frameproof.identity import load_or_create_keypair
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
@@ -108,6 +109,7 @@ class CoordinatorConfig:
     # port; None: off
     blob_http_listen: str | None = ""
     machine_score: float | None = None  # this machine's benchmark score; None: measure it once
+    spare_blender: bool = True  # a Blender child started ahead of a new scene's intake and probe
     bonds: BondPolicy = field(default_factory=BondPolicy)  # bonds, new identities, slashing
 
 
@@ -133,10 +135,13 @@ class RunningCoordinator:
     leader: LeaderLock = field(default_factory=LeaderLock.always)
     events: JobEvents = field(default_factory=JobEvents)
     blob_http: BlobHttpServer | None = None
+    warm: WarmBlender | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.blob_http is not None:
             await asyncio.to_thread(self.blob_http.stop)
+        if self.warm is not None:
+            await asyncio.to_thread(self.warm.close)
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
@@ -184,6 +189,9 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     storage = StorageExecutor()
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines,
                          owners=owners)
+    intake.scenes_dir.mkdir(parents=True, exist_ok=True)
+    warm = WarmBlender(memory_limit_bytes=PROBE_MEMORY_BYTES, spare=config.spare_blender,
+                       log_path=intake.scenes_dir / "spare-blender.log")
 
     admins = frozenset({*config.admins, str(admin_key.pubkey()), LOCAL_ADMIN.pubkey})
     access = AccessPolicy(store, admins, frozenset(config.verifiers), proof, owners)
@@ -214,7 +222,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
             prober=Prober(PricingStore(engine),
                           MachineScore(config.data_dir, config.machine_score),
                           logs_dir=config.data_dir / "scenes"),
-            proof=proof),
+            proof=proof, warm=warm),
         NodeServicer(store, proof, blobs, events, payments,
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners,
                      storage=storage),
@@ -279,11 +287,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
             engine, blobs, payments, config.data_dir / "thumbnails"))
         background.append(asyncio.create_task(web.serve_http(app, http_socket)))
         http_port = http_socket.getsockname()[1]
+    warm.prepare()  # in the background, ready for the first scene
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
                               nonce_journal=nonce_journal, http_port=http_port,
                               leader=leader, events=events, blob_http=blob_http,
-                              storage=storage)
+                              storage=storage, warm=warm)
 
 
 def _blob_http(config: CoordinatorConfig, blobs: BlobStore, nonces: NonceCache,
@@ -454,7 +463,8 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
                                          frame=task.first_frame)
                 events.changed(task.job_id)
                 events.work_queued()
-            proof.requeue_expired_verifications(now)
+            if proof.requeue_expired_verifications(now):
+                events.checks_queued()
             for job_id in proof.drop_cancelled_checks(now):
                 log.info("job %s cancelled: its checks are dropped, unverified frames are "
                          "not charged", job_id)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -191,12 +193,61 @@ class _Packer(Packer):
         super().close()
 
 
+class ClosableQueue(queue.PriorityQueue):  # type: ignore[type-arg]
+    """BAT's copy queue, which a waiting reader leaves at once when it is closed and empty.
+
+    BAT's copier waits for the next file in half-second polls and notices the end of the
+    pack only at the next poll: ~0.5 s of every pack, most of a tiny scene's.
+    """
+
+    closed = False
+
+    def close(self) -> None:
+        with self.mutex:
+            self.closed = True
+            self.not_empty.notify_all()
+
+    def get(self, block: bool = True, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        with self.not_empty:
+            end = None if timeout is None else time.monotonic() + timeout
+            while not self._qsize():
+                left = None if end is None else end - time.monotonic()
+                if self.closed or not block or (left is not None and left <= 0):
+                    raise queue.Empty
+                self.not_empty.wait(left)
+            item = self._get()
+            self.not_full.notify()
+            return item
+
+
 class FileCopier(filesystem.FileCopier):
-    """BAT's copier, taking a file's size before it queues the file's move.
+    """BAT's copier, taking a file's size before it queues the file's move, and ending as
+    soon as the last file is copied.
 
     BAT 1.x queues the move first and then reads the size, so its copier thread can move
     the file away in between: "No such file or directory: .../pack-info.txt" (seen in CI).
+    Its end is polled twice (the copy queue and the progress queue, up to 0.5 s each):
+    measured 1.09 s for a 100 KB scene before, of which the copying took milliseconds.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = ClosableQueue(maxsize=100)
+
+    def done_and_join(self) -> None:
+        self.done.set()
+        if isinstance(self.queue, ClosableQueue):
+            self.queue.close()  # the copier drains what is queued, then ends at once
+        super().done_and_join()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the copier, running its progress reports meanwhile (BAT's own join
+        blocks up to 0.5 s on the progress queue after the copier has ended)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (end is None or time.monotonic() < end):
+            threading.Thread.join(self, 0.05)
+            self.progress_cb.flush()
+        self.progress_cb.flush()
 
     def queue_move(self, src: Path, dst: PurePath) -> None:
         if src.is_dir():

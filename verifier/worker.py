@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
 HEARTBEAT_MAX_SECONDS = 10.0  # renew at least this often, and at a third of the lease left
+STOP_CHECK_SECONDS = 0.2  # how soon a verifier waiting for a check notices stop()
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,13 @@ class Verifier:
         try:
             while not self.stopping.is_set() and not self._orphaned():
                 try:
-                    response = self.client.verifier.LeaseVerification(
-                        pb.LeaseVerificationRequest(
-                            verifier_id=self.verifier_id,
-                            blender_version=self.blender.blender_version(),
-                            device=self.blender.device,
-                        ),
-                        timeout=CALL_TIMEOUT,
-                    )
+                    response = self._lease()
                 except grpc.RpcError as error:
                     log.warning("coordinator unavailable (%s); retrying", error.code())
                     self.stopping.wait(2.0)
                     continue
+                if response is None:  # stopping
+                    break
                 if not response.HasField("task"):
                     self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
                     continue
@@ -95,6 +91,22 @@ class Verifier:
         finally:
             self.blender.close()
             self.client.close()
+
+    def _lease(self) -> pb.LeaseVerificationResponse | None:
+        """One LeaseVerification: a long poll the coordinator answers as soon as a check is
+        queued. None when the verifier stops (or its coordinator died) meanwhile."""
+        call = self.client.verifier.LeaseVerification.future(
+            pb.LeaseVerificationRequest(verifier_id=self.verifier_id,
+                                        blender_version=self.blender.blender_version(),
+                                        device=self.blender.device),
+            timeout=CALL_TIMEOUT)
+        answered = threading.Event()
+        call.add_done_callback(lambda _call: answered.set())
+        while not answered.wait(STOP_CHECK_SECONDS):
+            if self.stopping.is_set() or self._orphaned():
+                call.cancel()
+                return None
+        return call.result()
 
     def _release(self, task: pb.VerificationTask, reason: str) -> None:
         try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -53,6 +56,7 @@ from coordinator.storage.models import JobQuoteRecord, JobRecord, PriceProbeReco
 from coordinator.storage.store import FarmStore
 from coordinator.storage.timeline import TimelineStore
 from coordinator.storage.verification_queue import QueueStanding
+from coordinator.warm_blender import SceneSession, WarmBlender
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -78,6 +82,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         prober: Prober,
         proof: VerificationStore | None = None,
         timeline: TimelineStore | None = None,
+        warm: WarmBlender | None = None,
     ) -> None:
         self.store = store
         self.timeline = timeline or TimelineStore(store.engine)
@@ -88,11 +93,13 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         self.payments = payments
         self.allow_airdrop = allow_airdrop
         self.prober = prober
+        self.warm = warm  # the spare Blender child a new scene's inspection and probe share
         self.control = JobControl(store.engine)
 
     async def InspectScene(self, request, context):
         scene_id = await require_id(context, request.scene_id, "scene_id")
-        record = await self._accept_scene(scene_id, context)
+        async with self._scene_session(scene_id) as session:
+            record = await self._accept_scene(scene_id, context, session)
         return pb.InspectSceneResponse(scene=convert.scene_info(record))
 
     async def SubmitJob(self, request, context):
@@ -104,15 +111,16 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         phases = [Phase(p.phase, p.started_at, p.ended_at, p.seconds)
                   for p in request.creator_phases if p.phase in CREATOR_PHASES]
         started = time.time()
-        scene = await self._accept_scene(scene_id, context)
-        inspection = inspection_of(scene)
-        frames = job_frames(request.frames, scene_range(inspection))
-        job = compile_job(wanted, frames, default_name=scene.main_file)
-        settings = convert.effective_settings(request.settings, inspection)
-        creator = current_caller().pubkey
-        inspected = time.time()
-        phases.append(Phase("inspection", started, inspected, inspected - started))
-        probe = await self._probe(scene_id, settings, frames)
+        async with self._scene_session(scene_id) as session:
+            scene = await self._accept_scene(scene_id, context, session)
+            inspection = inspection_of(scene)
+            frames = job_frames(request.frames, scene_range(inspection))
+            job = compile_job(wanted, frames, default_name=scene.main_file)
+            settings = convert.effective_settings(request.settings, inspection)
+            creator = current_caller().pubkey
+            inspected = time.time()
+            phases.append(Phase("inspection", started, inspected, inspected - started))
+            probe = await self._probe(scene_id, settings, frames, session)
         quoted = time.time()
         phases.append(Phase("quote", inspected, quoted, quoted - inspected))
         cost = self._estimate(probe, len(frames), job.tier)
@@ -164,10 +172,11 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         scene_id = await require_id(context, request.scene_id, "scene_id")
         tier = check_tier(request.tier)
         await self._check_settings(request.settings, context)
-        inspection = inspection_of(await self._accept_scene(scene_id, context))
-        frames = job_frames(request.frames, scene_range(inspection))
-        settings = convert.effective_settings(request.settings, inspection)
-        probe = await self._probe(scene_id, settings, frames)
+        async with self._scene_session(scene_id) as session:
+            inspection = inspection_of(await self._accept_scene(scene_id, context, session))
+            frames = job_frames(request.frames, scene_range(inspection))
+            settings = convert.effective_settings(request.settings, inspection)
+            probe = await self._probe(scene_id, settings, frames, session)
         cost = self._estimate(probe, len(frames), tier)
         pricing = self.payments.pricing
         return pb.Estimate(
@@ -400,10 +409,26 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
         return estimate(self.payments.pricing, quote_of(probe), frames=frames, tier=tier)
 
     async def _probe(self, scene_id: str, settings: pb.RenderSettings,
-                     frames: list[int]) -> PriceProbeRecord:
+                     frames: list[int], session: SceneSession | None) -> PriceProbeRecord:
         """The scene measured at these settings (cached: submit reuses the estimate's)."""
         blend = await self.intake.blend_path(scene_id)
-        return await self.prober.probe(scene_id, blend, settings, frames)
+        return await self.prober.probe(scene_id, blend, settings, frames, session=session)
+
+    @contextlib.asynccontextmanager
+    async def _scene_session(self, scene_id: str) -> AsyncIterator[SceneSession | None]:
+        """One Blender child for this request's work on the scene (inspection, probe), taken
+        from the spare on first need and closed at the end (in the background: the answer
+        does not wait for Blender to quit); None without a spare."""
+        if self.warm is None:
+            yield None
+            return
+        session = SceneSession(self.warm, scene_id)
+        try:
+            yield session
+        finally:
+            if session.used:
+                threading.Thread(target=session.close, name="scene-session-close",
+                                 daemon=True).start()
 
     async def _grant_once(self, creator: str) -> None:
         """New creators on the embedded chain and test clusters start with a grant."""
@@ -472,13 +497,14 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
                                 f"job {job_id} belongs to another creator")
         return job_id
 
-    async def _accept_scene(self, scene_id: str, context: grpc.aio.ServicerContext):
+    async def _accept_scene(self, scene_id: str, context: grpc.aio.ServicerContext,
+                            session: SceneSession | None = None):
         """The scene, if the caller may use it: its files must be the caller's own (uploaded
         or proven), so a scene id learnt elsewhere neither works nor is confirmed to exist."""
         caller = current_caller()
         owner = None if self.access.may_use_any_scene(caller) else caller.pubkey
         try:
-            return await self.intake.accept_scene(scene_id, owner)
+            return await self.intake.accept_scene(scene_id, owner, session=session)
         except MissingBlobsError as error:
             raise Refused(str(error)) from error
         except IntakeError as error:

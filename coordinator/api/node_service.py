@@ -246,6 +246,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         """Record the node's results: one round trip to the storage thread, one transaction."""
         done = await self.storage.run(self._complete_on_storage, node_id, results,
                                       time.time())
+        if any(completion.recorded for completion in done):
+            self.events.checks_queued()  # each delivered frame waits for its check
         for completion in done:
             if completion.recorded and completion.task is not None:
                 self.events.changed(completion.task.job_id)

@@ -28,7 +28,9 @@ from frameproof.v1 import farm_pb2_grpc
 log = logging.getLogger(__name__)
 
 TILES_PER_CHECK = 3
-IDLE_RETRY_MS = 500
+IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
+LONG_POLL_SECONDS = 20.0  # an idle verifier waits this long for a check at most (as nodes)
+LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 
 
 @maps_domain_errors
@@ -44,14 +46,26 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         self.quarantine = quarantine
 
     async def LeaseVerification(self, request, context):
+        """Long poll: an idle verifier waits here (up to LONG_POLL_SECONDS, within its
+        deadline) until checks are queued; a frame delivered meanwhile is leased for its
+        check at once instead of at the verifier's next ask."""
         verifier_id, is_peer = await self._verifier(request.verifier_id, context)
         peer = None
         if is_peer:
             if not request.blender_version or not request.device:
                 raise InvalidRequest("a peer verifier must say its blender_version and device")
             peer = Peer(verifier_id, request.blender_version[:64], request.device[:64])
-        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds,
-                                              peer)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + min(LONG_POLL_SECONDS,
+                                          max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
+        while True:
+            queued = self.events.subscribe_checks()
+            check = self.proof.lease_verification(verifier_id, time.time(),
+                                                  self.lease_seconds, peer)
+            left = deadline - time.monotonic()
+            if check is not None or left <= 0:
+                break
+            await self.events.wait(queued, left)
         if check is None:
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
         job = self.store.get_job(check.job_id)
@@ -112,6 +126,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         if finished.task_done:
             self.events.settle_soon()
         if finished.audit:
+            self.events.checks_queued()  # a coordinator verifier checks the peer's pass
             log.info("job %s frame %d: peer %s said %s; a coordinator verifier decides",
                      finished.job_id, finished.frame, verifier_id[:12],
                      "pass" if request.passed else "FAIL")
@@ -145,6 +160,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                                                    request.reason[:500] or "no reason given",
                                                    time.time())
         if released:
+            self.events.checks_queued()
             log.warning("verifier %s could not run verification %s: %s", verifier_id[:12],
                         verification_id, request.reason[:200])
         return pb.ReleaseVerificationResponse(released=released)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "frameproof_events"
 WORK = "work"
 SETTLE = "settle"
+CHECKS = "checks"
 RECONNECT_SECONDS = 1.0
 MAX_PAYLOAD = 7_000  # NOTIFY payloads stop at 8,000 bytes
 
@@ -81,6 +82,11 @@ class SharedJobEvents(JobEvents):
         """Approved here, settled by the leader (which may be another coordinator)."""
         super().settle_soon()
         self._send(SETTLE)
+
+    def checks_queued(self) -> None:
+        """Queued here, checked by whichever coordinator's verifier asks first."""
+        super().checks_queued()
+        self._send(CHECKS)
 
     def _send(self, what: str) -> None:
         if self._loop is None:
@@ -136,6 +142,8 @@ class SharedJobEvents(JobEvents):
                     JobEvents.work_queued(self)
                 elif what == SETTLE:
                     JobEvents.settle_soon(self)
+                elif what == CHECKS:
+                    JobEvents.checks_queued(self)
                 elif what.startswith("job:"):
                     JobEvents.changed(self, what[4:])
                 elif what.startswith("node:"):
@@ -151,6 +159,7 @@ class SharedJobEvents(JobEvents):
         self._loop.add_reader(connection.fileno(), self._readable)
         # Changes while we were away are unknown: wake everyone, they look for themselves.
         JobEvents.work_queued(self)
+        JobEvents.checks_queued(self)
         for job_id in list(self._events.keys()):
             JobEvents.changed(self, job_id)
 

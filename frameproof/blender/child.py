@@ -102,6 +102,17 @@ class Child:
     def ping(self, _msg: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "blender_version": self.bpy.app.version_string}
 
+    def log(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send Blender's output (this process's stdout and stderr) to ``msg["path"]``,
+        appended: a child started before its scene was known gets that scene's log."""
+        fd = os.open(msg["path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        return {"ok": True}
+
     def inspect(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.open(msg["blend"])
         bpy = self.bpy
@@ -602,8 +613,8 @@ def image_size(bpy: Any, path: str) -> tuple[int, int]:
 
 def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
     """Answer commands until ``quit`` or until the parent closes the command pipe."""
-    handlers = {"ping": child.ping, "inspect": child.inspect, "render": child.render,
-                "strategy": child.strategy, "denoise": child.denoise}
+    handlers = {"ping": child.ping, "log": child.log, "inspect": child.inspect,
+                "render": child.render, "strategy": child.strategy, "denoise": child.denoise}
     for line in commands:
         if not line.strip():
             continue

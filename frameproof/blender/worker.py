@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 STARTUP_TIMEOUT = 120.0  # importing bpy takes ~0.5 s; allow for a loaded machine
+LOG_SWITCH_TIMEOUT = 30.0  # a child answers "log" at once; allow for a loaded machine
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,6 +151,25 @@ class BlenderWorker:
             self._ensure_started()
             assert self._version is not None
             return self._version
+
+    def start(self) -> None:
+        """Start the child now (importing bpy) rather than at the first command."""
+        with self._lock:
+            self._ensure_started()
+
+    def log_to(self, path: Path) -> None:
+        """Send Blender's output to ``path`` (appended) from now on, this child's and any
+        child started after it: a child started ahead of need gets its scene's log."""
+        path = Path(path)
+        with self._lock:
+            self.log_path = path
+            if self._proc is None or self._proc.poll() is not None:
+                return  # the next start opens it
+            try:
+                self._log_start = path.stat().st_size
+            except OSError:
+                self._log_start = 0
+            self._request({"cmd": "log", "path": str(path.resolve())}, LOG_SWITCH_TIMEOUT)
 
     def inspect(self, blend: Path, *, timeout: float = 120.0) -> SceneInspection:
         """Open ``blend`` in the child and report its facts and missing dependencies."""

@@ -156,3 +156,47 @@ def test_a_move_the_copier_finishes_at_once_is_still_counted(tmp_path):
     copier.queue_move(source, tmp_path / "moved.txt")
     assert copier.total_queued_bytes == len("This is a Blender Asset Tracer pack.\n")
     assert (tmp_path / "moved.txt").exists()
+
+
+def test_the_copy_queue_lets_its_reader_go_once_closed_and_drained() -> None:
+    """BAT's copier polls its queue every 0.5 s and so noticed the end of a pack only at its
+    next poll (most of a tiny scene's pack time); closed, a waiting reader gets what is left
+    and then leaves at once. BAT's own queue would keep the second get waiting forever."""
+    import queue
+    import threading
+
+    from frameproof.packing import ClosableQueue
+
+    copies: ClosableQueue = ClosableQueue()
+    copies.put((1, "last file"))
+    seen: list[object] = []
+
+    def reader() -> None:
+        seen.append(copies.get(timeout=None))
+        try:
+            copies.get(timeout=None)
+        except queue.Empty:
+            seen.append("ended")
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    copies.close()
+    thread.join(30)
+    assert seen == [(1, "last file"), "ended"]
+
+
+def test_a_pack_closes_its_copy_queue(tmp_path):
+    """The packer's copier is ours (it ends on close), and a pack still holds every file."""
+    from frameproof.packing import ClosableQueue, FileCopier
+
+    copier = FileCopier()
+    assert isinstance(copier.queue, ClosableQueue)
+    source = tmp_path / "scene.blend"
+    source.write_bytes(b"BLENDER-v500" + b"\0" * 100)
+    copier.start()
+    copier.queue_move(source, tmp_path / "out" / "scene.blend")
+    copier.done_and_join()
+    assert copier.queue.closed and not copier.is_alive()
+    assert (tmp_path / "out" / "scene.blend").stat().st_size == 112
+    sample = Path(__file__).resolve().parents[2] / "samples" / "spinning_cube.blend"
+    check_consistent(pack_scene(sample, tmp_path / "pack"))
