@@ -14,8 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.metrics import structural_similarity
-from skimage.restoration import estimate_sigma
 
 from verifier.compare import ImageDecodeError, load_image
 
@@ -87,11 +85,17 @@ def blurred_ssim(node: np.ndarray, reference: np.ndarray, sigma: float = SSIM_BL
     a = cv2.GaussianBlur(to_float(node), (0, 0), sigma)
     b = cv2.GaussianBlur(to_float(reference), (0, 0), sigma)
     channel_axis = 2 if a.ndim == 3 else None
+    from skimage.metrics import structural_similarity  # see noise_sigma
+
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis))
 
 
 def noise_sigma(image: np.ndarray) -> float:
     """Wavelet (MAD) estimate of the Gaussian noise level, averaged over channels."""
+    # Imported here, as structural_similarity above: they load scipy (~1.1 CPU s), which
+    # only statistical mode needs; a verifier checking exact-mode frames never starts it.
+    from skimage.restoration import estimate_sigma
+
     img = to_float(image)
     channel_axis = -1 if img.ndim == 3 else None
     with warnings.catch_warnings():

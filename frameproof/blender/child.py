@@ -16,8 +16,10 @@ import json
 import os
 import re
 import resource
+import select
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 # Blender names of the engines we accept in settings overrides.
@@ -25,6 +27,10 @@ ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 GPU_DEVICES = ("CUDA", "OPTIX", "HIP", "METAL", "ONEAPI")
 # Builtins a simple driver expression may need; no __import__, open, getattr, eval, ...
 SAFE_DRIVER_BUILTINS = ("abs", "bool", "float", "int", "len", "max", "min", "pow", "round", "sum")
+# No command for this long after a render with a fixed thread count: free the Cycles session
+# kept for the next frame (see Child.release_fixed_session). A node's next lease of the same
+# job usually comes sooner and still finds the session warm.
+IDLE_RELEASE_SECONDS = 2.0
 
 
 def set_limits(memory_limit_bytes: int | None) -> None:
@@ -64,6 +70,7 @@ class Child:
 
         self.bpy = bpy
         self.loaded_key: str | None = None
+        self.fixed_session = False  # a Cycles session rendered with fixed threads is kept
         bpy.context.preferences.filepaths.use_scripts_auto_execute = False
         self._harden_driver_namespace()
 
@@ -240,6 +247,7 @@ class Child:
         finally:
             if noisy:
                 scene.cycles.use_denoising = True
+            self.fixed_session = threads > 0 and bool(render.use_persistent_data)
         seconds = time.perf_counter() - start
         if not os.path.isfile(output):
             raise RuntimeError(f"Blender reported success but wrote no file at {output}")
@@ -248,6 +256,22 @@ class Child:
         width, height = image_size(bpy, output)
         return {"ok": True, "seconds": seconds, "width": width, "height": height,
                 "strategy": strategy, "passes": bool(passes)}
+
+    def release_fixed_session(self) -> None:
+        """Free the Cycles session kept for the next frame; the scene stays open.
+
+        bpy 5.0.1: while a session rendered with a fixed thread count is kept (persistent
+        data), one of Blender's TBB workers spins in sched_yield until the session is freed:
+        a whole core for as long as the child waits (~0.95 CPU s per idle second with
+        --threads 1 on this 2-core machine; none with the automatic count). The next frame
+        syncs the scene again.
+        """
+        if not self.fixed_session:
+            return
+        render = self.bpy.context.scene.render
+        render.use_persistent_data = False  # frees the session and its threads' arena
+        render.use_persistent_data = True
+        self.fixed_session = False
 
     def denoise(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Re-run the scene's own denoiser on a node's passes file and write the frame.
@@ -611,7 +635,23 @@ def image_size(bpy: Any, path: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def serve(child: Child, commands: IO[str], replies: IO[str]) -> None:
+def commands_freeing_idle(commands: IO[str], child: Child,
+                          idle_seconds: float = IDLE_RELEASE_SECONDS) -> Iterator[str]:
+    """The command lines; a child left waiting `idle_seconds` after a fixed-thread render
+    frees that render's session (Child.release_fixed_session) and waits on."""
+    while True:
+        if child.fixed_session and not select.select([commands], [], [], idle_seconds)[0]:
+            try:
+                child.release_fixed_session()
+            except Exception as exc:  # a warm session is only an optimisation: keep serving
+                print(f"could not free the idle render session: {exc}", file=sys.stderr)
+        line = commands.readline()
+        if not line:
+            return
+        yield line
+
+
+def serve(child: Child, commands: Iterable[str], replies: IO[str]) -> None:
     """Answer commands until ``quit`` or until the parent closes the command pipe."""
     handlers = {"ping": child.ping, "log": child.log, "inspect": child.inspect,
                 "render": child.render, "strategy": child.strategy, "denoise": child.denoise}
@@ -647,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     set_limits(args.memory_limit_bytes)
     commands = open(args.cmd_fd, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
     replies = open(args.reply_fd, "w", encoding="utf-8")  # noqa: SIM115
-    serve(Child(), commands, replies)
+    child = Child()
+    serve(child, commands_freeing_idle(commands, child), replies)
     return 0
 
 

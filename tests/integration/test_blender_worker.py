@@ -88,6 +88,31 @@ def test_renders_are_deterministic_across_children(worker: BlenderWorker, tmp_pa
     assert not np.array_equal(decode(a.output), decode(c.output)), "the cube should move"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_child_frees_its_fixed_thread_session_and_stops_spinning(tmp_path: Path) -> None:
+    """bpy 5.0.1 keeps one of its TBB workers spinning (a whole core) while a Cycles session
+    rendered with a fixed thread count is kept for the next frame; a child left idle frees
+    the session, and its next render of the same frame is unchanged."""
+    from frameproof.blender.child import IDLE_RELEASE_SECONDS
+
+    with BlenderWorker(threads=1) as w:
+        first = w.render_frame(SAMPLE, 3, tmp_path / "first.png", TINY)
+        assert w.pid is not None
+        time.sleep(IDLE_RELEASE_SECONDS + 1.0)
+        before = cpu_seconds(w.pid)
+        time.sleep(2.0)
+        idle = cpu_seconds(w.pid) - before
+        again = w.render_frame(SAMPLE, 3, tmp_path / "again.png", TINY)
+    # Spinning, the child burns ~2 CPU s here on an idle machine.
+    assert idle < 0.5, f"the idle child used {idle:.2f} CPU s in 2 s"
+    assert np.array_equal(decode(first.output), decode(again.output))
+
+
 def test_exr_output(worker: BlenderWorker, tmp_path: Path) -> None:
     settings = RenderSettings(samples=4, resolution_percentage=20, output_format="EXR")
     result = worker.render_frame(SAMPLE, 3, tmp_path / "f3.exr", settings)
