@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from coordinator.cli import build_parser as coordinator_parser
 from frameproof import config, config_docs
 from frameproof.cli.main import build_parser as creator_parser
 from frameproof.localfarm import LocalFarm
+from frameproof.v1 import farm_pb2 as pb
 from render_node.cli import build_parser as node_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +172,10 @@ def test_coordinator_runs_from_its_file(tmp_path: Path) -> None:
         farm.start_coordinator(extra_args=("--config", str(file)))
         assert farm.coordinator is not None and farm.coordinator.stdout is not None
         assert farm.coordinator.stdout.readline().decode().startswith("http on 127.0.0.1:")
-        time.sleep(2)  # the built-in verifier, when on, makes its work dir at once
+        # The built-in verifier, when on, makes its work dir in a task scheduled before the
+        # coordinator serves: once a call has been answered, the dir would be there.
+        with farm.client() as client:
+            client.jobs.ListJobs(pb.ListJobsRequest(), timeout=30)
         assert not (farm.data_dir / "verifier").exists()  # no_verifier = true took effect
 
 
