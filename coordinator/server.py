@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -476,6 +477,10 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
 async def serve(config: CoordinatorConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully: in-flight calls finish."""
     running = await start_coordinator(config)
+    # Everything loaded so far lives as long as the process: the collector skips it from now
+    # on, in each full collection while serving and in the ones Python runs at exit (~1 CPU s
+    # of a stopping coordinator's 1.7 s, measured here).
+    gc.freeze()
     host = config.listen.rsplit(":", 1)[0]
     scheme = "TLS" if config.tls_cert else "plaintext"
     log.info("coordinator listening on %s:%d (%s), data in %s", host, running.port, scheme,

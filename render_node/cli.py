@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -149,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     ))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop())
+    gc.freeze()  # what is loaded lives as long as the process (see coordinator.server.serve)
     if args.metrics:
         from render_node import metrics
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: [worker.stop() for worker in workers])
     first = workers[0]
+    gc.freeze()  # what is loaded lives as long as the process (see coordinator.server.serve)
     print(f"verifier {first.verifier_id} working for {first.config.coordinator} "
           f"({len(workers)} worker{'s' if len(workers) > 1 else ''})", flush=True)
     threads = [threading.Thread(target=worker.run, name=f"verifier-{n}")
