@@ -15,9 +15,10 @@ so probation limits do not bound the run. Jobs carry no escrow rows (leases are 
 a budget; the budget query still runs).
 
 `--batch`: a node that leased several tasks in one call renews them with one HeartbeatLeases,
-checks all their images with one FindMissingBlobs and delivers them with one CompleteTasks
-(what `render-node run --max-tasks N` does); a coordinator without those calls (UNIMPLEMENTED
-to a probe before the window) gets one call per lease as without `--batch`. Each delivered
+checks all their images with one FindMissingBlobs, sends them with one BatchUploadBlobs and
+delivers them with one CompleteTasks (what `render-node run --max-tasks N` does); a
+coordinator without those calls (UNIMPLEMENTED) gets one call per lease (per image) as
+without `--batch`. Each delivered
 lease is still one cycle; "calls/cycle" says how many RPCs a cycle cost.
 
 `--tree DIR` runs the coordinator of another checkout (e.g. the commit before the work,
@@ -165,6 +166,7 @@ class Client:
         self.blobs = farm_pb2_grpc.BlobStoreStub(self.channel)
         self.window = (float("inf"), float("inf"))  # set by run_node
         self.batched = False  # the coordinator answers HeartbeatLeases and CompleteTasks
+        self.batch_upload = True  # until the coordinator answers BatchUploadBlobs UNIMPLEMENTED
 
     async def call(self, stub: Any, service: str, name: str, request: Any,
                    latencies: dict[str, list[float]] | None) -> Any:
@@ -266,7 +268,10 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
                     lat: dict[str, list[float]] | None, serial: int,
                     result: dict[str, Any]) -> tuple[int, list[Any]]:
     """The cycles of several leases with the batched calls: one HeartbeatLeases, one
-    FindMissingBlobs for every image, an upload per image, one CompleteTasks."""
+    FindMissingBlobs for every image, one BatchUploadBlobs for them (an upload stream per
+    image where the coordinator lacks it), one CompleteTasks."""
+    import grpc
+
     from frameproof.receipts import sign_receipt
     from frameproof.v1 import farm_pb2 as pb
 
@@ -297,9 +302,24 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
     missing = await client.call(client.blobs, "BlobStore", "FindMissingBlobs",
                                 pb.FindMissingBlobsRequest(
                                     blobs=[ref for ref, _ in images.values()]), lat)
-    for status in missing.missing:
-        ref, data = images[status.blob.sha256]
-        await upload(client, ref, data, lat)
+    if missing.missing and client.batch_upload:
+        try:
+            stored = await client.call(client.blobs, "BlobStore", "BatchUploadBlobs",
+                                       pb.BatchUploadBlobsRequest(blobs=[
+                                           pb.BlobData(blob=images[s.blob.sha256][0],
+                                                       data=images[s.blob.sha256][1])
+                                           for s in missing.missing]), lat)
+            for outcome in stored.results:
+                if outcome.code:
+                    result["errors"][f"upload: {outcome.message[:80]}"] += 1
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            client.batch_upload = False  # an older coordinator: one stream per image
+    if not client.batch_upload:
+        for status in missing.missing:
+            ref, data = images[status.blob.sha256]
+            await upload(client, ref, data, lat)
     answer = await client.call(client.nodes, "NodeService", "CompleteTasks",
                                pb.CompleteTasksRequest(node_id=node_id, results=results), lat)
     delivered = []

@@ -92,6 +92,8 @@ class BlobStore:
         self._incoming = self.root / "incoming"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._incoming.mkdir(parents=True, exist_ok=True)
+        self._objects_dir = str(self._objects)
+        self._incoming_dir = str(self._incoming)
 
     def _object_path(self, sha256: str) -> Path:
         check_sha256(sha256)
@@ -106,7 +108,14 @@ class BlobStore:
         return self._incoming / f"{sha256}{_uploader_tag(uploader)}.proof"
 
     def has(self, sha256: str) -> bool:
-        return self._object_path(sha256).is_file()
+        # A string path, not pathlib: every upload and blob check asks this.
+        check_sha256(sha256)
+        return os.path.isfile(f"{self._objects_dir}/{sha256[:2]}/{sha256}")
+
+    def has_partial(self, sha256: str, uploader: str = "") -> bool:
+        """Has this uploader an interrupted upload of the blob (to resume, not restart)?"""
+        check_sha256(sha256)
+        return os.path.exists(f"{self._incoming_dir}/{sha256}{_uploader_tag(uploader)}.part")
 
     def path(self, sha256: str) -> Path:
         path = self._object_path(sha256)
@@ -148,13 +157,19 @@ class BlobStore:
             return BlobProof(self, sha256, size, offset, uploader)
         return BlobUpload(self, sha256, size, offset, uploader)
 
-    def put_bytes(self, data: bytes) -> str:
-        """Store a small blob (a manifest) in one go; returns its sha256."""
-        sha256 = hashlib.sha256(data).hexdigest()
+    def put_bytes(self, data: bytes, sha256: str | None = None) -> str:
+        """Store a blob held whole in memory (a manifest, a frame sent in one message) in
+        one go; returns its sha256. With `sha256` the data must hash to it: BlobCorrupt,
+        nothing stored, otherwise."""
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise BlobCorrupt(_mismatch_message(sha256, len(data)))
+        sha256 = digest
+        if len(data) > self.max_blob_bytes:
+            raise BlobTooLarge(f"blob {sha256} is {len(data)} bytes; this store accepts at "
+                               f"most {self.max_blob_bytes} bytes per blob")
         if self.has(sha256):
             return sha256
-        if len(data) > self.max_blob_bytes:
-            raise BlobTooLarge(f"blob is {len(data)} bytes; limit {self.max_blob_bytes}")
         fd, tmp = tempfile.mkstemp(prefix=f"{sha256}.", suffix=".tmp", dir=self._incoming)
         try:
             try:

@@ -418,6 +418,7 @@ class BlobStub(farm_pb2_grpc.BlobStoreStub):
         self.tls_ca = tls_ca
         self.retries = retries  # transfer.py retries interrupted streams on this schedule
         self.endpoint: Any = None  # the GetBlobEndpointResponse, once asked (transfer.py)
+        self.batch_upload = True  # False once the coordinator lacked BatchUploadBlobs
 
 
 class FarmClient:

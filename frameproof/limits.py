@@ -12,6 +12,11 @@ VERDICT_REASON_BYTES = 2000  # SubmitVerificationRequest.reason
 TILE_REASON_BYTES = 500  # TileCheck.reason
 # Leases one HeartbeatLeases or CompleteTasks call may carry (a node holding more splits them).
 LEASES_PER_CALL = 64
+# Small blobs (frames, manifests, textures) go several to a BatchUploadBlobs call, each whole;
+# larger ones are streamed by UploadBlob. The call stays well under gRPC's message limit.
+BATCH_BLOB_BYTES = 2 * 1024 * 1024  # the largest blob a batch may carry
+BATCH_UPLOAD_BYTES = 6 * 1024 * 1024  # the data of one call, all blobs together
+BATCH_UPLOAD_BLOBS = 256  # blobs in one call
 
 
 def clip_utf8(text: str, max_bytes: int) -> str:

@@ -1,9 +1,11 @@
 """Client side of blob transfer: upload what the coordinator lacks, download resumably.
 
 Synchronous stubs, because the creator CLI and the render node do one
-transfer at a time. Every call carries a deadline; UNAVAILABLE, ABORTED (a
-concurrent upload of the same blob) and interrupted streams are retried with
-exponential backoff, each retry resuming from where the last one stopped.
+transfer at a time. Small blobs the coordinator lacks entirely (a node's frames, a scene's
+textures) go several to a BatchUploadBlobs call; the rest are streamed. Every call carries
+a deadline; UNAVAILABLE, ABORTED (a concurrent upload of the same blob) and interrupted
+streams are retried with exponential backoff, each retry resuming from where the last one
+stopped.
 
 Big blobs go over the coordinator's HTTP endpoint when it has one (a FarmClient's stub
 asks once with GetBlobEndpoint; coordinator/api/blob_http.py): the same signed request, the
@@ -34,6 +36,7 @@ from solders.keypair import Keypair
 
 from frameproof.auth import sign_call
 from frameproof.client import DEFAULT_RETRIES, BlobStub, Retries, rate_limited
+from frameproof.limits import BATCH_BLOB_BYTES, BATCH_UPLOAD_BLOBS, BATCH_UPLOAD_BYTES
 from frameproof.manifest import is_sha256, sha256_file
 from frameproof.pipeline import Appender, pump, send_file
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
@@ -101,7 +104,10 @@ def upload_files(
         if on_progress:
             on_progress(sent, total)
 
+    batched = _upload_small(stub, files, sizes, missing, count, timeout)
     for sha, received in missing.items():
+        if sha in batched:
+            continue
         path = Path(files[sha])
         with open(path, "rb") as f:
             _upload_one(stub, sha, sizes[sha], f, received, count, timeout, check_file=path)
@@ -189,6 +195,61 @@ def _find_missing(
         for status in response.missing:
             missing[status.blob.sha256] = status.received_bytes
     return missing
+
+
+def _upload_small(stub: farm_pb2_grpc.BlobStoreStub, files: Mapping[str, Path],
+                  sizes: Mapping[str, int], missing: Mapping[str, int],
+                  count: Callable[[int], None], timeout: float) -> set[str]:
+    """Send the small blobs the coordinator lacks entirely several to a BatchUploadBlobs
+    call (a node's frames: one call, not one stream each); return those it stored. A blob
+    it refused (changed on disk, say) is left to the streams, which say why; a coordinator
+    without the call (an older one) gets streams from then on."""
+    if not getattr(stub, "batch_upload", True):
+        return set()
+    small = [sha for sha, received in missing.items()
+             if received == 0 and sizes[sha] <= BATCH_BLOB_BYTES]
+    stored: set[str] = set()
+    for group in _batches(small, sizes):
+        request = farm_pb2.BatchUploadBlobsRequest(blobs=[
+            farm_pb2.BlobData(blob=farm_pb2.BlobRef(sha256=sha, size=sizes[sha]),
+                              data=Path(files[sha]).read_bytes()) for sha in group])
+
+        def attempt(_number: int, r: farm_pb2.BatchUploadBlobsRequest = request
+                    ) -> farm_pb2.BatchUploadBlobsResponse | None:
+            try:
+                response: farm_pb2.BatchUploadBlobsResponse = stub.BatchUploadBlobs(
+                    r, timeout=timeout)
+                return response
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return None
+                raise
+
+        response = _retrying("BatchUploadBlobs", attempt, _retries(stub))
+        if response is None:
+            if isinstance(stub, BlobStub):
+                stub.batch_upload = False
+            return stored
+        for result in response.results:
+            if result.code == grpc.StatusCode.OK.value[0] and result.blob.sha256 in sizes:
+                stored.add(result.blob.sha256)
+                count(sizes[result.blob.sha256])
+    return stored
+
+
+def _batches(shas: list[str], sizes: Mapping[str, int]) -> Iterator[list[str]]:
+    """`shas` in groups that fit one BatchUploadBlobs call."""
+    group: list[str] = []
+    total = 0
+    for sha in shas:
+        if group and (total + sizes[sha] > BATCH_UPLOAD_BYTES
+                      or len(group) == BATCH_UPLOAD_BLOBS):
+            yield group
+            group, total = [], 0
+        group.append(sha)
+        total += sizes[sha]
+    if group:
+        yield group
 
 
 def _upload_one(

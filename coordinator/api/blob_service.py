@@ -41,6 +41,7 @@ from coordinator.blobstore import (
 )
 from coordinator.storage.owners import BlobOwners
 from frameproof.auth import Caller
+from frameproof.limits import BATCH_UPLOAD_BLOBS
 from frameproof.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,47 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
             missing.append(farm_pb2.BlobStatus(blob=ref, received_bytes=received))
         return missing
 
+    async def BatchUploadBlobs(
+        self, request: farm_pb2.BatchUploadBlobsRequest, context: grpc.aio.ServicerContext
+    ) -> farm_pb2.BatchUploadBlobsResponse:
+        if len(request.blobs) > BATCH_UPLOAD_BLOBS:  # the validator's bound, for bare stores
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"at most {BATCH_UPLOAD_BLOBS} blobs per BatchUploadBlobs")
+        results = await asyncio.to_thread(self._store_batch, list(request.blobs),
+                                          self._uploader())
+        return farm_pb2.BatchUploadBlobsResponse(results=results)
+
+    def _store_batch(self, blobs: list[farm_pb2.BlobData],
+                     uploader: str) -> list[farm_pb2.BlobUploadResult]:
+        """(worker thread) Each blob verified and stored (or, stored already, its bytes
+        proving possession) on its own; the uploader owns those that passed, recorded in
+        one transaction. One refused blob does not hold back the others."""
+        results = []
+        stored: list[str] = []
+        for blob in blobs:
+            ref = farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size)
+            code, message = grpc.StatusCode.OK, ""
+            try:
+                _check_ref(ref)
+                if len(blob.data) != ref.size:
+                    raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"blob {ref.sha256} is declared {ref.size} bytes but "
+                                 f"{len(blob.data)} were sent")
+                self._store.put_bytes(blob.data, ref.sha256)
+                stored.append(ref.sha256)
+            except _Abort as exc:
+                code, message = exc.code, exc.message
+            except BlobError as exc:
+                code, message = _status_for(exc), str(exc)
+            if code != grpc.StatusCode.OK:
+                log.warning("blob %s refused in a batch: %s", ref.sha256[:80], message)
+            results.append(farm_pb2.BlobUploadResult(blob=ref, code=code.value[0],
+                                                     message=message))
+        if self._owners is not None and stored:
+            self._owners.add_many(uploader, stored)
+        log.debug("batch of %d blobs: %d stored", len(blobs), len(stored))
+        return results
+
     async def UploadBlob(
         self,
         request_iterator: AsyncIterator[farm_pb2.UploadChunk],
@@ -198,8 +240,17 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
         ref = farm_pb2.BlobRef(sha256=first.blob.sha256, size=first.blob.size)
         _check_ref(ref)
         uploader = self._uploader()
-        # Two trips to a worker thread for a blob sent in one message (a rendered frame, a
-        # manifest), not one per step: each trip costs the event loop a wake-up.
+        if first.offset == 0 and len(first.data) == ref.size:
+            # The whole blob in one message (a rendered frame, a manifest): one trip to a
+            # worker thread, each trip costing the event loop a wake-up.
+            async for chunk in chunks:
+                if chunk.data:
+                    raise BlobOverrun(f"upload of blob {ref.sha256} sent more than its "
+                                      f"declared {ref.size} bytes")
+            await asyncio.to_thread(self._store_whole, uploader, ref, first)
+            log.debug("stored blob %s (%d bytes) sent whole by %s", ref.sha256, ref.size,
+                     uploader[:12])
+            return farm_pb2.UploadBlobResponse(blob=ref, stored=True, received_bytes=ref.size)
         upload = await asyncio.to_thread(self._begin, uploader, ref, first)
         if upload is None:
             # Already stored and this caller's (or no ownership kept): answer now and let
@@ -238,6 +289,27 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
             upload.close()
             raise
         return upload
+
+    def _store_whole(self, uploader: str, ref: farm_pb2.BlobRef,
+                     first: farm_pb2.UploadChunk) -> None:
+        """(worker thread) A blob sent whole: hashed in memory, then stored (unless held)
+        and owned. Matching the sha256 proves possession of a blob stored already, as a
+        BlobProof's byte comparison would. An uploader resuming a partial of its own goes
+        the streamed way, which knows what to do with it."""
+        if zlib.crc32(first.data) != first.crc32:
+            raise _Abort(grpc.StatusCode.DATA_LOSS, "chunk at offset 0 is corrupt (crc32 "
+                         "mismatch); resume the upload from offset 0")
+        if self._store.has_partial(ref.sha256, uploader):
+            upload = self._begin(uploader, ref, first)
+            if upload is not None:
+                try:
+                    self._finish(upload, uploader)
+                finally:
+                    upload.close()
+            return
+        self._store.put_bytes(first.data, ref.sha256)
+        if self._owners is not None:
+            self._owners.add(uploader, ref.sha256)
 
     def _finish(self, upload: BlobUpload | BlobProof, uploader: str) -> None:
         """(worker thread) Verify and store the blob; the uploader becomes an owner."""

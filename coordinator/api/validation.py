@@ -35,6 +35,8 @@ from google.protobuf.message import Message
 
 from coordinator.domain.scheduling import MAX_TASKS_PER_CALL as MAX_TASKS_PER_LEASE_CALL
 from frameproof.limits import (
+    BATCH_BLOB_BYTES,
+    BATCH_UPLOAD_BLOBS,
     FAIL_REASON_BYTES,
     FRAME_LOG_BYTES,
     LEASES_PER_CALL,
@@ -84,6 +86,9 @@ FIELDS: dict[str, Bound] = {
     "BlobRef.size": Bound(low=0, note="the per-blob limit is the blob store's: "
                           "RESOURCE_EXHAUSTED"),
     "FindMissingBlobsRequest.blobs": Bound(max_items=10_000),
+    "BatchUploadBlobsRequest.blobs": Bound(max_items=BATCH_UPLOAD_BLOBS),
+    "BlobData.data": Bound(max_bytes=BATCH_BLOB_BYTES, note="larger blobs go by UploadBlob; "
+                           "the call is also bound by gRPC's message limit"),
     "UploadChunk.offset": Bound(low=0),
     "UploadChunk.data": Bound(max_bytes=UPLOAD_CHUNK_BYTES, note="clients send 1 MiB chunks"),
     "DownloadBlobRequest.sha256": Bound(pattern="sha256"),

@@ -42,7 +42,7 @@ from coordinator.domain.scheduling import (
 from coordinator.domain.states import UNKNOWN_LEASE, TaskState, lease_refusal
 from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
 from coordinator.storage.models import NodeStandingRecord
-from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+from coordinator.storage.store import ClaimBudgets, FarmStore, FrameOutputRecord, LeaseLost
 
 JOBS_CACHED = 2_000  # jobs whose immutable facts (scene, creator, settings) are kept
 CLAIM_TRIES = 3  # windows read when other claims took every candidate first (SQLite)
@@ -317,14 +317,15 @@ class LeaseHotPath:
                             creator=r[4], scene_id=r[5], tier=r[6], queued_at=r[7])
                   for r in rows]
         short: set[str] = set()
+        budgets = ClaimBudgets(connection, now)
         raced = False
         grants: list[Grant] = []
         for candidate in order_candidates(window, cached_scenes):
             if fits_node([g.last_frame - g.first_frame + 1 for g in grants]
                          + [candidate.frames], max_tasks, MAX_FRAMES_PER_CALL) <= len(grants):
                 break
-            if candidate.job_id in short or not FarmStore._budget_allows(
-                    connection, candidate.job_id, candidate.frames, now):  # type: ignore[arg-type]
+            if candidate.job_id in short or not budgets.allows(candidate.job_id,
+                                                               candidate.frames):
                 short.add(candidate.job_id)
                 continue
             lease_id = uuid.uuid4().hex
@@ -335,6 +336,7 @@ class LeaseHotPath:
             if claimed.rowcount != 1:
                 raced = True
                 continue
+            budgets.took(candidate.job_id, candidate.frames)
             connection.execute(_LEASE_START, {
                 "lease": lease_id, "node": node_id, "job": candidate.job_id,
                 "frames": candidate.frames, "now": now})

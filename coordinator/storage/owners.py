@@ -56,6 +56,13 @@ class BlobOwners:
         with self.engine.begin() as connection:
             connection.execute(_ADD, {"sha": sha256, "owner": owner})
 
+    def add_many(self, owner: str, shas: Iterable[str]) -> None:
+        """`add` for several blobs, in one transaction (a batch upload)."""
+        rows = [{"sha": sha, "owner": owner} for sha in dict.fromkeys(shas)]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(_ADD, rows)
+
     def adopt_existing_jobs(self, now: float | None = None) -> int:
         """Give the creator of every job ownership of its scene's files, once.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -577,11 +577,7 @@ class FarmStore:
     @staticmethod
     def _budget_allows(session: Session, job_id: str, frames: int, now: float) -> bool:
         """Reserve escrow for a lease: a job that cannot pay for it pauses instead."""
-        view = _budget_view(session, job_id)
-        if view is None or may_lease(view, frames):
-            return True
-        _set_paused(session, job_id, True, LEASE_SHORT, now)
-        return False
+        return ClaimBudgets(session, now).allows(job_id, frames)
 
     def extend_lease(self, lease_id: str, node_id: str, now: float) -> TaskRecord:
         """Heartbeat: push the lease's expiry forward, or raise LeaseLost."""
@@ -760,6 +756,35 @@ SELECT b.frame_price_tokens, p.deposited, p.charged,
 FROM job_budget b JOIN pay_job p ON p.job_id = b.job_id
 WHERE b.job_id = :job AND p.state IN ('{EscrowState.OPENING}', '{EscrowState.OPEN}')
 """)
+
+
+class ClaimBudgets:
+    """The budget gate of one claim transaction: each job's view read once, then the
+    frames granted in this claim added to its committed frames, so a node taking 16 of a
+    job's tasks costs one budget query, not 16 (the rows it would re-read are this
+    transaction's own writes)."""
+
+    def __init__(self, session: Session | Connection, now: float) -> None:
+        self._session = session
+        self._now = now
+        self._views: dict[str, BudgetView | None] = {}
+
+    def allows(self, job_id: str, frames: int) -> bool:
+        """May the job lease `frames` more frames? A job that cannot pay pauses instead."""
+        if job_id not in self._views:
+            self._views[job_id] = _budget_view(self._session, job_id)
+        view = self._views[job_id]
+        if view is None or may_lease(view, frames):
+            return True
+        _set_paused(self._session, job_id, True, LEASE_SHORT, self._now)  # type: ignore[arg-type]
+        return False
+
+    def took(self, job_id: str, frames: int) -> None:
+        """`frames` of the job were leased in this claim: they are committed now."""
+        view = self._views.get(job_id)
+        if view is not None:
+            self._views[job_id] = replace(
+                view, committed_frames=view.committed_frames + frames)
 
 
 def _budget_view(session: Session | Connection, job_id: str) -> BudgetView | None:

@@ -159,6 +159,12 @@ def test_find_missing_blobs_is_no_existence_oracle(coordinator: LocalFarm, tmp_p
                 mallory, s, n, b"\0" * n), None)
             answers.append((code, details.replace(sha, "SHA")))
         assert answers[0] == answers[1] and answers[0][0] == grpc.StatusCode.DATA_LOSS
+        # The same in one BatchUploadBlobs call: each blob answered alike, and on its own.
+        batch = mallory.blobs.BatchUploadBlobs(pb.BatchUploadBlobsRequest(blobs=[
+            pb.BlobData(blob=pb.BlobRef(sha256=sha, size=size), data=b"\0" * size)
+            for sha, size in (refs["stored"], refs["never"])]), timeout=30)
+        assert [(r.code, r.message.replace(r.blob.sha256, "SHA")) for r in batch.results] == [
+            (grpc.StatusCode.DATA_LOSS.value[0], answers[0][1])] * 2
         assert find_missing(mallory, [refs["stored"]]) == {refs["stored"][0]: 0}
         assert download_refusal(mallory, refs["stored"][0])[0] == \
             grpc.StatusCode.PERMISSION_DENIED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import os
 import shutil
@@ -237,6 +238,93 @@ def test_more_data_than_declared_is_refused(stub, store):
         stub.UploadBlob(iter([chunk(data, 0, ref)]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not store.has(ref.sha256)
+
+
+def test_a_blob_sent_in_one_message_is_checked_like_a_stream(stub, store):
+    """A frame or manifest arrives whole in its first message and is stored in one step,
+    with the stream's checks: its crc, nothing past its size, and a partial of the same
+    uploader is resumed, not silently replaced."""
+    data = os.urandom(20_000)
+    ref = ref_of(data)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(data, 0, ref, crc=12345)]))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "chunk at offset 0 is corrupt (crc32 mismatch)" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(data, 0, ref), chunk(b"more", len(data))]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than its declared" in err.value.details()
+    assert not store.has(ref.sha256)
+
+    early = stub.UploadBlob(iter([chunk(data[:4000], 0, ref)]))
+    assert not early.stored and early.received_bytes == 4000
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadBlob(iter([chunk(data, 0, ref)]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "resume at offset 4000" in err.value.details()
+    done = stub.UploadBlob(iter([chunk(data[4000:], 4000, ref)]))
+    assert done.stored and store.path(ref.sha256).read_bytes() == data
+
+    whole = os.urandom(30_000)
+    answer = stub.UploadBlob(iter([chunk(whole, 0, ref_of(whole))]))
+    assert answer.stored and answer.received_bytes == len(whole)
+    assert store.path(ref_of(whole).sha256).read_bytes() == whole
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+class CountingServicer(BlobStoreServicer):
+    """The real servicer, counting the upload calls it answers."""
+
+    def __init__(self, store: BlobStore) -> None:
+        super().__init__(store)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    async def BatchUploadBlobs(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls["BatchUploadBlobs"] += 1
+        return await super().BatchUploadBlobs(request, context)
+
+    async def UploadBlob(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        self.calls["UploadBlob"] += 1
+        return await super().UploadBlob(request_iterator, context)
+
+
+def test_small_blobs_go_in_one_batch_call_each_answered_on_its_own(store, tmp_path):
+    servicer = CountingServicer(store)
+    server = AioServer(servicer)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = farm_pb2_grpc.BlobStoreStub(channel)
+        good, other = os.urandom(7000), os.urandom(7000)
+        request = farm_pb2.BatchUploadBlobsRequest(blobs=[
+            farm_pb2.BlobData(blob=ref_of(good), data=good),
+            farm_pb2.BlobData(blob=ref_of(good), data=other),  # not what it declares
+            farm_pb2.BlobData(blob=farm_pb2.BlobRef(sha256=ref_of(other).sha256, size=10),
+                              data=other)])
+        results = stub.BatchUploadBlobs(request).results
+        assert [r.code for r in results] == [grpc.StatusCode.OK.value[0],
+                                             grpc.StatusCode.DATA_LOSS.value[0],
+                                             grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+        assert "nothing was stored" in results[1].message
+        assert "declared 10 bytes but 7000 were sent" in results[2].message
+        assert store.path(ref_of(good).sha256).read_bytes() == good
+        assert not store.has(ref_of(other).sha256)
+
+        # A node's frames and a big file: the small ones in one call, the big one streamed.
+        files = dict(make_file(tmp_path / f"frame{i}.png", 20_000 + i) for i in range(12))
+        files.update([make_file(tmp_path / "big.exr", 3 * 1024**2)])
+        servicer.calls.clear()
+        progress: list[tuple[int, int]] = []
+        sent = transfer.upload_files(stub, files,
+                                     on_progress=lambda s, t: progress.append((s, t)))
+        total = sum(p.stat().st_size for p in files.values())
+        assert sent == total and progress[-1] == (total, total)
+        assert servicer.calls == {"BatchUploadBlobs": 1, "UploadBlob": 1}
+        for sha, path in files.items():
+            assert store.path(sha).read_bytes() == path.read_bytes()
+        assert transfer.upload_files(stub, files) == 0
+    finally:
+        channel.close()
+        server.stop()
 
 
 BAD_SHAS = ["", "abc", "A" * 64, "g" * 64, "../" + "a" * 61, "a" * 63 + "\n", "a" * 65]

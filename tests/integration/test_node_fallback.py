@@ -1,5 +1,6 @@
-"""A node that batches (`--max-tasks` over 1) falls back to one call per lease when its
-coordinator lacks the batched calls (HeartbeatLeases, CompleteTasks: an older release).
+"""A node that batches (`--max-tasks` over 1) falls back to one call per lease (one stream
+per image) when its coordinator lacks the batched calls (HeartbeatLeases, CompleteTasks,
+BatchUploadBlobs: an older release).
 
 The coordinator is a real one, reached through a small grpc.aio server in front of it that
 forwards every other call untouched (bytes, signature metadata, deadline) and registers
@@ -24,7 +25,8 @@ from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
 BATCHED = ("/frameproof.v1.NodeService/HeartbeatLeases",
-           "/frameproof.v1.NodeService/CompleteTasks")
+           "/frameproof.v1.NodeService/CompleteTasks",
+           "/frameproof.v1.BlobStore/BatchUploadBlobs")
 RENDERED = re.compile(r"frame (\d+) rendered in")
 
 
@@ -174,6 +176,9 @@ def test_a_node_delivers_lease_by_lease_to_a_coordinator_without_complete_tasks(
     assert older.calls["/frameproof.v1.NodeService/CompleteTasks"] == 1, \
         "asked once, then never again"
     assert older.calls["/frameproof.v1.NodeService/CompleteTask"] == 3
+    assert older.calls["/frameproof.v1.BlobStore/BatchUploadBlobs"] == 1, \
+        "asked once, then never again"
+    assert older.calls["/frameproof.v1.BlobStore/UploadBlob"] == 3, "each image streamed"
     assert [f.frame for f in final] == [1, 2, 3]
     assert all(f.attempts == 0 for f in final), [(f.frame, f.error) for f in final]
     assert sorted(int(n) for n in RENDERED.findall(log)) == [1, 2, 3], "each frame once"
