@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -124,7 +125,15 @@ class BlobStore:
         return path
 
     def size(self, sha256: str) -> int:
-        return self.path(sha256).stat().st_size
+        # A string path and one stat: every delivered frame's image is checked by size.
+        check_sha256(sha256)
+        try:
+            status = os.stat(f"{self._objects_dir}/{sha256[:2]}/{sha256}")
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {sha256} is not stored on this coordinator") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise BlobNotFound(f"blob {sha256} is not stored on this coordinator")
+        return status.st_size
 
     def received_bytes(self, sha256: str, uploader: str = "") -> int:
         """How far this uploader's upload (or proof) of this blob got (0 if none)."""

@@ -75,6 +75,8 @@ UPDATE task SET state = 'leased', lease_id = :lease, node_id = :node,
        lease_expires_at = :expires, updated_at = :now
 WHERE task_id = :task AND state = 'queued'
 """)
+_CLAIMED = text("SELECT lease_id FROM task WHERE lease_id IN :leases AND state = 'leased'"
+               ).bindparams(bindparam("leases", expanding=True))
 _LEASE_START = text("""
 INSERT INTO lease_start (lease_id, node_id, job_id, frames, leased_at)
 VALUES (:lease, :node, :job, :frames, :now)
@@ -83,6 +85,10 @@ _EXTEND = text("""
 UPDATE task SET lease_expires_at = :expires, updated_at = :now
 WHERE lease_id = :lease AND node_id = :node AND state = 'leased'
 """)
+_EXTEND_MANY = text("""
+UPDATE task SET lease_expires_at = :expires, updated_at = :now
+WHERE lease_id IN :leases AND node_id = :node AND state = 'leased'
+""").bindparams(bindparam("leases", expanding=True))
 _TASK_OF_LEASE = text("""
 SELECT task_id, job_id, first_frame, last_frame, state, node_id FROM task
 WHERE lease_id = :lease
@@ -120,8 +126,8 @@ VALUES (:id, :job, :frame, :task, :node, :sha, :blender_version, :device, :tiles
 """)
 _DELIVERED = text("""
 UPDATE task SET state = 'verifying', lease_expires_at = NULL, updated_at = :now, error = ''
-WHERE task_id = :task AND lease_id = :lease AND state = 'leased'
-""")
+WHERE lease_id IN :leases AND state = 'leased'
+""").bindparams(bindparam("leases", expanding=True))
 _COUNT_LEASES = text("""
 UPDATE node_standing SET leases_completed = leases_completed + :n, updated_at = :now
 WHERE node_id = :node
@@ -318,34 +324,44 @@ class LeaseHotPath:
                   for r in rows]
         short: set[str] = set()
         budgets = ClaimBudgets(connection, now)
-        raced = False
-        grants: list[Grant] = []
+        chosen: list[tuple[Candidate, str]] = []
         for candidate in order_candidates(window, cached_scenes):
-            if fits_node([g.last_frame - g.first_frame + 1 for g in grants]
-                         + [candidate.frames], max_tasks, MAX_FRAMES_PER_CALL) <= len(grants):
+            if fits_node([c.frames for c, _ in chosen] + [candidate.frames], max_tasks,
+                         MAX_FRAMES_PER_CALL) <= len(chosen):
                 break
             if candidate.job_id in short or not budgets.allows(candidate.job_id,
                                                                candidate.frames):
                 short.add(candidate.job_id)
                 continue
-            lease_id = uuid.uuid4().hex
-            expires = now + policy.lease_seconds
-            claimed = connection.execute(_CLAIM, {
-                "lease": lease_id, "node": node_id, "expires": expires, "now": now,
-                "task": candidate.task_id})
-            if claimed.rowcount != 1:
-                raced = True
-                continue
             budgets.took(candidate.job_id, candidate.frames)
-            connection.execute(_LEASE_START, {
-                "lease": lease_id, "node": node_id, "job": candidate.job_id,
-                "frames": candidate.frames, "now": now})
+            chosen.append((candidate, uuid.uuid4().hex))
+        if not chosen:
+            return [], False  # the pauses decided above are committed with the transaction
+        # One statement for the whole claim (the window's rows are this transaction's on
+        # PostgreSQL, SKIP LOCKED; SQLite has one writer): a short count means another
+        # claim took a candidate first, and only then are the leases read back.
+        expires = now + policy.lease_seconds
+        claimed = connection.execute(_CLAIM, [
+            {"lease": lease_id, "node": node_id, "expires": expires, "now": now,
+             "task": candidate.task_id} for candidate, lease_id in chosen])
+        raced = claimed.rowcount != len(chosen)
+        if raced:
+            taken = set(connection.execute(_CLAIMED, {
+                "leases": [lease_id for _, lease_id in chosen]}).scalars())
+            chosen = [(c, lease_id) for c, lease_id in chosen if lease_id in taken]
+            if not chosen:
+                return [], True
+        connection.execute(_LEASE_START, [
+            {"lease": lease_id, "node": node_id, "job": candidate.job_id,
+             "frames": candidate.frames, "now": now} for candidate, lease_id in chosen])
+        grants = []
+        for candidate, lease_id in chosen:
             facts = self.job(candidate.job_id, connection)
             assert facts is not None
             first, last = frames[candidate.task_id]
             grants.append(Grant(candidate.task_id, lease_id, candidate.job_id, first, last,
                                 expires, facts))
-        return grants, raced  # the pauses decided above are committed with the transaction
+        return grants, raced
 
     def _lease_general(self, node_id: str, gate: NodeGate, now: float) -> Grant | None:
         """Bounded identities and creators' priorities: FarmStore's general lease."""
@@ -384,6 +400,11 @@ class LeaseHotPath:
         expires = now + self.store.policy.lease_seconds
         found: list[float | LeaseLost] = []
         with self.engine.begin() as connection:
+            distinct = list(dict.fromkeys(lease_ids))
+            if len(distinct) > 1 and connection.execute(_EXTEND_MANY, {
+                    "expires": expires, "now": now, "leases": distinct,
+                    "node": node_id}).rowcount == len(distinct):
+                return [expires] * len(lease_ids)  # all live: one statement
             for lease_id in lease_ids:
                 moved = connection.execute(_EXTEND, {"expires": expires, "now": now,
                                                      "lease": lease_id, "node": node_id})
@@ -499,13 +520,10 @@ class LeaseHotPath:
         connection.execute(_RESULT, rows)
         connection.execute(_VERIFICATION, rows)
         leases = [completion.lease_id for completion, _, _ in accepted]
-        for completion, _, _ in accepted:
-            assert completion.task is not None
-            moved = connection.execute(_DELIVERED, {"now": now, "task": completion.task.task_id,
-                                                    "lease": completion.lease_id})
-            if moved.rowcount != 1:  # read as live in this transaction: never expected
-                raise WriteConflict(f"lease {completion.lease_id}: the task is no longer "
-                                    "leased")
+        moved = connection.execute(_DELIVERED, {"now": now, "leases": leases})
+        if moved.rowcount != len(leases):  # read as live in this transaction: never expected
+            raise WriteConflict(f"leases {', '.join(leases)}: {len(leases) - moved.rowcount} "
+                                "of their tasks are no longer leased")
         if connection.execute(_COUNT_LEASES, {"now": now, "node": node_id,
                                               "n": len(accepted)}).rowcount != 1:
             with Session(bind=connection) as session:

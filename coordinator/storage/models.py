@@ -69,9 +69,11 @@ class TaskRecord(SQLModel, table=True):
 
     __tablename__ = "task"
     # Leasing walks queued tasks in this order: the index makes it a scan of a few rows.
-    # A node's own tasks (its leases in flight, its frames per job) by the second.
+    # A node's own tasks (its leases in flight, its frames per job) by the second; a job's
+    # tasks in a state (the settlement sweep, the budget gate) by the third.
     __table_args__ = (Index("ix_task_queue", "state", "queued_at", "first_frame"),
-                      Index("ix_task_node", "node_id", "state"))
+                      Index("ix_task_node", "node_id", "state"),
+                      Index("ix_task_job_state", "job_id", "state"))
     task_id: str = Field(primary_key=True)
     job_id: str = Field(foreign_key="job.job_id", index=True)
     first_frame: int
