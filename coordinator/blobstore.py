@@ -14,13 +14,13 @@ nothing is written, and only the end of the stream says whether they all matched
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -137,8 +137,10 @@ class BlobStore:
 
     def received_bytes(self, sha256: str, uploader: str = "") -> int:
         """How far this uploader's upload (or proof) of this blob got (0 if none)."""
+        check_sha256(sha256)
         try:
-            return self._part_path(sha256, uploader).stat().st_size
+            return os.stat(f"{self._incoming_dir}/{sha256}{_uploader_tag(uploader)}.part"
+                           ).st_size
         except FileNotFoundError:
             pass
         if uploader and self.has(sha256):
@@ -179,20 +181,30 @@ class BlobStore:
                                f"most {self.max_blob_bytes} bytes per blob")
         if self.has(sha256):
             return sha256
-        fd, tmp = tempfile.mkstemp(prefix=f"{sha256}.", suffix=".tmp", dir=self._incoming)
+        # Plain os calls on string paths, read-only from its creation: a node's frames come
+        # this way, thousands a second across a farm.
+        tmp = f"{self._incoming_dir}/{sha256}.{os.urandom(8).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
             except OSError as exc:
                 if exc.errno in FULL_ERRNOS:
                     raise BlobStoreFull(_full_message(self.root, sha256)) from exc
                 raise
-            self._install(Path(tmp), sha256)
+            finally:
+                os.close(fd)
+            folder = f"{self._objects_dir}/{sha256[:2]}"
+            if not os.path.isfile(f"{folder}/{sha256}"):  # else stored meanwhile: drop ours
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder)
+                os.replace(tmp, f"{folder}/{sha256}")
+                _fsync_dir(folder)
         finally:
-            if os.path.exists(tmp):
+            with contextlib.suppress(FileNotFoundError):  # installed
                 os.unlink(tmp)
         return sha256
 
@@ -455,7 +467,7 @@ def _full_message(root: Path, sha256: str) -> str:
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
