@@ -37,6 +37,7 @@ import collections
 import hashlib
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -201,7 +202,13 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
-    while time.time() < window[0] - args.warmup:
+    # Staggered (unless --burst): each node's first lease at a random moment of one render
+    # period before the warm-up, as nodes of a running farm finish frames at scattered
+    # times; started together, they would ask in lockstep once per render period.
+    begin = window[0] - args.warmup
+    if not args.burst:
+        begin -= random.uniform(0, args.render_seconds)
+    while time.time() < begin:
         await asyncio.sleep(0.05)
     serial = 0
     client.window = window
@@ -423,6 +430,7 @@ def run_side(tree: Path, args: argparse.Namespace, work: Path,
              "--start", str(start), "--seconds", str(args.seconds), "--warmup",
              str(args.warmup), "--render-seconds", str(args.render_seconds),
              "--tasks-per-lease", str(args.tasks_per_lease), *(["--batch"] if args.batch else []),
+             *(["--burst"] if args.burst else []),
              "--out", str(work / f"client{p}.json")], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}))
     time.sleep(max(0.0, start - time.time()))
@@ -454,6 +462,8 @@ def run_side(tree: Path, args: argparse.Namespace, work: Path,
         empty += part["empty"]
         client_cpu += part["client_cpu"]
         errors.update(part["errors"])
+    if os.environ.get("KEEPLOG"):
+        __import__("shutil").copy(work / "coordinator.log", os.environ["KEEPLOG"])
     return {"cycles": cycles, "frames": frames, "empty": empty, "errors": dict(errors),
             "cpu": cpu1 - cpu0, "seconds": args.seconds, "background": background,
             "rss_peak": max(rss_peak, rss_end),
@@ -551,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--render-seconds", type=float, required=True)
     client.add_argument("--tasks-per-lease", type=int, required=True)
     client.add_argument("--batch", action="store_true")
+    client.add_argument("--burst", action="store_true")
     client.add_argument("--out", required=True)
     run = commands.add_parser("run")
     run.add_argument("--tree", type=Path, action="append", required=True,
@@ -567,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds for the clients to start and register before the warm-up")
     run.add_argument("--render-seconds", type=float, default=0.0,
                      help="a node's pause between lease and completion")
+    run.add_argument("--burst", action="store_true",
+                     help="every node starts cycling at the same moment (by default each "
+                     "starts at a random moment of one render period, so requests arrive "
+                     "spread out as in a running farm; --ramp must leave room for it)")
     run.add_argument("--procs", type=int, default=2, help="load generator processes")
     run.add_argument("--tasks-per-lease", type=int, default=1,
                      help="LeaseTaskRequest.max_tasks (an old coordinator gives one)")

@@ -53,6 +53,7 @@ from coordinator.storage.cluster import (
 )
 from coordinator.storage.database import analyze_changed_tables, open_database, sqlite_url
 from coordinator.storage.executor import StorageExecutor
+from coordinator.storage.models import TaskRecord
 from coordinator.storage.notifications import SharedJobEvents
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
@@ -266,7 +267,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     for name in ["", *SERVICE_NAMES]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     reaper = asyncio.create_task(_reap_expired_leases(store, proof, events,
-                                                      config.lease_seconds, leader))
+                                                      config.lease_seconds, leader, storage))
     admin_address = (f"unix:{socket_path.resolve()}" if len(servers) > 1
                      else f"{_loopback(config.listen)}:{port}")
     background = [reaper, asyncio.create_task(_settle(settlement, leader, events)),
@@ -446,8 +447,30 @@ def _listen(server: grpc.aio.Server, config: CoordinatorConfig) -> int:
     return port
 
 
+@dataclass
+class _Reaped:
+    """What one reaper pass changed, for the loop to announce."""
+
+    requeued: list[TaskRecord]
+    checks_requeued: int
+    cancelled_jobs: list[str]
+
+
+def _reap_once(store: FarmStore, proof: ProofStore, now: float) -> _Reaped:
+    """(storage thread) One reaper pass: its queries walk every live lease and open check,
+    milliseconds that must not stall the event loop (every call waits behind it there)."""
+    requeued = store.requeue_expired(now)
+    for task in requeued:
+        if task.node_id:
+            proof.record_event(task.node_id, NodeEvent.TIMEOUT, now, job_id=task.job_id,
+                               frame=task.first_frame)
+    return _Reaped(requeued, proof.requeue_expired_verifications(now),
+                   proof.drop_cancelled_checks(now))
+
+
 async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobEvents,
-                               lease_seconds: float, leader: LeaderLock) -> None:
+                               lease_seconds: float, leader: LeaderLock,
+                               storage: StorageExecutor) -> None:
     """Put the tasks of nodes that stopped heartbeating (and stale checks) back in the queue."""
     interval = max(0.5, min(5.0, lease_seconds / 4))
     while True:
@@ -455,18 +478,15 @@ async def _reap_expired_leases(store: FarmStore, proof: ProofStore, events: JobE
         if not leader.held:
             continue
         try:
-            now = time.time()
-            for task in store.requeue_expired(now):
+            reaped = await storage.run(_reap_once, store, proof, time.time())
+            for task in reaped.requeued:
                 log.warning("lease of task %s expired: job %s frames %d-%d back in the queue",
                             task.task_id, task.job_id, task.first_frame, task.last_frame)
-                if task.node_id:
-                    proof.record_event(task.node_id, NodeEvent.TIMEOUT, now, job_id=task.job_id,
-                                         frame=task.first_frame)
                 events.changed(task.job_id)
                 events.work_queued()
-            if proof.requeue_expired_verifications(now):
+            if reaped.checks_requeued:
                 events.checks_queued()
-            for job_id in proof.drop_cancelled_checks(now):
+            for job_id in reaped.cancelled_jobs:
                 log.info("job %s cancelled: its checks are dropped, unverified frames are "
                          "not charged", job_id)
                 events.changed(job_id)
