@@ -148,8 +148,11 @@ async def run_node(address: str, stats: Stats, stop: asyncio.Event, index: int) 
 
 
 async def _render_lease(calls: Signed, node_id: str, lease: pb.Lease, heartbeat: float,
-                        rng: random.Random, stats: Stats) -> None:
-    render_end = time.monotonic() + sum(rng.uniform(1, 5) for _ in lease.frames)
+                        rng: random.Random, stats: Stats,
+                        seconds: tuple[float, float] = (1.0, 5.0)) -> None:
+    """"Render" each frame for a random time in `seconds` (heartbeating), then upload and
+    complete."""
+    render_end = time.monotonic() + sum(rng.uniform(*seconds) for _ in lease.frames)
     while (left := render_end - time.monotonic()) > 0:
         await asyncio.sleep(min(left, heartbeat))
         if time.monotonic() < render_end:

@@ -145,7 +145,7 @@ class FailoverCalls:
 
 
 async def run_node(addresses: list[str], stats: Stats, stop: asyncio.Event, index: int,
-                   switches: list[int]) -> None:
+                   switches: list[int], render: tuple[float, float]) -> None:
     """bench/load_bench.py's node, with a second coordinator to fail over to."""
     from frameproof.v1 import farm_pb2 as pb
 
@@ -181,7 +181,8 @@ async def run_node(addresses: list[str], stats: Stats, stop: asyncio.Event, inde
             lease = response.lease
             for _ in range(3):  # the result survives a coordinator's death: deliver elsewhere
                 try:
-                    await _render_lease(link.now, node_id, lease, heartbeat, rng, stats)
+                    await _render_lease(link.now, node_id, lease, heartbeat, rng, stats,
+                                        render)
                     break
                 except grpc.aio.AioRpcError as error:
                     link.failed(error)
@@ -295,7 +296,8 @@ async def main_async(args: argparse.Namespace) -> int:
         creators = asyncio.create_task(run_creators(second.address, scene_id, stats, stop,
                                                     backlog=args.nodes * 2,
                                                     keypairs=creator_keys))
-        nodes = [asyncio.create_task(run_node(addresses, stats, stop, i, switches))
+        nodes = [asyncio.create_task(run_node(addresses, stats, stop, i, switches,
+                                                tuple(args.render_seconds)))
                  for i in range(args.nodes)]
         verifiers = [asyncio.create_task(run_verifier(addresses, verifier, stats, checks_stop,
                                                       approved, i))
@@ -408,6 +410,9 @@ later. {pinned}.
         write_section("multi-coordinator",
                       f".venv/bin/python -m bench.multi_coordinator_bench --minutes "
                       f"{args.minutes:g} --nodes {args.nodes}"
+                      + (f" --render-seconds {args.render_seconds[0]:g} "
+                         f"{args.render_seconds[1]:g}"
+                         if args.render_seconds != [1.0, 5.0] else "")
                       + (f" --pin-coordinators {args.pin_coordinators}"
                          if args.pin_coordinators else ""), body + args.notes)
     return 0 if ok and tracebacks == 0 else 1
@@ -420,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifiers", type=int, default=8,
                         help="simulated verifier workers (concurrent checks)")
     parser.add_argument("--lease-seconds", type=float, default=30.0)
+    parser.add_argument("--render-seconds", type=float, nargs=2, default=[1.0, 5.0],
+                        metavar=("LOW", "HIGH"),
+                        help="each simulated frame 'renders' for a random time in this range "
+                        "(1,000 nodes at 1-5 s offer ~330 frames/s, more than two "
+                        "coordinators on one core take; at 15-25 s, ~50/s)")
     parser.add_argument("--down-seconds", type=float, default=5.0,
                         help="how long the killed coordinator stays down")
     parser.add_argument("--pin-coordinators", metavar="CPUS",
