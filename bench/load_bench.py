@@ -150,8 +150,18 @@ async def run_node(address: str, stats: Stats, stop: asyncio.Event, index: int) 
 async def _render_lease(calls: Signed, node_id: str, lease: pb.Lease, heartbeat: float,
                         rng: random.Random, stats: Stats,
                         seconds: tuple[float, float] = (1.0, 5.0)) -> None:
-    """"Render" each frame for a random time in `seconds` (heartbeating), then upload and
-    complete."""
+    """"Render" the lease's frames, upload and complete (see the two steps below)."""
+    outputs = await _render_and_upload(calls, node_id, lease, heartbeat, rng, stats, seconds)
+    if outputs is not None:
+        await _complete(calls, node_id, lease, outputs, stats)
+
+
+async def _render_and_upload(calls: Signed, node_id: str, lease: pb.Lease, heartbeat: float,
+                             rng: random.Random, stats: Stats,
+                             seconds: tuple[float, float] = (1.0, 5.0)
+                             ) -> list[pb.FrameOutput] | None:
+    """"Render" each frame for a random time in `seconds` (heartbeating), upload the images;
+    the outputs to complete with, or None if the coordinator withdrew the lease."""
     render_end = time.monotonic() + sum(rng.uniform(*seconds) for _ in lease.frames)
     while (left := render_end - time.monotonic()) > 0:
         await asyncio.sleep(min(left, heartbeat))
@@ -160,7 +170,7 @@ async def _render_lease(calls: Signed, node_id: str, lease: pb.Lease, heartbeat:
                 node_id=node_id, lease_id=lease.lease_id))
             if not beat.keep_going:
                 stats.withdrawn += 1
-                return
+                return None
     outputs = []
     for frame in lease.frames:
         image = f"{lease.job_id}:{frame}:{lease.lease_id}:{node_id}".encode() * 4
@@ -169,6 +179,12 @@ async def _render_lease(calls: Signed, node_id: str, lease: pb.Lease, heartbeat:
             frame=frame, image=ref, render_seconds=1.0, blender_version="sim", device="CPU",
             receipt_signature=sign_receipt(calls.keypair, lease.job_id, frame, ref.sha256,
                                            lease.settings)))
+    return outputs
+
+
+async def _complete(calls: Signed, node_id: str, lease: pb.Lease,
+                    outputs: list[pb.FrameOutput], stats: Stats) -> None:
+    """CompleteTask; idempotent, so a node whose call failed sends it again (elsewhere)."""
     try:
         await calls.unary(calls.nodes, "CompleteTask", pb.CompleteTaskRequest(
             node_id=node_id, lease_id=lease.lease_id, outputs=outputs))

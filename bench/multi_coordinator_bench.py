@@ -40,7 +40,8 @@ from bench.load_bench import (
     CREATORS,
     Signed,
     Stats,
-    _render_lease,
+    _complete,
+    _render_and_upload,
     percentile,
     run_creators,
     upload_scene,
@@ -179,10 +180,17 @@ async def run_node(addresses: list[str], stats: Stats, stop: asyncio.Event, inde
                 continue
             stats.leases += 1
             lease = response.lease
+            outputs = None
             for _ in range(3):  # the result survives a coordinator's death: deliver elsewhere
                 try:
-                    await _render_lease(link.now, node_id, lease, heartbeat, rng, stats,
-                                        render)
+                    if outputs is None:
+                        outputs = await _render_and_upload(link.now, node_id, lease,
+                                                           heartbeat, rng, stats, render)
+                        if outputs is None:  # withdrawn
+                            break
+                    # Sent again as it was if the call failed: the first may have been
+                    # recorded before the coordinator died, and a retry is answered alike.
+                    await _complete(link.now, node_id, lease, outputs, stats)
                     break
                 except grpc.aio.AioRpcError as error:
                     link.failed(error)
@@ -249,9 +257,12 @@ def query(url: str, sql: str) -> list[tuple]:
 
 
 async def wait_settled(url: str, timeout: float) -> float:
-    """Until no check waits and every approved frame is charged; seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    """Until no check waits and every approved frame is charged; seconds it took. Gives up
+    after `timeout` seconds without progress (the checks left over from the run drain at the
+    simulated verifiers' pace, minutes when delivery outran them)."""
+    started = last_progress = time.monotonic()
+    left = None
+    while time.monotonic() - last_progress < timeout:
         waiting = query(url, "SELECT count(*) FROM verification WHERE state IN "
                              "('queued', 'leased')")[0][0]
         uncharged = query(url, "SELECT count(*) FROM frame_result r WHERE r.verdict = 'approved' "
@@ -259,8 +270,11 @@ async def wait_settled(url: str, timeout: float) -> float:
                                "c.job_id = r.job_id AND c.frame = r.frame)")[0][0]
         if waiting == 0 and uncharged == 0:
             return time.monotonic() - started
+        if left is None or waiting + uncharged < left:
+            left, last_progress = waiting + uncharged, time.monotonic()
         await asyncio.sleep(1)
-    raise TimeoutError(f"not settled after {timeout:.0f}s")
+    raise TimeoutError(f"not settled: {left} checks or charges left, none done in "
+                       f"{timeout:.0f}s")
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -335,7 +349,7 @@ async def main_async(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         cpu["a"] += first.cpu_seconds() - base["a"]
         cpu["b"] += second.cpu_seconds() - base["b"]
-        settle_seconds = await wait_settled(url, 180)
+        settle_seconds = await wait_settled(url, 120)
         checks_stop.set()
         await asyncio.gather(*verifiers, return_exceptions=True)
         counts = await verify(second.address, stats)
