@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +26,15 @@ def submit_sample(client: FarmClient, scene: Path, frames: str, **overrides: obj
     # A generous budget: these tests are about rendering, not about the cost estimate.
     options = JobOptions(frames=frames, **{"max_cost_usd": 1.0, **TINY, **overrides})
     return Creator(client).submit_scene(scene, options)[0].job
+
+
+def alive(pid: int) -> bool:
+    """Is a process of ours with this pid still there (not yet reaped)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):  # type: ignore[no-untyped-def]

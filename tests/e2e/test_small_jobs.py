@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import SAMPLE_SCENE
-from farm_helpers import TINY, submit_sample, wait_for
+from farm_helpers import TINY, alive, submit_sample, wait_for
 from solders.keypair import Keypair
 
 from frameproof.client import FarmClient
@@ -33,14 +33,6 @@ def blender_children(parent: int) -> set[int]:
         if ppid == parent and b"frameproof.blender.child" in command:
             found.add(int(entry.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_new_scene_is_inspected_and_probed_in_the_spare_child_which_then_ends(

@@ -8,10 +8,10 @@ scene. Its output goes to the scene's own log once it has a scene.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
+from farm_helpers import alive
 
 from coordinator.intake import INSPECT_CPU_SECONDS
 from coordinator.probe import PROBE_CPU_SECONDS, PROBE_MEMORY_BYTES, time_frames
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.skipif(
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "spinning_cube.blend"
 TINY = RenderSettings(samples=4, resolution_percentage=20)
 SCENE_A, SCENE_B = "a" * 64, "b" * 64
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_scene_gets_the_started_spare_and_its_child_ends_with_the_request(
