@@ -96,27 +96,31 @@ class BlobStore:
         self._objects_dir = str(self._objects)
         self._incoming_dir = str(self._incoming)
 
-    def _object_path(self, sha256: str) -> Path:
+    def _object_file(self, sha256: str) -> str:
+        """objects/<sh>/<sha256>, as a string: the hot paths stat it without pathlib."""
         check_sha256(sha256)
-        return self._objects / sha256[:2] / sha256
+        return f"{self._objects_dir}/{sha256[:2]}/{sha256}"
+
+    def _part_file(self, sha256: str, uploader: str = "") -> str:
+        check_sha256(sha256)
+        return f"{self._incoming_dir}/{sha256}{_uploader_tag(uploader)}.part"
+
+    def _object_path(self, sha256: str) -> Path:
+        return Path(self._object_file(sha256))
 
     def _part_path(self, sha256: str, uploader: str = "") -> Path:
-        check_sha256(sha256)
-        return self._incoming / f"{sha256}{_uploader_tag(uploader)}.part"
+        return Path(self._part_file(sha256, uploader))
 
     def _proof_path(self, sha256: str, uploader: str) -> Path:
         check_sha256(sha256)
         return self._incoming / f"{sha256}{_uploader_tag(uploader)}.proof"
 
     def has(self, sha256: str) -> bool:
-        # A string path, not pathlib: every upload and blob check asks this.
-        check_sha256(sha256)
-        return os.path.isfile(f"{self._objects_dir}/{sha256[:2]}/{sha256}")
+        return os.path.isfile(self._object_file(sha256))  # every upload and blob check asks
 
     def has_partial(self, sha256: str, uploader: str = "") -> bool:
         """Has this uploader an interrupted upload of the blob (to resume, not restart)?"""
-        check_sha256(sha256)
-        return os.path.exists(f"{self._incoming_dir}/{sha256}{_uploader_tag(uploader)}.part")
+        return os.path.exists(self._part_file(sha256, uploader))
 
     def path(self, sha256: str) -> Path:
         path = self._object_path(sha256)
@@ -125,10 +129,9 @@ class BlobStore:
         return path
 
     def size(self, sha256: str) -> int:
-        # A string path and one stat: every delivered frame's image is checked by size.
-        check_sha256(sha256)
+        # One stat: every delivered frame's image is checked by size.
         try:
-            status = os.stat(f"{self._objects_dir}/{sha256[:2]}/{sha256}")
+            status = os.stat(self._object_file(sha256))
         except FileNotFoundError:
             raise BlobNotFound(f"blob {sha256} is not stored on this coordinator") from None
         if not stat.S_ISREG(status.st_mode):
@@ -137,10 +140,8 @@ class BlobStore:
 
     def received_bytes(self, sha256: str, uploader: str = "") -> int:
         """How far this uploader's upload (or proof) of this blob got (0 if none)."""
-        check_sha256(sha256)
         try:
-            return os.stat(f"{self._incoming_dir}/{sha256}{_uploader_tag(uploader)}.part"
-                           ).st_size
+            return os.stat(self._part_file(sha256, uploader)).st_size
         except FileNotFoundError:
             pass
         if uploader and self.has(sha256):
@@ -197,11 +198,12 @@ class BlobStore:
                 raise
             finally:
                 os.close(fd)
-            folder = f"{self._objects_dir}/{sha256[:2]}"
-            if not os.path.isfile(f"{folder}/{sha256}"):  # else stored meanwhile: drop ours
+            target = self._object_file(sha256)
+            if not os.path.isfile(target):  # else stored meanwhile: drop ours
+                folder = os.path.dirname(target)
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(folder)
-                os.replace(tmp, f"{folder}/{sha256}")
+                os.replace(tmp, target)
                 _fsync_dir(folder)
         finally:
             with contextlib.suppress(FileNotFoundError):  # installed
