@@ -15,12 +15,15 @@ nothing is written, and only the end of the stream says whether they all matched
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import stat
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -68,6 +71,11 @@ class BlobBusy(BlobError):
 
 class BlobStoreFull(BlobError):
     """The disk (or quota) ran out while writing; the partial upload was discarded."""
+
+
+class BlobWriteFailed(BlobError):
+    """The disk refused a write or a sync for another reason than room (EIO, say):
+    nothing was kept, and the same upload may succeed later."""
 
 
 class BlobNotFound(BlobError):
@@ -173,42 +181,132 @@ class BlobStore:
         """Store a blob held whole in memory (a manifest, a frame sent in one message) in
         one go; returns its sha256. With `sha256` the data must hash to it: BlobCorrupt,
         nothing stored, otherwise."""
-        digest = hashlib.sha256(data).hexdigest()
-        if sha256 is not None and digest != sha256:
-            raise BlobCorrupt(_mismatch_message(sha256, len(data)))
-        sha256 = digest
-        if len(data) > self.max_blob_bytes:
-            raise BlobTooLarge(f"blob {sha256} is {len(data)} bytes; this store accepts at "
-                               f"most {self.max_blob_bytes} bytes per blob")
+        sha256 = self._checked(data, sha256)
         if self.has(sha256):
             return sha256
         # Plain os calls on string paths, read-only from its creation: a node's frames come
         # this way, thousands a second across a farm.
-        tmp = f"{self._incoming_dir}/{sha256}.{os.urandom(8).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        tmp, fd = self._write_incoming(data, sha256)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             except OSError as exc:
-                if exc.errno in FULL_ERRNOS:
-                    raise BlobStoreFull(_full_message(self.root, sha256)) from exc
-                raise
+                raise _write_error(exc, self.root, sha256) from exc
             finally:
                 os.close(fd)
-            target = self._object_file(sha256)
-            if not os.path.isfile(target):  # else stored meanwhile: drop ours
-                folder = os.path.dirname(target)
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder)
-                os.replace(tmp, target)
+            folder = self._place(tmp, sha256)
+            if folder:
                 _fsync_dir(folder)
         finally:
             with contextlib.suppress(FileNotFoundError):  # installed
                 os.unlink(tmp)
         return sha256
+
+    def put_many(self, blobs: Sequence[tuple[bytes, str]]) -> list[BlobError | None]:
+        """Several small blobs held in memory (a BatchUploadBlobs call), each checked like
+        `put_bytes` and answered on its own: None (stored, or stored before) or the
+        BlobError that refused it, nothing of it kept.
+
+        Durable with two barriers for the whole batch instead of two fsyncs per blob (the
+        batch's CPU cost was mostly those): every file's bytes reach the disk before any
+        is renamed into objects/, and the renames before the call returns. On Linux a
+        barrier is one syncfs(2) of the store's filesystem; elsewhere, an fsync per file
+        and per folder as `put_bytes` does.
+        """
+        answers: list[BlobError | None] = [None] * len(blobs)
+        written: list[tuple[int, str, str, int]] = []  # (index, sha256, tmp, fd)
+        try:
+            for index, (data, sha256) in enumerate(blobs):
+                try:
+                    sha256 = self._checked(data, sha256)
+                    if not self.has(sha256):
+                        tmp, fd = self._write_incoming(data, sha256)
+                        written.append((index, sha256, tmp, fd))
+                except BlobError as exc:
+                    answers[index] = exc
+            if not written:
+                return answers
+            try:
+                self._barrier([fd for _, _, _, fd in written], ())
+            except OSError as exc:
+                for index, sha256, _, _ in written:
+                    answers[index] = _write_error(exc, self.root, sha256)
+                return answers
+            folders: dict[str, None] = {}
+            placed = []
+            for index, sha256, tmp, _ in written:
+                try:
+                    folder = self._place(tmp, sha256)
+                except OSError as exc:
+                    answers[index] = _write_error(exc, self.root, sha256)
+                    continue
+                placed.append((index, sha256))
+                if folder:
+                    folders[folder] = None
+            try:
+                self._barrier((), folders)
+            except OSError as exc:  # in place, but maybe not after a power loss: resend
+                for index, sha256 in placed:
+                    answers[index] = _write_error(exc, self.root, sha256)
+        finally:
+            for _, _, tmp, fd in written:
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):  # installed
+                    os.unlink(tmp)
+        return answers
+
+    def _checked(self, data: bytes, sha256: str | None) -> str:
+        """The data's sha256, which must be `sha256` when given, within the size limit."""
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise BlobCorrupt(_mismatch_message(sha256, len(data)))
+        if len(data) > self.max_blob_bytes:
+            raise BlobTooLarge(f"blob {digest} is {len(data)} bytes; this store accepts at "
+                               f"most {self.max_blob_bytes} bytes per blob")
+        return digest
+
+    def _write_incoming(self, data: bytes, sha256: str) -> tuple[str, int]:
+        """A new read-only file in incoming/ holding `data`, not yet synced: (its path,
+        its open descriptor)."""
+        tmp = f"{self._incoming_dir}/{sha256}.{os.urandom(8).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(tmp)
+            raise _write_error(exc, self.root, sha256) from exc
+        return tmp, fd
+
+    def _place(self, tmp: str, sha256: str) -> str | None:
+        """Rename a written file to its object name; returns the folder to sync, or None
+        when the blob was stored meanwhile (the caller drops `tmp`)."""
+        target = self._object_file(sha256)
+        if os.path.isfile(target):
+            return None
+        folder = os.path.dirname(target)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        os.replace(tmp, target)
+        return folder
+
+    def _barrier(self, files: Sequence[int], folders: Iterable[str]) -> None:
+        """Make the given open files' contents, or the given folders' entries, durable."""
+        if _SYNCFS is not None:
+            fd = os.open(self._objects_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if _SYNCFS(fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code))
+            finally:
+                os.close(fd)
+            return
+        for fd in files:
+            os.fsync(fd)
+        for folder in folders:
+            _fsync_dir(folder)
 
     def read_bytes(self, sha256: str, *, limit: int) -> bytes:
         """Read a whole small blob; refuses blobs over `limit` bytes (untrusted sizes)."""
@@ -467,6 +565,28 @@ def _full_message(root: Path, sha256: str) -> str:
         f"the coordinator's blob store at {root} is full ({free}); the partial upload of "
         f"{sha256} was discarded. Free disk space on the coordinator, then upload again."
     )
+
+
+def _write_error(exc: OSError, root: Path, sha256: str) -> BlobError:
+    """A failed write as the uploader should read it."""
+    if exc.errno in FULL_ERRNOS:
+        return BlobStoreFull(_full_message(root, sha256))
+    return BlobWriteFailed(f"blob {sha256} could not be written on the coordinator: "
+                           f"{os.strerror(exc.errno) if exc.errno else exc}")
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """syncfs(2) from the C library (Linux), or None."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNCFS = _syncfs() if sys.platform == "linux" else None
 
 
 def _fsync_dir(path: str | Path) -> None:

@@ -36,6 +36,7 @@ from coordinator.blobstore import (
     BlobStoreFull,
     BlobTooLarge,
     BlobUpload,
+    BlobWriteFailed,
     InvalidSha256,
     check_sha256,
 )
@@ -58,6 +59,7 @@ _CODES: list[tuple[type[BlobError], grpc.StatusCode]] = [
     (BlobOffsetMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (BlobBusy, grpc.StatusCode.ABORTED),
     (BlobNotFound, grpc.StatusCode.NOT_FOUND),
+    (BlobWriteFailed, grpc.StatusCode.UNAVAILABLE),
 ]
 
 
@@ -178,25 +180,35 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
     def _store_batch(self, blobs: list[farm_pb2.BlobData],
                      uploader: str) -> list[farm_pb2.BlobUploadResult]:
         """(worker thread) Each blob verified and stored (or, stored already, its bytes
-        proving possession) on its own; the uploader owns those that passed, recorded in
-        one transaction. One refused blob does not hold back the others."""
-        results = []
-        stored: list[str] = []
-        for blob in blobs:
-            ref = farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size)
-            code, message = grpc.StatusCode.OK, ""
+        proving possession) on its own, all made durable together (BlobStore.put_many);
+        the uploader owns those that passed, recorded in one transaction. One refused blob
+        does not hold back the others."""
+        refs = [farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size)
+                for blob in blobs]
+        refused: dict[int, tuple[grpc.StatusCode, str]] = {}
+        sent: list[int] = []
+        for index, (blob, ref) in enumerate(zip(blobs, refs, strict=True)):
             try:
                 _check_ref(ref)
                 if len(blob.data) != ref.size:
                     raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                  f"blob {ref.sha256} is declared {ref.size} bytes but "
                                  f"{len(blob.data)} were sent")
-                self._store.put_bytes(blob.data, ref.sha256)
-                stored.append(ref.sha256)
+                sent.append(index)
             except _Abort as exc:
-                code, message = exc.code, exc.message
+                refused[index] = exc.code, exc.message
             except BlobError as exc:
-                code, message = _status_for(exc), str(exc)
+                refused[index] = _status_for(exc), str(exc)
+        answers = self._store.put_many([(blobs[i].data, refs[i].sha256) for i in sent])
+        stored = []
+        for index, error in zip(sent, answers, strict=True):
+            if error is None:
+                stored.append(refs[index].sha256)
+            else:
+                refused[index] = _status_for(error), str(error)
+        results = []
+        for index, ref in enumerate(refs):
+            code, message = refused.get(index, (grpc.StatusCode.OK, ""))
             if code != grpc.StatusCode.OK:
                 log.warning("blob %s refused in a batch: %s", ref.sha256[:80], message)
             results.append(farm_pb2.BlobUploadResult(blob=ref, code=code.value[0],

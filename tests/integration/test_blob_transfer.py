@@ -426,6 +426,69 @@ def test_store_upload_is_atomic_and_resumable(store):
     assert not os.access(store.path(sha), os.W_OK) or os.geteuid() == 0
 
 
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_store_put_many_answers_each_blob_and_leaves_no_stray_file(
+        store: BlobStore, syncfs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's blobs are stored together (one syncfs barrier before and one after the
+    renames on Linux; elsewhere an fsync per file and folder), each answered on its own."""
+    import coordinator.blobstore as blobstore
+
+    if not syncfs:
+        monkeypatch.setattr(blobstore, "_SYNCFS", None)
+    elif blobstore._SYNCFS is None:
+        pytest.skip("no syncfs(2) on this platform")
+    before = store.put_bytes(b"stored before")
+    blobs = [os.urandom(100 + i) for i in range(5)]
+    batch = [(data, hashlib.sha256(data).hexdigest()) for data in blobs]
+    batch.insert(2, (b"lies about its hash", "e" * 64))
+    batch.append((b"stored before", before))
+    batch.append((blobs[0], batch[0][1]))  # twice in one batch
+    answers = store.put_many(batch)
+    assert [type(a).__name__ for a in answers] == [
+        "NoneType", "NoneType", "BlobCorrupt", "NoneType", "NoneType", "NoneType",
+        "NoneType", "NoneType"]
+    for data in blobs:
+        path = store.path(hashlib.sha256(data).hexdigest())
+        assert path.read_bytes() == data
+        assert not os.access(path, os.W_OK) or os.geteuid() == 0
+    assert not store.has("e" * 64)
+    assert list((store.root / "incoming").iterdir()) == []
+    assert store.put_many([]) == []
+
+
+def test_store_put_many_on_a_full_disk_keeps_what_fit_and_nothing_half_written(
+        tmp_path: Path) -> None:
+    """A real full filesystem (a 1 MiB tmpfs, as in test_full_disk_discards_the_partial):
+    the blobs that fit are stored, the rest are BlobStoreFull, no partial file stays."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1) for a private tmpfs")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    script = tmp_path / "batch.py"
+    script.write_text(textwrap.dedent("""
+        import hashlib, os, sys
+        from pathlib import Path
+        from coordinator.blobstore import BlobStore
+        store = BlobStore(Path(sys.argv[1]))
+        blobs = [bytes([i]) * 300_000 for i in range(5)]
+        answers = store.put_many([(b, hashlib.sha256(b).hexdigest()) for b in blobs])
+        print(" ".join(type(a).__name__ for a in answers))
+        print(sum(store.has(hashlib.sha256(b).hexdigest()) for b in blobs),
+              len(os.listdir(Path(sys.argv[1]) / "incoming")))
+        """))
+    result = subprocess.run(
+        [unshare, "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mount} && "
+         f"{sys.executable} {script} {mount / 'store'}"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode != 0 and "mount" in result.stderr:
+        pytest.skip(f"no private tmpfs here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    kinds, counts = result.stdout.splitlines()
+    assert kinds == "NoneType NoneType NoneType BlobStoreFull BlobStoreFull", kinds
+    assert counts == "3 0", counts
+
+
 def test_store_commit_of_wrong_content_leaves_nothing(store):
     up = store.open_upload("d" * 64, 3, 0)
     up.write(b"abc")
