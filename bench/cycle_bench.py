@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -613,14 +614,18 @@ def main(argv: list[str] | None = None) -> int:
                  for tree, label, _ in sides for n in args.max_tasks]
     rows = []
     profiles: dict[str, dict[str, tuple[float, float]]] = {}
+    # Every side's data dir is deleted at the end, not before the next side: on ext4 without
+    # a journal (this VM) a file created soon after many deletions costs more CPU (the
+    # inode allocator skips recently deleted inodes), which would tax the later sides.
+    keep = contextlib.ExitStack()
     for tree, label, max_tasks in sides:
         args.tasks_per_lease = max_tasks
-        with tempfile.TemporaryDirectory(prefix="cycle-bench-") as work:
-            profile = None
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profile = args.profile / f"{label}.prof"
-            side = run_side(tree.resolve(), args, Path(work), profile)
+        work = keep.enter_context(tempfile.TemporaryDirectory(prefix="cycle-bench-"))
+        profile = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profile = args.profile / f"{label}.prof"
+        side = run_side(tree.resolve(), args, Path(work), profile)
         row = describe(label, side)
         if profile is not None:
             profiles[label] = profile_table(profile, side["cycles"])
@@ -629,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
                                "seeded_s": round(side["seeded_s"], 1),
                                "client_cpu_s": round(side["client_cpu"], 1)}), flush=True)
         rows.append(row)
+    keep.close()
     table = ("| coordinator | cycles/s | coordinator CPU ms/cycle | same, idle background "
              "taken off | idle background | coordinator CPU busy | "
              "LeaseTask p50 / p99 ms | CompleteTask p50 / p99 ms | RSS peak MiB | "
