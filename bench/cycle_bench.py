@@ -15,9 +15,10 @@ so probation limits do not bound the run. Jobs carry no escrow rows (leases are 
 a budget; the budget query still runs).
 
 `--batch`: a node that leased several tasks in one call renews them with one HeartbeatLeases,
-checks all their images with one FindMissingBlobs, sends them with one BatchUploadBlobs and
-delivers them with one CompleteTasks (what `render-node run --max-tasks N` does); a
-coordinator without those calls (UNIMPLEMENTED) gets one call per lease (per image) as
+then sends all their images and results with one DeliverTasks, which also leases its next
+tasks (what `render-node run --max-tasks N` does). A coordinator without DeliverTasks
+(UNIMPLEMENTED) gets one FindMissingBlobs, one BatchUploadBlobs and one CompleteTasks per batch
+and a LeaseTask for the next; one without those gets one call per lease (per image) as
 without `--batch`. Each delivered
 lease is still one cycle; "calls/cycle" says how many RPCs a cycle cost.
 
@@ -169,6 +170,7 @@ class Client:
         self.window = (float("inf"), float("inf"))  # set by run_node
         self.batched = False  # the coordinator answers HeartbeatLeases and CompleteTasks
         self.batch_upload = True  # until the coordinator answers BatchUploadBlobs UNIMPLEMENTED
+        self.deliver = True  # until the coordinator answers DeliverTasks UNIMPLEMENTED
 
     async def call(self, stub: Any, service: str, name: str, request: Any,
                    latencies: dict[str, list[float]] | None) -> Any:
@@ -214,20 +216,22 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
     serial = 0
     client.window = window
     lat = result["latencies"]
+    leases: list[Any] = []  # leased by the last DeliverTasks
     while time.time() < window[1]:
         try:
-            response = await client.call(client.nodes, "NodeService", "LeaseTask",
-                                         pb.LeaseTaskRequest(node_id=node_id,
-                                                             max_tasks=args.tasks_per_lease),
-                                         lat)
-            if not response.HasField("lease"):
-                result["empty"] += window[0] <= time.time() < window[1]
-                await asyncio.sleep(response.retry_after_ms / 1000)
-                continue
-            leases = [response.lease, *response.more_leases]
+            if not leases:
+                response = await client.call(client.nodes, "NodeService", "LeaseTask",
+                                             pb.LeaseTaskRequest(
+                                                 node_id=node_id,
+                                                 max_tasks=args.tasks_per_lease), lat)
+                if not response.HasField("lease"):
+                    result["empty"] += window[0] <= time.time() < window[1]
+                    await asyncio.sleep(response.retry_after_ms / 1000)
+                    continue
+                leases = [response.lease, *response.more_leases]
             if client.batched and len(leases) > 1:
-                serial, delivered = await run_batch(client, leases, args, lat, serial,
-                                                    result)
+                serial, delivered, leases = await run_batch(client, leases, args, lat,
+                                                            serial, result)
                 if window[0] <= time.time() < window[1]:  # completed inside the window
                     result["cycles"] += len(delivered)
                     result["frames"] += sum(len(lease.frames) for lease in delivered)
@@ -237,7 +241,9 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
                 if window[0] <= time.time() < window[1]:  # completed inside the window
                     result["cycles"] += 1
                     result["frames"] += len(lease.frames)
+            leases = []
         except grpc.aio.AioRpcError as error:
+            leases = []
             result["errors"][f"{error.code().name}: {error.details()[:80]}"] += 1
             await asyncio.sleep(0.5)
 
@@ -274,10 +280,12 @@ async def run_lease(client: Client, lease: Any, args: argparse.Namespace,
 
 async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
                     lat: dict[str, list[float]] | None, serial: int,
-                    result: dict[str, Any]) -> tuple[int, list[Any]]:
-    """The cycles of several leases with the batched calls: one HeartbeatLeases, one
-    FindMissingBlobs for every image, one BatchUploadBlobs for them (an upload stream per
-    image where the coordinator lacks it), one CompleteTasks."""
+                    result: dict[str, Any]) -> tuple[int, list[Any], list[Any]]:
+    """The cycles of several leases with the batched calls: one HeartbeatLeases, then one
+    DeliverTasks carrying every image and result and leasing the next tasks (returned);
+    where the coordinator lacks it, one FindMissingBlobs for every image, one
+    BatchUploadBlobs for them (an upload stream per image where it lacks that too) and one
+    CompleteTasks, the next tasks left to LeaseTask."""
     import grpc
 
     from frameproof.receipts import sign_receipt
@@ -307,6 +315,24 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
                 device="CPU", receipt_signature=sign_receipt(
                     client.keypair, lease.job_id, frame, ref.sha256, lease.settings)))
         results.append(pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs))
+    if client.deliver:
+        try:
+            answer = await client.call(client.nodes, "NodeService", "DeliverTasks",
+                                       pb.DeliverTasksRequest(
+                                           node_id=node_id, results=results,
+                                           max_tasks=args.tasks_per_lease,
+                                           images=[pb.BlobData(blob=ref, data=data)
+                                                   for ref, data in images.values()]), lat)
+            for stored in answer.images:
+                if stored.code:
+                    result["errors"][f"upload: {stored.message[:80]}"] += 1
+            return (serial, accepted(leases, answer.results, result),
+                    [answer.next.lease, *answer.next.more_leases]
+                    if answer.next.HasField("lease") else [])
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            client.deliver = False  # an older coordinator: the separate calls
     missing = await client.call(client.blobs, "BlobStore", "FindMissingBlobs",
                                 pb.FindMissingBlobsRequest(
                                     blobs=[ref for ref, _ in images.values()]), lat)
@@ -330,13 +356,18 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
             await upload(client, ref, data, lat)
     answer = await client.call(client.nodes, "NodeService", "CompleteTasks",
                                pb.CompleteTasksRequest(node_id=node_id, results=results), lat)
+    return serial, accepted(leases, answer.results, result), []
+
+
+def accepted(leases: list[Any], outcomes: Any, result: dict[str, Any]) -> list[Any]:
+    """The leases delivered; the others counted as errors by reason."""
     delivered = []
-    for lease, outcome in zip(leases, answer.results, strict=True):
+    for lease, outcome in zip(leases, outcomes, strict=True):
         if outcome.accepted:
             delivered.append(lease)
         else:
             result["errors"][f"{outcome.code}: {outcome.reason[:80]}"] += 1
-    return serial, delivered
+    return delivered
 
 
 async def upload(client: Client, ref: Any, data: bytes,
@@ -539,6 +570,8 @@ def describe(label: str, side: dict[str, Any]) -> str:
             f"{percentile(lat.get('LeaseTask', []), 0.99):.1f} | "
             f"{percentile(lat.get('CompleteTask', []), 0.5):.1f} / "
             f"{percentile(lat.get('CompleteTask', []), 0.99):.1f} | "
+            f"{percentile(lat.get('DeliverTasks', []), 0.5):.1f} / "
+            f"{percentile(lat.get('DeliverTasks', []), 0.99):.1f} | "
             f"{side['rss_peak']:.0f} | {side['frames'] / max(1, cycles):.1f} | "
             f"{calls / max(1, cycles):.2f} | {sum(side['errors'].values())} |")
 
@@ -637,9 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     keep.close()
     table = ("| coordinator | cycles/s | coordinator CPU ms/cycle | same, idle background "
              "taken off | idle background | coordinator CPU busy | "
-             "LeaseTask p50 / p99 ms | CompleteTask p50 / p99 ms | RSS peak MiB | "
+             "LeaseTask p50 / p99 ms | CompleteTask(s) p50 / p99 ms | "
+             "DeliverTasks p50 / p99 ms | RSS peak MiB | "
              "frames/cycle | calls/cycle | errors |\n"
-             "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
              + "\n".join(rows))
     if profiles:
         names = list(profiles)

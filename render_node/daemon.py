@@ -24,7 +24,15 @@ from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
-from frameproof.limits import FAIL_REASON_BYTES, FRAME_LOG_BYTES, LEASES_PER_CALL, clip_utf8
+from frameproof.limits import (
+    BATCH_BLOB_BYTES,
+    BATCH_UPLOAD_BLOBS,
+    BATCH_UPLOAD_BYTES,
+    FAIL_REASON_BYTES,
+    FRAME_LOG_BYTES,
+    LEASES_PER_CALL,
+    clip_utf8,
+)
 from frameproof.manifest import sha256_file
 from frameproof.receipts import sign_receipt
 from frameproof.scene_cache import SceneCache
@@ -141,6 +149,9 @@ class RenderNode:
         # (HeartbeatLeases, CompleteTasks: one call for all, not one per lease); off for
         # `--max-tasks 1` and after a coordinator answers that it lacks those calls.
         self.batching = config.max_tasks != 1
+        # ... and delivers a batch's small images, results and next lease request in one
+        # DeliverTasks; off after a coordinator answers that it lacks the call.
+        self.deliver_tasks = True
         self.finished: list[Finished] = []  # rendered, not yet delivered (main loop only)
         self._images: dict[str, dict[str, Path]] = {}  # lease id -> its images, not uploaded
 
@@ -155,9 +166,9 @@ class RenderNode:
             beat.start()
             waiting: deque[str] = deque()
             while not self.stopping.is_set():
-                if not waiting:
-                    self._deliver_finished()  # everything leased is rendered
-                    waiting.extend(self._lease_more())
+                if not waiting:  # everything leased is rendered: deliver, lease more
+                    leased = self._deliver_finished(lease_more=True)
+                    waiting.extend(self._lease_more() if leased is None else leased)
                     continue
                 if self.finished and (time.monotonic() - self.finished[0].at
                                       >= self.heartbeat_seconds):
@@ -188,6 +199,10 @@ class RenderNode:
         if not response.HasField("lease"):
             self.stopping.wait(max(0.1, response.retry_after_ms / 1000))
             return []
+        return self._hold(response)
+
+    def _hold(self, response: pb.LeaseTaskResponse) -> list[str]:
+        """The leases of an answer that has some, held from now: their ids, in order."""
         received = time.monotonic()
         leases = [response.lease, *response.more_leases]
         with self.held_lock:
@@ -370,9 +385,14 @@ class RenderNode:
             finally:  # sent, or the lease fails: either way nothing needs them again
                 discard_passes(images.values())
 
-    def _deliver_finished(self) -> None:
-        """Deliver every rendered lease: one upload check for all their images, then one
-        CompleteTasks per LEASES_PER_CALL leases, each lease answered on its own."""
+    def _deliver_finished(self, lease_more: bool = False) -> list[str] | None:
+        """Deliver every rendered lease, each answered on its own: with DeliverTasks, one
+        call per LEASES_PER_CALL leases carrying their small images (larger ones uploaded
+        first) and, with `lease_more`, asking for the next tasks in the last one; else one
+        upload check for all their images, then one CompleteTasks per LEASES_PER_CALL.
+
+        Returns the leases taken in the same call, or None when none were asked for or
+        there was no work then (the caller long-polls LeaseTask)."""
         finished, self.finished = self.finished, []
         ready = []
         for done in finished:
@@ -384,7 +404,14 @@ class RenderNode:
             else:
                 ready.append(done)
         if not ready:
-            return
+            return None
+        if self.batching and self.deliver_tasks:
+            return self._deliver_batches(ready, lease_more)
+        self._deliver_separately(ready)
+        return None
+
+    def _deliver_separately(self, ready: list[Finished]) -> None:
+        """FindMissingBlobs and uploads for all the leases' images, then CompleteTasks."""
         try:
             upload_files(self.client.blobs, {sha: path for done in ready
                                              for sha, path in done.images.items()})
@@ -392,6 +419,55 @@ class RenderNode:
             ready = [done for done in ready if self._upload_alone(done)]
         for start in range(0, len(ready), LEASES_PER_CALL):
             self._complete_batch(ready[start:start + LEASES_PER_CALL])
+
+    def _deliver_batches(self, ready: list[Finished], lease_more: bool) -> list[str] | None:
+        """DeliverTasks per LEASES_PER_CALL leases (see _deliver_finished)."""
+        leased = None
+        batches = [ready[start:start + LEASES_PER_CALL]
+                   for start in range(0, len(ready), LEASES_PER_CALL)]
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            want = (tasks_to_ask(self.config.max_tasks, self.lease_seconds,
+                                 self.last_task_seconds) if lease_more and last else 0)
+            try:
+                inline, larger = inline_images({sha: path for done in batch
+                                                for sha, path in done.images.items()})
+                if larger:
+                    upload_files(self.client.blobs, larger)
+            except (TransferError, OSError, grpc.RpcError):
+                inline = []
+                batch = [done for done in batch if self._upload_alone(done)]
+            request = pb.DeliverTasksRequest(
+                node_id=self.node_id, images=inline, max_tasks=want,
+                results=[pb.LeaseResult(lease_id=done.held.lease.lease_id,
+                                        outputs=done.outputs) for done in batch])
+            try:
+                response = self._call(self.client.nodes.DeliverTasks, request,
+                                      patience=RECONNECT_PATIENCE)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    for done in batch:
+                        self._delivery_failed(done, error)
+                    continue
+                log.info("the coordinator takes images, results and leases in separate "
+                         "calls; delivering that way")
+                self.deliver_tasks = False
+                self._deliver_separately([done for rest in batches[index:] for done in rest])
+                return None
+            if response is None:  # stopping while the coordinator was away
+                for done in batch:
+                    self._end(done)
+                continue
+            for image in response.images:
+                if image.code:
+                    log.warning("image %s refused: %s", image.blob.sha256[:12], image.message)
+            self._outcomes(batch, response.results)
+            if want and response.next.HasField("lease"):
+                leased = self._hold(response.next)
+            elif want and response.next.retry_after_ms:  # shedding, or quarantined
+                self.stopping.wait(response.next.retry_after_ms / 1000)
+                leased = []
+        return leased
 
     def _upload_alone(self, done: Finished) -> bool:
         """After a batched upload failed: this lease's images alone; False: it failed."""
@@ -423,9 +499,13 @@ class RenderNode:
             for done in batch:
                 self._end(done)
             return
+        self._outcomes(batch, response.results)
+
+    def _outcomes(self, batch: list[Finished], results: Iterable[pb.LeaseOutcome]) -> None:
+        """Each delivered lease as the coordinator answered it: ended, or failed."""
         if len(batch) > 1:
             log.info("delivered %d leases in one call", len(batch))
-        for done, outcome in zip(batch, response.results, strict=True):
+        for done, outcome in zip(batch, results, strict=True):
             lease = done.held.lease
             if outcome.accepted:
                 metrics.LEASES.labels("delivered").inc()
@@ -592,6 +672,24 @@ class RenderNode:
             if self.stopping.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)
+
+
+def inline_images(images: dict[str, Path]) -> tuple[list[pb.BlobData], dict[str, Path]]:
+    """(the images a DeliverTasks call carries, read; the others, to upload first): small
+    ones while the call stays within BatchUploadBlobs' bounds."""
+    inline: list[pb.BlobData] = []
+    larger: dict[str, Path] = {}
+    total = 0
+    for sha, path in images.items():
+        size = path.stat().st_size
+        if (size > BATCH_BLOB_BYTES or total + size > BATCH_UPLOAD_BYTES
+                or len(inline) >= BATCH_UPLOAD_BLOBS):
+            larger[sha] = path
+            continue
+        data = path.read_bytes()
+        inline.append(pb.BlobData(blob=pb.BlobRef(sha256=sha, size=len(data)), data=data))
+        total += len(data)
+    return inline, larger
 
 
 def discard_passes(paths: Iterable[Path]) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import BinaryIO
 
 import grpc
@@ -179,44 +179,7 @@ class BlobStoreServicer(farm_pb2_grpc.BlobStoreServicer):
 
     def _store_batch(self, blobs: list[farm_pb2.BlobData],
                      uploader: str) -> list[farm_pb2.BlobUploadResult]:
-        """(worker thread) Each blob verified and stored (or, stored already, its bytes
-        proving possession) on its own, all made durable together (BlobStore.put_many);
-        the uploader owns those that passed, recorded in one transaction. One refused blob
-        does not hold back the others."""
-        refs = [farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size)
-                for blob in blobs]
-        refused: dict[int, tuple[grpc.StatusCode, str]] = {}
-        sent: list[int] = []
-        for index, (blob, ref) in enumerate(zip(blobs, refs, strict=True)):
-            try:
-                _check_ref(ref)
-                if len(blob.data) != ref.size:
-                    raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"blob {ref.sha256} is declared {ref.size} bytes but "
-                                 f"{len(blob.data)} were sent")
-                sent.append(index)
-            except _Abort as exc:
-                refused[index] = exc.code, exc.message
-            except BlobError as exc:
-                refused[index] = _status_for(exc), str(exc)
-        answers = self._store.put_many([(blobs[i].data, refs[i].sha256) for i in sent])
-        stored = []
-        for index, error in zip(sent, answers, strict=True):
-            if error is None:
-                stored.append(refs[index].sha256)
-            else:
-                refused[index] = _status_for(error), str(error)
-        results = []
-        for index, ref in enumerate(refs):
-            code, message = refused.get(index, (grpc.StatusCode.OK, ""))
-            if code != grpc.StatusCode.OK:
-                log.warning("blob %s refused in a batch: %s", ref.sha256[:80], message)
-            results.append(farm_pb2.BlobUploadResult(blob=ref, code=code.value[0],
-                                                     message=message))
-        if self._owners is not None and stored:
-            self._owners.add_many(uploader, stored)
-        log.debug("batch of %d blobs: %d stored", len(blobs), len(stored))
-        return results
+        return store_blobs(self._store, self._owners, blobs, uploader)
 
     async def UploadBlob(
         self,
@@ -391,3 +354,43 @@ def _check_ref(ref: farm_pb2.BlobRef) -> None:
         raise _Abort(
             grpc.StatusCode.INVALID_ARGUMENT, f"blob {ref.sha256} has a negative size {ref.size}"
         )
+
+
+def store_blobs(store: BlobStore, owners: BlobOwners | None, blobs: Sequence[farm_pb2.BlobData],
+                uploader: str) -> list[farm_pb2.BlobUploadResult]:
+    """(worker thread) Each blob verified and stored (or, stored already, its bytes proving
+    possession) on its own, all made durable together (BlobStore.put_many); the uploader
+    owns those that passed, recorded in one transaction. One refused blob does not hold back
+    the others. BatchUploadBlobs and DeliverTasks (a node's images) store this way."""
+    refs = [farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size) for blob in blobs]
+    refused: dict[int, tuple[grpc.StatusCode, str]] = {}
+    sent: list[int] = []
+    for index, (blob, ref) in enumerate(zip(blobs, refs, strict=True)):
+        try:
+            _check_ref(ref)
+            if len(blob.data) != ref.size:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"blob {ref.sha256} is declared {ref.size} bytes but "
+                             f"{len(blob.data)} were sent")
+            sent.append(index)
+        except _Abort as exc:
+            refused[index] = exc.code, exc.message
+        except BlobError as exc:
+            refused[index] = _status_for(exc), str(exc)
+    answers = store.put_many([(blobs[i].data, refs[i].sha256) for i in sent])
+    stored = []
+    for index, error in zip(sent, answers, strict=True):
+        if error is None:
+            stored.append(refs[index].sha256)
+        else:
+            refused[index] = _status_for(error), str(error)
+    results = []
+    for index, ref in enumerate(refs):
+        code, message = refused.get(index, (grpc.StatusCode.OK, ""))
+        if code != grpc.StatusCode.OK:
+            log.warning("blob %s refused in a batch: %s", ref.sha256[:80], message)
+        results.append(farm_pb2.BlobUploadResult(blob=ref, code=code.value[0], message=message))
+    if owners is not None and stored:
+        owners.add_many(uploader, stored)
+    log.debug("batch of %d blobs: %d stored", len(blobs), len(stored))
+    return results

@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
+from coordinator.api.blob_service import store_blobs
 from coordinator.api.errors import maps_domain_errors, require_id, status_of
 from coordinator.blobstore import BlobNotFound, BlobStore
 from coordinator.bonding import release_if_due
@@ -60,7 +61,7 @@ from coordinator.storage.pricing_store import (
 )
 from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
-from frameproof.limits import FRAME_LOG_BYTES
+from frameproof.limits import BATCH_UPLOAD_BLOBS, FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
 from frameproof.receipts import verify_receipt
 from frameproof.render_settings import passes_limit
@@ -177,6 +178,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 # verifier's event wakes it; the timer only covers a change nothing signalled
                 left = min(left, BOUNDED_RECHECK_SECONDS)
             await self.events.wait_any(wake, left)
+        return self._granted(node_id, grants)
+
+    def _granted(self, node_id: str, grants: list[Grant]) -> pb.LeaseTaskResponse:
+        """The answer that hands the node its new leases (at least one)."""
         for grant in grants:
             self.events.changed(grant.job_id)
             log.debug("lease %s: job %s frames %d-%d to node %s", grant.lease_id,
@@ -242,10 +247,56 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                                              for r in request.results])
         return pb.CompleteTasksResponse(results=[outcome(d) for d in done])
 
+    async def DeliverTasks(self, request, context):
+        """A batch's images, results and next lease request in one call (farm.proto): the
+        images stored on a worker thread, then the results recorded and the next tasks
+        leased in one trip to the storage thread (two transactions). Each part answers as
+        its own call would; the lease never waits for work (LeaseTask does)."""
+        node_id = await self._known_node(request.node_id, context)
+        if sum(len(result.outputs) for result in request.results) > MAX_OUTPUTS_PER_CALL:
+            raise InvalidRequest(f"at most {MAX_OUTPUTS_PER_CALL} outputs in one call")
+        if len(request.images) > BATCH_UPLOAD_BLOBS:  # the validator's bound, for bare servicers
+            raise InvalidRequest(f"at most {BATCH_UPLOAD_BLOBS} images in one call")
+        images = (await asyncio.to_thread(store_blobs, self.blobs, self.owners,
+                                          list(request.images), node_id)
+                  if request.images else [])
+        want = max(0, request.max_tasks)
+        shed = want > 0 and self.storage.backlog >= self.shed_backlog
+        results = [lease_result(r.lease_id, r.outputs) for r in request.results]
+        done, leased = (await self.storage.run(self._deliver_and_lease, node_id, results,
+                                               time.time(), 0 if shed else want)
+                        if results or (want and not shed) else ([], None))
+        self._announce(done)
+        response = pb.DeliverTasksResponse(images=images, results=[outcome(d) for d in done])
+        if shed:
+            LEASES_SHED.inc()
+            response.next.retry_after_ms = random.randint(*SHED_RETRY_MS)
+        elif leased is not None:
+            grants, gate = leased
+            if gate.quarantined:
+                response.next.retry_after_ms = QUARANTINED_RETRY_MS
+            elif grants:
+                response.next.CopyFrom(self._granted(node_id, grants))
+            else:
+                response.next.SetInParent()  # no work now: LeaseTask waits for it
+        return response
+
+    def _deliver_and_lease(self, node_id: str, results: list[LeaseResult], now: float,
+                           max_tasks: int
+                           ) -> tuple[list[Completion], tuple[list[Grant], NodeGate] | None]:
+        """(storage thread) DeliverTasks' two transactions: the results, then the lease."""
+        done = self._complete_on_storage(node_id, results, now) if results else []
+        return done, (self._lease_once(node_id, True, max_tasks) if max_tasks > 0 else None)
+
     async def _deliver(self, node_id: str, results: list[LeaseResult]) -> list[Completion]:
         """Record the node's results: one round trip to the storage thread, one transaction."""
         done = await self.storage.run(self._complete_on_storage, node_id, results,
                                       time.time())
+        self._announce(done)
+        return done
+
+    def _announce(self, done: list[Completion]) -> None:
+        """Wake what waits on newly recorded results: the checks, the jobs' watchers."""
         if any(completion.recorded for completion in done):
             self.events.checks_queued()  # each delivered frame waits for its check
         for completion in done:
@@ -255,7 +306,6 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                           completion.lease_id, completion.task.job_id,
                           completion.task.first_frame, completion.task.last_frame,
                           len(completion.tiles))
-        return done
 
     def _complete_on_storage(self, node_id: str, results: list[LeaseResult], now: float
                              ) -> list[Completion]:

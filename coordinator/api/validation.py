@@ -174,6 +174,13 @@ FIELDS: dict[str, Bound] = {
     "CompleteTasksRequest.results": Bound(max_items=LEASES_PER_CALL,
                                           note=f"and at most {MAX_CHUNK_FRAMES} outputs in "
                                           "all (the handler)"),
+    "DeliverTasksRequest.node_id": Bound(pattern="pubkey"),
+    "DeliverTasksRequest.images": Bound(max_items=BATCH_UPLOAD_BLOBS),
+    "DeliverTasksRequest.results": Bound(max_items=LEASES_PER_CALL,
+                                         note=f"and at most {MAX_CHUNK_FRAMES} outputs in "
+                                         "all (the handler)"),
+    "DeliverTasksRequest.max_tasks": Bound(low=0, high=MAX_TASKS_PER_LEASE_CALL,
+                                           note="0: lease nothing"),
     "LeaseResult.lease_id": Bound(pattern="hex-id"),
     "LeaseResult.outputs": Bound(max_items=MAX_CHUNK_FRAMES),
     "FailTaskRequest.node_id": Bound(pattern="pubkey"),

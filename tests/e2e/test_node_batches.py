@@ -68,10 +68,11 @@ def test_a_node_takes_several_leases_per_call_and_renders_each_frame_once(farm: 
     assert [f.frame for f in final] == [1, 2, 3, 4, 5, 6]
     assert all(f.state == pb.FRAME_STATE_DONE and f.attempts == 0 for f in final)
     assert sorted(rendered(farm, "batcher")) == [1, 2, 3, 4, 5, 6], "each frame once"
-    # Its leases were delivered together: CompleteTasks, several leases a call.
+    # Its leases were delivered together with their images: DeliverTasks, several leases
+    # a call, no separate uploads or completions.
     assert "delivered 3 leases in one call" in log_of(farm, "batcher")
-    assert calls(http, "CompleteTask") == 0
-    assert 2 <= calls(http, "CompleteTasks") < 6
+    assert calls(http, "CompleteTask") == 0 and calls(http, "CompleteTasks") == 0
+    assert 2 <= calls(http, "DeliverTasks") < 6
 
 
 def test_a_stopped_node_gives_back_the_leases_it_did_not_start(tmp_path: Path):

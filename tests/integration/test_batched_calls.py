@@ -1,6 +1,6 @@
-"""HeartbeatLeases and CompleteTasks over real gRPC: a real coordinator, signed calls, real
-blob uploads. A batch is answered lease by lease, exactly as the single calls would answer
-each lease alone; nothing in it is recorded or counted twice when it is sent again."""
+"""HeartbeatLeases, CompleteTasks and DeliverTasks over real gRPC: a real coordinator, signed
+calls, real blob uploads. A batch is answered lease by lease, exactly as the single calls would
+answer each lease alone; nothing in it is recorded or counted twice when it is sent again."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ class Node:
                 receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
                                                lease.settings)))
         return pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs)
+
+    def images(self, *results: pb.LeaseResult) -> list[pb.BlobData]:
+        """The results' images as DeliverTasks carries them (read back from `result`)."""
+        return [pb.BlobData(blob=o.image, data=(self.work / o.image.sha256).read_bytes())
+                for result in results for o in result.outputs]
+
+    def deliver(self, results: list[pb.LeaseResult], images: list[pb.BlobData],
+                max_tasks: int) -> pb.DeliverTasksResponse:
+        response = self.client.nodes.DeliverTasks(pb.DeliverTasksRequest(
+            node_id=self.id, images=images, results=results, max_tasks=max_tasks), timeout=30)
+        assert [o.lease_id for o in response.results] == [r.lease_id for r in results]
+        assert [i.blob.sha256 for i in response.images] == [i.blob.sha256 for i in images]
+        return response
 
     def complete(self, *results: pb.LeaseResult) -> list[tuple[bool, str, str]]:
         response = self.client.nodes.CompleteTasks(
@@ -137,3 +150,56 @@ def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
         finally:
             a.client.close()
             b.client.close()
+
+
+def test_deliver_tasks_stores_images_records_results_and_leases_the_next_in_one_call(
+        tmp_path: Path):
+    with LocalFarm(tmp_path / "farm", lease_seconds=60.0) as farm:
+        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
+        with farm.client() as creator:
+            job = submit_sample(creator, SAMPLE_SCENE, "1-5")
+        a = Node(farm, "a", tmp_path)
+        try:
+            first, second, spoiled = a.lease(3)
+            results = [a.result(lease, upload=False) for lease in (first, second, spoiled)]
+            images = a.images(*results)
+            images[2].data = b"x" * len(images[2].data)  # not the bytes its sha256 names
+            answer = a.deliver(results, images, max_tasks=2)
+            assert [i.code for i in answer.images] == [0, 0, grpc.StatusCode.DATA_LOSS.value[0]]
+            assert [(o.accepted, o.code) for o in answer.results] == [
+                (True, ""), (True, ""), (False, "FAILED_PRECONDITION")]
+            assert "was not uploaded" in answer.results[2].reason
+            nxt = [answer.next.lease, *answer.next.more_leases]
+            assert [lease.frames[0] for lease in nxt] == [4, 5], "the next tasks, same call"
+            assert a.leases_completed() == 2
+
+            # Sent again (a lost answer): the same outcomes, nothing recorded twice, and the
+            # images already stored are the node's (its bytes prove it).
+            again = a.deliver(results[:2], images[:2], max_tasks=0)
+            assert [(o.accepted, o.code) for o in again.results] == [(True, ""), (True, "")]
+            assert [i.code for i in again.images] == [0, 0]
+            assert not again.HasField("next"), "max_tasks 0 leases nothing"
+            assert a.leases_completed() == 2
+
+            # The spoiled lease with its real image, the leased ones without any: no more work.
+            rest = [a.result(lease, upload=False) for lease in nxt]
+            done = a.deliver([results[2], *rest], a.images(results[2], *rest), max_tasks=4)
+            assert all(o.accepted for o in done.results), done.results
+            assert done.HasField("next") and not done.next.HasField("lease")
+            assert a.leases_completed() == 5
+            with farm.client() as creator:
+                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
+                                                 timeout=30).frames
+            assert sorted(f.frame for f in frames) == [1, 2, 3, 4, 5]
+            assert all(f.state == pb.FRAME_STATE_VERIFYING for f in frames), frames
+
+            # Another node's lease, and a result naming an image it never sent: refused alone.
+            b = Node(farm, "b", tmp_path)
+            try:
+                refused = b.deliver([a.result(first, upload=False)], [], max_tasks=0)
+                assert [(o.accepted, o.code) for o in refused.results] == [
+                    (False, "FAILED_PRECONDITION")]
+            finally:
+                b.client.close()
+        finally:
+            a.client.close()

@@ -55,9 +55,22 @@ def test_a_backlogged_storage_thread_sheds_lease_requests(tmp_path: Path):
             assert not answer.HasField("lease")
             assert SHED_RETRY_MS[0] <= answer.retry_after_ms <= SHED_RETRY_MS[1]
             assert EVENTS.get_sample_value("frameproof_leases_shed_total") == shed_before + 1
+            # A delivery is never shed (its results keep leased work alive) but the lease it
+            # asks for is, decided as it arrives.
+            delivery = asyncio.create_task(asyncio.to_thread(
+                client.nodes.DeliverTasks, pb.DeliverTasksRequest(
+                    node_id=node_id, max_tasks=2, results=[pb.LeaseResult(
+                        lease_id="ab" * 16, outputs=[pb.FrameOutput(frame=1)])]), timeout=30))
+            while running.storage.backlog <= SHED_BACKLOG:
+                await asyncio.sleep(0.01)
 
             release.set()  # the queued calls all finish; then leases are served again
             await asyncio.gather(*held)
+            delivered = await delivery
+            assert [o.accepted for o in delivered.results] == [False], delivered  # answered
+            assert not delivered.next.HasField("lease")
+            assert SHED_RETRY_MS[0] <= delivered.next.retry_after_ms <= SHED_RETRY_MS[1]
+            assert EVENTS.get_sample_value("frameproof_leases_shed_total") == shed_before + 2
             assert running.storage.backlog == 0
             started = time.monotonic()
             again = await lease(3.5)

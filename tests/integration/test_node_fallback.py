@@ -1,6 +1,7 @@
 """A node that batches (`--max-tasks` over 1) falls back to one call per lease (one stream
 per image) when its coordinator lacks the batched calls (HeartbeatLeases, CompleteTasks,
-BatchUploadBlobs: an older release).
+BatchUploadBlobs, DeliverTasks: an older release), and to separate upload, CompleteTasks and
+LeaseTask calls when it lacks only DeliverTasks (the release before it).
 
 The coordinator is a real one, reached through a small grpc.aio server in front of it that
 forwards every other call untouched (bytes, signature metadata, deadline) and registers
@@ -24,18 +25,20 @@ from farm_helpers import frames, submit_sample, wait_for
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
+DELIVER = "/frameproof.v1.NodeService/DeliverTasks"
 BATCHED = ("/frameproof.v1.NodeService/HeartbeatLeases",
            "/frameproof.v1.NodeService/CompleteTasks",
-           "/frameproof.v1.BlobStore/BatchUploadBlobs")
+           "/frameproof.v1.BlobStore/BatchUploadBlobs", DELIVER)
 RENDERED = re.compile(r"frame (\d+) rendered in")
 
 
 class OlderCoordinator:
-    """A grpc.aio server forwarding every call but the batched ones to `target`; counts the
-    calls it was asked for, by method (the batched ones included)."""
+    """A grpc.aio server forwarding every call but the `lacking` ones (the batched ones) to
+    `target`; counts the calls it was asked for, by method (the lacking ones included)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, lacking: tuple[str, ...] = BATCHED) -> None:
         self.target = target
+        self.lacking = lacking
         self.address = ""
         self.calls: collections.Counter[str] = collections.Counter()
         self._ready = threading.Event()
@@ -69,7 +72,7 @@ class OlderCoordinator:
 
 
 class _Forward(grpc.GenericRpcHandler):
-    """Every method of the farm's services except BATCHED, as raw bytes."""
+    """Every method of the farm's services except the older one's `lacking`, as raw bytes."""
 
     def __init__(self, older: OlderCoordinator, channel: grpc.aio.Channel) -> None:
         self.older = older
@@ -82,7 +85,7 @@ class _Forward(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = details.method
         self.older.calls[method] += 1
-        if method in BATCHED or method not in self.kinds:
+        if method in self.older.lacking or method not in self.kinds:
             return None  # gRPC answers UNIMPLEMENTED
         streams_in, streams_out = self.kinds[method]
         if streams_in and not streams_out:
@@ -173,6 +176,7 @@ def test_a_node_delivers_lease_by_lease_to_a_coordinator_without_complete_tasks(
 
     assert "leased 3 tasks in one call" in log
     assert "the coordinator takes one lease per call; delivering one by one" in log
+    assert older.calls[DELIVER] == 1, "asked once, then never again"
     assert older.calls["/frameproof.v1.NodeService/CompleteTasks"] == 1, \
         "asked once, then never again"
     assert older.calls["/frameproof.v1.NodeService/CompleteTask"] == 3
@@ -200,6 +204,23 @@ def test_a_node_renews_lease_by_lease_with_a_coordinator_without_heartbeat_lease
     assert older.calls["/frameproof.v1.NodeService/HeartbeatLeases"] == 1, \
         "asked once, then never again"
     assert older.calls["/frameproof.v1.NodeService/Heartbeat"] > 0
+    assert [f.frame for f in final] == [1, 2, 3]
+    assert all(f.attempts == 0 for f in final), [(f.frame, f.error) for f in final]
+    assert sorted(int(n) for n in RENDERED.findall(log)) == [1, 2, 3], "each frame once"
+
+
+def test_a_node_delivers_in_separate_calls_to_a_coordinator_without_deliver_tasks(
+        tmp_path: Path):
+    with LocalFarm(tmp_path / "farm", lease_seconds=120.0) as farm:
+        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
+        with OlderCoordinator(farm.address, lacking=(DELIVER,)) as older:
+            final, log = run_batching_node(farm, older, "1-3")
+
+    assert "the coordinator takes images, results and leases in separate calls" in log
+    assert older.calls[DELIVER] == 1, "asked once, then never again"
+    assert older.calls["/frameproof.v1.NodeService/CompleteTasks"] == 1
+    assert older.calls["/frameproof.v1.NodeService/CompleteTask"] == 0
+    assert older.calls["/frameproof.v1.BlobStore/BatchUploadBlobs"] >= 1
     assert [f.frame for f in final] == [1, 2, 3]
     assert all(f.attempts == 0 for f in final), [(f.frame, f.error) for f in final]
     assert sorted(int(n) for n in RENDERED.findall(log)) == [1, 2, 3], "each frame once"
