@@ -358,10 +358,21 @@ def _check_ref(ref: farm_pb2.BlobRef) -> None:
 
 def store_blobs(store: BlobStore, owners: BlobOwners | None, blobs: Sequence[farm_pb2.BlobData],
                 uploader: str) -> list[farm_pb2.BlobUploadResult]:
+    """(worker thread) `write_blobs`, then the uploader owns those that passed, recorded in
+    one transaction."""
+    results, stored = write_blobs(store, blobs)
+    if owners is not None and stored:
+        owners.add_many(uploader, stored)
+    return results
+
+
+def write_blobs(store: BlobStore, blobs: Sequence[farm_pb2.BlobData]
+                ) -> tuple[list[farm_pb2.BlobUploadResult], list[str]]:
     """(worker thread) Each blob verified and stored (or, stored already, its bytes proving
-    possession) on its own, all made durable together (BlobStore.put_many); the uploader
-    owns those that passed, recorded in one transaction. One refused blob does not hold back
-    the others. BatchUploadBlobs and DeliverTasks (a node's images) store this way."""
+    possession) on its own, all made durable together (BlobStore.put_many): the answer for
+    each, and the sha256s of those that passed, for the caller to record as the uploader's.
+    One refused blob does not hold back the others. BatchUploadBlobs and DeliverTasks (a
+    node's images) store this way."""
     refs = [farm_pb2.BlobRef(sha256=blob.blob.sha256, size=blob.blob.size) for blob in blobs]
     refused: dict[int, tuple[grpc.StatusCode, str]] = {}
     sent: list[int] = []
@@ -390,7 +401,5 @@ def store_blobs(store: BlobStore, owners: BlobOwners | None, blobs: Sequence[far
         if code != grpc.StatusCode.OK:
             log.warning("blob %s refused in a batch: %s", ref.sha256[:80], message)
         results.append(farm_pb2.BlobUploadResult(blob=ref, code=code.value[0], message=message))
-    if owners is not None and stored:
-        owners.add_many(uploader, stored)
     log.debug("batch of %d blobs: %d stored", len(blobs), len(stored))
-    return results
+    return results, stored

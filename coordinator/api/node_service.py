@@ -17,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from coordinator.access import AccessPolicy
 from coordinator.api import convert
 from coordinator.api.auth import current_caller
-from coordinator.api.blob_service import store_blobs
+from coordinator.api.blob_service import write_blobs
 from coordinator.api.errors import maps_domain_errors, require_id, status_of
 from coordinator.blobstore import BlobNotFound, BlobStore
 from coordinator.bonding import release_if_due
@@ -257,15 +257,15 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             raise InvalidRequest(f"at most {MAX_OUTPUTS_PER_CALL} outputs in one call")
         if len(request.images) > BATCH_UPLOAD_BLOBS:  # the validator's bound, for bare servicers
             raise InvalidRequest(f"at most {BATCH_UPLOAD_BLOBS} images in one call")
-        images = (await asyncio.to_thread(store_blobs, self.blobs, self.owners,
-                                          list(request.images), node_id)
-                  if request.images else [])
+        images, stored = ((await asyncio.to_thread(write_blobs, self.blobs,
+                                                   list(request.images)))
+                          if request.images else ([], []))
         want = max(0, request.max_tasks)
         shed = want > 0 and self.storage.backlog >= self.shed_backlog
         results = [lease_result(r.lease_id, r.outputs) for r in request.results]
-        done, leased = (await self.storage.run(self._deliver_and_lease, node_id, results,
-                                               time.time(), 0 if shed else want)
-                        if results or (want and not shed) else ([], None))
+        done, leased = (await self.storage.run(self._deliver_and_lease, node_id, stored,
+                                               results, time.time(), 0 if shed else want)
+                        if stored or results or (want and not shed) else ([], None))
         self._announce(done)
         response = pb.DeliverTasksResponse(images=images, results=[outcome(d) for d in done])
         if shed:
@@ -281,10 +281,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 response.next.SetInParent()  # no work now: LeaseTask waits for it
         return response
 
-    def _deliver_and_lease(self, node_id: str, results: list[LeaseResult], now: float,
-                           max_tasks: int
+    def _deliver_and_lease(self, node_id: str, stored: list[str], results: list[LeaseResult],
+                           now: float, max_tasks: int
                            ) -> tuple[list[Completion], tuple[list[Grant], NodeGate] | None]:
-        """(storage thread) DeliverTasks' two transactions: the results, then the lease."""
+        """(storage thread) DeliverTasks' transactions: the images stored are the node's,
+        the results, then the lease. Here rather than beside the files on a worker thread:
+        on SQLite, another connection's write makes this thread's page cache stale."""
+        if self.owners is not None and stored:
+            self.owners.add_many(node_id, stored)
         done = self._complete_on_storage(node_id, results, now) if results else []
         return done, (self._lease_once(node_id, True, max_tasks) if max_tasks > 0 else None)
 
