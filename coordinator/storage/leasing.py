@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -41,6 +41,7 @@ from coordinator.domain.scheduling import (
 )
 from coordinator.domain.states import UNKNOWN_LEASE, TaskState, lease_refusal
 from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
+from coordinator.storage import driver
 from coordinator.storage.models import NodeStandingRecord
 from coordinator.storage.store import ClaimBudgets, FarmStore, FrameOutputRecord, LeaseLost
 
@@ -251,7 +252,7 @@ class LeaseHotPath:
         if connection is None:
             with self.engine.connect() as own:
                 return self.gate(node_id, own)
-        row = connection.execute(_GATE, {"node": node_id}).first()
+        row = driver.run(connection, _GATE, {"node": node_id}).first()
         standing = NodeStanding()
         bonded = False
         score = 1.0
@@ -298,7 +299,7 @@ class LeaseHotPath:
             gate = self.gate(node_id, connection)
             if gate.quarantined:
                 return [], gate
-            general = gate.limits.bounded or connection.execute(_ANY_PRIORITY).first()
+            general = gate.limits.bounded or driver.run(connection, _ANY_PRIORITY).first()
             if not general:
                 for _ in range(CLAIM_TRIES):
                     grants, raced = self._claim(connection, node_id, gate, now, cached_scenes,
@@ -315,9 +316,9 @@ class LeaseHotPath:
         from coordinator.storage.proof import node_rank
 
         policy = self.store.policy
-        rows = connection.execute(self._window, {
+        rows = driver.run(connection, self._window, {
             "no": False, "yes": True, "rank": node_rank(gate.standing), "node": node_id,
-            "max_failures": policy.max_failures_per_node, "window": CANDIDATE_WINDOW}).all()
+            "max_failures": policy.max_failures_per_node, "window": CANDIDATE_WINDOW}).rows
         frames = {r[0]: (int(r[2]), int(r[3])) for r in rows}
         window = [Candidate(task_id=r[0], job_id=r[1], frames=int(r[3]) - int(r[2]) + 1,
                             creator=r[4], scene_id=r[5], tier=r[6], queued_at=r[7])
@@ -341,17 +342,17 @@ class LeaseHotPath:
         # PostgreSQL, SKIP LOCKED; SQLite has one writer): a short count means another
         # claim took a candidate first, and only then are the leases read back.
         expires = now + policy.lease_seconds
-        claimed = _execute_many(connection, _CLAIM, [
+        claimed = driver.run_many(connection, _CLAIM, [
             {"lease": lease_id, "node": node_id, "expires": expires, "now": now,
              "task": candidate.task_id} for candidate, lease_id in chosen])
         raced = claimed != len(chosen)
         if raced:
-            taken = set(connection.execute(_CLAIMED, {
+            taken = set(driver.run(connection, _CLAIMED, {
                 "leases": [lease_id for _, lease_id in chosen]}).scalars())
             chosen = [(c, lease_id) for c, lease_id in chosen if lease_id in taken]
             if not chosen:
                 return [], True
-        _execute_many(connection, _LEASE_START, [
+        driver.run_many(connection, _LEASE_START, [
             {"lease": lease_id, "node": node_id, "job": candidate.job_id,
              "frames": candidate.frames, "now": now} for candidate, lease_id in chosen])
         grants = []
@@ -387,8 +388,8 @@ class LeaseHotPath:
         """Push the lease's expiry forward and return it, or raise LeaseLost."""
         expires = now + self.store.policy.lease_seconds
         with self.engine.begin() as connection:
-            moved = connection.execute(_EXTEND, {"expires": expires, "now": now,
-                                                 "lease": lease_id, "node": node_id})
+            moved = driver.run(connection, _EXTEND, {"expires": expires, "now": now,
+                                                     "lease": lease_id, "node": node_id})
             if moved.rowcount != 1:
                 _check_live(_task_of(connection, lease_id), node_id)
         return expires
@@ -401,13 +402,13 @@ class LeaseHotPath:
         found: list[float | LeaseLost] = []
         with self.engine.begin() as connection:
             distinct = list(dict.fromkeys(lease_ids))
-            if len(distinct) > 1 and connection.execute(_EXTEND_MANY, {
+            if len(distinct) > 1 and driver.run(connection, _EXTEND_MANY, {
                     "expires": expires, "now": now, "leases": distinct,
                     "node": node_id}).rowcount == len(distinct):
                 return [expires] * len(lease_ids)  # all live: one statement
             for lease_id in lease_ids:
-                moved = connection.execute(_EXTEND, {"expires": expires, "now": now,
-                                                     "lease": lease_id, "node": node_id})
+                moved = driver.run(connection, _EXTEND, {"expires": expires, "now": now,
+                                                         "lease": lease_id, "node": node_id})
                 if moved.rowcount == 1:
                     found.append(expires)
                     continue
@@ -493,9 +494,9 @@ class LeaseHotPath:
         wanted = [lease for lease in dict.fromkeys(lease_ids) if lease]
         if not wanted:
             return {}
-        rows = (connection.execute(self._task_locked, {"lease": wanted[0]}).all()
+        rows = (driver.run(connection, self._task_locked, {"lease": wanted[0]}).rows
                 if len(wanted) == 1 else
-                connection.execute(self._tasks_locked, {"leases": wanted}).all())
+                driver.run(connection, self._tasks_locked, {"leases": wanted}).rows)
         return {row[6]: LeasedTask(*row[:6]) for row in rows}
 
     def _write(self, connection: Connection, node_id: str,
@@ -517,22 +518,23 @@ class LeaseHotPath:
                       "passes_size": o.passes_size if o.passes_sha256 else None,
                       "id": uuid.uuid4().hex, "tiles": o.frame in completion.tiles}
                      for o in outputs]
-        _execute_many(connection, _RESULT, rows)
-        _execute_many(connection, _VERIFICATION, rows)
+        driver.run_many(connection, _RESULT, rows)
+        driver.run_many(connection, _VERIFICATION, rows)
         leases = [completion.lease_id for completion, _, _ in accepted]
-        moved = connection.execute(_DELIVERED, {"now": now, "leases": leases})
+        moved = driver.run(connection, _DELIVERED, {"now": now, "leases": leases})
         if moved.rowcount != len(leases):  # read as live in this transaction: never expected
             raise WriteConflict(f"leases {', '.join(leases)}: {len(leases) - moved.rowcount} "
                                 "of their tasks are no longer leased")
-        if connection.execute(_COUNT_LEASES, {"now": now, "node": node_id,
-                                              "n": len(accepted)}).rowcount != 1:
+        if driver.run(connection, _COUNT_LEASES, {"now": now, "node": node_id,
+                                           "n": len(accepted)}).rowcount != 1:
             with Session(bind=connection) as session:
                 session.add(NodeStandingRecord(node_id=node_id, leases_completed=len(accepted),
                                                updated_at=now))
                 session.flush()
         one = {"lease": leases[0]}
-        started: dict[str, float] = {row[0]: row[1] for row in connection.execute(
-            *((_STARTED_ONE, one) if len(leases) == 1 else (_STARTED, {"leases": leases})))}
+        started: dict[str, float] = {row[0]: row[1] for row in driver.run(
+            connection, *((_STARTED_ONE, one) if len(leases) == 1
+                          else (_STARTED, {"leases": leases}))).rows}
         timings = []
         logs = []
         for completion, outputs, texts in accepted:
@@ -545,31 +547,11 @@ class LeaseHotPath:
                          "now": now} for o in outputs]
             logs += [{"job": task.job_id, "frame": frame, "node": node_id, "text": text,
                       "now": now} for frame, text in texts.items()]
-        _execute_many(connection, _TIMING, timings)
-        connection.execute(*((_END_LEASE_START_ONE, one) if len(leases) == 1
-                             else (_END_LEASE_START, {"leases": leases})))
+        driver.run_many(connection, _TIMING, timings)
+        driver.run(connection, *((_END_LEASE_START_ONE, one) if len(leases) == 1
+                           else (_END_LEASE_START, {"leases": leases})))
         if logs:
-            _execute_many(connection, _FRAME_LOG, logs)
-
-
-def _execute_many(connection: Connection, statement: TextClause,
-                  rows: list[dict[str, Any]]) -> int:
-    """A plain statement once per row, in the connection's transaction; the rows it changed.
-
-    On SQLite the rows go straight to the driver's cursor (sqlite3 takes the statements'
-    `:name` parameters as written): SQLAlchemy's per-row parameter processing was about a
-    third of a batched completion's CPU on the storage thread (docs/BENCHMARKS.md, "cycles").
-    PostgreSQL keeps SQLAlchemy, which sends an INSERT's rows as one multi-row statement
-    instead of a round trip each.
-    """
-    if connection.dialect.name != "sqlite":
-        return int(connection.execute(statement, rows).rowcount)
-    cursor = connection.connection.cursor()
-    try:
-        cursor.executemany(statement.text, rows)
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+            driver.run_many(connection, _FRAME_LOG, logs)
 
 
 def _deliverable(task: LeasedTask | None, node_id: str,
@@ -588,7 +570,7 @@ def _deliverable(task: LeasedTask | None, node_id: str,
 
 
 def _task_of(connection: Connection, lease_id: str) -> LeasedTask | None:
-    row = connection.execute(_TASK_OF_LEASE, {"lease": lease_id}).first()
+    row = driver.run(connection, _TASK_OF_LEASE, {"lease": lease_id}).first()
     return LeasedTask(*row) if row is not None else None
 
 

@@ -43,6 +43,7 @@ from coordinator.domain.states import (
     next_task_state,
 )
 from coordinator.domain.verdicts import FrameVerdict
+from coordinator.storage import driver
 from coordinator.storage.limits import STORED_LIMITS, clip_stored
 from coordinator.storage.models import (
     FrameResultRecord,
@@ -792,7 +793,9 @@ def _budget_view(session: Session | Connection, job_id: str) -> BudgetView | Non
 
     One round trip because leasing asks it for every lease (bench/lease_budget_bench.py).
     """
-    row = session.execute(_BUDGET_VIEW, {"job": job_id, "no": False}).first()
+    params = {"job": job_id, "no": False}
+    row = (driver.run(session, _BUDGET_VIEW, params).first() if isinstance(session, Connection)
+           else session.execute(_BUDGET_VIEW, params).first())
     if row is None:
         return None
     price, deposited, charged, leased_n, live_n, uncharged_n, charged_n, charged_sum = (
