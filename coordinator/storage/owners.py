@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, insert, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from coordinator.storage import driver
 from coordinator.storage.models import BlobOwnerRecord, JobRecord, SceneFileRecord
 
 QUERY_BATCH = 500  # shas per IN (...) query: well under every database's parameter limit
@@ -45,8 +46,8 @@ class BlobOwners:
         with self.engine.connect() as connection:
             for start in range(0, len(wanted), QUERY_BATCH):
                 batch = wanted[start:start + QUERY_BATCH]
-                found.update(connection.execute(_OWNED, {"owner": owner, "shas": batch})
-                             .scalars())
+                found.update(driver.run(connection, _OWNED,
+                                        {"owner": owner, "shas": batch}).scalars())
         return found
 
     def add(self, owner: str, sha256: str, now: float | None = None) -> None:
@@ -61,7 +62,7 @@ class BlobOwners:
         rows = [{"sha": sha, "owner": owner} for sha in dict.fromkeys(shas)]
         if rows:
             with self.engine.begin() as connection:
-                connection.execute(_ADD, rows)
+                driver.run_many(connection, _ADD, rows)
 
     def adopt_existing_jobs(self, now: float | None = None) -> int:
         """Give the creator of every job ownership of its scene's files, once.
