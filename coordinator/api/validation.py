@@ -310,7 +310,9 @@ def _check(field: FieldDescriptor, value: Any, bound: Bound) -> str | None:
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
         limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_STRING_BYTES
-        if len(value) > limit or len(value.encode("utf-8")) > limit:
+        # A character is at most 4 bytes of UTF-8: most strings need no encoding to tell.
+        if len(value) > limit or (len(value) * 4 > limit
+                                  and len(value.encode("utf-8")) > limit):
             return f"is longer than {limit} bytes"
         if "\x00" in value:
             return "contains a NUL character"
