@@ -164,8 +164,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 return pb.LeaseTaskResponse(retry_after_ms=random.randint(*SHED_RETRY_MS))
             # Both taken before the look, so no change between the look and the wait is lost.
             wake = [self.events.subscribe_work(), self.events.subscribe_node(node_id)]
-            grants, gate = await self.storage.run(self._lease_once, node_id, first,
-                                                  request.max_tasks)
+            grants, gate = await self.storage.run_first(self._lease_once, node_id, first,
+                                                        request.max_tasks)
             first = False
             if gate.quarantined:
                 return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)
@@ -249,9 +249,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     async def DeliverTasks(self, request, context):
         """A batch's images, results and next lease request in one call (farm.proto): the
-        images stored on a worker thread, then the results recorded and the next tasks
-        leased in one trip to the storage thread (two transactions). Each part answers as
-        its own call would; the lease never waits for work (LeaseTask does)."""
+        images' files written on a worker thread, then their ownership, the results and
+        the next tasks' claim in one trip to the storage thread (a transaction each). Each
+        part answers as its own call would; the lease never waits for work (LeaseTask
+        does)."""
         node_id = await self._known_node(request.node_id, context)
         if sum(len(result.outputs) for result in request.results) > MAX_OUTPUTS_PER_CALL:
             raise InvalidRequest(f"at most {MAX_OUTPUTS_PER_CALL} outputs in one call")
