@@ -164,8 +164,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 return pb.LeaseTaskResponse(retry_after_ms=random.randint(*SHED_RETRY_MS))
             # Both taken before the look, so no change between the look and the wait is lost.
             wake = [self.events.subscribe_work(), self.events.subscribe_node(node_id)]
-            grants, gate = await self.storage.run_first(self._lease_once, node_id, first,
-                                                        request.max_tasks)
+            grants, gate = await self.storage.run(self._lease_once, node_id, first,
+                                                  request.max_tasks)
             first = False
             if gate.quarantined:
                 return pb.LeaseTaskResponse(retry_after_ms=QUARANTINED_RETRY_MS)

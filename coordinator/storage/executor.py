@@ -15,7 +15,6 @@ them behind the heartbeats and completions that keep work already leased alive.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import queue
 import threading
@@ -30,20 +29,13 @@ _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any
 
 
 class StorageExecutor:
-    """One thread fed by two lanes. It answers each call's asyncio future directly
+    """One thread fed by a queue. It answers each call's asyncio future directly
     (call_soon_threadsafe) instead of through a concurrent.futures.Future chained to it as
     run_in_executor does: that chaining (locks, state copies, callbacks) was about a tenth of
-    the event loop's CPU in the frame-cycle bench (docs/BENCHMARKS.md, "cycles").
-
-    `run_first` calls (LeaseTask's look at the queue) go before the others waiting: an idle
-    node waits for work only behind the call that is running, not behind every heartbeat
-    and completion queued meanwhile, which stay in arrival order among themselves.
-    """
+    the event loop's CPU in the frame-cycle bench (docs/BENCHMARKS.md, "cycles")."""
 
     def __init__(self) -> None:
-        self._first: collections.deque[_Job] = collections.deque()
-        self._rest: collections.deque[_Job] = collections.deque()
-        self._tokens: queue.SimpleQueue[bool] = queue.SimpleQueue()  # one per job; False: stop
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="storage", daemon=True)
         self._thread.start()
         self._backlog = 0  # changed on the event loop only
@@ -56,33 +48,23 @@ class StorageExecutor:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` on the storage thread; its exceptions are raised here. A call cancelled
         before the thread reaches it does not run (as with run_in_executor)."""
-        return await self._submit(self._rest, fn, args, kwargs)
-
-    async def run_first(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`run`, ahead of the calls queued with `run`."""
-        return await self._submit(self._first, fn, args, kwargs)
-
-    async def _submit(self, lane: collections.deque[_Job], fn: Callable[..., T],
-                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._backlog += 1
         try:
-            lane.append((loop, future, fn, args, kwargs))
-            self._tokens.put(True)  # after the job: a token always finds one
+            self._jobs.put((loop, future, fn, args, kwargs))
             return await future
         finally:
             self._backlog -= 1
 
     def close(self) -> None:
         """Finish the calls queued so far, then stop the thread."""
-        self._tokens.put(False)
+        self._jobs.put(None)
         self._thread.join()
 
     def _work(self) -> None:
-        while self._tokens.get():
-            loop, future, fn, args, kwargs = (self._first.popleft() if self._first
-                                              else self._rest.popleft())
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn, args, kwargs = job
             if future.cancelled():  # read across threads: at worst a cancelled call runs
                 continue
             try:
