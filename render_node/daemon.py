@@ -437,26 +437,17 @@ class RenderNode:
             except (TransferError, OSError, grpc.RpcError):
                 inline = []
                 batch = [done for done in batch if self._upload_alone(done)]
-            request = pb.DeliverTasksRequest(
-                node_id=self.node_id, images=inline, max_tasks=want,
-                results=[pb.LeaseResult(lease_id=done.held.lease.lease_id,
-                                        outputs=done.outputs) for done in batch])
+            request = pb.DeliverTasksRequest(node_id=self.node_id, images=inline,
+                                             max_tasks=want, results=lease_results(batch))
             try:
-                response = self._call(self.client.nodes.DeliverTasks, request,
-                                      patience=RECONNECT_PATIENCE)
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-                    for done in batch:
-                        self._delivery_failed(done, error)
-                    continue
+                response = self._send(self.client.nodes.DeliverTasks, request, batch)
+            except grpc.RpcError:  # UNIMPLEMENTED
                 log.info("the coordinator takes images, results and leases in separate "
                          "calls; delivering that way")
                 self.deliver_tasks = False
                 self._deliver_separately([done for rest in batches[index:] for done in rest])
                 return None
-            if response is None:  # stopping while the coordinator was away
-                for done in batch:
-                    self._end(done)
+            if response is None:
                 continue
             for image in response.images:
                 if image.code:
@@ -479,27 +470,34 @@ class RenderNode:
             return False
 
     def _complete_batch(self, batch: list[Finished]) -> None:
-        request = pb.CompleteTasksRequest(node_id=self.node_id, results=[
-            pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
-            for done in batch])
+        request = pb.CompleteTasksRequest(node_id=self.node_id, results=lease_results(batch))
         try:
-            response = self._call(self.client.nodes.CompleteTasks, request,
-                                  patience=RECONNECT_PATIENCE)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-                for done in batch:
-                    self._delivery_failed(done, error)
-                return
+            response = self._send(self.client.nodes.CompleteTasks, request, batch)
+        except grpc.RpcError:  # UNIMPLEMENTED
             log.info("the coordinator takes one lease per call; delivering one by one")
             self.batching = False
             for done in batch:
                 self._complete_alone(done)
             return
+        if response is not None:
+            self._outcomes(batch, response.results)
+
+    def _send(self, method: Any, request: object, batch: list[Finished]) -> Any:
+        """A batch's delivery call: its answer, or None when the call failed (each lease
+        failed and reported) or the node is stopping (each lease ended). UNIMPLEMENTED is
+        raised for the caller to fall back on older calls."""
+        try:
+            response = self._call(method, request, patience=RECONNECT_PATIENCE)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            for done in batch:
+                self._delivery_failed(done, error)
+            return None
         if response is None:  # stopping while the coordinator was away
             for done in batch:
                 self._end(done)
-            return
-        self._outcomes(batch, response.results)
+        return response
 
     def _outcomes(self, batch: list[Finished], results: Iterable[pb.LeaseOutcome]) -> None:
         """Each delivered lease as the coordinator answered it: ended, or failed."""
@@ -672,6 +670,12 @@ class RenderNode:
             if self.stopping.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)
+
+
+def lease_results(batch: list[Finished]) -> list[pb.LeaseResult]:
+    """The rendered leases as a delivery call carries them."""
+    return [pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
+            for done in batch]
 
 
 def inline_images(images: dict[str, Path]) -> tuple[list[pb.BlobData], dict[str, Path]]:
