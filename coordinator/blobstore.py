@@ -203,7 +203,7 @@ class BlobStore:
         return sha256
 
     def put_many(self, blobs: Sequence[tuple[bytes, str]]) -> list[BlobError | None]:
-        """Several small blobs held in memory (a BatchUploadBlobs call), each checked like
+        """Several small blobs held in memory (BatchUploadBlobs, DeliverTasks), each checked like
         `put_bytes` and answered on its own: None (stored, or stored before) or the
         BlobError that refused it, nothing of it kept.
 

@@ -2,7 +2,8 @@
 
 The servicer runs these on the storage thread (coordinator/storage/executor.py), never on
 the event loop. Each is one short transaction of plain SQL (the ORM's per-call overhead was
-most of a frame cycle's CPU: docs/BENCHMARKS.md, "cycles"):
+most of a frame cycle's CPU: docs/BENCHMARKS.md, "cycles"), which on SQLite goes straight to
+the driver's cursor (coordinator/storage/driver.py):
 
 - lease: the node's standing and bond (one join), a window of the next queued tasks it may
   take (one index scan; on PostgreSQL `FOR UPDATE OF t SKIP LOCKED`, so coordinators
@@ -526,7 +527,7 @@ class LeaseHotPath:
             raise WriteConflict(f"leases {', '.join(leases)}: {len(leases) - moved.rowcount} "
                                 "of their tasks are no longer leased")
         if driver.run(connection, _COUNT_LEASES, {"now": now, "node": node_id,
-                                           "n": len(accepted)}).rowcount != 1:
+                                                  "n": len(accepted)}).rowcount != 1:
             with Session(bind=connection) as session:
                 session.add(NodeStandingRecord(node_id=node_id, leases_completed=len(accepted),
                                                updated_at=now))
@@ -549,7 +550,7 @@ class LeaseHotPath:
                       "now": now} for frame, text in texts.items()]
         driver.run_many(connection, _TIMING, timings)
         driver.run(connection, *((_END_LEASE_START_ONE, one) if len(leases) == 1
-                           else (_END_LEASE_START, {"leases": leases})))
+                                 else (_END_LEASE_START, {"leases": leases})))
         if logs:
             driver.run_many(connection, _FRAME_LOG, logs)
 
