@@ -20,7 +20,7 @@ RELEASE = Path(__file__).resolve().parent / "data" / "release-2026-11-23"
 KINDS = ("sqlite", "postgresql")
 # Tables the release did not have yet (bonds, budgets, pricing, job control, frame logs, ...).
 NEWER_TABLES = {"pay_bond", "pay_slash", "job_budget", "blob_owner", "price_probe",
-                "job_quote", "lease_start", "frame_timing", "job_control", "frame_log",
+                "job_quote", "frame_timing", "job_control", "frame_log",
                 "quarantined_record", "verification_trouble"}
 
 

@@ -8,7 +8,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from cachetools import LRUCache
@@ -54,11 +55,7 @@ from coordinator.storage.models import (
     TaskRecord,
 )
 from coordinator.storage.owners import BlobOwners
-from coordinator.storage.pricing_store import (
-    LEASE_START_KEEP_SECONDS,
-    PRUNE_EVERY_SECONDS,
-    PricingStore,
-)
+from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.limits import BATCH_UPLOAD_BLOBS, FRAME_LOG_BYTES
@@ -67,6 +64,9 @@ from frameproof.receipts import verify_receipt
 from frameproof.render_settings import passes_limit
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,6 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             payments.bonds.policy if payments else None)
         # The scenes each node recently leased, so probably holds (scene affinity).
         self._scenes: LRUCache[str, tuple[str, ...]] = LRUCache(maxsize=KNOWN_NODES_CACHED)
-        self._last_lease_prune = 0.0
 
     async def RegisterNode(self, request, context):
         node_id = await self._own_node_id(request.node_id, context)
@@ -195,16 +194,17 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         now = time.time()
         if touch:
             self._touch(node_id, now)
-        grants, gate = self.leasing.lease(node_id, now, self._scenes.get(node_id, ()),
-                                          max_tasks)
-        for grant in grants:
+        return self._leased(node_id, self.leasing.lease(
+            node_id, now, self._scenes.get(node_id, ()), max_tasks))
+
+    def _leased(self, node_id: str, leased: tuple[list[Grant], NodeGate]
+                ) -> tuple[list[Grant], NodeGate]:
+        """The leases granted, with the scenes they make the node hold (for affinity)."""
+        for grant in leased[0]:
             held = self._scenes.get(node_id, ())
             if grant.job.scene_id not in held:  # the node downloads it for this lease
                 self._scenes[node_id] = (grant.job.scene_id, *held)[:SCENES_REMEMBERED]
-        if now - self._last_lease_prune > PRUNE_EVERY_SECONDS:
-            self._last_lease_prune = now
-            self.pricing.forget_leases_before(now - LEASE_START_KEEP_SECONDS)
-        return grants, gate
+        return leased
 
     async def Heartbeat(self, request, context):
         node_id = await self._known_node(request.node_id, context)
@@ -250,7 +250,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
     async def DeliverTasks(self, request, context):
         """A batch's images, results and next lease request in one call (farm.proto): the
         images' files written on a worker thread, then their ownership, the results and
-        the next tasks' claim in one trip to the storage thread (a transaction each). Each
+        the next tasks' claim in one trip to the storage thread and one transaction. Each
         part answers as its own call would; the lease never waits for work (LeaseTask
         does)."""
         node_id = await self._known_node(request.node_id, context)
@@ -258,12 +258,14 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             raise InvalidRequest(f"at most {MAX_OUTPUTS_PER_CALL} outputs in one call")
         if len(request.images) > BATCH_UPLOAD_BLOBS:  # the validator's bound, for bare servicers
             raise InvalidRequest(f"at most {BATCH_UPLOAD_BLOBS} images in one call")
-        images, stored = ((await asyncio.to_thread(write_blobs, self.blobs,
-                                                   list(request.images)))
-                          if request.images else ([], []))
+        images, stored_shas = ((await asyncio.to_thread(write_blobs, self.blobs,
+                                                        list(request.images)))
+                               if request.images else ([], []))
         want = max(0, request.max_tasks)
         shed = want > 0 and self.storage.backlog >= self.shed_backlog
         results = [lease_result(r.lease_id, r.outputs) for r in request.results]
+        sizes = {image.blob.sha256: image.blob.size for image in request.images}
+        stored = {sha: sizes[sha] for sha in stored_shas}
         done, leased = (await self.storage.run(self._deliver_and_lease, node_id, stored,
                                                results, time.time(), 0 if shed else want)
                         if stored or results or (want and not shed) else ([], None))
@@ -282,16 +284,28 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 response.next.SetInParent()  # no work now: LeaseTask waits for it
         return response
 
-    def _deliver_and_lease(self, node_id: str, stored: list[str], results: list[LeaseResult],
-                           now: float, max_tasks: int
+    def _deliver_and_lease(self, node_id: str, stored: dict[str, int],
+                           results: list[LeaseResult], now: float, max_tasks: int
                            ) -> tuple[list[Completion], tuple[list[Grant], NodeGate] | None]:
-        """(storage thread) DeliverTasks' transactions: the images stored are the node's,
-        the results, then the lease. Here rather than beside the files on a worker thread:
-        on SQLite, another connection's write makes this thread's page cache stale."""
-        if self.owners is not None and stored:
-            self.owners.add_many(node_id, stored)
-        done = self._complete_on_storage(node_id, results, now) if results else []
-        return done, (self._lease_once(node_id, True, max_tasks) if max_tasks > 0 else None)
+        """(storage thread) DeliverTasks' one transaction: the images just stored (sha256 ->
+        size) are the node's, the results are recorded, the next tasks claimed. Here rather
+        than beside the files on a worker thread: on SQLite, another connection's write makes
+        this thread's page cache stale. A lease on the general path (a bounded identity,
+        creators' priorities) is claimed after the commit, in its own."""
+        if max_tasks > 0:
+            self._touch(node_id, now)  # its own write, before this transaction holds SQLite's
+        leased = None
+        with self.leasing.transaction() as connection:
+            if self.owners is not None and stored:
+                self.owners.add_many(node_id, stored, connection)
+            done = (self._complete_on_storage(node_id, results, now, connection, stored)
+                    if results else [])
+            if max_tasks > 0:
+                leased = self.leasing.claim(connection, node_id, now,
+                                            self._scenes.get(node_id, ()), max_tasks)
+        if max_tasks > 0 and leased is None:
+            leased = self.leasing.lease_general(node_id, now)
+        return done, (self._leased(node_id, leased) if leased is not None else None)
 
     async def _deliver(self, node_id: str, results: list[LeaseResult]) -> list[Completion]:
         """Record the node's results: one round trip to the storage thread, one transaction."""
@@ -312,14 +326,16 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                           completion.task.first_frame, completion.task.last_frame,
                           len(completion.tiles))
 
-    def _complete_on_storage(self, node_id: str, results: list[LeaseResult], now: float
-                             ) -> list[Completion]:
+    def _complete_on_storage(self, node_id: str, results: list[LeaseResult], now: float,
+                             connection: Connection | None = None,
+                             stored: Mapping[str, int] | None = None) -> list[Completion]:
         """(storage thread) Which images are stored at their size and the node's own, then
-        every lease recorded or refused in one transaction."""
+        every lease recorded or refused in one transaction (`connection`'s, if given).
+        `stored`: images this call just stored as the node's (sha256 -> size)."""
         images = [(o.image.sha256, o.image.size) for r in results for o in r.outputs]
         images += [(o.passes.sha256, o.passes.size) for r in results for o in r.outputs
                    if has_passes(o)]
-        delivered = self._delivered(node_id, images)
+        delivered = self._delivered(node_id, images, connection, stored or {})
 
         def prepare(result: LeaseResult, leased: LeasedTask | None, facts: JobFacts | None
                     ) -> list[FrameOutputRecord]:
@@ -329,7 +345,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             # unbonded nodes: every frame
             return sample_frames(frames, check_probability(gate.standing))
 
-        return self.leasing.complete_many(node_id, results, now, prepare, draw)
+        return self.leasing.complete_many(node_id, results, now, prepare, draw, connection)
 
     def _records(self, node_id: str, result: LeaseResult, leased: LeasedTask | None,
                  facts: JobFacts | None, delivered: set[tuple[str, int]]
@@ -373,20 +389,24 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             )
         return outputs
 
-    def _delivered(self, node_id: str, images: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    def _delivered(self, node_id: str, images: list[tuple[str, int]],
+                   connection: Connection | None, stored: Mapping[str, int]
+                   ) -> set[tuple[str, int]]:
         """(storage thread) Which of the images (sha256, size) are stored at that size and
-        the node's own."""
-        stored = set()
+        the node's own: those `stored` by this call are; the others are looked up."""
+        found = set()
         for sha, size in images:
-            if not is_sha256(sha):
+            if sha in stored or not is_sha256(sha):
                 continue
             try:
                 if self.blobs.size(sha) == size:
-                    stored.add(sha)
+                    found.add(sha)
             except BlobNotFound:
                 continue
-        owned = self.owners.owned(node_id, stored) if self.owners is not None else stored
-        return {(sha, size) for sha, size in images if sha in owned}
+        owned = (self.owners.owned(node_id, found, connection) if self.owners is not None
+                 else found)
+        return {(sha, size) for sha, size in images
+                if sha in owned or stored.get(sha, -1) == size}
 
     async def FailTask(self, request, context):
         node_id = await self._known_node(request.node_id, context)

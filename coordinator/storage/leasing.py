@@ -20,8 +20,9 @@ The rare cases keep the general path in FarmStore.lease_next_task: a bounded new
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +75,11 @@ LIMIT :window
 """
 _CLAIM = text("""
 UPDATE task SET state = 'leased', lease_id = :lease, node_id = :node,
-       lease_expires_at = :expires, updated_at = :now
+       lease_expires_at = :expires, leased_at = :now, updated_at = :now
 WHERE task_id = :task AND state = 'queued'
 """)
 _CLAIMED = text("SELECT lease_id FROM task WHERE lease_id IN :leases AND state = 'leased'"
                ).bindparams(bindparam("leases", expanding=True))
-_LEASE_START = text("""
-INSERT INTO lease_start (lease_id, node_id, job_id, frames, leased_at)
-VALUES (:lease, :node, :job, :frames, :now)
-""")
 _EXTEND = text("""
 UPDATE task SET lease_expires_at = :expires, updated_at = :now
 WHERE lease_id = :lease AND node_id = :node AND state = 'leased'
@@ -96,7 +93,7 @@ SELECT task_id, job_id, first_frame, last_frame, state, node_id FROM task
 WHERE lease_id = :lease
 """)
 _TASKS_OF_LEASES = """
-SELECT task_id, job_id, first_frame, last_frame, state, node_id, lease_id FROM task
+SELECT task_id, job_id, first_frame, last_frame, state, node_id, lease_id, leased_at FROM task
 WHERE lease_id IN :leases
 """
 _JOB = text("""
@@ -134,9 +131,6 @@ _COUNT_LEASES = text("""
 UPDATE node_standing SET leases_completed = leases_completed + :n, updated_at = :now
 WHERE node_id = :node
 """)
-_STARTED = text("SELECT lease_id, leased_at FROM lease_start WHERE lease_id IN :leases"
-                ).bindparams(bindparam("leases", expanding=True))
-_STARTED_ONE = text("SELECT lease_id, leased_at FROM lease_start WHERE lease_id = :lease")
 _TIMING = text("""
 INSERT INTO frame_timing (job_id, frame, node_id, wall_seconds, claimed_seconds,
     claimed_score, work_ms, at)
@@ -145,9 +139,6 @@ ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id,
     wall_seconds = excluded.wall_seconds, claimed_seconds = excluded.claimed_seconds,
     claimed_score = excluded.claimed_score, work_ms = 0, at = excluded.at
 """)
-_END_LEASE_START = text("DELETE FROM lease_start WHERE lease_id IN :leases"
-                        ).bindparams(bindparam("leases", expanding=True))
-_END_LEASE_START_ONE = text("DELETE FROM lease_start WHERE lease_id = :lease")
 _FRAME_LOG = text("""
 INSERT INTO frame_log (job_id, frame, node_id, text, created_at)
 VALUES (:job, :frame, :node, :text, :now)
@@ -202,6 +193,7 @@ class LeasedTask:
     last_frame: int
     state: str
     node_id: str | None
+    leased_at: float | None = None  # when the lease began (the completion's read has it)
 
 
 @dataclass(frozen=True)
@@ -246,6 +238,11 @@ class LeaseHotPath:
         # One lease (CompleteTask, most calls): a plain parameter, cheaper than an expanded list.
         self._task_locked = text(_TASKS_OF_LEASES.replace("IN :leases", "= :lease") + lock)
         self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=JOBS_CACHED)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One transaction for a call that does several of these at once (DeliverTasks:
+        ownership, results, claim), committed on leaving: one WAL commit instead of three."""
+        return self.engine.begin()
 
     # ------------------------------------------------------------ reads
 
@@ -297,19 +294,43 @@ class LeaseHotPath:
         """The node's gate and, unless it is quarantined, the best tasks of its window (see
         the module doc; up to `max_tasks`) claimed for it: one transaction."""
         with self.engine.begin() as connection:
-            gate = self.gate(node_id, connection)
-            if gate.quarantined:
-                return [], gate
-            general = gate.limits.bounded or driver.run(connection, _ANY_PRIORITY).first()
-            if not general:
-                for _ in range(CLAIM_TRIES):
-                    grants, raced = self._claim(connection, node_id, gate, now, cached_scenes,
-                                                max(1, min(max_tasks, MAX_TASKS_PER_CALL)))
-                    if grants or not raced:
-                        return grants, gate
-                return [], gate
-        grant = self._lease_general(node_id, gate, now)
-        return ([grant] if grant is not None else []), gate
+            found = self.claim(connection, node_id, now, cached_scenes, max_tasks)
+        return found if found is not None else self.lease_general(node_id, now)
+
+    def claim(self, connection: Connection, node_id: str, now: float,
+              cached_scenes: Iterable[str] = (), max_tasks: int = 1
+              ) -> tuple[list[Grant], NodeGate] | None:
+        """`lease` in the caller's transaction; None where the node's lease takes the general
+        path (`lease_general`), which the caller runs after committing its own."""
+        gate = self.gate(node_id, connection)
+        if gate.quarantined:
+            return [], gate
+        if gate.limits.bounded or driver.run(connection, _ANY_PRIORITY).first():
+            return None
+        for _ in range(CLAIM_TRIES):
+            grants, raced = self._claim(connection, node_id, gate, now, cached_scenes,
+                                        max(1, min(max_tasks, MAX_TASKS_PER_CALL)))
+            if grants or not raced:
+                return grants, gate
+        return [], gate
+
+    def lease_general(self, node_id: str, now: float) -> tuple[list[Grant], NodeGate]:
+        """Bounded identities and creators' priorities: FarmStore's general lease, one task
+        (its own transactions; the caller holds none)."""
+        from coordinator.storage.proof import node_rank
+
+        gate = self.gate(node_id)
+        if gate.quarantined:
+            return [], gate
+        task = self.store.lease_next_task(
+            node_id, now, node_rank(gate.standing), max_leases=gate.limits.max_leases,
+            max_frames_per_job=gate.limits.max_frames_per_job)
+        if task is None or task.lease_id is None:
+            return [], gate
+        facts = self.job(task.job_id)
+        assert facts is not None
+        return [Grant(task.task_id, task.lease_id, task.job_id, task.first_frame,
+                      task.last_frame, task.lease_expires_at or now, facts)], gate
 
     def _claim(self, connection: Connection, node_id: str, gate: NodeGate, now: float,
                cached_scenes: Iterable[str], max_tasks: int) -> tuple[list[Grant], bool]:
@@ -336,7 +357,7 @@ class LeaseHotPath:
                 short.add(candidate.job_id)
                 continue
             budgets.took(candidate.job_id, candidate.frames)
-            chosen.append((candidate, uuid.uuid4().hex))
+            chosen.append((candidate, secrets.token_hex(16)))
         if not chosen:
             return [], False  # the pauses decided above are committed with the transaction
         # One statement for the whole claim (the window's rows are this transaction's on
@@ -353,9 +374,6 @@ class LeaseHotPath:
             chosen = [(c, lease_id) for c, lease_id in chosen if lease_id in taken]
             if not chosen:
                 return [], True
-        driver.run_many(connection, _LEASE_START, [
-            {"lease": lease_id, "node": node_id, "job": candidate.job_id,
-             "frames": candidate.frames, "now": now} for candidate, lease_id in chosen])
         grants = []
         for candidate, lease_id in chosen:
             facts = self.job(candidate.job_id, connection)
@@ -364,24 +382,6 @@ class LeaseHotPath:
             grants.append(Grant(candidate.task_id, lease_id, candidate.job_id, first, last,
                                 expires, facts))
         return grants, raced
-
-    def _lease_general(self, node_id: str, gate: NodeGate, now: float) -> Grant | None:
-        """Bounded identities and creators' priorities: FarmStore's general lease."""
-        from coordinator.storage.proof import node_rank
-
-        task = self.store.lease_next_task(
-            node_id, now, node_rank(gate.standing), max_leases=gate.limits.max_leases,
-            max_frames_per_job=gate.limits.max_frames_per_job)
-        if task is None or task.lease_id is None:
-            return None
-        facts = self.job(task.job_id)
-        assert facts is not None
-        with self.engine.begin() as connection:
-            connection.execute(_LEASE_START, {
-                "lease": task.lease_id, "node": node_id, "job": task.job_id,
-                "frames": task.last_frame - task.first_frame + 1, "now": now})
-        return Grant(task.task_id, task.lease_id, task.job_id, task.first_frame,
-                     task.last_frame, task.lease_expires_at or now, facts)
 
     # ------------------------------------------------------------ heartbeat
 
@@ -441,8 +441,8 @@ class LeaseHotPath:
     def complete_many(self, node_id: str, results: Sequence[LeaseResult], now: float,
                       prepare: Callable[[LeaseResult, LeasedTask | None, JobFacts | None],
                                         list[FrameOutputRecord]],
-                      sampled: Callable[[NodeGate, Sequence[int]], frozenset[int]]
-                      ) -> list[Completion]:
+                      sampled: Callable[[NodeGate, Sequence[int]], frozenset[int]],
+                      connection: Connection | None = None) -> list[Completion]:
         """Several of the node's leases delivered in one transaction, each by the rules of
         a single completion and answered on its own.
 
@@ -452,41 +452,44 @@ class LeaseHotPath:
         anything is written, and a refused lease writes nothing, so the others are recorded
         whatever befell it; the accepted leases' rows are then written together (a statement
         per table, not per lease). `sampled(gate, frames)` draws a lease's tile checks; the
-        node's gate is read once per call. A WriteConflict (never expected) undoes the call.
+        node's gate is read once per call. A WriteConflict (never expected) undoes the call,
+        and with it `connection`'s transaction where the caller passes its own.
         """
+        if connection is None:
+            with self.engine.begin() as own:
+                return self.complete_many(node_id, results, now, prepare, sampled, own)
         done: list[Completion] = []
         accepted: list[tuple[Completion, Sequence[FrameOutputRecord], dict[int, str]]] = []
         seen: dict[str, Completion] = {}
-        with self.engine.begin() as connection:
-            tasks = self._tasks_of(connection, [r.lease_id for r in results])
-            gate: NodeGate | None = None
-            for result in results:
-                if result.lease_id in seen:  # twice in one call: the second is a retry
-                    first = seen[result.lease_id]
-                    done.append(Completion(result.lease_id, first.task, False, frozenset(),
-                                           first.error))
-                    continue
-                task = tasks.get(result.lease_id)
-                try:
-                    facts = self.job(task.job_id, connection) if task is not None else None
-                    outputs = prepare(result, task, facts)
-                    live = _deliverable(task, node_id, outputs)
-                except (LeaseLost, ValueError, DomainError) as error:
-                    completion = Completion(result.lease_id, task, False, frozenset(), error)
+        tasks = self._tasks_of(connection, [r.lease_id for r in results])
+        gate: NodeGate | None = None
+        for result in results:
+            if result.lease_id in seen:  # twice in one call: the second is a retry
+                first = seen[result.lease_id]
+                done.append(Completion(result.lease_id, first.task, False, frozenset(),
+                                       first.error))
+                continue
+            task = tasks.get(result.lease_id)
+            try:
+                facts = self.job(task.job_id, connection) if task is not None else None
+                outputs = prepare(result, task, facts)
+                live = _deliverable(task, node_id, outputs)
+            except (LeaseLost, ValueError, DomainError) as error:
+                completion = Completion(result.lease_id, task, False, frozenset(), error)
+            else:
+                if live is None:  # recorded before: a retried completion
+                    completion = Completion(result.lease_id, task, False, frozenset(), None)
                 else:
-                    if live is None:  # recorded before: a retried completion
-                        completion = Completion(result.lease_id, task, False, frozenset(), None)
-                    else:
-                        if gate is None:
-                            gate = self.gate(node_id, connection)
-                        tiles = sampled(gate, [o.frame for o in outputs])
-                        completion = Completion(result.lease_id, live, True, tiles, None)
-                        accepted.append((completion, outputs, result.logs))
-                seen[result.lease_id] = completion
-                done.append(completion)
-            if accepted:
-                assert gate is not None
-                self._write(connection, node_id, accepted, gate, now)
+                    if gate is None:
+                        gate = self.gate(node_id, connection)
+                    tiles = sampled(gate, [o.frame for o in outputs])
+                    completion = Completion(result.lease_id, live, True, tiles, None)
+                    accepted.append((completion, outputs, result.logs))
+            seen[result.lease_id] = completion
+            done.append(completion)
+        if accepted:
+            assert gate is not None
+            self._write(connection, node_id, accepted, gate, now)
         return done
 
     def _tasks_of(self, connection: Connection, lease_ids: Sequence[str]
@@ -498,7 +501,8 @@ class LeaseHotPath:
         rows = (driver.run(connection, self._task_locked, {"lease": wanted[0]}).rows
                 if len(wanted) == 1 else
                 driver.run(connection, self._tasks_locked, {"leases": wanted}).rows)
-        return {row[6]: LeasedTask(*row[:6]) for row in rows}
+        return {lease: LeasedTask(task, job, first, last, state, node, leased_at)
+                for task, job, first, last, state, node, lease, leased_at in rows}
 
     def _write(self, connection: Connection, node_id: str,
                accepted: Sequence[tuple[Completion, Sequence[FrameOutputRecord],
@@ -517,7 +521,7 @@ class LeaseHotPath:
                       "receipt": o.receipt_signature, "no": False, "now": now,
                       "passes_sha": o.passes_sha256 or None,
                       "passes_size": o.passes_size if o.passes_sha256 else None,
-                      "id": uuid.uuid4().hex, "tiles": o.frame in completion.tiles}
+                      "id": secrets.token_hex(16), "tiles": o.frame in completion.tiles}
                      for o in outputs]
         driver.run_many(connection, _RESULT, rows)
         driver.run_many(connection, _VERIFICATION, rows)
@@ -532,16 +536,12 @@ class LeaseHotPath:
                 session.add(NodeStandingRecord(node_id=node_id, leases_completed=len(accepted),
                                                updated_at=now))
                 session.flush()
-        one = {"lease": leases[0]}
-        started: dict[str, float] = {row[0]: row[1] for row in driver.run(
-            connection, *((_STARTED_ONE, one) if len(leases) == 1
-                          else (_STARTED, {"leases": leases}))).rows}
         timings = []
         logs = []
         for completion, outputs, texts in accepted:
             task = completion.task
             assert task is not None
-            at = started.get(completion.lease_id)
+            at = task.leased_at
             wall = max(0.0, (now - at) / max(1, len(outputs))) if at is not None else 0.0
             timings += [{"job": task.job_id, "frame": o.frame, "node": node_id, "wall": wall,
                          "claimed": o.render_seconds, "score": gate.benchmark_score,
@@ -549,8 +549,6 @@ class LeaseHotPath:
             logs += [{"job": task.job_id, "frame": frame, "node": node_id, "text": text,
                       "now": now} for frame, text in texts.items()]
         driver.run_many(connection, _TIMING, timings)
-        driver.run(connection, *((_END_LEASE_START_ONE, one) if len(leases) == 1
-                                 else (_END_LEASE_START, {"leases": leases})))
         if logs:
             driver.run_many(connection, _FRAME_LOG, logs)
 

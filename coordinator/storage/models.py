@@ -83,6 +83,7 @@ class TaskRecord(SQLModel, table=True):
     lease_id: str | None = Field(default=None, index=True)
     node_id: str | None = None
     lease_expires_at: float | None = None
+    leased_at: float | None = None  # the lease's start: the network's measure of its speed
     queued_at: float  # FIFO order among queued tasks
     updated_at: float
     error: str = ""
@@ -264,16 +265,6 @@ class JobQuoteRecord(SQLModel, table=True):
     cost_high_usd: float
     created_at: float
 
-
-class LeaseStartRecord(SQLModel, table=True):
-    """When a lease began, on the coordinator's clock (for network-measured node speed)."""
-
-    __tablename__ = "lease_start"
-    lease_id: str = Field(primary_key=True)
-    node_id: str
-    job_id: str
-    frames: int
-    leased_at: float = Field(index=True)
 
 
 class FrameTimingRecord(SQLModel, table=True):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from sqlalchemy import bindparam, insert, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from coordinator.storage import driver
@@ -37,17 +37,21 @@ class BlobOwners:
         with self.engine.connect() as connection:
             return connection.execute(_OWNS, {"sha": sha256, "owner": owner}).first() is not None
 
-    def owned(self, owner: str, shas: Iterable[str]) -> set[str]:
-        """The subset of ``shas`` that ``owner`` holds."""
+    def owned(self, owner: str, shas: Iterable[str], connection: Connection | None = None
+              ) -> set[str]:
+        """The subset of ``shas`` that ``owner`` holds (in `connection`'s transaction, if
+        given)."""
         wanted = list(dict.fromkeys(shas))
         found: set[str] = set()
         if not wanted:
             return found
-        with self.engine.connect() as connection:
-            for start in range(0, len(wanted), QUERY_BATCH):
-                batch = wanted[start:start + QUERY_BATCH]
-                found.update(driver.run(connection, _OWNED,
-                                        {"owner": owner, "shas": batch}).scalars())
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.owned(owner, wanted, own)
+        for start in range(0, len(wanted), QUERY_BATCH):
+            batch = wanted[start:start + QUERY_BATCH]
+            found.update(driver.run(connection, _OWNED,
+                                    {"owner": owner, "shas": batch}).scalars())
         return found
 
     def add(self, owner: str, sha256: str, now: float | None = None) -> None:
@@ -57,12 +61,18 @@ class BlobOwners:
         with self.engine.begin() as connection:
             connection.execute(_ADD, {"sha": sha256, "owner": owner})
 
-    def add_many(self, owner: str, shas: Iterable[str]) -> None:
-        """`add` for several blobs, in one transaction (a batch upload)."""
+    def add_many(self, owner: str, shas: Iterable[str], connection: Connection | None = None
+                 ) -> None:
+        """`add` for several blobs, in one transaction (a batch upload), or in
+        `connection`'s (a node's delivery, with its results)."""
         rows = [{"sha": sha, "owner": owner} for sha in dict.fromkeys(shas)]
-        if rows:
-            with self.engine.begin() as connection:
-                driver.run_many(connection, _ADD, rows)
+        if not rows:
+            return
+        if connection is None:
+            with self.engine.begin() as own:
+                driver.run_many(own, _ADD, rows)
+        else:
+            driver.run_many(connection, _ADD, rows)
 
     def adopt_existing_jobs(self, now: float | None = None) -> int:
         """Give the creator of every job ownership of its scene's files, once.

@@ -1,18 +1,17 @@
-"""What pricing keeps: probes, job quotes, lease starts, per-frame timings (claims vs network)."""
+"""What pricing keeps: probes, job quotes, per-frame timings (claims vs network)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.domain.pricing import measured_speed
 from coordinator.storage.models import (
     FrameTimingRecord,
     JobQuoteRecord,
-    LeaseStartRecord,
     NodeStandingRecord,
     PriceProbeRecord,
     ReputationEventRecord,
@@ -21,14 +20,11 @@ from coordinator.storage.proof import standing_of
 
 CLAIM_MISMATCH = "claim_mismatch"  # reputation event kind: claims far from the network's measure
 SPEED_SAMPLES = 50  # a node's measured speed: the median over its latest frames
-LEASE_START_KEEP_SECONDS = 7 * 86_400.0  # starts of leases that never completed are dropped
-PRUNE_EVERY_SECONDS = 3600.0
 
 
 class PricingStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._last_prune = 0.0
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -54,38 +50,6 @@ class PricingStore:
             return session.get(JobQuoteRecord, job_id)
 
     # ------------------------------------------------------------ timings
-
-    def lease_started(self, lease_id: str, node_id: str, job_id: str, frames: int,
-                      now: float) -> None:
-        with self._session() as session:
-            session.merge(LeaseStartRecord(lease_id=lease_id, node_id=node_id, job_id=job_id,
-                                           frames=max(1, frames), leased_at=now))
-            session.commit()
-        if now - self._last_prune > PRUNE_EVERY_SECONDS:
-            self._last_prune = now
-            self.forget_leases_before(now - LEASE_START_KEEP_SECONDS)
-
-    def lease_completed(self, lease_id: str, node_id: str, job_id: str,
-                        claims: Sequence[tuple[int, float]], claimed_score: float,
-                        now: float) -> None:
-        """Record each delivered frame's wall time (lease start to now, shared) and claims."""
-        with self._session() as session:
-            start = session.get(LeaseStartRecord, lease_id)
-            wall = (now - start.leased_at) / max(1, len(claims)) if start is not None else 0.0
-            for frame, claimed_seconds in claims:
-                session.merge(FrameTimingRecord(
-                    job_id=job_id, frame=frame, node_id=node_id, wall_seconds=max(0.0, wall),
-                    claimed_seconds=claimed_seconds, claimed_score=claimed_score, at=now))
-            session.execute(delete(LeaseStartRecord).where(
-                col(LeaseStartRecord.lease_id) == lease_id))
-            session.commit()
-
-    def forget_leases_before(self, cutoff: float) -> None:
-        """Lease starts of leases that never completed (failed, expired) are dropped."""
-        with self._session() as session:
-            session.execute(delete(LeaseStartRecord).where(
-                col(LeaseStartRecord.leased_at) < cutoff))
-            session.commit()
 
     def timing(self, job_id: str, frame: int) -> FrameTimingRecord | None:
         with self._session() as session:

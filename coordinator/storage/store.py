@@ -558,6 +558,7 @@ class FarmStore:
                         lease_id=lease_id,
                         node_id=node_id,
                         lease_expires_at=now + policy.lease_seconds,
+                        leased_at=now,
                         updated_at=now,
                     )
                 )
