@@ -19,7 +19,8 @@ then sends all their images and results with one DeliverTasks, which also leases
 tasks (what `render-node run --max-tasks N` does). A coordinator without DeliverTasks
 (UNIMPLEMENTED) gets one FindMissingBlobs, one BatchUploadBlobs and one CompleteTasks per batch
 and a LeaseTask for the next; one without those gets one call per lease (per image) as
-without `--batch`. Each delivered
+without `--batch`. DeliverTasks' receipts are signed as one tree where the coordinator's
+proto knows receipt trees (frameproof.receipts), as render-node signs them. Each delivered
 lease is still one cycle; "calls/cycle" says how many RPCs a cycle cost.
 
 `--tree DIR` runs the coordinator of another checkout (e.g. the commit before the work,
@@ -288,7 +289,7 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
     CompleteTasks, the next tasks left to LeaseTask."""
     import grpc
 
-    from frameproof.receipts import sign_receipt
+    from frameproof.receipts import Claim, sign_receipt, sign_receipts
     from frameproof.v1 import farm_pb2 as pb
 
     node_id = client.node_id
@@ -316,6 +317,14 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
                     client.keypair, lease.job_id, frame, ref.sha256, lease.settings)))
         results.append(pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs))
     if client.deliver:
+        if args.receipt_trees:  # one signature for the call, as render-node signs them
+            by_lease = {lease.lease_id: lease for lease in leases}
+            signed = [(by_lease[r.lease_id], o) for r in results for o in r.outputs]
+            receipts = sign_receipts(client.keypair, [
+                Claim(lease.job_id, o.frame, o.image.sha256, lease.settings)
+                for lease, o in signed])
+            for (_, output), receipt in zip(signed, receipts, strict=True):
+                output.receipt_signature, output.receipt_proof = receipt
         try:
             answer = await client.call(client.nodes, "NodeService", "DeliverTasks",
                                        pb.DeliverTasksRequest(
@@ -463,6 +472,9 @@ def run_side(tree: Path, args: argparse.Namespace, work: Path,
              str(args.warmup), "--render-seconds", str(args.render_seconds),
              "--tasks-per-lease", str(args.tasks_per_lease), *(["--batch"] if args.batch else []),
              *(["--burst"] if args.burst else []),
+             # a coordinator that knows receipt trees gets them, as from render-node
+             *(["--receipt-trees"] if args.batch and "receipt_proof" in (
+                 tree / "proto" / "frameproof" / "v1" / "farm.proto").read_text() else []),
              "--out", str(work / f"client{p}.json")], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}))
     time.sleep(max(0.0, start - time.time()))
@@ -595,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--render-seconds", type=float, required=True)
     client.add_argument("--tasks-per-lease", type=int, required=True)
     client.add_argument("--batch", action="store_true")
+    client.add_argument("--receipt-trees", action="store_true",
+                        help="DeliverTasks' receipts signed as one tree (frameproof.receipts)")
     client.add_argument("--burst", action="store_true")
     client.add_argument("--out", required=True)
     run = commands.add_parser("run")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from solders.keypair import Keypair
 
 from frameproof import render_settings
 from frameproof.blender.worker import BlenderError, BlenderWorker, RenderResult, RenderSettings
@@ -34,7 +35,7 @@ from frameproof.limits import (
     clip_utf8,
 )
 from frameproof.manifest import sha256_file
-from frameproof.receipts import sign_receipt
+from frameproof.receipts import Claim, sign_receipt, sign_receipts
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
@@ -437,8 +438,9 @@ class RenderNode:
             except (TransferError, OSError, grpc.RpcError):
                 inline = []
                 batch = [done for done in batch if self._upload_alone(done)]
-            request = pb.DeliverTasksRequest(node_id=self.node_id, images=inline,
-                                             max_tasks=want, results=lease_results(batch))
+            request = pb.DeliverTasksRequest(
+                node_id=self.node_id, images=inline, max_tasks=want,
+                results=lease_results(batch, signed_by=self.keypair))
             try:
                 response = self._send(self.client.nodes.DeliverTasks, request, batch)
             except grpc.RpcError:  # UNIMPLEMENTED
@@ -672,10 +674,24 @@ class RenderNode:
             delay = min(delay * 2, 5.0)
 
 
-def lease_results(batch: list[Finished]) -> list[pb.LeaseResult]:
-    """The rendered leases as a delivery call carries them."""
-    return [pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
-            for done in batch]
+def lease_results(batch: list[Finished], signed_by: Keypair | None = None
+                  ) -> list[pb.LeaseResult]:
+    """The rendered leases as a delivery call carries them. `signed_by`: their frames'
+    receipts signed together, one tree for the call (DeliverTasks; each frame was signed
+    alone when rendered, for the calls of coordinators from before trees)."""
+    results = [pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
+               for done in batch]
+    if signed_by is not None:
+        outputs = [(result, output, done.held.lease) for result, done in zip(results, batch,
+                                                                             strict=True)
+                   for output in result.outputs]
+        receipts = sign_receipts(signed_by, [Claim(lease.job_id, output.frame,
+                                                   output.image.sha256, lease.settings)
+                                             for _, output, lease in outputs])
+        for (_, output, _), receipt in zip(outputs, receipts, strict=True):
+            output.receipt_signature = receipt.signature
+            output.receipt_proof = receipt.proof
+    return results
 
 
 def inline_images(images: dict[str, Path]) -> tuple[list[pb.BlobData], dict[str, Path]]:

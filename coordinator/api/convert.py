@@ -157,6 +157,7 @@ def frame_messages(
                 frame.blender_version = result.blender_version
                 frame.device = result.device
                 frame.receipt_signature = result.receipt_signature
+                frame.receipt_proof = result.receipt_proof
                 if result.verdict == FrameVerdict.APPROVED and result.charged:
                     frame.state = pb.FRAME_STATE_DONE
                 elif result.verdict in (FrameVerdict.APPROVED, FrameVerdict.UNPAID):

@@ -60,7 +60,7 @@ from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.limits import BATCH_UPLOAD_BLOBS, FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
-from frameproof.receipts import verify_receipt
+from frameproof.receipts import PROOF_STEP, TREE_DEPTH, settings_digest, verify_receipt
 from frameproof.render_settings import passes_limit
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
@@ -125,6 +125,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         self._registered: LRUCache[str, bool] = LRUCache(maxsize=KNOWN_NODES_CACHED)
         self._settings: LRUCache[str, pb.RenderSettings] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
         self._settings_lock = threading.Lock()
+        # storage thread only: the digest every receipt of a job's frames signs
+        self._digests: LRUCache[str, str] = LRUCache(maxsize=JOB_SETTINGS_CACHED)
         # The network's own clock on each lease: node speed measured here, not claimed.
         self.pricing = PricingStore(store.engine)
         self.storage = storage or StorageExecutor()  # database work runs off the event loop
@@ -336,10 +338,11 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         images += [(o.passes.sha256, o.passes.size) for r in results for o in r.outputs
                    if has_passes(o)]
         delivered = self._delivered(node_id, images, connection, stored or {})
+        verified: dict[tuple[str, str, bytes], bool] = {}  # a tree's signature: checked once
 
         def prepare(result: LeaseResult, leased: LeasedTask | None, facts: JobFacts | None
                     ) -> list[FrameOutputRecord]:
-            return self._records(node_id, result, leased, facts, delivered)
+            return self._records(node_id, result, leased, facts, delivered, verified)
 
         def draw(gate: NodeGate, frames: Sequence[int]) -> frozenset[int]:
             # unbonded nodes: every frame
@@ -348,8 +351,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         return self.leasing.complete_many(node_id, results, now, prepare, draw, connection)
 
     def _records(self, node_id: str, result: LeaseResult, leased: LeasedTask | None,
-                 facts: JobFacts | None, delivered: set[tuple[str, int]]
-                 ) -> list[FrameOutputRecord]:
+                 facts: JobFacts | None, delivered: set[tuple[str, int]],
+                 verified: dict[tuple[str, str, bytes], bool]) -> list[FrameOutputRecord]:
         """A lease's outputs as records, or the refusal of this lease (a DomainError)."""
         if not result.lease_id:
             raise InvalidRequest("lease_id is required")
@@ -362,7 +365,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 raise InvalidRequest(f"frame {output.frame}: image is not a sha256")
             if leased is not None and leased.node_id == node_id and settings is not None and (
                     not verify_receipt(node_id, output.receipt_signature, leased.job_id,
-                                       output.frame, sha, settings)):
+                                       output.frame, sha, settings, output.receipt_proof,
+                                       verified, self._settings_digest(leased.job_id,
+                                                                       settings))):
                 raise InvalidRequest(f"frame {output.frame}: the receipt signature does not "
                                      "verify (sign job, frame, image sha256 and settings)")
             # The node must hold the image itself (uploaded or proven): naming a stored
@@ -383,6 +388,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     blender_version=output.blender_version[:64],
                     device=output.device[:64],
                     receipt_signature=output.receipt_signature[:128],
+                    receipt_proof=output.receipt_proof[:TREE_DEPTH * PROOF_STEP],
                     passes_sha256=output.passes.sha256 if has_passes(output) else "",
                     passes_size=output.passes.size if has_passes(output) else 0,
                 )
@@ -579,6 +585,12 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                 settings = self._settings[job_id] = convert.settings_from_json(
                     facts.settings_json)
             return settings
+
+    def _settings_digest(self, job_id: str, settings: pb.RenderSettings) -> str:
+        digest = self._digests.get(job_id)
+        if digest is None:
+            digest = self._digests[job_id] = settings_digest(settings)
+        return digest
 
     def _lease_message(self, grant: Grant) -> pb.Lease:
         return pb.Lease(

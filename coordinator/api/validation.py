@@ -45,6 +45,7 @@ from frameproof.limits import (
     TILE_REASON_BYTES,
     VERDICT_REASON_BYTES,
 )
+from frameproof.receipts import PROOF_STEP, TREE_DEPTH
 from frameproof.v1 import farm_pb2
 
 DEFAULT_STRING_BYTES = 256
@@ -64,6 +65,8 @@ PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     "pubkey": (re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}"), "a base58 public key"),
     "hex-id": (re.compile(r"[0-9a-f]{1,64}"), "1-64 lowercase hex digits"),
     "signature": (re.compile(r"[1-9A-HJ-NP-Za-km-z]{64,88}"), "a base58 ed25519 signature"),
+    "receipt-proof": (re.compile(rf"(?:[lr][0-9a-f]{{64}}){{1,{TREE_DEPTH}}}"),
+                      f"up to {TREE_DEPTH} steps of l or r and a sha256"),
 }
 
 
@@ -165,6 +168,8 @@ FIELDS: dict[str, Bound] = {
     "FrameOutput.blender_version": Bound(max_bytes=64),
     "FrameOutput.device": Bound(max_bytes=64),
     "FrameOutput.receipt_signature": Bound(pattern="signature"),
+    "FrameOutput.receipt_proof": Bound(max_bytes=TREE_DEPTH * PROOF_STEP,
+                                       pattern="receipt-proof"),
     "CompleteTaskRequest.node_id": Bound(pattern="pubkey"),
     "CompleteTaskRequest.lease_id": Bound(pattern="hex-id"),
     "CompleteTaskRequest.outputs": Bound(max_items=MAX_CHUNK_FRAMES),

@@ -103,9 +103,9 @@ FROM job j JOIN scene s ON s.scene_id = j.scene_id WHERE j.job_id = :job
 _RESULT = text("""
 INSERT INTO frame_result (job_id, frame, task_id, node_id, blob_sha256, blob_size, extension,
     render_seconds, blender_version, device, verdict, verification, pixel_sha256, charged,
-    receipt_signature, created_at, passes_sha256, passes_size)
+    receipt_signature, receipt_proof, created_at, passes_sha256, passes_size)
 VALUES (:job, :frame, :task, :node, :sha, :size, :extension, :render_seconds,
-    :blender_version, :device, 'pending', '', '', :no, :receipt, :now, :passes_sha,
+    :blender_version, :device, 'pending', '', '', :no, :receipt, :proof, :now, :passes_sha,
     :passes_size)
 ON CONFLICT (job_id, frame) DO UPDATE SET task_id = excluded.task_id,
     node_id = excluded.node_id, blob_sha256 = excluded.blob_sha256,
@@ -113,7 +113,8 @@ ON CONFLICT (job_id, frame) DO UPDATE SET task_id = excluded.task_id,
     render_seconds = excluded.render_seconds, blender_version = excluded.blender_version,
     device = excluded.device, verdict = 'pending', verification = '', pixel_sha256 = '',
     charged = excluded.charged, receipt_signature = excluded.receipt_signature,
-    created_at = excluded.created_at, passes_sha256 = excluded.passes_sha256,
+    receipt_proof = excluded.receipt_proof, created_at = excluded.created_at,
+    passes_sha256 = excluded.passes_sha256,
     passes_size = excluded.passes_size
 """)
 _VERIFICATION = text("""
@@ -518,7 +519,8 @@ class LeaseHotPath:
                       "node": node_id, "sha": o.sha256, "size": o.size,
                       "extension": o.extension, "render_seconds": o.render_seconds,
                       "blender_version": o.blender_version, "device": o.device,
-                      "receipt": o.receipt_signature, "no": False, "now": now,
+                      "receipt": o.receipt_signature, "proof": o.receipt_proof,
+                      "no": False, "now": now,
                       "passes_sha": o.passes_sha256 or None,
                       "passes_size": o.passes_size if o.passes_sha256 else None,
                       "id": secrets.token_hex(16), "tiles": o.frame in completion.tiles}

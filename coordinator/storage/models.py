@@ -110,6 +110,7 @@ class FrameResultRecord(SQLModel, table=True):
     pixel_sha256: str = Field(default="", index=True)  # hash of the decoded pixels
     charged: bool = Field(default=False, index=True)  # its burn and its node's credit are booked
     receipt_signature: str = ""  # the node's signed claim (frameproof.receipts), for audit
+    receipt_proof: str = ""  # its path to the root of the tree signed ("": signed alone)
     created_at: float
     # The node's passes file (multilayer EXR) of a denoised frame checked on its noisy pass:
     # the verifier's, never the creator's. None: the node delivered none.

@@ -84,6 +84,7 @@ class FrameOutputRecord:
     blender_version: str = ""
     device: str = ""
     receipt_signature: str = ""
+    receipt_proof: str = ""  # the receipt's path to its signed tree root (frameproof.receipts)
     # the node's passes file of a denoised frame (FrameOutput.passes); "" when none
     passes_sha256: str = ""
     passes_size: int = 0
@@ -635,6 +636,7 @@ class FarmStore:
                         blender_version=output.blender_version,
                         device=output.device,
                         receipt_signature=output.receipt_signature,
+                        receipt_proof=output.receipt_proof,
                         created_at=now,
                         passes_sha256=output.passes_sha256 or None,
                         passes_size=output.passes_size if output.passes_sha256 else None,

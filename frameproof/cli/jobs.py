@@ -151,6 +151,7 @@ def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
             "blender_version": frame.blender_version,
             "device": frame.device,
             "receipt_signature": frame.receipt_signature,
+            "receipt_proof": frame.receipt_proof,
         }
         for frame in frames
     ]

@@ -14,6 +14,7 @@ from farm_helpers import frames, submit_sample, wait_for, wait_until_done, wait_
 from prometheus_client.parser import text_string_to_metric_families
 
 from frameproof.localfarm import LocalFarm
+from frameproof.receipts import verify_receipt
 from frameproof.v1 import farm_pb2 as pb
 from render_node.daemon import STOPPING_REASON
 
@@ -73,6 +74,11 @@ def test_a_node_takes_several_leases_per_call_and_renders_each_frame_once(farm: 
     assert "delivered 3 leases in one call" in log_of(farm, "batcher")
     assert calls(http, "CompleteTask") == 0 and calls(http, "CompleteTasks") == 0
     assert 2 <= calls(http, "DeliverTasks") < 6
+    # Each call's frames under one receipt signature (a tree), each kept with its proof.
+    assert any(f.receipt_proof for f in final)
+    assert len({f.receipt_signature for f in final}) < len(final)
+    assert all(verify_receipt(f.node_id, f.receipt_signature, job.job_id, f.frame,
+                              f.image.sha256, job.settings, f.receipt_proof) for f in final)
 
 
 def test_a_stopped_node_gives_back_the_leases_it_did_not_start(tmp_path: Path):

@@ -180,9 +180,10 @@ def test_every_result_keeps_the_nodes_signed_receipt(coordinator: LocalFarm):
         delivered = frames(creator, job.job_id)
     for frame in delivered:
         assert verify_receipt(frame.node_id, frame.receipt_signature, job.job_id, frame.frame,
-                              frame.image.sha256, job.settings)
+                              frame.image.sha256, job.settings, frame.receipt_proof)
         assert not verify_receipt(frame.node_id, frame.receipt_signature, job.job_id,
-                                  frame.frame + 1, frame.image.sha256, job.settings)
+                                  frame.frame + 1, frame.image.sha256, job.settings,
+                                  frame.receipt_proof)
 
 
 def test_the_local_admin_socket_sees_every_job(coordinator: LocalFarm):

@@ -14,7 +14,7 @@ from farm_helpers import submit_sample, wait_for
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
-from frameproof.receipts import sign_receipt
+from frameproof.receipts import Claim, sign_receipt, sign_receipts, verify_receipt
 from frameproof.transfer import upload_files
 from frameproof.v1 import farm_pb2 as pb
 
@@ -53,6 +53,18 @@ class Node:
                 receipt_signature=sign_receipt(self.keypair, lease.job_id, frame, sha,
                                                lease.settings)))
         return pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs)
+
+    def sign_together(self, leases: list[pb.Lease], results: list[pb.LeaseResult],
+                      keypair: object = None) -> None:
+        """The results' receipts as one tree under one signature, as a node's DeliverTasks
+        sends them (by this node's key unless another is given)."""
+        by_lease = {lease.lease_id: lease for lease in leases}
+        outputs = [(by_lease[r.lease_id], o) for r in results for o in r.outputs]
+        receipts = sign_receipts(keypair or self.keypair, [  # type: ignore[arg-type]
+            Claim(lease.job_id, o.frame, o.image.sha256, lease.settings)
+            for lease, o in outputs])
+        for (_, output), receipt in zip(outputs, receipts, strict=True):
+            output.receipt_signature, output.receipt_proof = receipt
 
     def images(self, *results: pb.LeaseResult) -> list[pb.BlobData]:
         """The results' images as DeliverTasks carries them (read back from `result`)."""
@@ -201,5 +213,51 @@ def test_deliver_tasks_stores_images_records_results_and_leases_the_next_in_one_
                     (False, "FAILED_PRECONDITION")]
             finally:
                 b.client.close()
+        finally:
+            a.client.close()
+
+
+def test_a_delivery_signed_as_one_tree_is_checked_frame_by_frame(tmp_path: Path):
+    with LocalFarm(tmp_path / "farm", lease_seconds=60.0) as farm:
+        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
+        with farm.client() as creator:
+            job = submit_sample(creator, SAMPLE_SCENE, "1-6")
+        a = Node(farm, "a", tmp_path)
+        try:
+            leases = a.lease(6)
+            assert len(leases) == 6
+            # Signed by another key: every lease refused, nothing recorded.
+            forged = [a.result(lease, upload=False) for lease in leases[:2]]
+            a.sign_together(leases, forged, load_or_create_keypair(tmp_path / "intruder.json"))
+            answer = a.deliver(forged, a.images(*forged), max_tasks=0)
+            assert [(o.accepted, o.code) for o in answer.results] == [
+                (False, "INVALID_ARGUMENT")] * 2
+            assert all("receipt signature does not verify" in o.reason for o in answer.results)
+            assert a.leases_completed() == 0
+
+            # Its own tree, one proof spoiled: that lease alone is refused.
+            results = [a.result(lease, upload=False) for lease in leases[:4]]
+            a.sign_together(leases, results)
+            proof = results[1].outputs[0].receipt_proof
+            assert len({o.receipt_signature for r in results for o in r.outputs}) == 1
+            results[1].outputs[0].receipt_proof = ("r" if proof[0] == "l" else "l") + proof[1:]
+            answer = a.deliver(results, a.images(*results), max_tasks=0)
+            assert [o.accepted for o in answer.results] == [True, False, True, True]
+            assert "receipt signature does not verify" in answer.results[1].reason
+            assert a.leases_completed() == 3
+
+            with farm.client() as creator:
+                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
+                                                 timeout=30).frames
+            kept = [f for f in frames if f.receipt_signature]
+            assert sorted(f.frame for f in kept) == sorted(
+                lease.frames[0] for lease in (leases[0], leases[2], leases[3]))
+            for frame in kept:  # anyone can check each frame alone, with its proof
+                assert frame.receipt_proof, "signed in a tree"
+                assert verify_receipt(a.id, frame.receipt_signature, job.job_id, frame.frame,
+                                      frame.image.sha256, job.settings, frame.receipt_proof)
+                assert not verify_receipt(a.id, frame.receipt_signature, job.job_id,
+                                          frame.frame + 1, frame.image.sha256, job.settings,
+                                          frame.receipt_proof)
         finally:
             a.client.close()

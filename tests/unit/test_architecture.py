@@ -140,8 +140,9 @@ def test_client_library_depends_on_no_service() -> None:
                      allowed_sources=allowed) == []
 
 
-# A handle's type and the database's errors are not SQL: servicers and sweeps may name them.
-SQL_HANDLES = ("sqlalchemy.engine.Engine", "sqlalchemy.exc")
+# A handle's type and the database's errors are not SQL: servicers and sweeps may name them
+# (a Connection: one transaction handed from store call to store call, as DeliverTasks does).
+SQL_HANDLES = ("sqlalchemy.engine.Engine", "sqlalchemy.engine.Connection", "sqlalchemy.exc")
 
 
 def test_sql_only_in_storage() -> None:
