@@ -19,7 +19,7 @@ here order that window and say where a new job's tasks join the queue.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Queue keys are in seconds (a requeued task goes to the back at the wall clock's now); one
 # stride between a job's consecutive tasks keeps them apart from another creator's.
@@ -29,8 +29,7 @@ MAX_TASKS_PER_CALL = 16  # tasks one LeaseTask may hand out (LeaseTaskRequest.ma
 MAX_FRAMES_PER_CALL = 256  # ... and their frames, past the first task
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A queued task the node may lease, as storage found it."""
 
     task_id: str

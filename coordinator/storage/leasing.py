@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 from sqlalchemy import bindparam, text
@@ -171,8 +171,7 @@ class NodeGate:
         return self.standing.quarantined
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     """A lease just granted."""
 
     task_id: str
@@ -184,8 +183,7 @@ class Grant:
     job: JobFacts
 
 
-@dataclass(frozen=True)
-class LeasedTask:
+class LeasedTask(NamedTuple):
     """The task behind a lease, as CompleteTask checks it."""
 
     task_id: str
@@ -197,8 +195,7 @@ class LeasedTask:
     leased_at: float | None = None  # when the lease began (the completion's read has it)
 
 
-@dataclass(frozen=True)
-class LeaseResult:
+class LeaseResult(NamedTuple):
     """One lease's delivery in a batch, as the node sent it."""
 
     lease_id: str
@@ -206,8 +203,7 @@ class LeaseResult:
     logs: dict[int, str]  # frame -> Blender's output, kept with an accepted render
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     """What became of one lease of a batch: recorded (now or before) or refused (`error`)."""
 
     lease_id: str

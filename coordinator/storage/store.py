@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Exists,
@@ -74,8 +74,7 @@ class SchedulingPolicy:
     max_failures_per_node: int = 2  # failures on one job before a node stops getting it
 
 
-@dataclass(frozen=True)
-class FrameOutputRecord:
+class FrameOutputRecord(NamedTuple):
     frame: int
     sha256: str
     size: int
