@@ -26,7 +26,7 @@ import functools
 import math
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,77 +270,115 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
+Check = Callable[[Any], "str | None"]  # a scalar's rule: what it breaks, or None
+
+
 @functools.cache
-def _plan(field: FieldDescriptor) -> tuple[Bound, bool, bool, bool]:
-    """(bound, repeated, map, message) of a field, worked out once: requests are many."""
-    return (bound_of(field), _is_repeated(field), _is_map(field),
-            field.type == FieldDescriptor.TYPE_MESSAGE)
+def _plan(field: FieldDescriptor) -> tuple[Check | None, bool, bool, bool, int]:
+    """(the check of each scalar value, or None where any value passes; repeated; map;
+    message; most entries) of a field, worked out once: requests are many."""
+    bound = bound_of(field)
+    items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
+    return (_checker(field, bound), _is_repeated(field), _is_map(field),
+            field.type == FieldDescriptor.TYPE_MESSAGE, items)
 
 
 def _walk(message: Message) -> tuple[str, str] | None:
     """(path of the first field over its bound, the rule it breaks); names are built only
     on the way back up from a failure, so a good request costs no string work."""
     for field, value in message.ListFields():
-        bound, repeated, is_map, nested = _plan(field)
+        check, repeated, is_map, nested, items = _plan(field)
         if not repeated:
             if nested:
                 if (inner := _walk(value)) is not None:
                     return f"{field.name}.{inner[0]}", inner[1]
-            elif (rule := _check(field, value, bound)) is not None:
+            elif check is not None and (rule := check(value)) is not None:
                 return field.name, rule
             continue
-        items = bound.max_items if bound.max_items is not None else DEFAULT_ITEMS
         if len(value) > items:
             return field.name, f"has more than {items} entries"
         if is_map:
-            key_field = field.message_type.fields_by_name["key"]
-            value_field = field.message_type.fields_by_name["value"]
+            bound = bound_of(field)
+            check_key = _checker(field.message_type.fields_by_name["key"], bound)
+            check_value = _checker(field.message_type.fields_by_name["value"],
+                                   Bound(finite=bound.finite))
             for key, item in value.items():
-                if (rule := _check(key_field, key, bound)) is not None:
+                if check_key is not None and (rule := check_key(key)) is not None:
                     return f"{field.name} key", rule
-                if (rule := _check(value_field, item, Bound(finite=bound.finite))) is not None:
+                if check_value is not None and (rule := check_value(item)) is not None:
                     return f"{field.name} value", rule
             continue
-        for index, item in enumerate(value):
-            if nested:
+        if nested:
+            for index, item in enumerate(value):
                 if (inner := _walk(item)) is not None:
                     return f"{field.name}[{index}].{inner[0]}", inner[1]
-            elif (rule := _check(field, item, bound)) is not None:
-                return f"{field.name}[{index}]", rule
+        elif check is not None:
+            for index, item in enumerate(value):
+                if (rule := check(item)) is not None:
+                    return f"{field.name}[{index}]", rule
     return None
 
 
-def _check(field: FieldDescriptor, value: Any, bound: Bound) -> str | None:
-    """The rule a scalar value breaks, or None."""
+@functools.cache
+def _checker(field: FieldDescriptor, bound: Bound) -> Check | None:
+    """The check of one scalar field's values under `bound`, made once per field: the
+    type's branch and the bound's numbers are decided here, not per value."""
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_STRING_BYTES
-        # A character is at most 4 bytes of UTF-8: most strings need no encoding to tell.
-        if len(value) > limit or (len(value) * 4 > limit
-                                  and len(value.encode("utf-8")) > limit):
-            return f"is longer than {limit} bytes"
-        if "\x00" in value:
-            return "contains a NUL character"
-        if bound.pattern and value:
-            regex, description = PATTERNS[bound.pattern]
-            if not regex.fullmatch(value):
-                return f"must be {description}"
-        return None
+        return _string_check(bound.max_bytes if bound.max_bytes is not None
+                             else DEFAULT_STRING_BYTES,
+                             PATTERNS[bound.pattern] if bound.pattern else None)
     if kind == FieldDescriptor.TYPE_BYTES:
         limit = bound.max_bytes if bound.max_bytes is not None else DEFAULT_BYTES
-        return f"is longer than {limit} bytes" if len(value) > limit else None
+
+        def check_bytes(value: bytes) -> str | None:
+            return f"is longer than {limit} bytes" if len(value) > limit else None
+        return check_bytes
     if kind == FieldDescriptor.TYPE_ENUM:
-        if value not in field.enum_type.values_by_number:
-            return f"must be one of {', '.join(field.enum_type.values_by_name)}"
+        numbers = field.enum_type.values_by_number
+        names = ", ".join(field.enum_type.values_by_name)
+
+        def check_enum(value: int) -> str | None:
+            return None if value in numbers else f"must be one of {names}"
+        return check_enum
+    if kind == FieldDescriptor.TYPE_BOOL or kind == FieldDescriptor.TYPE_MESSAGE:
         return None
-    if kind in _NUMBERS and not math.isfinite(value):
-        return "must be a finite number" if bound.finite else None
-    if kind == FieldDescriptor.TYPE_BOOL:
+    low, high, finite = bound.low, bound.high, bound.finite
+    in_range = f"must be in {_range(bound)}"
+    if kind in _NUMBERS:
+        def check_number(value: float) -> str | None:
+            if not math.isfinite(value):
+                return "must be a finite number" if finite else None
+            if (low is not None and value < low) or (high is not None and value > high):
+                return in_range
+            return None
+        return check_number
+    if low is None and high is None:
+        return None  # an integer the wire already bounds
+
+    def check_integer(value: int) -> str | None:
+        if (low is not None and value < low) or (high is not None and value > high):
+            return in_range
         return None
-    if (bound.low is not None and value < bound.low) or (
-            bound.high is not None and value > bound.high):
-        return f"must be in {_range(bound)}"
-    return None
+    return check_integer
+
+
+def _string_check(limit: int, pattern: tuple[re.Pattern[str], str] | None) -> Check:
+    quick = limit // 4  # a character is at most 4 bytes of UTF-8: shorter needs no encoding
+    fullmatch = pattern[0].fullmatch if pattern else None
+    must_be = f"must be {pattern[1]}" if pattern else ""
+    too_long = f"is longer than {limit} bytes"
+
+    def check_string(value: str) -> str | None:
+        size = len(value)
+        if size > quick and (size > limit or len(value.encode("utf-8")) > limit):
+            return too_long
+        if "\x00" in value:
+            return "contains a NUL character"
+        if fullmatch is not None and value and fullmatch(value) is None:
+            return must_be
+        return None
+    return check_string
 
 
 def _range(bound: Bound) -> str:
