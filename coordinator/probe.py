@@ -57,13 +57,18 @@ PROBE_CPU_SECONDS = 600.0  # CPU seconds per probe render, all threads together
 MACHINE_BENCHMARK_FILE = "machine-benchmark.json"
 
 
-def probe_frames(frames: list[int]) -> list[int]:
-    """First, middle and last of the job's frames (fewer for short jobs), in order."""
+def probe_frames(frames: list[int], tiled: bool = False) -> list[int]:
+    """First, middle and last of the job's frames (fewer for short jobs), in order.
+
+    A tiled probe (big frames) costs about as much as rendering the frame it measures (three
+    renders, each paying the frame's fixed cost): a job of few big frames has at most half
+    of them probed, so the estimate does not cost as much as the job (a 2-frame 1280x720
+    job: its first frame; docs/BENCHMARKS.md, "small and hd jobs")."""
     if not frames:
         raise ValueError("a job has at least one frame")
     ordered = sorted(frames)
-    picks = {ordered[0], ordered[len(ordered) // 2], ordered[-1]}
-    return sorted(picks)[:MAX_PROBE_FRAMES]
+    picks = sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]})[:MAX_PROBE_FRAMES]
+    return picks[:max(1, len(ordered) // 2)] if tiled else picks
 
 
 def settings_digest(settings: pb.RenderSettings) -> str:
@@ -185,7 +190,7 @@ class Prober:
                     session: SceneSession | None = None) -> PriceProbeRecord:
         """The cached probe for these settings and frames, probing now if there is none
         (in the request's Blender child for the scene when `session` is given)."""
-        frames = probe_frames(job_frames)
+        frames = probe_frames(job_frames, tiled=_tiled(settings))
         key = probe_key(scene_id, settings, frames)
         known = self.store.probe(key)
         if known is not None:
@@ -238,6 +243,15 @@ class Prober:
             width=max(1, settings.resolution_x), height=max(1, settings.resolution_y),
             samples=max(1, settings.samples),
             resolution_percentage=max(1, settings.resolution_percentage))
+
+
+def _tiled(settings: pb.RenderSettings) -> bool:
+    """Whether these settings' frames are probed by tiles (or are too big to probe)."""
+    width, height = frame_size(settings)
+    try:
+        return tile_areas(max(1, width * height), settings.samples) is not None
+    except ProbeTooBig:
+        return True
 
 
 def quote_of(record: PriceProbeRecord) -> Quote:

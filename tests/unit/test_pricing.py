@@ -97,6 +97,11 @@ def test_probe_frames_and_key() -> None:
     assert probe_frames([5]) == [5]
     assert probe_frames([1, 2]) == [1, 2]
     assert probe_frames(list(range(1, 9))) == [1, 5, 8]
+    # Big frames (tiles): at most half of a short job's frames, at least one.
+    assert probe_frames([1, 2], tiled=True) == [1]
+    assert probe_frames([7], tiled=True) == [7]
+    assert probe_frames([1, 2, 3, 4], tiled=True) == [1, 3]
+    assert probe_frames(list(range(1, 9)), tiled=True) == [1, 5, 8]
     settings = pb.RenderSettings(engine="CYCLES", samples=16, resolution_x=160)
     key = probe_key("a" * 64, settings, [1, 5, 8])
     assert key == probe_key("a" * 64, settings, [8, 1, 5])
