@@ -8,11 +8,13 @@ the driver's cursor (coordinator/storage/driver.py):
 - lease: the node's standing and bond (one join), a window of the next queued tasks it may
   take (one index scan; on PostgreSQL `FOR UPDATE OF t SKIP LOCKED`, so coordinators
   sharing a database never wait on each other's candidates), the policy's order
-  (coordinator/domain/scheduling.py), then a compare-and-set claim and the lease's start.
+  (coordinator/domain/scheduling.py), then a compare-and-set claim that also records the
+  lease's start (task.leased_at).
 - heartbeat: one UPDATE.
-- complete: the task, the owners of its images and the node's standing in three reads,
-  then results, verifications, task state, the node's count and the frame timings written
-  in the same transaction.
+- complete: the task (with its lease's start), the owners of its images and the node's
+  standing in three reads, then results, verifications, task state, the node's count and the
+  frame timings written in the same transaction. DeliverTasks runs its ownership, completion
+  and claim in one transaction (`transaction`, `claim`).
 
 The rare cases keep the general path in FarmStore.lease_next_task: a bounded new identity
 (per-job and in-flight limits) and creators' job priorities.
