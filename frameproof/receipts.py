@@ -81,6 +81,16 @@ def sign_receipts(keypair: Keypair, claims: Sequence[Claim]) -> list[Receipt]:
     return [Receipt(signature, proof) for proof in proofs]
 
 
+def sign_outputs(keypair: Keypair, outputs: Sequence[tuple[pb.Lease, pb.FrameOutput]]
+                 ) -> None:
+    """Set each output's receipt_signature and receipt_proof: the frames of one delivery
+    (each with the lease it renders) signed together, as one tree."""
+    receipts = sign_receipts(keypair, [Claim(lease.job_id, output.frame, output.image.sha256,
+                                             lease.settings) for lease, output in outputs])
+    for (_, output), receipt in zip(outputs, receipts, strict=True):
+        output.receipt_signature, output.receipt_proof = receipt
+
+
 def verify_receipt(node_id: str, signature: str, job_id: str, frame: int, image_sha256: str,
                    settings: pb.RenderSettings, proof: str = "",
                    verified: MutableMapping[tuple[str, str, bytes], bool] | None = None,

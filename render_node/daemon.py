@@ -35,7 +35,7 @@ from frameproof.limits import (
     clip_utf8,
 )
 from frameproof.manifest import sha256_file
-from frameproof.receipts import Claim, sign_receipt, sign_receipts
+from frameproof.receipts import sign_outputs, sign_receipt
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
@@ -682,15 +682,8 @@ def lease_results(batch: list[Finished], signed_by: Keypair | None = None
     results = [pb.LeaseResult(lease_id=done.held.lease.lease_id, outputs=done.outputs)
                for done in batch]
     if signed_by is not None:
-        outputs = [(result, output, done.held.lease) for result, done in zip(results, batch,
-                                                                             strict=True)
-                   for output in result.outputs]
-        receipts = sign_receipts(signed_by, [Claim(lease.job_id, output.frame,
-                                                   output.image.sha256, lease.settings)
-                                             for _, output, lease in outputs])
-        for (_, output, _), receipt in zip(outputs, receipts, strict=True):
-            output.receipt_signature = receipt.signature
-            output.receipt_proof = receipt.proof
+        sign_outputs(signed_by, [(done.held.lease, output) for result, done in
+                                 zip(results, batch, strict=True) for output in result.outputs])
     return results
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import grpc
 from conftest import SAMPLE_SCENE
-from farm_helpers import submit_sample, wait_for
+from farm_helpers import frames, submit_sample, wait_for
 
 from frameproof.client import FarmClient
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
-from frameproof.receipts import Claim, sign_receipt, sign_receipts, verify_receipt
+from frameproof.receipts import sign_outputs, sign_receipt, verify_receipt
 from frameproof.transfer import upload_files
 from frameproof.v1 import farm_pb2 as pb
 
@@ -59,12 +59,8 @@ class Node:
         """The results' receipts as one tree under one signature, as a node's DeliverTasks
         sends them (by this node's key unless another is given)."""
         by_lease = {lease.lease_id: lease for lease in leases}
-        outputs = [(by_lease[r.lease_id], o) for r in results for o in r.outputs]
-        receipts = sign_receipts(keypair or self.keypair, [  # type: ignore[arg-type]
-            Claim(lease.job_id, o.frame, o.image.sha256, lease.settings)
-            for lease, o in outputs])
-        for (_, output), receipt in zip(outputs, receipts, strict=True):
-            output.receipt_signature, output.receipt_proof = receipt
+        sign_outputs(keypair or self.keypair,  # type: ignore[arg-type]
+                     [(by_lease[r.lease_id], o) for r in results for o in r.outputs])
 
     def images(self, *results: pb.LeaseResult) -> list[pb.BlobData]:
         """The results' images as DeliverTasks carries them (read back from `result`)."""
@@ -152,10 +148,9 @@ def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
                 assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
 
             with farm.client() as creator:
-                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
-                                                 timeout=30).frames
-                assert sorted(f.frame for f in frames) == [1, 2, 3, 4]
-                assert all(f.state == pb.FRAME_STATE_VERIFYING for f in frames), frames
+                listed = frames(creator, job.job_id)
+                assert sorted(f.frame for f in listed) == [1, 2, 3, 4]
+                assert all(f.state == pb.FRAME_STATE_VERIFYING for f in listed), listed
                 log = creator.jobs.GetFrameLog(pb.FrameLogRequest(job_id=job.job_id, frame=1),
                                                timeout=30)
                 assert "frame 1" in log.text
@@ -200,10 +195,9 @@ def test_deliver_tasks_stores_images_records_results_and_leases_the_next_in_one_
             assert done.HasField("next") and not done.next.HasField("lease")
             assert a.leases_completed() == 5
             with farm.client() as creator:
-                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
-                                                 timeout=30).frames
-            assert sorted(f.frame for f in frames) == [1, 2, 3, 4, 5]
-            assert all(f.state == pb.FRAME_STATE_VERIFYING for f in frames), frames
+                listed = frames(creator, job.job_id)
+            assert sorted(f.frame for f in listed) == [1, 2, 3, 4, 5]
+            assert all(f.state == pb.FRAME_STATE_VERIFYING for f in listed), listed
 
             # Another node's lease, and a result naming an image it never sent: refused alone.
             b = Node(farm, "b", tmp_path)
@@ -247,9 +241,7 @@ def test_a_delivery_signed_as_one_tree_is_checked_frame_by_frame(tmp_path: Path)
             assert a.leases_completed() == 3
 
             with farm.client() as creator:
-                frames = creator.jobs.ListFrames(pb.ListFramesRequest(job_id=job.job_id),
-                                                 timeout=30).frames
-            kept = [f for f in frames if f.receipt_signature]
+                kept = [f for f in frames(creator, job.job_id) if f.receipt_signature]
             assert sorted(f.frame for f in kept) == sorted(
                 lease.frames[0] for lease in (leases[0], leases[2], leases[3]))
             for frame in kept:  # anyone can check each frame alone, with its proof
