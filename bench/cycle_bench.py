@@ -14,9 +14,9 @@ creators, and every simulated node registered, bonded and with a verified record
 so probation limits do not bound the run. Jobs carry no escrow rows (leases are not gated on
 a budget; the budget query still runs).
 
-`--batch`: a node that leased several tasks in one call renews them with one HeartbeatLeases,
-then sends all their images and results with one DeliverTasks, which also leases its next
-tasks (what `render-node run --max-tasks N` does). A coordinator without DeliverTasks
+`--batch`: a node renews what it holds with one HeartbeatLeases, then sends all their images
+and results with one DeliverTasks, which also leases its next tasks (what `render-node run`
+does, with one lease as with several). A coordinator without DeliverTasks
 (UNIMPLEMENTED) gets one FindMissingBlobs, one BatchUploadBlobs and one CompleteTasks per batch
 and a LeaseTask for the next; one without those gets one call per lease (per image) as
 without `--batch`. DeliverTasks' receipts are signed as one tree where the coordinator's
@@ -230,7 +230,9 @@ async def run_node(client: Client, args: argparse.Namespace, window: tuple[float
                     await asyncio.sleep(response.retry_after_ms / 1000)
                     continue
                 leases = [response.lease, *response.more_leases]
-            if client.batched and len(leases) > 1:
+            # As render-node: DeliverTasks for whatever it holds, one lease included; the
+            # separate batched calls only for several.
+            if client.batched and (len(leases) > 1 or client.deliver):
                 serial, delivered, leases = await run_batch(client, leases, args, lat,
                                                             serial, result)
                 if window[0] <= time.time() < window[1]:  # completed inside the window
@@ -289,7 +291,7 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
     CompleteTasks, the next tasks left to LeaseTask."""
     import grpc
 
-    from frameproof.receipts import Claim, sign_receipt, sign_receipts
+    from frameproof.receipts import sign_outputs, sign_receipt
     from frameproof.v1 import farm_pb2 as pb
 
     node_id = client.node_id
@@ -318,13 +320,9 @@ async def run_batch(client: Client, leases: list[Any], args: argparse.Namespace,
         results.append(pb.LeaseResult(lease_id=lease.lease_id, outputs=outputs))
     if client.deliver:
         if args.receipt_trees:  # one signature for the call, as render-node signs them
-            by_lease = {lease.lease_id: lease for lease in leases}
-            signed = [(by_lease[r.lease_id], o) for r in results for o in r.outputs]
-            receipts = sign_receipts(client.keypair, [
-                Claim(lease.job_id, o.frame, o.image.sha256, lease.settings)
-                for lease, o in signed])
-            for (_, output), receipt in zip(signed, receipts, strict=True):
-                output.receipt_signature, output.receipt_proof = receipt
+            sign_outputs(client.keypair, [(lease, output) for lease, result in
+                                          zip(leases, results, strict=True)
+                                          for output in result.outputs])
         try:
             answer = await client.call(client.nodes, "NodeService", "DeliverTasks",
                                        pb.DeliverTasksRequest(
