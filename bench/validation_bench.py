@@ -1,6 +1,6 @@
 """What validating every request at the edge costs: `problem()` per message, in-process.
 
-    .venv/bin/python bench/validation_bench.py
+    .venv/bin/python bench/validation_bench.py [--no-write]
 
 Typical requests of each role (a node's 10-frame completion, a verifier's verdict, a
 creator's submit, a 1 MiB upload chunk), timed with `timeit` (median of 7 repeats), beside
@@ -37,6 +37,17 @@ REQUESTS: dict[str, pb.Message] = {
                                      settings=pb.RenderSettings(engine="CYCLES", samples=64)),
     "UploadChunk, 1 MiB": pb.UploadChunk(blob=pb.BlobRef(sha256="f" * 64, size=1 << 20),
                                          data=b"x" * (1 << 20), crc32=1),
+    # A node's batch (render-node --max-tasks 16): 16 leases, their 600-byte images inline,
+    # receipts in one tree (4 proof steps each), a log line per frame.
+    "DeliverTasks, 16 frames": pb.DeliverTasksRequest(
+        node_id=KEY, max_tasks=16,
+        images=[pb.BlobData(blob=pb.BlobRef(sha256=f"{f:064x}", size=600), data=b"i" * 600)
+                for f in range(16)],
+        results=[pb.LeaseResult(lease_id=f"{f:032x}", outputs=[pb.FrameOutput(
+            frame=f, image=pb.BlobRef(sha256=f"{f:064x}", size=600), render_seconds=1.0,
+            blender_version="5.0.1", device="CPU", receipt_signature=SIGNATURE,
+            receipt_proof=("l" + "a" * 64) * 4, log="frame log " * 20)])
+            for f in range(16)]),
 }
 
 
@@ -57,6 +68,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     body = ("Validation of typical requests at the edge (`coordinator/api/validation.py`), "
             "per call, median of 7 runs:\n\n" + "\n".join(rows))
+    if "--no-write" in sys.argv:
+        return
     write_section("edge validation", ".venv/bin/python bench/validation_bench.py", body)
 
 
