@@ -5,6 +5,8 @@ answer each lease alone; nothing in it is recorded or counted twice when it is s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -91,11 +93,20 @@ class Node:
             pb.GetNodeStandingRequest(node_id=self.id), timeout=30).standing.leases_completed
 
 
-def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
-    with LocalFarm(tmp_path / "farm", lease_seconds=4.0) as farm:
+@contextmanager
+def farm_with_job(tmp_path: Path, frame_range: str, lease_seconds: float
+                  ) -> Iterator[tuple[LocalFarm, pb.Job]]:
+    """A coordinator whose proven nodes take unbounded work (no verifier: results stay
+    delivered, unjudged) and the sample scene's `frame_range` queued on it."""
+    with LocalFarm(tmp_path / "farm", lease_seconds=lease_seconds) as farm:
         farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
         with farm.client() as creator:
-            job = submit_sample(creator, SAMPLE_SCENE, "1-4")
+            job = submit_sample(creator, SAMPLE_SCENE, frame_range)
+        yield farm, job
+
+
+def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
+    with farm_with_job(tmp_path, "1-4", lease_seconds=4.0) as (farm, job):
         a = Node(farm, "a", tmp_path)
         b = Node(farm, "b", tmp_path)
         try:
@@ -161,10 +172,7 @@ def test_a_batch_reports_each_lease_and_counts_nothing_twice(tmp_path: Path):
 
 def test_deliver_tasks_stores_images_records_results_and_leases_the_next_in_one_call(
         tmp_path: Path):
-    with LocalFarm(tmp_path / "farm", lease_seconds=60.0) as farm:
-        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
-        with farm.client() as creator:
-            job = submit_sample(creator, SAMPLE_SCENE, "1-5")
+    with farm_with_job(tmp_path, "1-5", lease_seconds=60.0) as (farm, job):
         a = Node(farm, "a", tmp_path)
         try:
             first, second, spoiled = a.lease(3)
@@ -212,10 +220,7 @@ def test_deliver_tasks_stores_images_records_results_and_leases_the_next_in_one_
 
 
 def test_a_delivery_signed_as_one_tree_is_checked_frame_by_frame(tmp_path: Path):
-    with LocalFarm(tmp_path / "farm", lease_seconds=60.0) as farm:
-        farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
-        with farm.client() as creator:
-            job = submit_sample(creator, SAMPLE_SCENE, "1-6")
+    with farm_with_job(tmp_path, "1-6", lease_seconds=60.0) as (farm, job):
         a = Node(farm, "a", tmp_path)
         try:
             leases = a.lease(6)
