@@ -51,7 +51,12 @@ from coordinator.storage.cluster import (
     claim_chain,
     is_shared,
 )
-from coordinator.storage.database import analyze_changed_tables, open_database, sqlite_url
+from coordinator.storage.database import (
+    WalCheckpointer,
+    analyze_changed_tables,
+    open_database,
+    sqlite_url,
+)
 from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.models import TaskRecord
 from coordinator.storage.notifications import SharedJobEvents
@@ -138,6 +143,7 @@ class RunningCoordinator:
     events: JobEvents = field(default_factory=JobEvents)
     blob_http: BlobHttpServer | None = None
     warm: WarmBlender | None = None
+    checkpointer: WalCheckpointer | None = None  # SQLite files only
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.blob_http is not None:
@@ -152,6 +158,8 @@ class RunningCoordinator:
             await self.events.stop()
         await asyncio.to_thread(self.leader.release)
         self.storage.close()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.close)
         self.payments.chain.close()
         self.nonce_journal.close()
 
@@ -290,11 +298,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         background.append(asyncio.create_task(web.serve_http(app, http_socket)))
         http_port = http_socket.getsockname()[1]
     warm.prepare()  # in the background, ready for the first scene
+    checkpointer = WalCheckpointer(db_url).start() if WalCheckpointer.wanted(db_url) else None
     return RunningCoordinator(servers=servers, port=port, store=store, background=background,
                               admin_address=admin_address, payments=payments,
                               nonce_journal=nonce_journal, http_port=http_port,
                               leader=leader, events=events, blob_http=blob_http,
-                              storage=storage, warm=warm)
+                              storage=storage, warm=warm, checkpointer=checkpointer)
 
 
 def _blob_http(config: CoordinatorConfig, blobs: BlobStore, nonces: NonceCache,
