@@ -194,10 +194,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     ) -> tuple[list[Grant], NodeGate]:
         """One look at the queue for the node (storage thread): its gate, then a claim."""
         now = time.time()
-        if touch:
-            self._touch(node_id, now)
         return self._leased(node_id, self.leasing.lease(
-            node_id, now, self._scenes.get(node_id, ()), max_tasks))
+            node_id, now, self._scenes.get(node_id, ()), max_tasks,
+            seen=touch and self._touch_due(node_id, now)))
 
     def _leased(self, node_id: str, leased: tuple[list[Grant], NodeGate]
                 ) -> tuple[list[Grant], NodeGate]:
@@ -294,8 +293,6 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         than beside the files on a worker thread: on SQLite, another connection's write makes
         this thread's page cache stale. A lease on the general path (a bounded identity,
         creators' priorities) is claimed after the commit, in its own."""
-        if max_tasks > 0:
-            self._touch(node_id, now)  # its own write, before this transaction holds SQLite's
         leased = None
         with self.leasing.transaction() as connection:
             if self.owners is not None and stored:
@@ -304,7 +301,8 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
                     if results else [])
             if max_tasks > 0:
                 leased = self.leasing.claim(connection, node_id, now,
-                                            self._scenes.get(node_id, ()), max_tasks)
+                                            self._scenes.get(node_id, ()), max_tasks,
+                                            seen=self._touch_due(node_id, now))
         if max_tasks > 0 and leased is None:
             leased = self.leasing.lease_general(node_id, now)
         return done, (self._leased(node_id, leased) if leased is not None else None)
@@ -537,8 +535,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _touch(self, node_id: str, now: float) -> None:
-        """Note that the node is alive, at most every TOUCH_SECONDS: a write per call is waste.
+    def _touch_due(self, node_id: str, now: float) -> bool:
+        """Whether to note now that the node is alive (its lease's transaction writes it): at
+        most every TOUCH_SECONDS, since a write per call is waste.
 
         Entries older than TOUCH_SECONDS no longer save a write, so they are dropped: the map
         holds the nodes seen in the last few seconds, not every node that ever called.
@@ -546,9 +545,10 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         if now - self._last_prune >= TOUCH_SECONDS:
             self._touched = {n: at for n, at in self._touched.items() if now - at < TOUCH_SECONDS}
             self._last_prune = now
-        if now - self._touched.get(node_id, 0.0) >= TOUCH_SECONDS:
-            self._touched[node_id] = now
-            self.store.touch_node(node_id, now)
+        if now - self._touched.get(node_id, 0.0) < TOUCH_SECONDS:
+            return False
+        self._touched[node_id] = now
+        return True
 
     def _job_settings(self, job_id: str) -> pb.RenderSettings | None:
         """A job's render settings; jobs never change after submit, so the recently used ones

@@ -61,6 +61,7 @@ LEFT JOIN node_standing s ON s.node_id = n.node_id
 LEFT JOIN pay_bond b ON b.node_id = n.node_id
 WHERE n.node_id = :node
 """)
+_SEEN = text("UPDATE node SET last_seen_at = :now WHERE node_id = :node")
 _ANY_PRIORITY = text("SELECT 1 FROM job_control WHERE priority != 0 LIMIT 1")
 _WINDOW = """
 SELECT t.task_id, t.job_id, t.first_frame, t.last_frame, j.creator, j.scene_id, j.tier,
@@ -289,18 +290,21 @@ class LeaseHotPath:
     # ------------------------------------------------------------ lease
 
     def lease(self, node_id: str, now: float, cached_scenes: Iterable[str] = (),
-              max_tasks: int = 1) -> tuple[list[Grant], NodeGate]:
+              max_tasks: int = 1, *, seen: bool = False) -> tuple[list[Grant], NodeGate]:
         """The node's gate and, unless it is quarantined, the best tasks of its window (see
-        the module doc; up to `max_tasks`) claimed for it: one transaction."""
+        the module doc; up to `max_tasks`) claimed for it: one transaction. `seen`: also note
+        the node alive at `now` in it."""
         with self.engine.begin() as connection:
-            found = self.claim(connection, node_id, now, cached_scenes, max_tasks)
+            found = self.claim(connection, node_id, now, cached_scenes, max_tasks, seen=seen)
         return found if found is not None else self.lease_general(node_id, now)
 
     def claim(self, connection: Connection, node_id: str, now: float,
-              cached_scenes: Iterable[str] = (), max_tasks: int = 1
+              cached_scenes: Iterable[str] = (), max_tasks: int = 1, *, seen: bool = False
               ) -> tuple[list[Grant], NodeGate] | None:
         """`lease` in the caller's transaction; None where the node's lease takes the general
         path (`lease_general`), which the caller runs after committing its own."""
+        if seen:  # in this transaction: one WAL commit, not a second one of its own
+            driver.run(connection, _SEEN, {"node": node_id, "now": now})
         gate = self.gate(node_id, connection)
         if gate.quarantined:
             return [], gate

@@ -466,15 +466,6 @@ class FarmStore:
         with self._session() as session:
             return session.get(NodeRecord, node_id)
 
-    def touch_node(self, node_id: str, now: float) -> None:
-        with self._session() as session:
-            session.execute(
-                update(NodeRecord)
-                .where(col(NodeRecord.node_id) == node_id)
-                .values(last_seen_at=now)
-            )
-            session.commit()
-
     # ------------------------------------------------------------ leases
 
     def lease_next_task(self, node_id: str, now: float, node_rank: int = 3, *,

@@ -321,3 +321,16 @@ def test_a_lease_reaped_while_its_frames_are_delivered_ends_one_way(leasing: Lea
         assert (task.state, reaped, len(results), len(checks)) == ("verifying", [[]], 1, 1)
     else:
         assert (task.state, reaped, results, checks) == ("queued", [[task.task_id]], [], [])
+
+
+def test_a_lease_notes_the_node_alive_in_its_own_transaction(leasing: LeaseHotPath):
+    add_job(leasing, "job", 1)
+    store = leasing.store
+    before = store.get_node("node-0")
+    assert before is not None and before.last_seen_at == 0.0
+    leasing.lease("node-0", now=7.0)
+    seen = store.get_node("node-0")
+    assert seen is not None and seen.last_seen_at == 0.0, "seen=False writes nothing"
+    assert leasing.lease("node-0", now=9.0, seen=True)[0] == [], "the one task is leased"
+    seen = store.get_node("node-0")
+    assert seen is not None and seen.last_seen_at == 9.0, "noted even with nothing to lease"

@@ -42,14 +42,10 @@ class CountingStore(FarmStore):
     """A real store that counts the lookups the servicer's caches should save."""
 
     job_reads = 0
-    touches = 0
 
     def get_job(self, job_id: str) -> JobRecord | None:
         self.job_reads += 1
         return super().get_job(job_id)
-
-    def touch_node(self, node_id: str, now: float) -> None:
-        self.touches += 1
 
 
 def _servicer(db_url: str) -> tuple[NodeServicer, CountingStore]:
@@ -79,12 +75,12 @@ def test_evicted_job_settings_are_read_again_from_the_database(db_url: str):
 
 
 def test_liveness_writes_remember_only_recent_nodes(db_url: str):
-    servicer, store = _servicer(db_url)
-    for index in range(100):
-        servicer._touch(f"node-{index}", now=1000.0)
-    servicer._touch("node-0", now=1000.0 + TOUCH_SECONDS / 2)
-    assert store.touches == 100, "a node is written at most once per TOUCH_SECONDS"
-    servicer._touch("late", now=1000.0 + TOUCH_SECONDS * 2)
+    servicer, _ = _servicer(db_url)
+    due = [servicer._touch_due(f"node-{index}", now=1000.0) for index in range(100)]
+    assert all(due), "each node's first call is written"
+    assert not servicer._touch_due("node-0", now=1000.0 + TOUCH_SECONDS / 2), \
+        "a node is written at most once per TOUCH_SECONDS"
+    assert servicer._touch_due("late", now=1000.0 + TOUCH_SECONDS * 2)
     assert set(servicer._touched) == {"late"}, "stale entries are dropped"
 
 
