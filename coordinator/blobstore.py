@@ -388,6 +388,17 @@ class BlobUpload:
 
     def write(self, data: bytes) -> None:
         """Append data; refuses going past the declared size."""
+        self._append(data)
+        self._hash.update(data)
+
+    @property
+    def absorbers(self) -> tuple[Callable[[memoryview], None], ...]:
+        """`write` as two steps that may run side by side, each in its own thread
+        (frameproof.pipeline.pump): the file write, the sha256. Each sees every chunk in
+        order; `commit` comes after both."""
+        return self._append, self._hash.update
+
+    def _append(self, data: bytes | memoryview) -> None:
         if self.received + len(data) > self.size:
             raise BlobOverrun(
                 f"upload of blob {self.sha256} sent more than its declared {self.size} bytes"
@@ -397,7 +408,6 @@ class BlobUpload:
         except OSError as exc:
             self._fail_if_full(exc)
             raise
-        self._hash.update(data)
         self.received += len(data)
 
     def commit(self) -> None:
@@ -485,7 +495,12 @@ class BlobProof:
         self._equal = equal
         self.received = received
 
-    def write(self, data: bytes) -> None:
+    @property
+    def absorbers(self) -> tuple[Callable[[memoryview], None], ...]:
+        """As BlobUpload's: here one step, the comparison."""
+        return (self.write,)
+
+    def write(self, data: bytes | memoryview) -> None:
         """Compare data with the stored copy at the current offset."""
         if self.received + len(data) > self.size:
             raise BlobOverrun(

@@ -1,10 +1,11 @@
-"""Receive big blobs at the speed of the wire: one thread reads into a buffer while another
-writes and hashes the previous one, and the disk is asked to start writing early.
+"""Receive big blobs at the speed of the wire: one thread reads into a buffer while others
+write and hash the ones before it, and the disk is asked to start writing early.
 
 Used by both ends of a blob transfer over HTTP (coordinator/api/blob_http.py receives
 uploads, frameproof/transfer.py receives downloads). Socket reads, file writes and sha256
-of large buffers all release the GIL, so on two cores the hash (the slowest part, ~1 GB/s)
-runs beside the network instead of after it, and memory stays at BUFFERS x BUFFER_BYTES.
+of large buffers all release the GIL, so the hash (the slowest part, about 2 GB/s on one
+core here) runs beside the network and the file write instead of after them, and memory
+stays at BUFFERS x BUFFER_BYTES.
 """
 
 from __future__ import annotations
@@ -20,48 +21,66 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 BUFFER_BYTES = 4 * 1024 * 1024
-BUFFERS = 3  # one being filled, the others being written and hashed
+BUFFERS = 4  # one being filled, the others being written and hashed
 
 
-def pump(fill: Callable[[memoryview], int], absorb: Callable[[memoryview], None], *,
+def pump(fill: Callable[[memoryview], int], *absorbers: Callable[[memoryview], None],
          buffers: int = BUFFERS, buffer_bytes: int = BUFFER_BYTES) -> int:
-    """Call fill(buffer) until it returns 0 (each call fills up to the buffer's length),
-    absorbing each filled buffer in a second thread, in order; return the bytes moved.
+    """Call fill(buffer) until it returns 0 (each call fills up to the buffer's length), and
+    hand each filled buffer, in order, to every absorber, each in a thread of its own (a
+    file write and a sha256 of the same buffer run side by side, not one after the other);
+    return the bytes moved. A buffer is filled again once every absorber is done with it.
 
-    An exception in absorb stops the filling and is raised here; one in fill waits for the
-    buffers already filled to be absorbed, then is raised.
+    An exception in an absorber stops the filling and is raised here; one in fill waits for
+    the buffers already filled to be absorbed, then is raised.
     """
     free: queue.Queue[mmap.mmap] = queue.Queue()
     for _ in range(buffers):
         free.put(mmap.mmap(-1, buffer_bytes))  # page-aligned, as O_DIRECT writes need
-    full: queue.Queue[tuple[mmap.mmap, int] | None] = queue.Queue()
+    lanes: list[queue.Queue[tuple[mmap.mmap, int] | None]] = [queue.Queue() for _ in absorbers]
+    pending: dict[int, int] = {}  # id(buffer) -> absorbers not yet done with it
+    lock = threading.Lock()
     failure: list[BaseException] = []
 
-    def absorber() -> None:
-        while (item := full.get()) is not None:
+    def done_with(buffer: mmap.mmap) -> None:
+        with lock:
+            pending[id(buffer)] -= 1
+            last = not pending[id(buffer)]
+        if last:
+            free.put(buffer)
+
+    def absorber(absorb: Callable[[memoryview], None],
+                 lane: queue.Queue[tuple[mmap.mmap, int] | None]) -> None:
+        while (item := lane.get()) is not None:
             buffer, filled = item
             if not failure:
                 try:
                     absorb(memoryview(buffer)[:filled])
                 except BaseException as exc:  # raised again in the filling thread
                     failure.append(exc)
-            free.put(buffer)
+            done_with(buffer)
 
-    worker = threading.Thread(target=absorber, name="blob-absorb", daemon=True)
-    worker.start()
+    workers = [threading.Thread(target=absorber, args=(absorb, lane), name="blob-absorb",
+                                daemon=True) for absorb, lane in zip(absorbers, lanes, strict=True)]
+    for worker in workers:
+        worker.start()
     moved = 0
     try:
         while not failure:
             buffer = free.get()
             filled = fill(memoryview(buffer))
             if not filled:
-                free.put(buffer)
                 break
-            full.put((buffer, filled))
+            with lock:
+                pending[id(buffer)] = len(lanes)
+            for lane in lanes:
+                lane.put((buffer, filled))
             moved += filled
     finally:
-        full.put(None)
-        worker.join()
+        for lane in lanes:
+            lane.put(None)
+        for worker in workers:
+            worker.join()
     if failure:
         raise failure[0]
     return moved

@@ -523,13 +523,12 @@ def _http_download_into(endpoint: _Endpoint, sha: str, part: Path,
             def absorb(data: memoryview) -> None:
                 nonlocal position
                 appender.write(data)
-                digest.update(data)
                 position += len(data)
                 if on_progress:
                     on_progress(position, total)
 
             try:
-                pump(fill, absorb)
+                pump(fill, absorb, digest.update)  # written and hashed side by side
             finally:
                 appender.close()
                 os.fsync(f.fileno())

@@ -305,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= n
             return filled
 
-        pump(fill, upload.write)
+        pump(fill, *upload.absorbers)
 
     def _drain(self, length: int) -> None:
         """Read and drop a body the server does not need (the blob is already the caller's),
