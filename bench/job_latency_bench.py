@@ -1,7 +1,7 @@
 """Does a small job feel local? Farm wall time against local Blender on the same frames,
 with the job's per-phase timeline (`frameproof status --json`'s "timeline").
 
-    .venv/bin/python bench/job_latency_bench.py [--runs 3] [--sizes small,hd]
+    .venv/bin/python bench/job_latency_bench.py [--runs 3] [--sizes small,hd] [--nodes 2x1]
 
 For each size (small: frames 1-8 of samples/spinning_cube.blend at 50%, 160x90, 16 Cycles
 samples; hd: frames 1-2 at 400%, 1280x720) and each run, interleaved:
@@ -9,7 +9,8 @@ samples; hd: frames 1-2 at 400%, 1280x720) and each run, interleaved:
 - local: one fresh Python + bpy process opens the scene and renders the frames with 2
   threads, writing PNGs (what `blender -b scene.blend -f ...` does on this machine);
 - farm: a real LocalFarm (coordinator with its built-in verifier, two nodes with 1 thread
-  each, bonded; tier 1 so only trusted nodes render, verification at its floor): from the
+  each by default, `--nodes 1x2` for one node with 2 threads, the local render's
+  parallelism; bonded; tier 1 so only trusted nodes render, verification at its floor): from the
   start of `Creator.submit_scene` (pack, upload, estimate, escrow, submit) until every frame
   is approved and downloaded next to the creator, as `frameproof submit --wait --download`.
 
@@ -122,8 +123,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--nodes", default="2x1",
+                        help="NODESxTHREADS: the farm's render nodes and each one's threads")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
     args = parser.parse_args()
+    count, threads = (int(part) for part in args.nodes.split("x"))
+    names = [f"node-{chr(ord('a') + index)}" for index in range(count)]
     # A timeout's SIGTERM unwinds like an error, so LocalFarm stops its processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sections = []
@@ -133,9 +138,9 @@ def main() -> int:
             frames, percentage = SIZES[size]
             with LocalFarm(work / f"farm-{size}", lease_seconds=30.0) as farm:
                 farm.start_coordinator(extra_args=("--machine-score", "1.0"))
-                make_trusted(farm, ["node-a", "node-b"])
-                farm.start_node("node-a")
-                farm.start_node("node-b")
+                make_trusted(farm, names)
+                for name in names:
+                    farm.start_node(name, threads=threads)
                 results = []
                 with farm.client() as client:
                     Creator(client).airdrop(100.0)
@@ -151,16 +156,16 @@ def main() -> int:
                         results.append(farm_result)
                         print(f"{size} run {run + 1}: farm {farm_result['seconds']:.2f} s, "
                               f"local {local:.2f} s", flush=True)
-            sections.append(report(size, frames, percentage, results))
+            sections.append(report(size, frames, percentage, results, args.nodes))
     body = "\n".join(sections)
     print(body)
     if not args.no_write:
-        write_section("small jobs", COMMAND + (f" --runs {args.runs}" if args.runs != 3 else ""),
-                      body)
+        write_section("small jobs", COMMAND + (f" --runs {args.runs}" if args.runs != 3 else "")
+                      + (f" --nodes {args.nodes}" if args.nodes != "2x1" else ""), body)
     return 0
 
 
-def report(size: str, frames: str, percentage: int, results: list[dict]) -> str:
+def report(size: str, frames: str, percentage: int, results: list[dict], nodes: str) -> str:
     ratios = [r["seconds"] / r["local"] for r in results]
     middle = sorted(results, key=lambda r: r["seconds"] / r["local"])[len(results) // 2]
     timeline: pb.JobTimeline = middle["timeline"]
@@ -168,7 +173,7 @@ def report(size: str, frames: str, percentage: int, results: list[dict]) -> str:
     resolution = f"{320 * percentage // 100}x{180 * percentage // 100}"
     lines = [
         f"**{size}**: frames {frames} of `samples/spinning_cube.blend` at {resolution}, "
-        f"16 samples, {len(results)} runs.\n",
+        f"16 samples, {len(results)} runs, farm nodes x threads {nodes}.\n",
         "| run | farm (submit to frames on disk) | local Blender, 2 threads | farm ÷ local "
         "| first approved frame after submit |",
         "|---|---|---|---|---|",
