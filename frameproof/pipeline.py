@@ -34,6 +34,8 @@ def pump(fill: Callable[[memoryview], int], *absorbers: Callable[[memoryview], N
     An exception in an absorber stops the filling and is raised here; one in fill waits for
     the buffers already filled to be absorbed, then is raised.
     """
+    if not absorbers:
+        raise ValueError("pump needs at least one absorber")
     free: queue.Queue[mmap.mmap] = queue.Queue()
     for _ in range(buffers):
         free.put(mmap.mmap(-1, buffer_bytes))  # page-aligned, as O_DIRECT writes need
