@@ -43,7 +43,7 @@ def open_engine(url: str) -> Engine:
     """
     url = database_url(url)
     if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:")
+        memory = _sqlite_memory(url)
         # LIFO: the storage thread gets back the connection it just used, whose page cache
         # is still valid, not the pool's oldest (SQLite would read its pages again).
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
@@ -57,6 +57,10 @@ def open_engine(url: str) -> Engine:
         # re-opened (a PostgreSQL backend fork each) on the next call.
         engine = create_engine(url, pool_pre_ping=True, pool_size=12, max_overflow=40)
     return engine
+
+
+def _sqlite_memory(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:")
 
 
 def open_database(url: str) -> Engine:
@@ -142,7 +146,7 @@ class WalCheckpointer:
     def wanted(url: str) -> bool:
         """Whether `url` is a SQLite file (an in-memory database has no WAL)."""
         url = database_url(url)
-        return url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:")
+        return url.startswith("sqlite") and not _sqlite_memory(url)
 
     def start(self) -> WalCheckpointer:
         self._thread.start()
@@ -153,17 +157,12 @@ class WalCheckpointer:
         if self._thread.is_alive():
             self._thread.join()
 
-    def checkpoint(self, connection: sqlite3.Connection) -> tuple[int, int, int]:
-        """One PASSIVE checkpoint: (busy, frames in the WAL, frames copied)."""
-        busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return busy, frames, copied
-
     def _run(self) -> None:
         connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    self.checkpoint(connection)
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error:  # the next pass retries; the fallback still runs
                     log.exception("WAL checkpoint failed")
         finally:
