@@ -1,7 +1,7 @@
 """Estimate accuracy: what a job was finally charged against what the estimate said.
 
     .venv/bin/python bench/estimate_bench.py [--frames 1-4] [--scenes plain,skin,...]
-    .venv/bin/python bench/estimate_bench.py --tiles   # the probe's tiles against whole frames
+    .venv/bin/python bench/estimate_bench.py --sizes   # the probe's extrapolation vs whole frames
 
 Builds seven tiny scenes whose cost per pixel-sample differs by far more than 4x
 (bench/scenes/estimate_scenes.py, a fog volume among them), starts a real LocalFarm
@@ -37,7 +37,16 @@ from coordinator.domain.pricing import (  # noqa: E402
     PricingConfig,
     estimate,
     pixel_sample_estimate,
+    scaled_frame_seconds,
 )
+from coordinator.probe import (  # noqa: E402
+    LARGE_AREA_MAX,
+    MIN_LARGE_PIXELS,
+    probe_sizes,
+    reduced_sizes,
+    time_frames,
+)
+from frameproof.blender.worker import BlenderWorker, RenderSettings  # noqa: E402
 from frameproof.client import FarmClient  # noqa: E402
 from frameproof.creator import Creator, JobOptions  # noqa: E402
 from frameproof.localfarm import LocalFarm  # noqa: E402
@@ -146,29 +155,82 @@ def table(rows: list[dict], score: float, frames: str) -> str:
     return "\n".join(lines)
 
 
-def tiles_against_frames(scenes: Path, names: list[str], frames: list[int]) -> str:
-    """The probe's tile extrapolation against whole frames, side by side on this machine."""
-    from coordinator.probe import time_frames
-    from frameproof.blender.worker import RenderSettings
+def centred_tiles_seconds(worker: BlenderWorker, blend: Path, settings: RenderSettings,
+                          frame: int, out: Path) -> float:
+    """The probe before stop 25, for comparison: a 1/16 and a 1/4 centred border render
+    (the small one twice), extrapolated the same way."""
 
-    settings = RenderSettings(resolution_percentage=100, seed=0)
+    def render(area: float) -> float:
+        side = area ** 0.5
+        border = (0.5 - side / 2, 0.5 + side / 2, 0.5 - side / 2, 0.5 + side / 2)
+        return worker.render_frame(blend, frame, out, settings, border=border,
+                                   timeout=600).seconds
+
+    first, big, again = render(1 / 16), render(1 / 4), render(1 / 16)
+    return scaled_frame_seconds(max(0.0, first - again), (1 / 16, again), (1 / 4, big))
+
+
+def sizes_against_frames(scenes: list[tuple[str, Path, int]], frames: list[int]) -> str:
+    """The probe's extrapolation from reduced sizes, and the centred tiles it replaced,
+    against whole frames, side by side on this machine, with what each probe cost."""
     lines = [
-        f"Seconds per frame on this machine for frames {frames}: whole frames rendered (as "
-        "the probe does for small frames) against the tile extrapolation the probe uses for "
-        "big ones (a 1/16 and a 1/4 centred tile, the small one twice; "
-        "`coordinator.probe.time_frames`), interleaved per scene.",
+        f"Seconds per frame on this machine for frames {frames} of each scene: whole frames "
+        "against the probe's extrapolation from the frame at two reduced sizes (the small "
+        "one twice; `coordinator.probe.time_frames`) and against the centred tiles it "
+        "replaced (a 1/16 and a 1/4 border render, the small one twice), interleaved per "
+        "frame, each method in its own Blender child. Sizes: the hd sample's are the ones "
+        "the probe picks for it (`probe_sizes`); the 160x90 estimate scenes are below the "
+        "size the probe reduces, so they get its smallest reduction (the large size a "
+        "quarter of the frame, as the tiles). Probe s: the wall time of the method's "
+        "renders of one frame in a started child, scene load included.",
         "",
-        "| scene | whole frames s | tiles, extrapolated s | tiles ÷ whole |",
-        "|---|---|---|---|",
+        "| scene | size | whole s | reduced sizes | reduced, extrapolated s | ÷ whole | "
+        "probe s | tiles, extrapolated s | ÷ whole | probe s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in names:
-        blend = scenes / f"{name}.blend"
-        whole = time_frames(blend, settings, frames, None)
-        tiled = time_frames(blend, settings, frames, (1 / 16, 1 / 4))
-        lines.append(f"| {name} | {', '.join(f'{x:.2f}' for x in whole)} | "
-                     f"{', '.join(f'{x:.2f}' for x in tiled)} | "
-                     f"{sum(tiled) / sum(whole):.2f} |")
+    ratios: dict[str, list[float]] = {"scaled": [], "tiles": []}
+    for name, blend, percentage in scenes:
+        settings = RenderSettings(resolution_percentage=percentage)
+        with BlenderWorker() as probe:
+            size = probe.inspect(blend)
+        width = size.resolution_x * percentage // 100
+        height = size.resolution_y * percentage // 100
+        sizes = probe_sizes(width, height, size.samples) or reduced_sizes(
+            width, height, min(LARGE_AREA_MAX, MIN_LARGE_PIXELS / (width * height)))
+        whole: list[float] = []
+        scaled: list[float] = []
+        tiles: list[float] = []
+        costs: dict[str, list[float]] = {"scaled": [], "tiles": []}
+        with (BlenderWorker() as w_whole, BlenderWorker() as w_scaled,
+              BlenderWorker() as w_tiles, tempfile.TemporaryDirectory() as tmp):
+            for frame in frames:
+                whole += time_frames(blend, settings, [frame], None, worker=w_whole)
+                started = time.monotonic()
+                scaled += time_frames(blend, settings, [frame], sizes, worker=w_scaled)
+                costs["scaled"].append(time.monotonic() - started)
+                started = time.monotonic()
+                tiles.append(centred_tiles_seconds(w_tiles, blend, settings, frame,
+                                                   Path(tmp) / "tile.png"))
+                costs["tiles"].append(time.monotonic() - started)
+        ratios["scaled"].append(sum(scaled) / sum(whole))
+        ratios["tiles"].append(sum(tiles) / sum(whole))
+
+        def cells(values: list[float]) -> str:
+            return ", ".join(f"{x:.2f}" for x in values)
+
+        lines.append(
+            f"| {name} | {width}x{height}, {size.samples} samples | {cells(whole)} | "
+            f"{sizes.small[0]}x{sizes.small[1]}, {sizes.large[0]}x{sizes.large[1]} | "
+            f"{cells(scaled)} | {ratios['scaled'][-1]:.2f} | {cells(costs['scaled'])} | "
+            f"{cells(tiles)} | {ratios['tiles'][-1]:.2f} | {cells(costs['tiles'])} |")
         print(lines[-1], flush=True)
+    for method, label in (("scaled", "reduced sizes"), ("tiles", "centred tiles")):
+        values = ratios[method]
+        lines.append("")
+        lines.append(f"{label}: ÷ whole from {min(values):.2f} to {max(values):.2f}, median "
+                     f"{statistics.median(values):.2f}.")
+    lines.append("")
+    lines.append(f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
     return "\n".join(lines)
 
 
@@ -177,8 +239,8 @@ def main() -> int:
     parser.add_argument("--frames", default="1-4")
     parser.add_argument("--scenes", default=",".join(SCENES))
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
-    parser.add_argument("--tiles", action="store_true", help="instead: compare the probe's "
-                        "tile extrapolation with whole frames")
+    parser.add_argument("--sizes", action="store_true", help="instead: compare the probe's "
+                        "extrapolation (and the centred tiles before it) with whole frames")
     args = parser.parse_args()
     names = [n for n in args.scenes.split(",") if n]
     with tempfile.TemporaryDirectory(prefix="fp-estimate-bench-") as tmp:
@@ -186,10 +248,12 @@ def main() -> int:
         scenes = work / "scenes"
         subprocess.run([sys.executable, str(ROOT / "bench" / "scenes" / "estimate_scenes.py"),
                         str(scenes)], check=True, capture_output=True, timeout=600)
-        if args.tiles:
-            body = tiles_against_frames(scenes, names, [1, 4])
+        if args.sizes:
+            chosen = [(n, scenes / f"{n}.blend", 100) for n in names]
+            chosen.append(("hd sample", ROOT / "samples" / "spinning_cube.blend", 400))
+            body = sizes_against_frames(chosen, [1, 4])
             if not args.no_write:
-                write_section("probe tiles", f"{COMMAND} --tiles", body)
+                write_section("probe sizes", f"{COMMAND} --sizes", body)
             return 0
         os.environ.pop(MACHINE_SCORE_ENV, None)  # the coordinator measures its own score
         rows = []

@@ -2,9 +2,11 @@
 
 Up to three of the job's frames (first, middle, last) are rendered at the job's effective
 settings in a Blender child on the coordinator's machine (scripts off, the intake's memory and
-CPU limits). Small frames are rendered whole; for big ones two centred tiles per frame (border
-renders of two sizes, the small one twice) separate the frame's fixed cost (scene sync, BVH,
-writing) from its per-pixel cost, and the full frame is extrapolated (`tile_frame_seconds`).
+CPU limits). Small frames are rendered whole; big ones are rendered whole at two reduced sizes
+(the small one twice), which separates the frame's fixed cost (scene sync, BVH, writing) from
+its per-pixel cost, and the full size is extrapolated (`scaled_frame_seconds`). A reduced frame
+sees the whole picture, background and subject in their proportions, where a centred tile saw
+the subject only (it overpriced the hd sample 1.43x; docs/BENCHMARKS.md, "probe sizes").
 
 Seconds on this machine become reference seconds through the coordinator's own benchmark
 score (`frameproof.benchmark`, measured once and cached under the data dir): the network
@@ -24,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coordinator.domain.pricing import (
@@ -32,7 +34,7 @@ from coordinator.domain.pricing import (
     finite_positive,
     pixel_sample_estimate,
     quote_from_probe,
-    tile_frame_seconds,
+    scaled_frame_seconds,
 )
 from coordinator.storage.models import PriceProbeRecord
 from coordinator.storage.pricing_store import PricingStore
@@ -46,29 +48,44 @@ log = logging.getLogger(__name__)
 
 MAX_PROBE_FRAMES = 3
 # Frames up to this many pixel-samples are probed whole (320x180 at 64 samples); bigger ones
-# by tiles whose large size holds about this many pixel-samples.
+# at reduced sizes whose large one holds about LARGE_PIXEL_SAMPLES.
 FULL_FRAME_PIXEL_SAMPLES = 320 * 180 * 64
-TILE_AREA_MAX = 1 / 4  # the large tile's share of the frame at most; the small is 1/4 of it
-MIN_TILE_PIXELS = 4 * 1024  # the large tile's pixels at least (the small one: 32x32)
-MAX_TILE_PIXEL_SAMPLES = 4 * FULL_FRAME_PIXEL_SAMPLES
+LARGE_PIXEL_SAMPLES = FULL_FRAME_PIXEL_SAMPLES // 4
+LARGE_AREA_MAX = 1 / 4  # the large size's share of the frame's pixels at most
+MIN_LARGE_PIXELS = 64 * 64  # the large size's pixels at least (the small one: 32x32)
+MAX_LARGE_PIXEL_SAMPLES = 16 * LARGE_PIXEL_SAMPLES
 PROBE_DEADLINE = 120.0  # seconds of wall time for a whole probe; past it, the estimate falls back
 PROBE_MEMORY_BYTES = 4 * 2**30  # as for intake
 PROBE_CPU_SECONDS = 600.0  # CPU seconds per probe render, all threads together
 MACHINE_BENCHMARK_FILE = "machine-benchmark.json"
 
+Size = tuple[int, int]
 
-def probe_frames(frames: list[int], tiled: bool = False) -> list[int]:
+
+@dataclass(frozen=True)
+class ProbeSizes:
+    """The sizes a big frame is probed at: its own and two reduced ones in its aspect."""
+
+    frame: Size
+    small: Size
+    large: Size
+
+    def share(self, size: Size) -> float:
+        """The share of the frame's pixels a reduced size renders."""
+        return size[0] * size[1] / (self.frame[0] * self.frame[1])
+
+
+def probe_frames(frames: list[int], scaled: bool = False) -> list[int]:
     """First, middle and last of the job's frames (fewer for short jobs), in order.
 
-    A tiled probe (big frames) costs about as much as rendering the frame it measures (three
-    renders, each paying the frame's fixed cost): a job of few big frames has at most half
-    of them probed, so the estimate does not cost as much as the job (a 2-frame 1280x720
-    job: its first frame; docs/BENCHMARKS.md, "small and hd jobs")."""
+    A scaled probe (big frames) pays a frame's fixed cost three times: a job of few big
+    frames has at most half of them probed, so the estimate does not cost a good part of the
+    job (a 2-frame 1280x720 job: its first frame; docs/BENCHMARKS.md, "small and hd jobs")."""
     if not frames:
         raise ValueError("a job has at least one frame")
     ordered = sorted(frames)
     picks = sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]})[:MAX_PROBE_FRAMES]
-    return picks[:max(1, len(ordered) // 2)] if tiled else picks
+    return picks[:max(1, len(ordered) // 2)] if scaled else picks
 
 
 def settings_digest(settings: pb.RenderSettings) -> str:
@@ -83,37 +100,46 @@ def probe_key(scene_id: str, settings: pb.RenderSettings, frames: list[int]) -> 
 
 
 class ProbeTooBig(ValueError):
-    """Even the smallest tiles would take too long: the estimate falls back (and says why)."""
+    """Even the smallest sizes would take too long: the estimate falls back (and says why)."""
 
 
-def tile_areas(pixels: int, samples: int) -> tuple[float, float] | None:
-    """(small, large) tile area fractions for a big frame; None: probe the whole frame.
+def probe_sizes(width: int, height: int, samples: int) -> ProbeSizes | None:
+    """(small, large) reduced frame sizes for probing a big frame; None: probe it whole.
 
-    The large tile holds about FULL_FRAME_PIXEL_SAMPLES (at most a quarter of the frame, at
-    least MIN_TILE_PIXELS pixels); a frame whose smallest tile would still exceed
-    MAX_TILE_PIXEL_SAMPLES (absurd sample counts) raises ProbeTooBig.
+    The large size holds about LARGE_PIXEL_SAMPLES (at most a quarter of the frame's pixels,
+    at least MIN_LARGE_PIXELS), the small one a quarter of it, both in the frame's aspect;
+    a frame whose large size would still exceed MAX_LARGE_PIXEL_SAMPLES (absurd sample
+    counts) raises ProbeTooBig.
     """
+    if width < 1 or height < 1:
+        raise ValueError(f"a frame has at least one pixel, got {width}x{height}")
+    pixels = width * height
     pixel_samples = pixels * max(1, samples)
     if pixel_samples <= FULL_FRAME_PIXEL_SAMPLES:
         return None
-    large = min(TILE_AREA_MAX, max(MIN_TILE_PIXELS / pixels,
-                                   FULL_FRAME_PIXEL_SAMPLES / pixel_samples))
-    if large * pixel_samples > MAX_TILE_PIXEL_SAMPLES:
+    area = min(LARGE_AREA_MAX, max(MIN_LARGE_PIXELS / pixels, LARGE_PIXEL_SAMPLES / pixel_samples))
+    if area * pixel_samples > MAX_LARGE_PIXEL_SAMPLES:
         raise ProbeTooBig(f"{pixels} pixels x {samples} samples is too much to probe in "
                           f"{PROBE_DEADLINE:.0f} s")
-    return large / 4, large
+    return reduced_sizes(width, height, area)
 
 
-def centred_border(area: float) -> tuple[float, float, float, float]:
-    side = math.sqrt(area)
-    return (0.5 - side / 2, 0.5 + side / 2, 0.5 - side / 2, 0.5 + side / 2)
+def reduced_sizes(width: int, height: int, area: float) -> ProbeSizes:
+    """The frame's sizes whose large one holds about `area` of its pixels, the small one a
+    quarter of that, both in the frame's aspect."""
+    if not 0 < area <= 1:
+        raise ValueError(f"the large size's share must be in (0, 1], got {area}")
+    scale = math.sqrt(area)
+    large = (max(2, round(width * scale)), max(2, round(height * scale)))
+    return ProbeSizes((width, height), (large[0] // 2, large[1] // 2), large)
 
 
 def time_frames(blend: Path, settings: RenderSettings, frames: list[int],
-                tiles: tuple[float, float] | None, *, log_path: Path | None = None,
+                sizes: ProbeSizes | None, *, log_path: Path | None = None,
                 deadline: float = PROBE_DEADLINE,
                 worker: BlenderWorker | None = None) -> list[float]:
-    """This machine's seconds for each frame (extrapolated from tiles when `tiles` is set).
+    """This machine's seconds for each frame (extrapolated from reduced sizes when `sizes`
+    is set).
 
     All renders together get `deadline` seconds of wall time (BlenderTimeout past it).
     `worker`: the child to render in (its owner closes it); None: a fresh one.
@@ -126,28 +152,24 @@ def time_frames(blend: Path, settings: RenderSettings, frames: list[int],
             memory_limit_bytes=PROBE_MEMORY_BYTES, cpu_seconds=PROBE_CPU_SECONDS,
             log_path=log_path))
 
-        def render(frame: int, out: Path,
-                   border: tuple[float, float, float, float] | None) -> float:
+        def render(frame: int, size: Size | None) -> float:
             left = end - time.monotonic()
             if left <= 0:
                 raise BlenderTimeout(f"the probe took longer than {deadline:.0f} s")
-            return child.render_frame(blend, frame, out, settings, border=border,
-                                      timeout=left).seconds
+            return child.render_frame(blend, frame, Path(tmp) / "probe.png", settings,
+                                      size=size, timeout=left).seconds
 
-        out = Path(tmp) / "probe.png"
         for frame in frames:
-            if tiles is None:
-                seconds.append(render(frame, out, None))
+            if sizes is None:
+                seconds.append(render(frame, None))
                 continue
-            small, large = tiles
-            first = render(frame, out, centred_border(small))
-            big = render(frame, out, centred_border(large))
-            again = render(frame, out, centred_border(small))
-            seconds.append(tile_frame_seconds(max(0.0, first - again), (small, again),
-                                              (large, big)))
+            first = render(frame, sizes.small)
+            big = render(frame, sizes.large)
+            again = render(frame, sizes.small)
+            seconds.append(scaled_frame_seconds(
+                max(0.0, first - again), (sizes.share(sizes.small), again),
+                (sizes.share(sizes.large), big)))
     return seconds
-
-
 class MachineScore:
     """The coordinator's own benchmark score: measured on first need, then read from disk."""
 
@@ -190,7 +212,7 @@ class Prober:
                     session: SceneSession | None = None) -> PriceProbeRecord:
         """The cached probe for these settings and frames, probing now if there is none
         (in the request's Blender child for the scene when `session` is given)."""
-        frames = probe_frames(job_frames, tiled=_tiled(settings))
+        frames = probe_frames(job_frames, scaled=_scaled(settings))
         key = probe_key(scene_id, settings, frames)
         known = self.store.probe(key)
         if known is not None:
@@ -211,18 +233,18 @@ class Prober:
         note = ""
         seconds: list[float] = []
         score = 0.0
-        tiles = None
+        sizes = None
         try:
-            tiles = tile_areas(max(1, width * height), settings.samples)
+            sizes = probe_sizes(max(1, width), max(1, height), settings.samples)
             score = self.machine.get()
             log_path = self.logs_dir / f"{scene_id}.probe.log" if self.logs_dir else None
             worker = None
             if session is not None:
                 worker = session.worker(scene_id, log_path=log_path,
                                         cpu_seconds=PROBE_CPU_SECONDS)
-            seconds = time_frames(blend, from_proto(settings), frames, tiles, log_path=log_path,
+            seconds = time_frames(blend, from_proto(settings), frames, sizes, log_path=log_path,
                                   worker=worker)
-            quote = quote_from_probe(seconds, score, tiled=tiles is not None)
+            quote = quote_from_probe(seconds, score, scaled=sizes is not None)
         except (BlenderError, ValueError, OSError, subprocess.SubprocessError) as error:
             note = f"the probe render failed ({error}); estimated from pixels x samples instead"
             log.warning("probe of scene %s: %s", scene_id[:12], note)
@@ -245,11 +267,11 @@ class Prober:
             resolution_percentage=max(1, settings.resolution_percentage))
 
 
-def _tiled(settings: pb.RenderSettings) -> bool:
-    """Whether these settings' frames are probed by tiles (or are too big to probe)."""
+def _scaled(settings: pb.RenderSettings) -> bool:
+    """Whether these settings' frames are probed at reduced sizes (or are too big to probe)."""
     width, height = frame_size(settings)
     try:
-        return tile_areas(max(1, width * height), settings.samples) is not None
+        return probe_sizes(max(1, width), max(1, height), settings.samples) is not None
     except ProbeTooBig:
         return True
 

@@ -6,8 +6,8 @@ The model (docs/PRICING.md; burn-and-mint equilibrium as in Render Network's RNP
   machine (`frameproof.benchmark`, score 1.0) would need. It is measured by the network, never
   taken from a node's word:
   - before escrow the coordinator *probes* the scene: it renders up to three of the job's frames
-    (or, for big frames, tiles of them) at the job's settings on its own machine and converts
-    the seconds with its own, self-measured benchmark score (`quote_from_probe`). The result is
+    (big ones at reduced sizes) at the job's settings on its own machine and converts the
+    seconds with its own, self-measured benchmark score (`quote_from_probe`). The result is
     the job's *quote*: reference-ms per frame with a low/high band;
   - a frame's work is the quote, scaled by how this frame compared with the other frames the
     same node rendered for this job (`relative_factor`, clamped to 0.5..1.5). A node's absolute
@@ -45,7 +45,7 @@ USD_PLACES = Decimal("0.000001")
 # (other frames than the probed ones, other machines' ratios, timing noise): the band is
 # widened by this much on each side. Tiles extrapolate, so they get the wider margin.
 MODEL_UNCERTAINTY_FULL = Fraction(1, 4)
-MODEL_UNCERTAINTY_TILES = Fraction(1, 2)
+MODEL_UNCERTAINTY_SCALED = Fraction(1, 2)
 # No probe (it failed): the pixel-sample estimate, which is off by 4x and more on heavy scenes.
 FALLBACK_BAND = (Fraction(1, 4), Fraction(4))
 # A frame's price follows its node's timing shape on the job within these bounds only.
@@ -103,7 +103,8 @@ class Quote:
     ms_per_frame: int
     low_ms_per_frame: int
     high_ms_per_frame: int
-    method: str  # "full" (whole frames probed), "tiles" (extrapolated) or "fallback" (no probe)
+    method: str  # "full" (whole frames probed), "scaled" (extrapolated from reduced sizes;
+    # "tiles" in probes made before stop 25) or "fallback" (no probe)
 
     def __post_init__(self) -> None:
         if not 0 < self.low_ms_per_frame <= self.ms_per_frame <= self.high_ms_per_frame:
@@ -169,27 +170,28 @@ def usd_display(usd: Fraction, *, up: bool = False) -> Decimal:
 # --- the probe: from measured seconds to a quote ---------------------------------------------
 
 
-def tile_frame_seconds(sync_seconds: float, small: tuple[float, float],
-                       large: tuple[float, float]) -> float:
-    """A full frame's seconds from two timed tiles of the same frame (fixed + per-pixel cost).
+def scaled_frame_seconds(sync_seconds: float, small: tuple[float, float],
+                         large: tuple[float, float]) -> float:
+    """A full frame's seconds from two timed renders of it at reduced sizes (fixed +
+    per-pixel cost).
 
-    `small` and `large` are (area fraction, seconds) of border renders made after the frame's
-    scene was synced; `sync_seconds` is what the first render of the frame cost on top (scene
-    sync, BVH). Time = fixed + area x per-pixel, so two sizes separate the two; both are
-    clamped at zero (noise can make the difference negative).
+    `small` and `large` are (share of the frame's pixels, seconds) of renders made after the
+    frame's scene was synced; `sync_seconds` is what the first render of the frame cost on
+    top (kernels, textures). Time = fixed + share x per-pixel, so two sizes separate the two;
+    both are clamped at zero (noise can make the difference negative).
     """
     (area_s, secs_s), (area_l, secs_l) = small, large
     if not 0 < area_s < area_l <= 1:
-        raise ValueError("tile areas must satisfy 0 < small < large <= 1")
+        raise ValueError("pixel shares must satisfy 0 < small < large <= 1")
     if not all(math.isfinite(v) and v >= 0 for v in (sync_seconds, secs_s, secs_l)):
-        raise ValueError("tile times must be finite and non-negative")
+        raise ValueError("probe times must be finite and non-negative")
     per_area = max(0.0, (secs_l - secs_s) / (area_l - area_s))
     fixed = max(0.0, secs_s - area_s * per_area)
     return sync_seconds + fixed + per_area
 
 
 def quote_from_probe(frame_seconds: Sequence[float], machine_score: float, *,
-                     tiled: bool) -> Quote:
+                     scaled: bool) -> Quote:
     """The job's quote from the probe machine's seconds per probed frame and its score.
 
     Point: the mean of the probed frames (a node pays each frame's own scene sync, as the
@@ -203,11 +205,11 @@ def quote_from_probe(frame_seconds: Sequence[float], machine_score: float, *,
         raise ValueError(f"the machine score must be finite and positive, got {machine_score}")
     score = Fraction(machine_score)
     ref = [Fraction(s) * score * 1000 for s in frame_seconds]
-    margin = MODEL_UNCERTAINTY_TILES if tiled else MODEL_UNCERTAINTY_FULL
+    margin = MODEL_UNCERTAINTY_SCALED if scaled else MODEL_UNCERTAINTY_FULL
     point = max(1, round(sum(ref) / len(ref)))
     low = max(1, min(point, math.floor(min(ref) * (1 - margin))))
     high = max(point, math.ceil(max(ref) * (1 + margin)))
-    return Quote(point, low, high, "tiles" if tiled else "full")
+    return Quote(point, low, high, "scaled" if scaled else "full")
 
 
 def pixel_sample_estimate(*, width: int, height: int, samples: int,

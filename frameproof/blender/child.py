@@ -238,15 +238,20 @@ class Child:
         # (measured bit-identical to the Noisy Image pass, guides included); its written frame
         # is then the noisy pass as the scene's view transform shows it.
         noisy = bool(msg.get("noisy_pass")) and verifiable
+        saved_size = (render.resolution_x, render.resolution_y, render.resolution_percentage)
         scene.frame_set(int(msg["frame"]))
         start = time.perf_counter()
         try:
             if noisy:
                 scene.cycles.use_denoising = False
+            if msg.get("size"):  # the probe's downscaled frame; the scene keeps its own size
+                render.resolution_x, render.resolution_y = (int(v) for v in msg["size"])
+                render.resolution_percentage = 100
             bpy.ops.render.render(write_still=True)
         finally:
             if noisy:
                 scene.cycles.use_denoising = True
+            render.resolution_x, render.resolution_y, render.resolution_percentage = saved_size
             self.fixed_session = threads > 0 and bool(render.use_persistent_data)
         seconds = time.perf_counter() - start
         if not os.path.isfile(output):

@@ -186,6 +186,7 @@ class BlenderWorker:
         *,
         border: tuple[float, float, float, float] | None = None,
         tile: tuple[int, int, int, int] | None = None,
+        size: tuple[int, int] | None = None,
         passes: Path | None = None,
         noisy_pass: bool = False,
         timeout: float = 600.0,
@@ -203,8 +204,12 @@ class BlenderWorker:
         ``border`` renders a region cropped to it; ``tile`` (x, y, w, h in pixels, top-left
         origin) renders what reproduces that tile of the full frame (the tile, the tile with
         a margin for denoised scenes, or the whole frame: ``RenderResult.strategy``) into a
-        file of the full frame's size, to be cropped by the caller.
+        file of the full frame's size, to be cropped by the caller. ``size`` (width, height)
+        renders the whole frame at that size instead of the scene's (the coordinator's
+        probe); the scene stays loaded at its own.
         """
+        if size is not None and not (len(size) == 2 and min(size) >= 1):
+            raise ValueError(f"size must be (width, height) of at least one pixel, got {size}")
         output = Path(output).resolve()
         output.parent.mkdir(parents=True, exist_ok=True)
         fmt = settings.output_format.upper()
@@ -226,6 +231,7 @@ class BlenderWorker:
             "threads": self.threads,
             "border": list(border) if border is not None else None,
             "tile": list(tile) if tile is not None else None,
+            "size": [int(v) for v in size] if size is not None else None,
             "passes": str(passes_tmp) if passes_tmp is not None else None,
             "noisy_pass": noisy_pass,
             "device": self.device,

@@ -54,7 +54,8 @@ def probe_line(estimate: pb.Estimate) -> str:
     frames = ", ".join(str(f) for f in estimate.probe_frames)
     if estimate.method == "fallback":
         return f"not measured: {estimate.note}"
-    how = "whole frames" if estimate.method == "full" else "tiles, extrapolated"
+    how = {"full": "whole frames", "tiles": "centred tiles, extrapolated"}.get(
+        estimate.method, "at reduced sizes, extrapolated")
     return f"measured by the coordinator rendering frame(s) {frames} ({how})"
 
 

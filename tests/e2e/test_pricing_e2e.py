@@ -26,6 +26,7 @@ from coordinator.storage.models import JobQuoteRecord
 from coordinator.storage.payment_models import WorkCreditRecord
 from frameproof.cli import money, nodes
 from frameproof.client import FarmClient
+from frameproof.creator import Creator, JobOptions
 from frameproof.identity import load_or_create_keypair
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
@@ -130,3 +131,23 @@ def test_an_inflating_node_is_priced_like_an_honest_one_and_flagged(
     assert all(speed and speed > 0 for speed in speeds.values()), speeds
     assert speeds[inflater] < 3 * speeds[honest], speeds
     assert listed[inflater]["benchmark_score"] == 20.0  # the claim is shown, as a hint
+
+
+def test_a_big_frame_is_priced_from_the_whole_picture_at_reduced_sizes(
+        farm: LocalFarm) -> None:
+    """A 1280x720 frame is probed as the whole frame at two reduced sizes, not rendered
+    whole; its quote is the full size's, extrapolated (pixels are 16x a 320x180 frame's)."""
+    farm.start_coordinator()
+    with farm.client() as client:
+        creator = Creator(client)
+        scene = creator.upload_scene(SAMPLE_SCENE)
+        big = creator.estimate(scene.scene_id, JobOptions(
+            frames="1-2", resolution_percentage=400, samples=16))
+        small = creator.estimate(scene.scene_id, JobOptions(
+            frames="1-2", resolution_percentage=100, samples=16))
+    assert (big.method, list(big.probe_frames)) == ("scaled", [1])
+    assert (small.method, list(small.probe_frames)) == ("full", [1, 2])
+    assert "at reduced sizes" in money.probe_line(big)
+    ratio = big.reference_seconds_per_frame / small.reference_seconds_per_frame
+    assert 4 < ratio < 32, f"the 16x frame was quoted {ratio:.1f}x the small one"
+    assert big.cost_low_usd < big.cost_usd < big.cost_high_usd

@@ -136,6 +136,25 @@ def test_border_render_is_cropped(
     assert (result.height, result.width) == shape
 
 
+def test_a_reduced_size_renders_the_whole_picture_and_leaves_the_scene_as_saved(
+        worker: BlenderWorker, tmp_path: Path) -> None:
+    """The probe's reduced frame: the whole picture at that size (the frame downscaled, not
+    a crop of it), and the next frame again at the job's own size in the same child."""
+    full = worker.render_frame(SAMPLE, 3, tmp_path / "full.png", TINY)
+    small = worker.render_frame(SAMPLE, 3, tmp_path / "small.png", TINY, size=(32, 18))
+    assert (small.width, small.height) == (32, 18)
+    shrunk = cv2.resize(decode(full.output), (32, 18), interpolation=cv2.INTER_AREA)
+    ours = decode(small.output).astype(np.float64)
+    assert np.mean(np.abs(ours - shrunk)) < 12, "not the same picture, downscaled"
+    corner = decode(full.output)[:18, :32].astype(np.float64)  # what a crop would give
+    assert np.mean(np.abs(ours - shrunk)) < np.mean(np.abs(ours - corner))
+    again = worker.render_frame(SAMPLE, 3, tmp_path / "again.png", TINY)
+    assert (again.width, again.height) == (64, 36)
+    assert np.array_equal(decode(again.output), decode(full.output))
+    with pytest.raises(ValueError, match="size"):
+        worker.render_frame(SAMPLE, 3, tmp_path / "bad.png", TINY, size=(0, 18))
+
+
 def test_inspect_sample(worker: BlenderWorker) -> None:
     info = worker.inspect(SAMPLE)
     assert info.engine == "CYCLES"

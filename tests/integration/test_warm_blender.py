@@ -14,7 +14,12 @@ import pytest
 from farm_helpers import alive
 
 from coordinator.intake import INSPECT_CPU_SECONDS
-from coordinator.probe import PROBE_CPU_SECONDS, PROBE_MEMORY_BYTES, time_frames
+from coordinator.probe import (
+    PROBE_CPU_SECONDS,
+    PROBE_MEMORY_BYTES,
+    reduced_sizes,
+    time_frames,
+)
 from coordinator.warm_blender import SceneSession, WarmBlender
 from frameproof.blender import RenderSettings
 
@@ -45,6 +50,8 @@ def test_a_scene_gets_the_started_spare_and_its_child_ends_with_the_request(
         assert probe is worker and probe.pid == spare_pid
         seconds = time_frames(SAMPLE, TINY, [1, 2], None, worker=probe)
         assert len(seconds) == 2 and all(s > 0 for s in seconds)
+        scaled = time_frames(SAMPLE, TINY, [1], reduced_sizes(64, 36, 1 / 4), worker=probe)
+        assert len(scaled) == 1 and scaled[0] > 0
         assert probe.pid == spare_pid, "the probe did not start a child of its own"
         session.close()
         assert not alive(spare_pid), "a child that opened a creator's scene is closed"

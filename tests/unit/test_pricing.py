@@ -24,16 +24,17 @@ from coordinator.domain.pricing import (
     measured_speed,
     quote_from_probe,
     relative_factor,
-    tile_frame_seconds,
+    scaled_frame_seconds,
     usd_to_tokens,
 )
 from coordinator.probe import (
-    FULL_FRAME_PIXEL_SAMPLES,
+    LARGE_PIXEL_SAMPLES,
+    MIN_LARGE_PIXELS,
     ProbeTooBig,
-    centred_border,
     probe_frames,
     probe_key,
-    tile_areas,
+    probe_sizes,
+    reduced_sizes,
 )
 from frameproof.v1 import farm_pb2 as pb
 
@@ -43,19 +44,18 @@ BAD_TIMES = (math.nan, math.inf, -math.inf, -1.0, 0.0, 1e12)
 
 def test_quote_from_full_frame_probe_is_exact() -> None:
     # 2 s, 3 s, 4 s on a machine scoring 0.5: 1000, 1500, 2000 reference ms.
-    quote = quote_from_probe([2.0, 3.0, 4.0], 0.5, tiled=False)
+    quote = quote_from_probe([2.0, 3.0, 4.0], 0.5, scaled=False)
     assert quote == Quote(1500, 750, 2500, "full")  # band: 1000 x 0.75 .. 2000 x 1.25
     assert Fraction(1, 4) == MODEL_UNCERTAINTY_FULL
-    tiled = quote_from_probe([2.0], 1.0, tiled=True)
-    assert (tiled.low_ms_per_frame, tiled.ms_per_frame, tiled.high_ms_per_frame) == (
-        1000, 2000, 3000)
+    scaled = quote_from_probe([2.0], 1.0, scaled=True)
+    assert scaled == Quote(2000, 1000, 3000, "scaled")
     for bad in BAD_TIMES:
         with pytest.raises(ValueError):
-            quote_from_probe([1.0, bad], 1.0, tiled=False)
+            quote_from_probe([1.0, bad], 1.0, scaled=False)
         with pytest.raises(ValueError):
-            quote_from_probe([1.0], bad if bad != 1e12 else -2.0, tiled=False)
+            quote_from_probe([1.0], bad if bad != 1e12 else -2.0, scaled=False)
     with pytest.raises(ValueError):
-        quote_from_probe([], 1.0, tiled=False)
+        quote_from_probe([], 1.0, scaled=False)
 
 
 def test_estimate_escrows_the_top_of_the_range() -> None:
@@ -73,35 +73,55 @@ def test_estimate_escrows_the_top_of_the_range() -> None:
         Quote(10, 20, 30, "full")  # low above the point
 
 
-def test_tiles_separate_fixed_and_per_pixel_cost() -> None:
-    # Fixed 0.5 s, 8 s per full frame of pixels, 1 s of sync: tiles of 1/16 and 1/4.
-    small, large = (1 / 16, 0.5 + 8 / 16), (1 / 4, 0.5 + 8 / 4)
-    assert tile_frame_seconds(1.0, small, large) == pytest.approx(1.0 + 0.5 + 8.0)
-    # Noise that makes the large tile faster: per-pixel clamps at 0, never negative.
-    assert tile_frame_seconds(0.0, (0.1, 2.0), (0.4, 1.0)) == pytest.approx(2.0)
+def test_two_reduced_sizes_separate_fixed_and_per_pixel_cost() -> None:
+    # Fixed 0.5 s, 8 s per full frame of pixels, 1 s of sync: 1/64 and 1/16 of the pixels.
+    small, large = (1 / 64, 0.5 + 8 / 64), (1 / 16, 0.5 + 8 / 16)
+    assert scaled_frame_seconds(1.0, small, large) == pytest.approx(1.0 + 0.5 + 8.0)
+    # Noise that makes the large size faster: per-pixel clamps at 0, never negative.
+    assert scaled_frame_seconds(0.0, (0.1, 2.0), (0.4, 1.0)) == pytest.approx(2.0)
     with pytest.raises(ValueError):
-        tile_frame_seconds(0.0, (0.5, 1.0), (0.25, 2.0))
+        scaled_frame_seconds(0.0, (0.5, 1.0), (0.25, 2.0))
     with pytest.raises(ValueError):
-        tile_frame_seconds(math.nan, small, large)
-    assert tile_areas(160 * 90, 16) is None  # small frames are probed whole
-    small_area, large_area = tile_areas(1920 * 1080, 128)  # type: ignore[misc]
-    assert large_area == pytest.approx(4 * small_area) and large_area <= 1 / 4
-    assert large_area * 1920 * 1080 * 128 == pytest.approx(FULL_FRAME_PIXEL_SAMPLES)
+        scaled_frame_seconds(math.nan, small, large)
+
+
+def test_probe_sizes_keep_the_frame_and_bound_the_work() -> None:
+    assert probe_sizes(160, 90, 16) is None  # small frames are probed whole
+    sizes = probe_sizes(1280, 720, 16)  # the hd sample: 1/16 and 1/64 of its pixels
+    assert sizes is not None
+    assert (sizes.frame, sizes.small, sizes.large) == ((1280, 720), (160, 90), (320, 180))
+    assert (sizes.share(sizes.small), sizes.share(sizes.large)) == (1 / 64, 1 / 16)
+    big = probe_sizes(1920, 1080, 128)
+    assert big is not None
+    width, height = big.large
+    assert width / height == pytest.approx(1920 / 1080, rel=0.02)  # the frame's aspect
+    assert width * height * 128 == pytest.approx(LARGE_PIXEL_SAMPLES, rel=0.02)
+    assert big.share(big.large) == pytest.approx(4 * big.share(big.small), rel=0.02)
+    # A frame just past the whole-frame size: the large size is at most a quarter of it.
+    edge = probe_sizes(640, 400, 16)
+    assert edge is not None and edge.share(edge.large) <= 1 / 4
+    # Few pixels, many samples: the large size keeps MIN_LARGE_PIXELS to time.
+    dense = probe_sizes(200, 200, 2_000)
+    assert dense is not None and dense.large[0] * dense.large[1] >= MIN_LARGE_PIXELS * 0.98
     with pytest.raises(ProbeTooBig):  # bounded work: absurd settings are not probed
-        tile_areas(65536 * 65536, 1_000_000)
-    x0, x1, y0, y1 = centred_border(1 / 4)
-    assert (x0, x1, y0, y1) == pytest.approx((0.25, 0.75, 0.25, 0.75))
+        probe_sizes(65536, 65536, 1_000_000)
+    with pytest.raises(ValueError):
+        probe_sizes(0, 720, 16)
+    tiny = reduced_sizes(3, 3, 1 / 4)  # never a zero-pixel render
+    assert min(tiny.small) >= 1 and tiny.share(tiny.small) < tiny.share(tiny.large)
+    with pytest.raises(ValueError):
+        reduced_sizes(1280, 720, 0.0)
 
 
 def test_probe_frames_and_key() -> None:
     assert probe_frames([5]) == [5]
     assert probe_frames([1, 2]) == [1, 2]
     assert probe_frames(list(range(1, 9))) == [1, 5, 8]
-    # Big frames (tiles): at most half of a short job's frames, at least one.
-    assert probe_frames([1, 2], tiled=True) == [1]
-    assert probe_frames([7], tiled=True) == [7]
-    assert probe_frames([1, 2, 3, 4], tiled=True) == [1, 3]
-    assert probe_frames(list(range(1, 9)), tiled=True) == [1, 5, 8]
+    # Big frames (reduced sizes): at most half of a short job's frames, at least one.
+    assert probe_frames([1, 2], scaled=True) == [1]
+    assert probe_frames([7], scaled=True) == [7]
+    assert probe_frames([1, 2, 3, 4], scaled=True) == [1, 3]
+    assert probe_frames(list(range(1, 9)), scaled=True) == [1, 5, 8]
     settings = pb.RenderSettings(engine="CYCLES", samples=16, resolution_x=160)
     key = probe_key("a" * 64, settings, [1, 5, 8])
     assert key == probe_key("a" * 64, settings, [8, 1, 5])
