@@ -31,6 +31,9 @@ TREE_DEPTH = 16  # proof steps at most: 65,536 frames signed together
 PROOF_STEP = 65  # "l" or "r" (the sibling's side), then its sha256 in hex
 _PROOF = re.compile(rf"(?:[lr][0-9a-f]{{64}}){{0,{TREE_DEPTH}}}")
 _TREE_HEADER = b"frameproof-receipt-tree-v1\n"
+# RegisterNodeResponse.features: the coordinator verifies trees (coordinators before them
+# refuse a frame whose receipt has a proof, so a node signs trees only when told this).
+TREES_FEATURE = "receipt-trees"
 
 
 class Claim(NamedTuple):

@@ -35,7 +35,7 @@ from frameproof.limits import (
     clip_utf8,
 )
 from frameproof.manifest import sha256_file
-from frameproof.receipts import sign_outputs, sign_receipt
+from frameproof.receipts import TREES_FEATURE, sign_outputs, sign_receipt
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, upload_files
 from frameproof.v1 import farm_pb2 as pb
@@ -153,6 +153,7 @@ class RenderNode:
         # ... and delivers a batch's small images, results and next lease request in one
         # DeliverTasks; off after a coordinator answers that it lacks the call.
         self.deliver_tasks = True
+        self.receipt_trees = False  # the coordinator said it verifies them (registration)
         self.finished: list[Finished] = []  # rendered, not yet delivered (main loop only)
         self._images: dict[str, dict[str, Path]] = {}  # lease id -> its images, not uploaded
 
@@ -249,7 +250,10 @@ class RenderNode:
             return
         self.heartbeat_seconds = response.heartbeat_seconds or self.heartbeat_seconds
         self.lease_seconds = response.lease_seconds or self.lease_seconds
-        log.info("registered as %s with %s", self.node_id, self.config.coordinator)
+        self.receipt_trees = TREES_FEATURE in response.features
+        log.info("registered as %s with %s%s", self.node_id, self.config.coordinator,
+                 "" if self.receipt_trees else " (receipts signed frame by frame: the "
+                 "coordinator predates receipt trees)")
 
     # ------------------------------------------------------------ one lease
 
@@ -440,7 +444,8 @@ class RenderNode:
                 batch = [done for done in batch if self._upload_alone(done)]
             request = pb.DeliverTasksRequest(
                 node_id=self.node_id, images=inline, max_tasks=want,
-                results=lease_results(batch, signed_by=self.keypair))
+                results=lease_results(batch, signed_by=self.keypair if self.receipt_trees
+                                      else None))
             try:
                 response = self._send(self.client.nodes.DeliverTasks, request, batch)
             except grpc.RpcError:  # UNIMPLEMENTED

@@ -60,7 +60,13 @@ from coordinator.storage.proof import ProofStore, standing_of
 from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
 from frameproof.limits import BATCH_UPLOAD_BLOBS, FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
-from frameproof.receipts import PROOF_STEP, TREE_DEPTH, settings_digest, verify_receipt
+from frameproof.receipts import (
+    PROOF_STEP,
+    TREE_DEPTH,
+    TREES_FEATURE,
+    settings_digest,
+    verify_receipt,
+)
 from frameproof.render_settings import passes_limit
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
@@ -147,6 +153,7 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
             node_id=node_id,
             lease_seconds=int(self.store.policy.lease_seconds),
             heartbeat_seconds=max(1, int(self.heartbeat_seconds)),
+            features=[TREES_FEATURE],
         )
 
     async def LeaseTask(self, request, context):

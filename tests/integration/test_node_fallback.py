@@ -1,7 +1,8 @@
 """A node that batches (`--max-tasks` over 1) falls back to one call per lease (one stream
 per image) when its coordinator lacks the batched calls (HeartbeatLeases, CompleteTasks,
 BatchUploadBlobs, DeliverTasks: an older release), and to separate upload, CompleteTasks and
-LeaseTask calls when it lacks only DeliverTasks (the release before it).
+LeaseTask calls when it lacks only DeliverTasks (the release before it), and signs each
+frame's receipt alone when its coordinator does not say it verifies receipt trees.
 
 The coordinator is a real one, reached through a small grpc.aio server in front of it that
 forwards every other call untouched (bytes, signature metadata, deadline) and registers
@@ -26,6 +27,7 @@ from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 
 DELIVER = "/frameproof.v1.NodeService/DeliverTasks"
+REGISTER = "/frameproof.v1.NodeService/RegisterNode"
 BATCHED = ("/frameproof.v1.NodeService/HeartbeatLeases",
            "/frameproof.v1.NodeService/CompleteTasks",
            "/frameproof.v1.BlobStore/BatchUploadBlobs", DELIVER)
@@ -36,9 +38,12 @@ class OlderCoordinator:
     """A grpc.aio server forwarding every call but the `lacking` ones (the batched ones) to
     `target`; counts the calls it was asked for, by method (the lacking ones included)."""
 
-    def __init__(self, target: str, lacking: tuple[str, ...] = BATCHED) -> None:
+    def __init__(self, target: str, lacking: tuple[str, ...] = BATCHED, *,
+                 features: bool = True) -> None:
         self.target = target
         self.lacking = lacking
+        self.features = features  # False: RegisterNode answers without `features`
+        self.deliveries: list[pb.DeliverTasksRequest] = []  # as the node sent them
         self.address = ""
         self.calls: collections.Counter[str] = collections.Counter()
         self._ready = threading.Event()
@@ -97,11 +102,18 @@ class _Forward(grpc.GenericRpcHandler):
 
     def _unary_unary(self, method: str) -> Callable[..., Any]:
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if method == DELIVER:
+                self.older.deliveries.append(pb.DeliverTasksRequest.FromString(request))
             try:
-                return await self.channel.unary_unary(method)(request, **_call(context))
+                response = await self.channel.unary_unary(method)(request, **_call(context))
             except grpc.aio.AioRpcError as error:
                 await context.abort(error.code(), error.details() or "")
                 raise
+            if method == REGISTER and not self.older.features:
+                registered = pb.RegisterNodeResponse.FromString(response)
+                registered.ClearField("features")
+                return registered.SerializeToString()
+            return response
         return forward
 
     def _stream_unary(self, method: str) -> Callable[..., Any]:
@@ -224,3 +236,31 @@ def test_a_node_delivers_in_separate_calls_to_a_coordinator_without_deliver_task
     assert [f.frame for f in final] == [1, 2, 3]
     assert all(f.attempts == 0 for f in final), [(f.frame, f.error) for f in final]
     assert sorted(int(n) for n in RENDERED.findall(log)) == [1, 2, 3], "each frame once"
+
+
+def test_a_node_signs_frame_by_frame_for_a_coordinator_that_predates_receipt_trees(
+        tmp_path: Path):
+    """A coordinator of the release before receipt trees serves DeliverTasks but refuses a
+    receipt with a proof; it does not list "receipt-trees" when the node registers, so the
+    node's deliveries carry each frame's own signature. With the feature, the same node
+    signs a delivery of three frames as one tree."""
+    deliveries = {}
+    for features in (False, True):
+        with LocalFarm(tmp_path / f"farm-{features}", lease_seconds=120.0) as farm:
+            farm.start_coordinator(extra_args=("--proven-after", "0", "--no-verifier"))
+            with OlderCoordinator(farm.address, lacking=(), features=features) as older:
+                final, log = run_batching_node(farm, older, "1-3")
+        assert [f.frame for f in final] == [1, 2, 3]
+        assert all(f.attempts == 0 for f in final), [(f.frame, f.error) for f in final]
+        together = [[o for result in request.results for o in result.outputs]
+                    for request in older.deliveries]
+        assert sorted(o.frame for outputs in together for o in outputs) == [1, 2, 3]
+        assert any(len(outputs) > 1 for outputs in together), "frames delivered together"
+        assert ("the coordinator predates receipt trees" in log) is not features
+        deliveries[features] = [outputs for outputs in together if len(outputs) > 1]
+    for outputs in deliveries[False]:
+        assert not any(o.receipt_proof for o in outputs), "a tree for a coordinator without"
+        assert len({o.receipt_signature for o in outputs}) == len(outputs), "one per frame"
+    for outputs in deliveries[True]:
+        assert all(o.receipt_proof for o in outputs), "trees where the coordinator has them"
+        assert len({o.receipt_signature for o in outputs}) == 1, "one signature for the tree"
