@@ -464,7 +464,7 @@ def _http_upload(endpoint: _Endpoint, sha: str, size: int, source: BinaryIO, off
         status, headers = _read_head(fp)
         if status == 100:
             try:
-                send_file(source, offset, size - offset, sock.sendall, on_sent=count)
+                send_file(source, offset, size - offset, sock, on_sent=count)
             except EOFError as exc:
                 raise _Interrupted(str(exc)) from exc
             status, headers = _read_head(fp)

@@ -244,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             if size > offset:
-                send_file(f, offset, size - offset, self.connection.sendall)
+                send_file(f, offset, size - offset, self.connection)
 
     # ------------------------------------------------------------ upload
 

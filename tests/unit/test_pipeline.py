@@ -1,14 +1,18 @@
-"""frameproof.pipeline.pump: every absorber sees every chunk in order, side by side."""
+"""frameproof.pipeline: pump's absorbers see every chunk in order, side by side; send_file
+sends exactly the bytes asked for, from a cached file (sendfile) or a file-like object."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import socket
 import threading
+from pathlib import Path
 
 import pytest
 
-from frameproof.pipeline import pump
+from frameproof.pipeline import SENDFILE_BYTES, pump, send_file
 
 
 def _source(data: bytes):  # type: ignore[no-untyped-def]
@@ -68,3 +72,42 @@ def test_a_failing_absorber_stops_the_filling_and_its_error_is_raised():
     with pytest.raises(OSError, match="disk full"):
         pump(counting_fill, seen.extend, broken, buffers=2, buffer_bytes=1000)
     assert len(filled) < len(data) // 1000, "the filling stopped early"
+
+
+def _received(length: int, send) -> bytes:  # type: ignore[no-untyped-def]
+    """What the other end of a socket pair reads while `send(sock)` runs."""
+    ours, theirs = socket.socketpair()
+    got = bytearray()
+
+    def read() -> None:
+        while len(got) < length and (chunk := theirs.recv(1 << 20)):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send(ours)
+    finally:
+        ours.close()  # the reader sees the end
+        reader.join(30)
+        theirs.close()
+    return bytes(got)
+
+
+def test_send_file_sends_the_range_asked_for_with_progress(tmp_path: Path):
+    data = os.urandom(2 * SENDFILE_BYTES + 12345)
+    path = tmp_path / "blob"
+    path.write_bytes(data)  # just written: in the page cache, so sent by sendfile
+    offset, length = 4097, len(data) - 4097 - 10
+    progress: list[int] = []
+    with path.open("rb") as f:
+        got = _received(length, lambda sock: send_file(f, offset, length, sock,
+                                                        on_sent=progress.append))
+    assert got == data[offset:offset + length]
+    assert sum(progress) == length and len(progress) >= 3, "progress as it goes"
+    assert max(progress) == SENDFILE_BYTES, "a cached file goes by sendfile, in its blocks"
+    # A file shorter than asked: an error, not a short send.
+    with path.open("rb") as f, pytest.raises(EOFError, match="ended 10 bytes early"):
+        _received(len(data), lambda sock: send_file(f, 10, len(data), sock))
+    memory = io.BytesIO(data)  # no file descriptor: read in blocks and sent
+    assert _received(100, lambda sock: send_file(memory, 5, 100, sock)) == data[5:105]
