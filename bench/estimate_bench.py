@@ -157,7 +157,7 @@ def table(rows: list[dict], score: float, frames: str) -> str:
 
 def centred_tiles_seconds(worker: BlenderWorker, blend: Path, settings: RenderSettings,
                           frame: int, out: Path) -> float:
-    """The probe before stop 25, for comparison: a 1/16 and a 1/4 centred border render
+    """The probe before the reduced sizes, for comparison: a 1/16 and a 1/4 centred border render
     (the small one twice), extrapolated the same way."""
 
     def render(area: float) -> float:

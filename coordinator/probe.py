@@ -5,8 +5,9 @@ settings in a Blender child on the coordinator's machine (scripts off, the intak
 CPU limits). Small frames are rendered whole; big ones are rendered whole at two reduced sizes
 (the small one twice), which separates the frame's fixed cost (scene sync, BVH, writing) from
 its per-pixel cost, and the full size is extrapolated (`scaled_frame_seconds`). A reduced frame
-sees the whole picture, background and subject in their proportions, where a centred tile saw
-the subject only (it overpriced the hd sample 1.43x; docs/BENCHMARKS.md, "probe sizes").
+sees the whole picture, background and subject in their proportions, where the centred tiles
+before it saw the subject only (on the hd sample they said 1.46-1.54x the whole frame's time,
+the reduced sizes 0.93-1.09x; docs/BENCHMARKS.md, "probe sizes").
 
 Seconds on this machine become reference seconds through the coordinator's own benchmark
 score (`frameproof.benchmark`, measured once and cached under the data dir): the network
@@ -104,7 +105,7 @@ class ProbeTooBig(ValueError):
 
 
 def probe_sizes(width: int, height: int, samples: int) -> ProbeSizes | None:
-    """(small, large) reduced frame sizes for probing a big frame; None: probe it whole.
+    """The reduced sizes a big frame is probed at; None: probe it whole.
 
     The large size holds about LARGE_PIXEL_SAMPLES (at most a quarter of the frame's pixels,
     at least MIN_LARGE_PIXELS), the small one a quarter of it, both in the frame's aspect;

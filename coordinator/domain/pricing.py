@@ -104,7 +104,7 @@ class Quote:
     low_ms_per_frame: int
     high_ms_per_frame: int
     method: str  # "full" (whole frames probed), "scaled" (extrapolated from reduced sizes;
-    # "tiles" in probes made before stop 25) or "fallback" (no probe)
+    # "tiles" in probes cached before the reduced sizes) or "fallback" (no probe)
 
     def __post_init__(self) -> None:
         if not 0 < self.low_ms_per_frame <= self.ms_per_frame <= self.high_ms_per_frame:
