@@ -187,14 +187,14 @@ def send_file(f: BinaryIO, offset: int, length: int, sock: socket.socket,
               *, on_sent: Callable[[int], None] | None = None) -> None:
     """Send `length` bytes of f from offset over sock.
 
-    A file in the page cache goes by sendfile over a plain socket, page cache to socket with
-    no copy through this process (over TLS, which Python's sendfile would send in 8 KiB
-    reads, it is read in big blocks as below). One not in the page cache is
-    read with O_DIRECT in big blocks in this thread while another sends the previous block:
-    on this kind of machine (a VM) filling the page cache is what costs, a cold buffered read
-    ran at 40-65 MiB/s and 1.4-2 CPU seconds per GiB under load where O_DIRECT read 0.6-1.1
-    GB/s for 0.05 CPU s; and not sendfile, whose small reads defeated read-ahead (~85 MiB/s
-    from a cold file). A file whose first block is cached counts as cached.
+    A file in the page cache goes by sendfile over a plain socket: page cache to socket, no
+    copy through this process. Over TLS (Python's sendfile would read 8 KiB at a time) it is
+    read in big blocks in this thread while another sends the previous block, and so is a
+    file not in the page cache, with O_DIRECT: on this kind of machine (a VM) filling the
+    page cache is what costs, a cold buffered read ran at 40-65 MiB/s and 1.4-2 CPU seconds
+    per GiB under load where O_DIRECT read 0.6-1.1 GB/s for 0.05 CPU s, and sendfile's small
+    reads defeated read-ahead (~85 MiB/s from a cold file). A file whose first block is
+    cached counts as cached.
     """
     end = offset + length
     direct = _direct_reader(f, offset)
