@@ -551,6 +551,7 @@ def scene_facts(scene: Any) -> dict[str, Any]:
         "freestyle": bool(scene.render.use_freestyle),
         "freestyle_scripts": freestyle_runs_python(scene),
         "stamp_burned": bool(scene.render.use_stamp),
+        "render_region": bool(scene.render.use_border),
     }
     if cycles is not None:
         facts.update(

@@ -70,6 +70,7 @@ class SceneInspection:
     freestyle: bool = False
     freestyle_scripts: bool = False  # Python-scripting mode: turned off by the farm
     stamp_burned: bool = False
+    render_region: bool = False  # a saved Render Region: not used, the farm renders whole frames
     output_path: str = ""  # Output Properties' path, e.g. //render/shot_#### ("": none read)
 
 

@@ -117,6 +117,18 @@ def test_intake_reports_saved_settings_and_notices(saved_scene: Path) -> None:
     notices = render_notices(info)
     assert any("time limit (3 s)" in n and "full 16 samples" in n for n in notices)
     assert any("burned-in stamp" in n for n in notices)
+    assert not info.render_region and not any("Render Region" in n for n in notices)
+
+
+def test_a_saved_render_region_is_reported_as_not_used(tmp_path: Path) -> None:
+    """The farm renders whole frames; a creator who saved a Render Region is told so at
+    submit instead of getting whole frames without a word."""
+    blend = build_saved_scene(tmp_path / "region.blend", extra={
+        "render.use_border": True, "render.border_max_x": 0.5})
+    with BlenderWorker(threads=1) as worker:
+        info = worker.inspect(blend)
+    assert info.render_region
+    assert any("Render Region is not used" in n for n in render_notices(info))
 
 
 def decode(path: Path) -> np.ndarray:
