@@ -280,9 +280,11 @@ def _table(model: type[SQLModel]) -> Table:
 
 
 def holder_pid(engine: Engine, key: int = LEADER_LOCK_KEY) -> int | None:
-    """The PostgreSQL backend pid holding the leader lock, or None (diagnostics, tests)."""
+    """The PostgreSQL backend pid holding this database's leader lock, or None (diagnostics,
+    tests). pg_locks lists every database's locks: farms on one server share the key."""
     with engine.connect() as connection:
         row = connection.execute(text(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND ((classid::bigint << 32) | objid::bigint) = :key"), {"key": key}).first()
     return None if row is None else int(row[0])
