@@ -199,7 +199,7 @@ def render_notices(scene: SceneInspection, samples: int = 0) -> list[str]:
             "and note: date, time, render time, memory, host and file name differ per machine "
             "and are left out"
         )
-    if scene.render_region:
+    if scene.render_region and scene.region is None:  # inspected before regions rendered
         notices.append(
             "the scene's Render Region is not used: the farm renders, checks and charges "
             "whole frames (crop them after download)"

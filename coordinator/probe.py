@@ -42,7 +42,7 @@ from coordinator.storage.pricing_store import PricingStore
 from coordinator.warm_blender import SceneSession
 from frameproof import benchmark
 from frameproof.blender.worker import BlenderError, BlenderTimeout, BlenderWorker, RenderSettings
-from frameproof.render_settings import frame_size, from_proto
+from frameproof.render_settings import frame_size, from_proto, layout
 from frameproof.v1 import farm_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ def probe_frames(frames: list[int], scaled: bool = False) -> list[int]:
 
 def settings_digest(settings: pb.RenderSettings) -> str:
     """The effective settings as a stable digest (every field, defaults included)."""
-    fields = {f.name: getattr(settings, f.name) for f in settings.DESCRIPTOR.fields}
+    fields: dict[str, object] = {f.name: getattr(settings, f.name)
+                                 for f in settings.DESCRIPTOR.fields if f.message_type is None}
+    if settings.HasField("region"):  # absent: the digest of settings from before regions
+        fields["region"] = settings.region.SerializeToString(deterministic=True).hex()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -262,6 +265,10 @@ class Prober:
 
     @staticmethod
     def _fallback(settings: pb.RenderSettings) -> Quote:
+        if settings.HasField("region"):  # only the region's pixels are rendered
+            area = layout(settings).area
+            return pixel_sample_estimate(width=area.w, height=area.h,
+                                         samples=max(1, settings.samples))
         return pixel_sample_estimate(
             width=max(1, settings.resolution_x), height=max(1, settings.resolution_y),
             samples=max(1, settings.samples),

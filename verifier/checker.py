@@ -57,6 +57,10 @@ class FrameJob:
     node_device: str
     render_tiles: bool
     tile_count: int = EXACT_TILES  # statistical mode uses at least STATISTICAL_TILES
+    # A Render Region (frameproof.region.FrameLayout): the rendered pixels in the node's file
+    # (None: all of it) and where their top-left pixel is in the whole frame.
+    area: Tile | None = None
+    origin: tuple[int, int] = (0, 0)
     # the node's passes file (multilayer EXR) of a denoised frame checked on its noisy pass
     passes: Path | None = None
 
@@ -184,6 +188,10 @@ def check_frame(
     if not cheap.ok:
         return CheckOutcome(False, cheap.reason, "cheap")
     pixel_sha = metrics.pixel_hash(image)
+    area = _area(job)
+    if not metrics.empty_outside(image, area):
+        return CheckOutcome(False, "the frame has pixels outside the scene's Render Region, "
+                            "where Blender leaves it empty", "cheap", pixel_sha)
     if not job.render_tiles:
         return CheckOutcome(True, cheap.reason, "cheap", pixel_sha)
     exact = (
@@ -196,6 +204,9 @@ def check_frame(
     plan = worker.tile_plan(job.blend, job.settings)
     strategy = plan.strategy
     if strategy == "noisy":
+        if area != Tile(0, 0, job.width, job.height):
+            raise OSError("a noisy-pass plan for a Render Region: the verifier's Blender child "
+                          "and this checker disagree")
         return _check_noisy_pass(job, node_image_path, worker, scratch, exact, plan.seed,
                                  rng or random.SystemRandom(), pixel_sha)
     close = strategy in ("padded", "close")
@@ -209,6 +220,7 @@ def check_frame(
         except ImageDecodeError as error:
             return CheckOutcome(False, str(error), "cheap", pixel_sha)
     outcome = CheckOutcome(False, "", mode, pixel_sha)
+    image = crop(image, area)  # tiles are chosen and judged on the rendered pixels
     render = _tile_renderer(job, worker, scratch, outcome, plan.seed, raw=bitwise)
     count = job.tile_count if exact else max(job.tile_count, STATISTICAL_TILES)
     if strategy == "whole" or (close and not exact):
@@ -409,11 +421,18 @@ def _noisy_renderer(
     return render
 
 
+def _area(job: FrameJob) -> Tile:
+    return job.area or Tile(0, 0, job.width, job.height)
+
+
 def _tile_renderer(
     job: FrameJob, worker: BlenderWorker, scratch: Path, outcome: CheckOutcome, seed: int,
     raw: bool = False,
 ) -> RenderReference:
     """Border renders of the job's frame under its settings, timed into ``outcome``.
+
+    Tiles are in the coordinates of the frame's rendered area (``_area``): the whole file,
+    or its Render Region; a tile covering all of it asks for the frame as the node rendered it.
 
     ``raw``: an EXR job's renders as their linear float data, not the display view.
 
@@ -421,20 +440,22 @@ def _tile_renderer(
     statistical mode's other references use the next ones.
     """
     count = 0
+    area = _area(job)
 
     def render(tile: Tile, seed_offset: int) -> np.ndarray:
         nonlocal count
         count += 1
         suffix = ".exr" if job.settings.output_format.upper() == "EXR" else ".png"
         output = scratch / f"tile-{job.frame}-{count}{suffix}"
-        whole = (tile.x, tile.y, tile.w, tile.h) == (0, 0, job.width, job.height)
+        whole = (tile.x, tile.y, tile.w, tile.h) == (0, 0, area.w, area.h)
+        in_frame = Tile(tile.x + job.origin[0], tile.y + job.origin[1], tile.w, tile.h)
         start = time.perf_counter()
         worker.render_frame(
             job.blend,
             job.frame,
             output,
             replace(job.settings, seed=seed + seed_offset) if seed_offset else job.settings,
-            tile=None if whole else (tile.x, tile.y, tile.w, tile.h),
+            tile=None if whole else (in_frame.x, in_frame.y, in_frame.w, in_frame.h),
         )
         outcome.render_seconds += time.perf_counter() - start
         try:  # the verifier's own render: failing to read it is our trouble, not the node's
@@ -443,7 +464,7 @@ def _tile_renderer(
             raise OSError(f"the verifier's own render does not decode: {error}") from None
         finally:
             output.unlink(missing_ok=True)
-        # The file has the frame's size (dither is hashed by pixel position): crop the tile.
-        return reference if whole else crop(reference, tile)
+        # A tile's file has the whole frame's size (dither is hashed by pixel position).
+        return crop(reference, area) if whole else crop(reference, in_frame)
 
     return render

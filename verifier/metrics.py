@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from verifier.compare import ImageDecodeError, load_image
+from verifier.tiles import Tile
 
 SSIM_BLUR_SIGMA = 1.5  # blur before SSIM: keeps structure (shifts, wrong frames), drops noise
 HIGHPASS_SIGMA = 1.0  # residual = image - blur(image): mostly render noise
@@ -258,6 +259,22 @@ def check_frame(image: np.ndarray | None, width: int, height: int) -> FrameCheck
     if float(spread) < 1.0 / 255:
         return FrameCheck(False, "the frame is blank (one flat colour)")
     return FrameCheck(True, "decodes, right size, not blank")
+
+
+EMPTY_LEVELS = 2  # 8-bit levels of dither Blender adds to empty pixels (measured: 1 at 1.0)
+
+
+def empty_outside(image: np.ndarray, area: Tile) -> bool:
+    """Nothing but black (and its dither) outside ``area``: Blender leaves a Render Region's
+    surroundings empty when it does not crop the file to it. ``image`` as load_image gives
+    it (float, [0, 1])."""
+    height, width = image.shape[:2]
+    if (area.x, area.y, area.w, area.h) == (0, 0, width, height):
+        return True
+    outside = np.ones((height, width), dtype=bool)
+    outside[area.y: area.y + area.h, area.x: area.x + area.w] = False
+    values = image[outside]
+    return not values.size or float(values.max()) <= (EMPTY_LEVELS + 0.5) / 255
 
 
 def pixel_hash(image: np.ndarray) -> str:

@@ -22,12 +22,14 @@ from frameproof.blender.worker import BlenderError, BlenderWorker
 from frameproof.client import FarmClient, transient
 from frameproof.identity import load_or_create_keypair
 from frameproof.limits import TILE_REASON_BYTES, VERDICT_REASON_BYTES, clip_utf8
-from frameproof.render_settings import frame_size, from_proto, passes_limit
+from frameproof.region import EmptyRegion
+from frameproof.render_settings import from_proto, layout, passes_limit
 from frameproof.scene_cache import SceneCache
 from frameproof.transfer import TransferError, download_blob
 from frameproof.v1 import farm_pb2 as pb
 from verifier.checker import FrameJob, check_frame
 from verifier.compare import MAX_IMAGE_BYTES
+from verifier.tiles import Tile
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +143,16 @@ class Verifier:
                 log.info("verification %s dropped: %s", task.verification_id,
                          heartbeat.stop_reason)
                 return
-            width, height = frame_size(task.settings)
+            frame = layout(task.settings)
             outcome = check_frame(
                 FrameJob(
                     blend=blend,
                     frame=task.frame,
                     settings=from_proto(task.settings),
-                    width=width,
-                    height=height,
+                    width=frame.width,
+                    height=frame.height,
+                    area=Tile(frame.area.x, frame.area.y, frame.area.w, frame.area.h),
+                    origin=frame.origin,
                     node_blender_version=task.node_blender_version,
                     node_device=task.node_device,
                     render_tiles=task.render_tiles,
@@ -159,7 +163,7 @@ class Verifier:
                 self.blender,
                 scratch,
             )
-        except (TransferError, BlenderError, OSError) as error:
+        except (TransferError, BlenderError, OSError, EmptyRegion) as error:
             if heartbeat.stop_reason:
                 log.info("verification %s stopped: %s", task.verification_id,
                          heartbeat.stop_reason)

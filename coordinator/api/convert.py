@@ -51,7 +51,17 @@ def effective_settings(requested: pb.RenderSettings, scene: SceneInspection) -> 
         output_format=requested.output_format or pb.OUTPUT_FORMAT_PNG,
         # only an explicit override: absent renders the scene's own seed (and animated seed)
         seed=requested.seed if requested.HasField("seed") else None,
+        region=scene_region(scene),
     )
+
+
+def scene_region(scene: SceneInspection) -> pb.RenderRegion | None:
+    """The scene's saved Render Region (rendered as saved), None for whole frames."""
+    if not scene.region:
+        return None
+    min_x, max_x, min_y, max_y = scene.region
+    return pb.RenderRegion(min_x=min_x, max_x=max_x, min_y=min_y, max_y=max_y,
+                           crop=scene.region_crop)
 
 
 def extension_of(settings: pb.RenderSettings) -> str:

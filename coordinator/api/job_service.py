@@ -57,6 +57,8 @@ from coordinator.storage.store import FarmStore
 from coordinator.storage.timeline import TimelineStore
 from coordinator.storage.verification_queue import QueueStanding
 from coordinator.warm_blender import SceneSession, WarmBlender
+from frameproof.region import EmptyRegion
+from frameproof.render_settings import layout
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
@@ -117,6 +119,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             frames = job_frames(request.frames, scene_range(inspection))
             job = compile_job(wanted, frames, default_name=scene.main_file)
             settings = convert.effective_settings(request.settings, inspection)
+            _check_layout(settings)
             creator = current_caller().pubkey
             inspected = time.time()
             phases.append(Phase("inspection", started, inspected, inspected - started))
@@ -176,6 +179,7 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             inspection = inspection_of(await self._accept_scene(scene_id, context, session))
             frames = job_frames(request.frames, scene_range(inspection))
             settings = convert.effective_settings(request.settings, inspection)
+            _check_layout(settings)
             probe = await self._probe(scene_id, settings, frames, session)
         cost = self._estimate(probe, len(frames), tier)
         pricing = self.payments.pricing
@@ -531,6 +535,14 @@ class JobServicer(farm_pb2_grpc.JobServiceServicer):
             problems.append(str(error))
         if problems:
             raise InvalidRequest("; ".join(problems))
+
+
+def _check_layout(settings: pb.RenderSettings) -> None:
+    """Refuse a job whose frames Blender would refuse: a Render Region with no pixel."""
+    try:
+        layout(settings)
+    except EmptyRegion as error:
+        raise InvalidRequest(str(error)) from error
 
 
 def _progress(job: pb.Job) -> tuple:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from frameproof.region import RenderRegion
+
 STARTUP_TIMEOUT = 120.0  # importing bpy takes ~0.5 s; allow for a loaded machine
 LOG_SWITCH_TIMEOUT = 30.0  # a child answers "log" at once; allow for a loaded machine
 EXR_MAGIC = b"\x76\x2f\x31\x01"
@@ -38,6 +40,7 @@ class RenderSettings:
     resolution_percentage: int = 0
     output_format: str = "PNG"  # "PNG" or "EXR"
     seed: int | None = None  # Cycles seed override; None renders the scene's own seed
+    region: RenderRegion | None = None  # the scene's Render Region; None: whole frames
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,11 @@ class SceneInspection:
     freestyle: bool = False
     freestyle_scripts: bool = False  # Python-scripting mode: turned off by the farm
     stamp_burned: bool = False
-    render_region: bool = False  # a saved Render Region: not used, the farm renders whole frames
+    render_region: bool = False  # the scene saves a Render Region (rendered as saved)
+    # [min_x, max_x, min_y, max_y] and Crop to Render Region; None in records inspected
+    # before regions were rendered (those jobs render whole frames)
+    region: list[float] | None = None
+    region_crop: bool = False
     output_path: str = ""  # Output Properties' path, e.g. //render/shot_#### ("": none read)
 
 

@@ -18,6 +18,7 @@ from test_proof_of_render import node_id_of, standing, start_cheater
 from frameproof.cli import submit
 from frameproof.cli.download import download_frames
 from frameproof.client import FarmClient
+from frameproof.creator import CoordinatorRefused
 from frameproof.localfarm import LocalFarm
 from frameproof.v1 import farm_pb2 as pb
 from verifier.compare import load_image, ssim
@@ -81,6 +82,45 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
         files, missing = download.files, download.not_ready
     assert missing == 0 and len({f.node_id for f in final}) == 2
     assert_frames_as_saved(files, blend, tmp_path / "reference", ACCEPTANCE)
+
+
+def test_a_saved_render_region_comes_back_as_the_creators_blender_renders_it(
+        farm: LocalFarm, tmp_path: Path) -> None:
+    """Render Region with Crop to Render Region, dither on (Blender's default): each frame is
+    the cropped region, bit-identical to the creator's render, and checked by the verifier
+    (whole: the crop's dither is hashed by position in the cropped file)."""
+    blend = build_saved_scene(tmp_path / "scene" / "region.blend", size=(160, 90), samples=8,
+                              dither=1.0, extra={
+                                  "render.use_border": True, "render.use_crop_to_border": True,
+                                  "render.border_min_x": 0.13, "render.border_max_x": 0.911,
+                                  "render.border_min_y": 0.07, "render.border_max_y": 0.59})
+    numbers = [1, 2, 3, 4]
+    farm.start_coordinator()
+    farm.start_node("node-a")
+    wait_until_registered(farm, ["node-a"])
+    with farm.client() as client:
+        job = submit_sample(client, blend, "1-4", **AS_SAVED, **BUDGET)
+        assert job.settings.HasField("region") and job.settings.region.crop
+        wait_until_done(client, job.job_id, timeout=300)
+        wait_until_verified(client, job.job_id)
+        download = download_frames(client, job.job_id, tmp_path / "download")
+    assert download.not_ready == 0
+    assert all(decode(path).shape[:2] == (47, 125) for path in download.files)  # the region
+    assert_frames_as_saved(download.files, blend, tmp_path / "reference", numbers)
+
+
+def test_a_render_region_without_a_pixel_is_refused_with_its_reason(
+        farm: LocalFarm, tmp_path: Path) -> None:
+    """Blender would refuse to render it ("image too small"): the coordinator says why at
+    submit instead of queueing frames no node can render."""
+    blend = build_saved_scene(tmp_path / "scene" / "thin.blend", size=(160, 90), samples=4,
+                              extra={"render.use_border": True,
+                                     "render.border_min_x": 0.5, "render.border_max_x": 0.503})
+    farm.start_coordinator()
+    with farm.client() as client, pytest.raises(CoordinatorRefused) as refused:
+        submit_sample(client, blend, "1-2", **AS_SAVED, **BUDGET)
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert "Render Region" in refused.value.details and "160x90" in refused.value.details
 
 
 def submit_with_cli(client: FarmClient, blend: Path,

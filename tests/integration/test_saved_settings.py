@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -120,15 +121,18 @@ def test_intake_reports_saved_settings_and_notices(saved_scene: Path) -> None:
     assert not info.render_region and not any("Render Region" in n for n in notices)
 
 
-def test_a_saved_render_region_is_reported_as_not_used(tmp_path: Path) -> None:
-    """The farm renders whole frames; a creator who saved a Render Region is told so at
-    submit instead of getting whole frames without a word."""
+def test_intake_reads_a_saved_render_region(tmp_path: Path) -> None:
+    """The region and its crop are read at intake and rendered as saved, so the creator is
+    not told otherwise; a record inspected before regions were rendered still says it."""
     blend = build_saved_scene(tmp_path / "region.blend", extra={
         "render.use_border": True, "render.border_max_x": 0.5})
     with BlenderWorker(threads=1) as worker:
         info = worker.inspect(blend)
-    assert info.render_region
-    assert any("Render Region is not used" in n for n in render_notices(info))
+    assert info.render_region and info.region == [0.0, 0.5, 0.0, 1.0]
+    assert info.region_crop is False  # Blender's default: the region in place
+    assert not any("Render Region" in n for n in render_notices(info))
+    legacy = replace(info, region=None, region_crop=False)
+    assert any("Render Region is not used" in n for n in render_notices(legacy))
 
 
 def decode(path: Path) -> np.ndarray:

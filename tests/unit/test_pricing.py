@@ -6,6 +6,8 @@ price as anything but "no information".
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from decimal import Decimal
 from fractions import Fraction
@@ -30,11 +32,13 @@ from coordinator.domain.pricing import (
 from coordinator.probe import (
     LARGE_PIXEL_SAMPLES,
     MIN_LARGE_PIXELS,
+    Prober,
     ProbeTooBig,
     probe_frames,
     probe_key,
     probe_sizes,
     reduced_sizes,
+    settings_digest,
 )
 from frameproof.v1 import farm_pb2 as pb
 
@@ -128,6 +132,28 @@ def test_probe_frames_and_key() -> None:
     assert key != probe_key("a" * 64, pb.RenderSettings(engine="CYCLES", samples=17,
                                                         resolution_x=160), [1, 5, 8])
     assert key != probe_key("b" * 64, settings, [1, 5, 8])
+    region = pb.RenderSettings()
+    region.CopyFrom(settings)
+    region.region.CopyFrom(pb.RenderRegion(min_x=0.25, max_x=0.5, max_y=1.0, crop=True))
+    assert probe_key("a" * 64, region, [1, 5, 8]) != key
+    # Settings without a region keep the digest coordinators before regions gave them, so
+    # their cached probes still count.
+    before = {name: getattr(settings, name) for name in (
+        "engine", "samples", "resolution_x", "resolution_y", "resolution_percentage",
+        "output_format", "seed")}
+    assert settings_digest(settings) == hashlib.sha256(
+        json.dumps(before, sort_keys=True).encode()).hexdigest()
+
+
+def test_the_fallback_quote_counts_only_a_render_regions_pixels() -> None:
+    whole = pb.RenderSettings(engine="CYCLES", samples=64, resolution_x=1920,
+                              resolution_y=1080, resolution_percentage=50)
+    quarter = pb.RenderSettings()
+    quarter.CopyFrom(whole)
+    quarter.region.CopyFrom(pb.RenderRegion(min_x=0.0, max_x=0.5, min_y=0.0, max_y=0.5))
+    full, part = Prober._fallback(whole), Prober._fallback(quarter)
+    assert full.method == part.method == "fallback"
+    assert part.ms_per_frame == pytest.approx(full.ms_per_frame / 4, rel=1e-3)
 
 
 def test_relative_factor_follows_the_shape_and_clamps() -> None:
