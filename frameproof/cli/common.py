@@ -95,6 +95,10 @@ def job_json(job: pb.Job) -> dict[str, Any]:
             "resolution_percentage": job.settings.resolution_percentage,
             "output_format": "exr" if job.settings.output_format == pb.OUTPUT_FORMAT_EXR
             else "png",
+            "region": ({"min_x": job.settings.region.min_x, "max_x": job.settings.region.max_x,
+                        "min_y": job.settings.region.min_y, "max_y": job.settings.region.max_y,
+                        "crop": job.settings.region.crop}
+                       if job.settings.HasField("region") else None),
         },
         "created_unix_ms": job.created_unix_ms,
         "error": job.error,

@@ -21,6 +21,8 @@ from frameproof.cli.queue import verification_line
 from frameproof.cli.topup import budget_warning
 from frameproof.client import FarmClient
 from frameproof.creator import Creator
+from frameproof.region import EmptyRegion
+from frameproof.render_settings import layout
 from frameproof.v1 import farm_pb2 as pb
 
 MAX_LIMIT = 1000  # the coordinator's cap on one listing
@@ -82,7 +84,7 @@ def run_status(args: argparse.Namespace, client: FarmClient) -> int:
         out.print(line, markup=False)
     out.print(f"{job.settings.engine}, {job.settings.samples} samples, "
               f"{job.settings.resolution_x}x{job.settings.resolution_y} "
-              f"at {job.settings.resolution_percentage}%")
+              f"at {job.settings.resolution_percentage}%{region_words(job.settings)}")
     if job.escrowed_usd > 0:
         out.print(f"budget: ${job.charged_usd:.6f} of ${job.escrowed_usd:.6f} charged")
     if line := timeline_line(timeline):
@@ -172,3 +174,15 @@ def run_frames(args: argparse.Namespace, client: FarmClient) -> int:
                       escape((row["error"] or row["verification"])[:200]))
     out.print(table)
     return 0
+
+
+def region_words(settings: pb.RenderSettings) -> str:
+    """", the scene's Render Region: 125x47 pixels, cropped" (or "in place"), or ""."""
+    if not settings.HasField("region"):
+        return ""
+    try:
+        area = layout(settings).area
+    except EmptyRegion:
+        return ", the scene's Render Region (no pixel at this size)"
+    how = "cropped" if settings.region.crop else "in place"
+    return f", the scene's Render Region: {area.w}x{area.h} pixels, {how}"

@@ -17,6 +17,7 @@ from test_proof_of_render import node_id_of, standing, start_cheater
 
 from frameproof.cli import submit
 from frameproof.cli.download import download_frames
+from frameproof.cli.main import main as frameproof
 from frameproof.client import FarmClient
 from frameproof.creator import CoordinatorRefused
 from frameproof.localfarm import LocalFarm
@@ -85,7 +86,7 @@ def test_two_nodes_render_the_scene_as_saved(farm: LocalFarm, tmp_path: Path) ->
 
 
 def test_a_saved_render_region_comes_back_as_the_creators_blender_renders_it(
-        farm: LocalFarm, tmp_path: Path) -> None:
+        farm: LocalFarm, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Render Region with Crop to Render Region, dither on (Blender's default): each frame is
     the cropped region, bit-identical to the creator's render, and checked by the verifier
     (whole: the crop's dither is hashed by position in the cropped file)."""
@@ -106,6 +107,13 @@ def test_a_saved_render_region_comes_back_as_the_creators_blender_renders_it(
         download = download_frames(client, job.job_id, tmp_path / "download")
     assert download.not_ready == 0
     assert all(decode(path).shape[:2] == (47, 125) for path in download.files)  # the region
+    creator = ["--coordinator", farm.address, "--keypair", str(farm.creator_keypair)]
+    capsys.readouterr()
+    assert frameproof([*creator, "status", job.job_id]) == 0
+    said = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert "the scene's Render Region: 125x47 pixels, cropped" in said
+    assert frameproof([*creator, "status", job.job_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["region"]["crop"] is True
     assert_frames_as_saved(download.files, blend, tmp_path / "reference", numbers)
 
 
