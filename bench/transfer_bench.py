@@ -14,6 +14,7 @@ interleaved run by run with this tree, so the two are compared under the same lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import mmap
@@ -132,6 +133,7 @@ def measure(tree: Path, blob: Path, sha: str, work: Path) -> dict[str, float]:
         farm.start_coordinator(extra_args=("--no-verifier",))
         assert farm.coordinator is not None
         pid = farm.coordinator.pid
+        settle(pid)
         with farm.client() as client:
             client.blobs.FindMissingBlobs(pb.FindMissingBlobsRequest(), timeout=30)  # connected
             cpu = (_cpu_seconds(pid), _own_cpu_seconds())
@@ -149,6 +151,31 @@ def measure(tree: Path, blob: Path, sha: str, work: Path) -> dict[str, float]:
             "up_server_cpu": up_cpu[0] - cpu[0], "up_client_cpu": up_cpu[1] - cpu[1],
             "down_server_cpu": down_cpu[0] - up_cpu[0],
             "down_client_cpu": down_cpu[1] - up_cpu[1]}
+
+
+def settle(pid: int, *, quiet: float = 0.05, window: float = 0.5, limit: float = 60.0) -> None:
+    """Wait until the coordinator and its children use under `quiet` CPU seconds in a
+    `window`: a coordinator just started still imports bpy in its warm Blender child
+    (about a CPU-second), which a transfer started at once shares the two cores with; a
+    long-running coordinator has done that long before."""
+    deadline = time.monotonic() + limit
+    before = _tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = _tree_cpu_seconds(pid)
+        if now - before < quiet:
+            return
+        before = now
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children so far (Linux /proc)."""
+    total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                total += _cpu_seconds(int(child))
+    return total
 
 
 def _cpu_seconds(pid: int) -> float:
