@@ -25,11 +25,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 16 * 2**20
+
+
+DISK_ROWS = (("write", "O_DIRECT write alone, 4 MiB blocks, fsynced"),
+             ("read", "O_DIRECT read alone, 4 MiB blocks"),
+             ("both", "O_DIRECT read of one file while writing another, fsynced"))
 
 
 def raw_tcp_seconds(size: int) -> float:
@@ -64,26 +70,60 @@ def sha256_seconds(size: int) -> float:
     return time.perf_counter() - start
 
 
-def direct_write_seconds(size: int, path: Path) -> float:
-    """Seconds to write `size` bytes to a new file in `path`'s folder with O_DIRECT in 4 MiB
-    blocks and fsync it, as the blob store writes (frameproof.pipeline.Appender); the disk's
-    share of a transfer. Buffered writes where O_DIRECT is refused (tmpfs)."""
+def _open_direct(path: Path, flags: int) -> int:
+    """O_DIRECT where the file system allows it (not tmpfs), as the blob store opens files."""
+    try:
+        return os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+    except OSError:
+        return os.open(path, flags, 0o644)
+
+
+def _direct_write(path: Path, size: int) -> None:
     block = mmap.mmap(-1, 4 * 2**20)  # page-aligned, as O_DIRECT needs
     block.write(os.urandom(len(block)))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = _open_direct(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
-    except OSError:
-        fd = os.open(path, flags, 0o644)
-    try:
-        start = time.perf_counter()
         for _ in range(0, size, len(block)):
             os.write(fd, block)
         os.fsync(fd)
-        return time.perf_counter() - start
     finally:
         os.close(fd)
-        path.unlink()
+
+
+def _direct_read(path: Path, size: int) -> None:
+    block = mmap.mmap(-1, 4 * 2**20)
+    fd = _open_direct(path, os.O_RDONLY)
+    try:
+        for offset in range(0, size, len(block)):
+            os.preadv(fd, [block], offset)
+    finally:
+        os.close(fd)
+
+
+def disk_seconds(size: int, folder: Path) -> dict[str, float]:
+    """Seconds the disk takes for a transfer's share of the work, O_DIRECT in 4 MiB blocks
+    as the blob store does (frameproof.pipeline): writing `size` bytes and fsyncing them (an
+    upload's), reading them back, and reading one file while writing another (a loopback
+    download's: the coordinator reads its copy while the client writes its own, here on the
+    same disk)."""
+    stored, written = folder / "disk-stored.bin", folder / "disk-written.bin"
+    try:
+        start = time.perf_counter()
+        _direct_write(stored, size)
+        write = time.perf_counter() - start
+        start = time.perf_counter()
+        _direct_read(stored, size)
+        read = time.perf_counter() - start
+        reader = threading.Thread(target=_direct_read, args=(stored, size))
+        start = time.perf_counter()
+        reader.start()
+        _direct_write(written, size)
+        reader.join()
+        both = time.perf_counter() - start
+        return {"write": write, "read": read, "both": both}
+    finally:
+        stored.unlink(missing_ok=True)
+        written.unlink(missing_ok=True)
 
 
 _RECEIVER = """
@@ -222,7 +262,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     tcp: list[float] = []
     hashing: list[float] = []
-    writing: list[float] = []
+    disk: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="transfer-bench-") as tmp:
         work = Path(tmp)
         blob = work / "blob.bin"
@@ -230,7 +270,7 @@ def main() -> None:
         for run in range(args.runs):
             tcp.append(raw_tcp_seconds(size))
             hashing.append(sha256_seconds(size))
-            writing.append(direct_write_seconds(size, work / "disk.bin"))
+            disk.append(disk_seconds(size, work))
             for name, tree in trees.items():
                 tag += 1
                 sha = make_blob(blob, size, tag)
@@ -250,8 +290,9 @@ def main() -> None:
             "| 100% | | |",
             f"| sha256 alone, one thread, from memory | {median(hashing):.2f} s "
             f"| {rate(median(hashing))} | | | |",
-            f"| O_DIRECT write alone, 4 MiB blocks, fsynced | {median(writing):.2f} s "
-            f"| {rate(median(writing))} | | | |"]
+            *(f"| {label} | {median([d[key] for d in disk]):.2f} s "
+              f"| {rate(median([d[key] for d in disk]))} | | | |"
+              for key, label in DISK_ROWS)]
     gib = size / 2**30
     for name, runs in results.items():
         for direction, label in (("up", "upload"), ("down", "download")):
@@ -269,8 +310,10 @@ def main() -> None:
         f"A {args.size_mib} MiB random blob over loopback TCP to a real coordinator process "
         f"(`--no-verifier`, SQLite), {args.runs} runs, medians; a fresh blob each run; sha256 "
         "checked by the receiver and the received copy fsynced, as the CLI and nodes do. "
-        "Raw TCP, and the receiver's two costs alone (the sha256 and the disk write), are "
-        "measured in the same runs, interleaved. The machine has 2 cores shared "
+        "Raw TCP, the receiver's sha256 alone and the disk's share alone (the upload's "
+        "write; the download's read of the coordinator's copy while the client writes its "
+        "own, both on this machine's one disk) are measured in the same runs, interleaved. "
+        "The machine has 2 cores shared "
         "by up to 8 engineers' builds and tests, so absolute figures move with their load; "
         "the ratio to raw TCP is the steadier figure.\n\n"
         "| transfer | median time | throughput | of raw TCP | coordinator CPU per GiB "
@@ -278,7 +321,8 @@ def main() -> None:
         + "\n".join(rows)
         + f"\n\nEach run, in seconds: raw TCP {', '.join(f'{t:.2f}' for t in tcp)}; "
         + f"sha256 {', '.join(f'{t:.2f}' for t in hashing)}; "
-        + f"O_DIRECT write {', '.join(f'{t:.2f}' for t in writing)}; "
+        + "".join(f"{label.split(',')[0]} {', '.join(f'{d[key]:.2f}' for d in disk)}; "
+                  for key, label in DISK_ROWS)
         + samples + ".\n"
     )
     print(body)
