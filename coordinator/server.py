@@ -138,6 +138,7 @@ class RunningCoordinator:
     payments: Payments
     nonce_journal: NonceJournal | SharedNonceLog
     storage: StorageExecutor = field(default_factory=StorageExecutor)
+    verification: StorageExecutor | None = None  # the verifier servicer's database thread
     http_port: int | None = None  # where /metrics is served, when --http is given
     leader: LeaderLock = field(default_factory=LeaderLock.always)
     events: JobEvents = field(default_factory=JobEvents)
@@ -158,6 +159,8 @@ class RunningCoordinator:
             await self.events.stop()
         await asyncio.to_thread(self.leader.release)
         self.storage.close()
+        if self.verification is not None:
+            self.verification.close()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.close)
         self.payments.chain.close()
@@ -197,6 +200,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     if adopted:
         log.info("recorded %d blob owner(s) from existing jobs", adopted)
     storage = StorageExecutor()
+    verification = StorageExecutor(name="verification")
     intake = SceneIntake(store, blobs, config.data_dir / "scenes", engines=config.engines,
                          owners=owners)
     intake.scenes_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +241,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                      heartbeat_seconds=config.heartbeat_seconds, access=access, owners=owners,
                      storage=storage),
         blob_servicer,
-        VerifierServicer(store, proof, access, events, proof.quarantine),
+        VerifierServicer(store, proof, access, events, proof.quarantine, storage=verification),
         AdminServicer(store, proof, access, payments,
                       close_epoch=functools.partial(close_epoch_now, store, proof, payments)),
     )
@@ -303,7 +307,8 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
                               admin_address=admin_address, payments=payments,
                               nonce_journal=nonce_journal, http_port=http_port,
                               leader=leader, events=events, blob_http=blob_http,
-                              storage=storage, warm=warm, checkpointer=checkpointer)
+                              storage=storage, verification=verification, warm=warm,
+                              checkpointer=checkpointer)
 
 
 def _blob_http(config: CoordinatorConfig, blobs: BlobStore, nonces: NonceCache,

@@ -19,13 +19,29 @@ from coordinator.api.auth import LOCAL_ADMIN, current_caller
 from coordinator.api.errors import maps_domain_errors, require_id
 from coordinator.domain.errors import Forbidden, InvalidRequest, Refused
 from coordinator.events import JobEvents
+from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.interfaces import JobStore, VerificationStore
-from coordinator.storage.proof import Peer, VerificationGone, VerificationResult
+from coordinator.storage.models import (
+    FrameResultRecord,
+    JobRecord,
+    SceneRecord,
+    VerificationRecord,
+)
+from coordinator.storage.proof import (
+    FinishedVerification,
+    Peer,
+    VerificationGone,
+    VerificationResult,
+)
 from coordinator.storage.quarantine import TRANSIENT, VERIFICATION, Quarantine
 from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# A leased check with the job, scene and frame it is about (None when gone meanwhile).
+LeasedCheck = tuple[VerificationRecord, JobRecord | None, SceneRecord | None,
+                    FrameResultRecord | None]
 
 TILES_PER_CHECK = 3
 IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
@@ -35,15 +51,22 @@ LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 
 @maps_domain_errors
 class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
+    """Database work runs on a thread of its own (``storage``), never on the event loop:
+    with PostgreSQL each call is several round trips, which on the loop held up every other
+    call, nodes' heartbeats most (docs/BENCHMARKS.md, "verifier calls off the event loop
+    (stop 26)"). Events are still raised on the loop."""
+
     def __init__(self, store: JobStore, proof: VerificationStore, access: AccessPolicy,
                  events: JobEvents, quarantine: Quarantine, *,
-                 lease_seconds: float | None = None) -> None:
+                 lease_seconds: float | None = None,
+                 storage: StorageExecutor | None = None) -> None:
         self.store = store
         self.proof = proof
         self.access = access
         self.events = events
         self.lease_seconds = lease_seconds  # None: sized from the check's measured cost
         self.quarantine = quarantine
+        self.storage = storage or StorageExecutor(name="verification")
 
     async def LeaseVerification(self, request, context):
         """Long poll: an idle verifier waits here (up to LONG_POLL_SECONDS, within its
@@ -60,18 +83,14 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                                           max(0.0, (remaining or 0.0) - LONG_POLL_MARGIN))
         while True:
             queued = self.events.subscribe_checks()
-            check = self.proof.lease_verification(verifier_id, time.time(),
-                                                  self.lease_seconds, peer)
+            leased = await self.storage.run(self._lease_on_storage, verifier_id, peer)
             left = deadline - time.monotonic()
-            if check is not None or left <= 0:
+            if leased is not None or left <= 0:
                 break
             await self.events.wait(queued, left)
-        if check is None:
+        if leased is None:
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
-        job = self.store.get_job(check.job_id)
-        scene = self.store.get_scene(job.scene_id) if job else None
-        frame = next((r for r in self.store.list_frame_results(check.job_id)
-                      if r.frame == check.frame), None)
+        check, job, scene, frame = leased
         if job is None or scene is None or frame is None:
             log.warning("verification %s has no frame to check", check.verification_id)
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
@@ -95,6 +114,16 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             passes=passes,
         ))
 
+    def _lease_on_storage(self, verifier_id: str, peer: Peer | None) -> LeasedCheck | None:
+        """(verification thread) A check for the verifier, with its job, scene and frame."""
+        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds,
+                                              peer)
+        if check is None:
+            return None
+        job = self.store.get_job(check.job_id)
+        scene = self.store.get_scene(job.scene_id) if job else None
+        return check, job, scene, self.store.frame_result(check.job_id, check.frame)
+
     async def SubmitVerification(self, request, context):
         verifier_id, is_peer = await self._verifier(request.verifier_id, context)
         verification_id = await require_id(context, request.verification_id, "verification_id")
@@ -109,16 +138,12 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         result = VerificationResult(passed=request.passed, reason=request.reason[:2000],
                                     mode=request.mode[:32], pixel_sha256=request.pixel_sha256[:64],
                                     details=details)
-        finished = None
         try:
-            with self.quarantine.isolated(VERIFICATION, verification_id,
-                                          expected=(VerificationGone, *TRANSIENT)):
-                finished = self.proof.finish_verification(verification_id, verifier_id,
-                                                          result, time.time(), peer=is_peer)
+            finished = await self.storage.run(self._finish_on_storage, verification_id,
+                                              verifier_id, result, is_peer)
         except VerificationGone as error:
             raise Refused(str(error)) from error
         if finished is None:  # it raised: quarantined, its frame waits for the operator
-            self.proof.hold_verification(verification_id)
             raise Refused(f"verification {verification_id} could not be applied; it is "
                           "held for the operator (render-coordinator doctor)")
         self.events.changed(finished.job_id)
@@ -143,10 +168,25 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
                      finished.change.tier_after)
         return pb.SubmitVerificationResponse(accepted=True)
 
+    def _finish_on_storage(self, verification_id: str, verifier_id: str,
+                           result: VerificationResult,
+                           is_peer: bool) -> FinishedVerification | None:
+        """(verification thread) Apply the verdict; None when applying it raised, and the
+        check is then held for the operator (quarantined)."""
+        finished = None
+        with self.quarantine.isolated(VERIFICATION, verification_id,
+                                      expected=(VerificationGone, *TRANSIENT)):
+            finished = self.proof.finish_verification(verification_id, verifier_id, result,
+                                                      time.time(), peer=is_peer)
+        if finished is None:
+            self.proof.hold_verification(verification_id)
+        return finished
+
     async def ExtendVerification(self, request, context):
         verifier_id, _ = await self._verifier(request.verifier_id, context)
         verification_id = await require_id(context, request.verification_id, "verification_id")
-        renewal = self.proof.extend_verification(verification_id, verifier_id, time.time())
+        renewal = await self.storage.run(self.proof.extend_verification, verification_id,
+                                         verifier_id, time.time())
         if not renewal.keep:
             log.info("verifier %s told to stop: %s", verifier_id[:12], renewal.reason)
         return pb.ExtendVerificationResponse(keep_going=renewal.keep,
@@ -156,9 +196,10 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
     async def ReleaseVerification(self, request, context):
         verifier_id, _ = await self._verifier(request.verifier_id, context)
         verification_id = await require_id(context, request.verification_id, "verification_id")
-        released = self.proof.release_verification(verification_id, verifier_id,
-                                                   request.reason[:500] or "no reason given",
-                                                   time.time())
+        released = await self.storage.run(self.proof.release_verification, verification_id,
+                                          verifier_id,
+                                          request.reason[:500] or "no reason given",
+                                          time.time())
         if released:
             self.events.checks_queued()
             log.warning("verifier %s could not run verification %s: %s", verifier_id[:12],
@@ -175,6 +216,6 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             raise Forbidden("verifier_id is not the public key that signed this call")
         if self.access.is_verifier(caller):
             return caller.pubkey, False
-        if self.proof.peer_may_verify(caller.pubkey):
+        if await self.storage.run(self.proof.peer_may_verify, caller.pubkey):
             return caller.pubkey, True
         raise Forbidden("this key is neither a verifier of this coordinator nor a Tier 1 node")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event, exc, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
@@ -55,8 +57,41 @@ def open_engine(url: str) -> Engine:
         # shared database, the storage thread, the sweeps, the nonce writer): with
         # SQLAlchemy's default five, the rest were overflow connections, closed on return and
         # re-opened (a PostgreSQL backend fork each) on the next call.
-        engine = create_engine(url, pool_pre_ping=True, pool_size=12, max_overflow=40)
+        engine = create_engine(url, pool_size=12, max_overflow=40)
+        _ping_when_idle(engine)
     return engine
+
+
+PING_IDLE_SECONDS = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat unused for PING_IDLE_SECONDS.
+
+    Why: `pool_pre_ping` pings on every checkout, a round trip before each transaction of
+    the hot path (12% of a coordinator's samples under 500 nodes on PostgreSQL; docs/
+    BENCHMARKS.md, "verifier calls off the event loop (stop 26)"). A connection used within
+    the last seconds is alive but for a server restart in between, and then the statement
+    fails, SQLAlchemy invalidates the whole pool and the caller's retry gets a fresh
+    connection. The check is the dialect's own ping; a dead connection raises
+    DisconnectionError, on which the pool connects anew (SQLAlchemy's documented custom
+    pre-ping).
+    """
+    @event.listens_for(engine, "checkin")
+    def returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at < PING_IDLE_SECONDS:
+            return  # new, or used moments ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # whatever the driver raises for a dead connection
+            raise exc.DisconnectionError(str(error)) from error
+        if not alive:
+            raise exc.DisconnectionError("the database did not answer a ping")
 
 
 def _sqlite_memory(url: str) -> bool:

@@ -34,9 +34,9 @@ class StorageExecutor:
     run_in_executor does: that chaining (locks, state copies, callbacks) was about a tenth of
     the event loop's CPU in the frame-cycle bench (docs/BENCHMARKS.md, "cycles")."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "storage") -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="storage", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
         self._backlog = 0  # changed on the event loop only
 

@@ -231,6 +231,11 @@ class FarmStore:
             query = select(FrameResultRecord).where(FrameResultRecord.job_id == job_id)
             return list(session.exec(query.order_by(col(FrameResultRecord.frame))))
 
+    def frame_result(self, job_id: str, frame: int) -> FrameResultRecord | None:
+        """One frame's accepted result (a primary-key read, not the job's whole list)."""
+        with self._session() as session:
+            return session.get(FrameResultRecord, (job_id, frame))
+
     def failures_by_task(self, job_id: str) -> dict[str, str]:
         """The latest failure reason of each task of a job."""
         with self._session() as session:
