@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from sqlalchemy.exc import OperationalError
 
 from coordinator.domain.errors import DomainError, Forbidden, InvalidRequest, NotFound, Refused
 
-log = logging.getLogger(__name__)
 _ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
 T = TypeVar("T")
 
@@ -51,11 +48,6 @@ def _mapped(method: Callable[..., Any]) -> Callable[..., Any]:
             return await method(self, request, context)
         except DomainError as error:
             await context.abort(status_of(error), str(error))
-        except OperationalError as error:  # a dropped connection, a locked SQLite file
-            log.warning("%s: the database failed, answered UNAVAILABLE: %s", method.__name__,
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                "the coordinator's database did not answer; try again")
     return call
 
 

@@ -1,8 +1,8 @@
 """A coordinator whose PostgreSQL connections were dropped (a server restart, an operator's
-pg_terminate_backend) answers the next calls with statuses clients retry (the signed call's
-nonce write: ABORTED; a handler's query: UNAVAILABLE, tests/integration/
-test_database_pool.py), never UNKNOWN, and serves again once the pool has reconnected.
-Real coordinator, real PostgreSQL.
+pg_terminate_backend) answers the next calls with statuses clients retry with a new
+signature (ABORTED, coordinator/api/auth.py ``storage_failures_answered``), never UNKNOWN,
+and serves again once the pool has reconnected, now that it pings only idle connections
+(coordinator/storage/database.py). Real coordinator, real PostgreSQL.
 """
 
 from __future__ import annotations

@@ -6,19 +6,14 @@ Real PostgreSQL; a backend is killed with pg_terminate_backend.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import grpc
 import pytest
 from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine
 
-from coordinator.api.errors import maps_domain_errors
 from coordinator.storage import database
 from coordinator.storage.database import open_engine
-from frameproof.v1 import farm_pb2 as pb
-from frameproof.v1 import farm_pb2_grpc
 
 
 def backend_pid(engine: Engine) -> int:
@@ -86,44 +81,3 @@ def test_a_connection_dropped_moments_after_use_fails_one_statement_only(
         assert backend_pid(engine) != first
     finally:
         engine.dispose()
-
-
-class FailingAdmin(farm_pb2_grpc.AdminServiceServicer):
-    """A servicer whose handler meets a dropped connection, under the farm's error mapping."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def CheckLedger(self, request: Any, context: Any) -> pb.LedgerReport:
-        with self.engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        return pb.LedgerReport(ok=True)
-
-
-async def _call_failing_handler(engine: Engine) -> tuple[grpc.StatusCode, str]:
-    server = grpc.aio.server()
-    farm_pb2_grpc.add_AdminServiceServicer_to_server(maps_domain_errors(FailingAdmin)(engine),
-                                                     server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = farm_pb2_grpc.AdminServiceStub(channel)
-            try:
-                await stub.CheckLedger(pb.CheckLedgerRequest(), timeout=30)
-            except grpc.aio.AioRpcError as error:
-                return error.code(), error.details() or ""
-            return grpc.StatusCode.OK, ""
-    finally:
-        await server.stop(None)
-
-
-def test_a_handlers_database_failure_is_answered_unavailable(postgres_url: str) -> None:
-    """Not UNKNOWN: clients retry UNAVAILABLE (frameproof.client.transient)."""
-    engine = open_engine(postgres_url)
-    try:
-        terminate(postgres_url, backend_pid(engine))  # the pooled connection, used just now
-        code, details = asyncio.run(_call_failing_handler(engine))
-    finally:
-        engine.dispose()
-    assert code is grpc.StatusCode.UNAVAILABLE and "database" in details
