@@ -157,3 +157,21 @@ def test_a_denoised_region_is_checked_with_a_margin_not_on_its_noisy_pass(tmp_pa
         frame = worker.render_frame(blend, 1, tmp_path / "f.png", settings,
                                     passes=tmp_path / "p.exr")
     assert frame.passes is None and not (tmp_path / "p.exr").exists()
+
+
+def test_an_exr_region_is_checked_on_its_float_bits_tile_by_tile(tmp_path: Path) -> None:
+    """EXR has no dither: a cropped, dithered scene's EXR region takes exact tiles (float
+    bits), placed in the region."""
+    blend = region_scene(tmp_path / "x.blend", ODD_REGION, crop=True, dither=1.0, samples=16,
+                         size=(160, 90))
+    with BlenderWorker(threads=2) as worker:
+        settings = effective_settings(pb.RenderSettings(output_format=pb.OUTPUT_FORMAT_EXR),
+                                      worker.inspect(blend))
+        job = farm_job(blend, settings, 1)
+        job = FrameJob(**{**job.__dict__, "node_blender_version": worker.blender_version()})
+        assert worker.tile_plan(blend, from_proto(settings)).strategy == "tile"
+        frame = worker.render_frame(blend, 1, tmp_path / "h.exr", from_proto(settings))
+        assert (frame.width, frame.height) == (job.width, job.height) == (125, 47)
+        outcome = check_frame(job, frame.output, worker, tmp_path / "scratch", random.Random(2))
+    assert outcome.passed, outcome.reason
+    assert outcome.mode.startswith("exact") and "float bits" in outcome.mode and outcome.tiles
