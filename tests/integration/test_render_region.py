@@ -175,3 +175,16 @@ def test_an_exr_region_is_checked_on_its_float_bits_tile_by_tile(tmp_path: Path)
         outcome = check_frame(job, frame.output, worker, tmp_path / "scratch", random.Random(2))
     assert outcome.passed, outcome.reason
     assert outcome.mode.startswith("exact") and "float bits" in outcome.mode and outcome.tiles
+
+
+def test_the_probe_renders_the_region_at_a_reduced_size(tmp_path: Path) -> None:
+    """The probe's reduced sizes keep the region's share of the frame (coordinator/probe.py),
+    and the next render is the job's own size again."""
+    blend = region_scene(tmp_path / "p.blend", REGION, crop=True)
+    with BlenderWorker(threads=2) as worker:
+        settings = from_proto(job_settings(worker, blend))
+        small = worker.render_frame(blend, 1, tmp_path / "s.png", settings, size=(64, 36))
+        full = worker.render_frame(blend, 1, tmp_path / "f.png", settings)
+    reduced = frame_layout(64, 36, settings.region)
+    assert (small.width, small.height) == (reduced.width, reduced.height) == (32, 18)
+    assert (full.width, full.height) == (48, 27)  # 96x54: 19..67 x rows 16..43 from the bottom
