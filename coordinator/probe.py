@@ -265,14 +265,9 @@ class Prober:
 
     @staticmethod
     def _fallback(settings: pb.RenderSettings) -> Quote:
-        if settings.HasField("region"):  # only the region's pixels are rendered
-            area = layout(settings).area
-            return pixel_sample_estimate(width=area.w, height=area.h,
-                                         samples=max(1, settings.samples))
-        return pixel_sample_estimate(
-            width=max(1, settings.resolution_x), height=max(1, settings.resolution_y),
-            samples=max(1, settings.samples),
-            resolution_percentage=max(1, settings.resolution_percentage))
+        area = layout(settings).area  # the pixels rendered: the whole frame or its region
+        return pixel_sample_estimate(width=max(1, area.w), height=max(1, area.h),
+                                     samples=max(1, settings.samples))
 
 
 def _scaled(settings: pb.RenderSettings) -> bool:
