@@ -4,11 +4,14 @@ coordinator process, against raw TCP between two processes measured in the same 
     .venv/bin/python bench/transfer_bench.py [--size-mib 1024] [--runs 5] [--before TREE]
 
 Each run uploads a fresh blob (its first bytes changed, so nothing is deduplicated) as a
-creator over TCP 127.0.0.1, then downloads it back as the same key (an owner may read its
-blob): sha256 checked on both sides, the coordinator's copy and the downloaded file
-fsynced, exactly as the CLI and the render node do it. `--before TREE` runs the same
-measurement with another checkout's code (e.g. a worktree of the commit before a change),
-interleaved run by run with this tree, so the two are compared under the same load.
+creator over TCP 127.0.0.1, then downloads it back DOWNLOADS times as the same key (an owner
+may read its blob): sha256 checked on both sides, the coordinator's copy and each downloaded
+file fsynced, exactly as the CLI and the render node do it. The first reads come from the
+coordinator's disk; from the third on the coordinator keeps the blob in the page cache
+(coordinator/api/blob_http.py, Reads), as for a scene that every node of its job fetches.
+`--before TREE` runs the same measurement with another checkout's code (e.g. a worktree of
+the commit before a change), interleaved run by run with this tree, so the two are compared
+under the same load.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 16 * 2**20
+DOWNLOADS = 4
 
 
 DISK_ROWS = (("write", "O_DIRECT write alone, 4 MiB blocks, fsynced"),
@@ -181,16 +185,18 @@ def measure(tree: Path, blob: Path, sha: str, work: Path) -> dict[str, float]:
             upload_files(client.blobs, {sha: blob})
             up = time.perf_counter() - start
             up_cpu = (_cpu_seconds(pid), _own_cpu_seconds())
+            result = {"up": up, "up_server_cpu": up_cpu[0] - cpu[0],
+                      "up_client_cpu": up_cpu[1] - cpu[1]}
             dest = work / "down.bin"
-            start = time.perf_counter()
-            download_blob(client.blobs, sha, dest)
-            down = time.perf_counter() - start
-            down_cpu = (_cpu_seconds(pid), _own_cpu_seconds())
-            dest.unlink()
-    return {"up": up, "down": down,
-            "up_server_cpu": up_cpu[0] - cpu[0], "up_client_cpu": up_cpu[1] - cpu[1],
-            "down_server_cpu": down_cpu[0] - up_cpu[0],
-            "down_client_cpu": down_cpu[1] - up_cpu[1]}
+            for n in range(1, DOWNLOADS + 1):
+                before = (_cpu_seconds(pid), _own_cpu_seconds())
+                start = time.perf_counter()
+                download_blob(client.blobs, sha, dest)
+                result[f"down{n}"] = time.perf_counter() - start
+                result[f"down{n}_server_cpu"] = _cpu_seconds(pid) - before[0]
+                result[f"down{n}_client_cpu"] = _own_cpu_seconds() - before[1]
+                dest.unlink()
+    return result
 
 
 def settle(pid: int, *, quiet: float = 0.05, window: float = 0.5, limit: float = 60.0) -> None:
@@ -278,9 +284,10 @@ def main() -> None:
                 run_dir.mkdir()
                 results[name].append(child(tree, blob, sha, run_dir))
                 subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+                downs = ", ".join(f"{results[name][-1][f'down{n}']:.2f}"
+                                  for n in range(1, DOWNLOADS + 1))
                 print(f"run {run + 1} {name}: up {results[name][-1]['up']:.2f} s, "
-                      f"down {results[name][-1]['down']:.2f} s; raw TCP {tcp[-1]:.2f} s",
-                      flush=True)
+                      f"down {downs} s; raw TCP {tcp[-1]:.2f} s", flush=True)
 
     def rate(seconds: float) -> str:
         return f"{size / seconds / 1e9:.2f} GB/s ({size / seconds / 2**20:.0f} MiB/s)"
@@ -294,8 +301,10 @@ def main() -> None:
               f"| {rate(median([d[key] for d in disk]))} | | | |"
               for key, label in DISK_ROWS)]
     gib = size / 2**30
+    transfers = [("up", "upload"), *((f"down{n}", f"download, read {n} of the blob")
+                                     for n in range(1, DOWNLOADS + 1))]
     for name, runs in results.items():
-        for direction, label in (("up", "upload"), ("down", "download")):
+        for direction, label in transfers:
             seconds = median([r[direction] for r in runs])
             label_name = f"{label} ({name})" if len(trees) > 1 else label
             server = median([r[f"{direction}_server_cpu"] for r in runs]) / gib
@@ -303,13 +312,16 @@ def main() -> None:
             rows.append(f"| {label_name} | {seconds:.2f} s | {rate(seconds)} | "
                         f"{tcp_s / seconds:.0%} | {server:.2f} s | {client:.2f} s |")
     samples = "; ".join(
-        f"{name}: up " + ", ".join(f"{r['up']:.2f}" for r in runs)
-        + " s, down " + ", ".join(f"{r['down']:.2f}" for r in runs) + " s"
+        f"{name}: " + ", ".join(
+            f"{key} " + " / ".join(f"{r[key]:.2f}" for r in runs) + " s" for key, _ in transfers)
         for name, runs in results.items())
     body = (
         f"A {args.size_mib} MiB random blob over loopback TCP to a real coordinator process "
-        f"(`--no-verifier`, SQLite), {args.runs} runs, medians; a fresh blob each run; sha256 "
+        f"(`--no-verifier`, SQLite), {args.runs} runs, medians; a fresh blob each run, "
+        f"uploaded once and downloaded {DOWNLOADS} times; sha256 "
         "checked by the receiver and the received copy fsynced, as the CLI and nodes do. "
+        "The first two reads of a blob come from the coordinator's disk (O_DIRECT), the third "
+        "goes through the page cache and leaves it there, the later ones are served from it. "
         "Raw TCP, the receiver's sha256 alone and the disk's share alone (the upload's "
         "write; the download's read of the coordinator's copy while the client writes its "
         "own, both on this machine's one disk) are measured in the same runs, interleaved. "

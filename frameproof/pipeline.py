@@ -184,7 +184,8 @@ class Appender:
 
 
 def send_file(f: BinaryIO, offset: int, length: int, sock: socket.socket,
-              *, on_sent: Callable[[int], None] | None = None) -> None:
+              *, on_sent: Callable[[int], None] | None = None,
+              keep_cached: bool = False) -> None:
     """Send `length` bytes of f from offset over sock.
 
     A file in the page cache goes by sendfile over a plain socket: page cache to socket, no
@@ -195,9 +196,12 @@ def send_file(f: BinaryIO, offset: int, length: int, sock: socket.socket,
     per GiB under load where O_DIRECT read 0.6-1.1 GB/s for 0.05 CPU s, and sendfile's small
     reads defeated read-ahead (~85 MiB/s from a cold file). A file whose first block is
     cached counts as cached.
+
+    `keep_cached`: read through the page cache even when the file is not there yet, so the
+    next readers find it cached (the caller expects more of them: a scene every node fetches).
     """
     end = offset + length
-    direct = _direct_reader(f, offset)
+    direct = None if keep_cached else _direct_reader(f, offset)
     try:
         if direct is not None and offset % _DIRECT_ALIGN and length:
             head = min(length, _DIRECT_ALIGN - offset % _DIRECT_ALIGN)
@@ -267,22 +271,67 @@ def _regular_file(f: BinaryIO) -> bool:
 def _direct_reader(f: BinaryIO, offset: int) -> int | None:
     """An O_DIRECT descriptor on f's file when its data at offset is not cached; else None."""
     flag = getattr(os, "O_DIRECT", 0)
-    nowait = getattr(os, "RWF_NOWAIT", 0)
     name = getattr(f, "name", None)
-    if not (flag and nowait and isinstance(name, str | bytes | os.PathLike)):
+    if not (flag and _MINCORE is not None and isinstance(name, str | bytes | os.PathLike)):
         return None
     try:
-        probe = bytearray(_DIRECT_ALIGN)
-        os.preadv(f.fileno(), [probe], offset - offset % _DIRECT_ALIGN, nowait)
-        return None  # cached: the page cache is the fast path
-    except BlockingIOError:
-        pass  # not in memory
-    except OSError:
-        return None
-    try:
+        if cached(f.fileno(), offset):
+            return None  # the page cache is the fast path
         return os.open(name, os.O_RDONLY | os.O_CLOEXEC | flag)
-    except OSError:  # a file system without O_DIRECT (tmpfs)
+    except OSError:  # a file system without O_DIRECT (tmpfs), or no mapping of it
         return None
+
+
+class _Mincore:
+    """libc's mmap, mincore and munmap: which pages of a file are in memory, found without
+    reading any (a read with RWF_NOWAIT, the first way tried, started the kernel's read-ahead,
+    so after one O_DIRECT download a blob's first pages were cached and the next download
+    took the slow path of filling the page cache for the whole blob)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.mmap, self.mincore, self.munmap = libc.mmap, libc.mincore, libc.munmap
+        self.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_int64)
+        self.mmap.restype = ctypes.c_void_p
+        self.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+        self.mincore.restype = ctypes.c_int
+        self.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        self.munmap.restype = ctypes.c_int
+
+    def resident(self, fd: int, offset: int, length: int) -> bytes:
+        """One byte per page of the range (offset page-aligned), bit 0 set where cached."""
+        address = self.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        try:
+            pages = ctypes.create_string_buffer(-(-length // mmap.PAGESIZE))
+            if self.mincore(address, length, pages) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+            return pages.raw
+        finally:
+            self.munmap(address, length)
+
+
+def _load_mincore() -> _Mincore | None:
+    try:
+        return _Mincore()
+    except (AttributeError, OSError):  # not a POSIX libc
+        return None
+
+
+_MINCORE = _load_mincore()
+CACHED_PROBE_BYTES = BUFFER_BYTES
+
+
+def cached(fd: int, offset: int) -> bool:
+    """Whether the file's first block from offset (CACHED_PROBE_BYTES) is all in the page
+    cache; True where that cannot be known (it is then read the ordinary way)."""
+    start = offset - offset % mmap.PAGESIZE
+    length = min(CACHED_PROBE_BYTES, os.fstat(fd).st_size - start)
+    if _MINCORE is None or length <= 0:
+        return True
+    return all(page & 1 for page in _MINCORE.resident(fd, start, length))
 
 
 def read_sequentially(fd: int) -> None:

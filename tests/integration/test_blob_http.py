@@ -18,6 +18,7 @@ from frameproof import transfer
 from frameproof.auth import sign_call
 from frameproof.client import FarmClient
 from frameproof.localfarm import LocalFarm
+from frameproof.pipeline import cached
 from frameproof.v1 import farm_pb2 as pb
 
 BIG = transfer.HTTP_MIN_BYTES + 12345  # over the threshold, not a whole number of blocks
@@ -200,3 +201,28 @@ def test_without_the_endpoint_blobs_go_over_the_streams(farm: LocalFarm,
         down = transfer.download_blob(client.blobs, sha, tmp_path / "down.bin")
         assert down.read_bytes() == path.read_bytes()
     assert "over HTTP" not in coordinator_log(farm)
+
+
+def test_a_blob_read_again_and_again_is_served_from_the_page_cache(coordinator: LocalFarm,
+                                                                   tmp_path: Path) -> None:
+    """A scene every node fetches: its first two downloads read the coordinator's disk
+    (O_DIRECT, the page cache left alone), the third leaves it in the cache for the rest."""
+    path, sha = blob_file(tmp_path, size=3 * transfer.HTTP_MIN_BYTES)
+    with coordinator.client() as client:
+        transfer.upload_files(client.blobs, {sha: path})
+        stored = next(p for p in coordinator.root.rglob(sha) if p.is_file())
+        fd = os.open(stored, os.O_RDONLY)
+        try:
+            try:
+                os.close(os.open(stored, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
+            except OSError:
+                pytest.skip("the coordinator's file system has no O_DIRECT")
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # as after a restart
+            if cached(fd, 0):
+                pytest.skip("the kernel kept the blob's pages")
+            for read in range(1, 4):
+                down = transfer.download_blob(client.blobs, sha, tmp_path / f"down-{read}.bin")
+                assert down.read_bytes() == path.read_bytes()
+                assert cached(fd, 0) == (read == 3), f"after read {read}"
+        finally:
+            os.close(fd)

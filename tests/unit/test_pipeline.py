@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from frameproof.pipeline import SENDFILE_BYTES, pump, send_file
+from frameproof.pipeline import SENDFILE_BYTES, cached, pump, send_file
 
 
 def _source(data: bytes):  # type: ignore[no-untyped-def]
@@ -111,3 +111,39 @@ def test_send_file_sends_the_range_asked_for_with_progress(tmp_path: Path):
         _received(len(data), lambda sock: send_file(f, 10, len(data), sock))
     memory = io.BytesIO(data)  # no file descriptor: read in blocks and sent
     assert _received(100, lambda sock: send_file(memory, 5, 100, sock)) == data[5:105]
+
+
+def _uncached_file(tmp_path: Path, size: int) -> Path:
+    """A file on disk whose pages the kernel has dropped; skipped where it cannot (no
+    O_DIRECT: tmpfs keeps every file in memory)."""
+    path = tmp_path / "cold.bin"
+    path.write_bytes(os.urandom(size))
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
+    except OSError:
+        pytest.skip("the temporary folder's file system has no O_DIRECT")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if cached(fd, 0):
+            pytest.skip("the kernel kept the file's pages")
+    finally:
+        os.close(fd)
+    return path
+
+
+def test_a_file_not_in_the_page_cache_is_sent_without_filling_it(tmp_path: Path):
+    data_size = 3 * SENDFILE_BYTES
+    path = _uncached_file(tmp_path, data_size)
+    with path.open("rb") as f:
+        assert not cached(f.fileno(), 0)
+        first = _received(data_size, lambda sock: send_file(f, 0, data_size, sock))
+        # Sent with O_DIRECT, and looking did not start a read-ahead: still not cached, so
+        # the next reader of a blob read once also reads the disk, not the cache's slow fill.
+        assert not cached(f.fileno(), 0)
+        got = _received(data_size, lambda sock: send_file(f, 0, data_size, sock,
+                                                          keep_cached=True))
+        assert cached(f.fileno(), 0) and cached(f.fileno(), data_size - 4096), (
+            "keep_cached reads through the page cache and leaves the file there")
+    assert got == first == path.read_bytes()
