@@ -64,6 +64,8 @@ class Stats:
         default_factory=lambda: collections.defaultdict(list))
     withdrawn: int = 0
     leases: int = 0
+    # LeaseTask answers without a lease, by kind (see empty_answer)
+    empty: collections.Counter[str] = field(default_factory=collections.Counter)
     submitted_frames: int = 0
     jobs: dict[str, Keypair] = field(default_factory=dict)
 

@@ -176,6 +176,7 @@ async def run_node(addresses: list[str], stats: Stats, stop: asyncio.Event, inde
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
                 continue
             if not response.HasField("lease"):
+                stats.empty[empty_answer(response.retry_after_ms)] += 1
                 await asyncio.sleep(response.retry_after_ms / 1000 * rng.uniform(0.8, 1.2))
                 continue
             stats.leases += 1
@@ -201,6 +202,18 @@ async def run_node(addresses: list[str], stats: Stats, stop: asyncio.Event, inde
     finally:
         switches.append(link.switches)
         await link.close()
+
+
+def empty_answer(retry_after_ms: int) -> str:
+    """What a LeaseTask answer without a lease was, by the wait it asks for
+    (coordinator/api/node_service.py)."""
+    from coordinator.api.node_service import QUARANTINED_RETRY_MS, SHED_RETRY_MS
+
+    if retry_after_ms >= QUARANTINED_RETRY_MS:
+        return "quarantined"
+    if retry_after_ms >= SHED_RETRY_MS[0]:
+        return "shed (storage backlog)"
+    return "the long poll ended empty"
 
 
 async def run_verifier(addresses: list[str], keypair: Keypair, stats: Stats,
@@ -387,6 +400,7 @@ async def main_async(args: argparse.Namespace) -> int:
     states = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "problems")
     money = f"{passed} / {charges[0]} / {charges[1]} / {burns}"
     moved = f"{sum(switches)} by {sum(1 for s in switches if s)} nodes"
+    empty = ", ".join(f"{n} {kind}" for kind, n in stats.empty.most_common())
     per_frame = (cpu["a"] + cpu["b"]) / max(1, stats.delivered) * 1000
     body = f"""{args.nodes} simulated nodes (asyncio `grpc.aio`, one keypair each, every call
 signed; half prefer each coordinator and switch on UNAVAILABLE/DEADLINE_EXCEEDED) against two
@@ -408,6 +422,7 @@ later. {pinned}.
 | `ledger check` (ledger against the chain) | {'ok' if check.returncode == 0 else 'FAILED'} |
 | settled after the load stopped | {settle_seconds:.0f} s |
 | node failovers (calls moved to the other coordinator) | {moved} |
+| LeaseTask answers | {stats.leases} leases; {empty or 'no empty answers'} |
 | RPC errors | {dict(stats.errors) or 'none'} |
 | coordinator CPU over the run (A before + after the kill, B) | {cpu['a']:.0f} s, {cpu['b']:.0f} s |
 | coordinator CPU per delivered frame (both) | {per_frame:.1f} ms |
