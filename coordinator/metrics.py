@@ -45,8 +45,9 @@ RPC_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 CHAIN_ERRORS = Counter("frameproof_chain_errors", "Chain calls that raised ChainError, by "
                        "operation", ["operation"], registry=EVENTS)
-LEASES_SHED = Counter("frameproof_leases_shed", "Lease requests answered 'retry later' at once "
-                      "because the storage thread was overloaded", registry=EVENTS)
+LEASES_SHED = Counter("frameproof_leases_shed", "Lease requests answered 'retry later' "
+                      "because the storage thread stayed overloaded through their long poll",
+                      registry=EVENTS)
 NODE_SEEN_SECONDS = 120.0  # a node heard from within this long counts as online
 
 

@@ -81,7 +81,8 @@ IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
 LONG_POLL_SECONDS = 20.0
 LONG_POLL_MARGIN = 2.0  # answer this long before the caller's deadline
 QUARANTINED_RETRY_MS = 30_000
-# Storage calls waiting at which new lease requests are answered "retry later" at once:
+# Storage calls waiting at which new lease requests wait on the event loop (StorageExecutor.
+# room) until there is room, and are answered "retry later" if their long poll ends first:
 # heartbeats and completions (work already leased) go first, and a request that would wait
 # past its deadline costs nothing (the two-coordinator bench at 1,000 nodes: queued leases
 # timed out by thousands, and leases expired because their heartbeats queued behind them).
@@ -167,7 +168,9 @@ class NodeServicer(farm_pb2_grpc.NodeServiceServicer):
         deadline = time.monotonic() + wait
         first = True
         while True:
-            if self.storage.backlog >= self.shed_backlog:
+            # Parked, not queued, while the storage thread is backlogged; "retry later" only
+            # when the long poll ends first.
+            if not await self.storage.room(self.shed_backlog, deadline - time.monotonic()):
                 LEASES_SHED.inc()
                 return pb.LeaseTaskResponse(retry_after_ms=random.randint(*SHED_RETRY_MS))
             # Both taken before the look, so no change between the look and the wait is lost.

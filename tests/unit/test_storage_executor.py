@@ -63,3 +63,46 @@ def test_errors_reach_the_caller_and_a_cancelled_call_does_not_run() -> None:
             executor.close()
 
     assert asyncio.run(scenario()) == ["after"]
+
+
+def test_room_lets_waiters_in_one_per_finished_call_in_arrival_order() -> None:
+    """StorageExecutor.room: callers wait on the loop while `below` calls are here; each call
+    that finishes lets the first live waiter in; a waiter that gave up does not hold back
+    the next caller."""
+
+    async def scenario() -> None:
+        executor = StorageExecutor()
+        releases = [threading.Event() for _ in range(2)]
+        try:
+            busy = [asyncio.create_task(executor.run(r.wait, 10)) for r in releases]
+            while executor.backlog < 2:
+                await asyncio.sleep(0.001)
+            assert await executor.room(3, 0), "room below 3: at once"
+            assert not await executor.room(2, 0), "no room, no time to wait"
+            assert not await executor.room(2, 0.05), "no room within the timeout"
+            order: list[str] = []
+
+            async def wait(name: str) -> None:
+                assert await executor.room(2, 10)
+                order.append(name)
+
+            gave_up = asyncio.create_task(executor.room(2, 10))
+            waiters = [asyncio.create_task(wait(name)) for name in ("first", "second")]
+            await asyncio.sleep(0.01)
+            gave_up.cancel()  # a caller gone (its client hung up) is skipped
+            assert order == []
+            releases[0].set()
+            await busy[0]
+            await asyncio.sleep(0.01)
+            assert order == ["first"], "one let in per finished call"
+            releases[1].set()
+            await busy[1]
+            await asyncio.gather(*waiters)
+            assert order == ["first", "second"]
+            assert await executor.room(1, 0), "nobody waits, nothing here: room at once"
+        finally:
+            for release in releases:
+                release.set()
+            executor.close()
+
+    asyncio.run(scenario())
