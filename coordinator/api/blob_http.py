@@ -109,8 +109,8 @@ class Reads:
     read once or twice never earns back (a frame is fetched by its verifier and its creator).
     A blob read more often is a scene every node of its job fetches, so from its third read on
     it goes through the page cache, and the readers after that are served from memory by
-    sendfile instead of each reading the disk again: a 1 GiB blob's download here took 0.64-0.70
-    s from the cache against 0.87-1.41 s from the disk, on the disk that the client was writing
+    sendfile instead of each reading the disk again: a 1 GiB blob's download here took
+    0.65-0.73 s from the cache against 1.21-1.63 s from the disk that the client was writing
     its copy to (docs/BENCHMARKS.md, "blob transfer"). The policy is nginx's
     `proxy_cache_min_uses`; the kernel evicts what memory needs back.
     """
