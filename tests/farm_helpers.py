@@ -152,3 +152,24 @@ def _in_process(main: Callable[[list[str]], int], program: str,
         except SystemExit as exit_:  # argparse and parser.exit, as the process would exit
             status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     return subprocess.CompletedProcess([program, *args], status, out.getvalue(), err.getvalue())
+
+
+def drop_cached_pages(path: Path) -> None:
+    """Make the kernel drop a file's pages, as after a restart; skip the test where that
+    cannot be known to have happened (no O_DIRECT: tmpfs keeps every file in memory)."""
+    import pytest
+
+    from frameproof.pipeline import cached
+
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
+    except OSError:
+        pytest.skip(f"{path.parent}'s file system has no O_DIRECT")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if cached(fd, 0):
+            pytest.skip("the kernel kept the file's pages")
+    finally:
+        os.close(fd)

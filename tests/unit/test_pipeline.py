@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from farm_helpers import drop_cached_pages
 
 from frameproof.pipeline import SENDFILE_BYTES, cached, pump, send_file
 
@@ -113,29 +114,11 @@ def test_send_file_sends_the_range_asked_for_with_progress(tmp_path: Path):
     assert _received(100, lambda sock: send_file(memory, 5, 100, sock)) == data[5:105]
 
 
-def _uncached_file(tmp_path: Path, size: int) -> Path:
-    """A file on disk whose pages the kernel has dropped; skipped where it cannot (no
-    O_DIRECT: tmpfs keeps every file in memory)."""
-    path = tmp_path / "cold.bin"
-    path.write_bytes(os.urandom(size))
-    try:
-        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
-    except OSError:
-        pytest.skip("the temporary folder's file system has no O_DIRECT")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # dirty pages are not dropped
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        if cached(fd, 0):
-            pytest.skip("the kernel kept the file's pages")
-    finally:
-        os.close(fd)
-    return path
-
-
 def test_a_file_not_in_the_page_cache_is_sent_without_filling_it(tmp_path: Path):
     data_size = 3 * SENDFILE_BYTES
-    path = _uncached_file(tmp_path, data_size)
+    path = tmp_path / "cold.bin"
+    path.write_bytes(os.urandom(data_size))
+    drop_cached_pages(path)
     with path.open("rb") as f:
         assert not cached(f.fileno(), 0)
         first = _received(data_size, lambda sock: send_file(f, 0, data_size, sock))
