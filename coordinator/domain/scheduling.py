@@ -83,3 +83,10 @@ def fits_node(frames_per_lease: Sequence[int], max_tasks: int, max_frames: int) 
         taken += 1
         total += frames
     return taken
+
+
+def within_job_share(held: int, frames: int, limit: int | None) -> bool:
+    """Whether a task of `frames` frames keeps a bounded node's frames of its job (`held`:
+    leased, being verified or done) within `limit` (None: no limit). A node's first task of
+    a job always fits, so a task larger than the limit is not stuck."""
+    return limit is None or held == 0 or held + frames <= limit

@@ -16,8 +16,9 @@ the driver's cursor (coordinator/storage/driver.py):
   frame timings written in the same transaction. DeliverTasks runs its ownership, completion
   and claim in one transaction (`transaction`, `claim`).
 
-The rare cases keep the general path in FarmStore.lease_next_task: a bounded new identity
-(per-job and in-flight limits) and creators' job priorities.
+A bounded new identity's limits (leases in flight, frames per job: coordinator/payments/
+bonds.py) are one count and a join in the same transaction. Creators' job priorities, the
+rare case, keep the general path in FarmStore.lease_next_task.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from coordinator.domain.scheduling import (
     Candidate,
     fits_node,
     order_candidates,
+    within_job_share,
 )
 from coordinator.domain.states import UNKNOWN_LEASE, TaskState, lease_refusal
 from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
@@ -65,9 +67,9 @@ _SEEN = text("UPDATE node SET last_seen_at = :now WHERE node_id = :node")
 _ANY_PRIORITY = text("SELECT 1 FROM job_control WHERE priority != 0 LIMIT 1")
 _WINDOW = """
 SELECT t.task_id, t.job_id, t.first_frame, t.last_frame, j.creator, j.scene_id, j.tier,
-       t.queued_at
-FROM task t JOIN job j ON j.job_id = t.job_id
-WHERE t.state = 'queued' AND j.cancelled = :no AND j.tier >= :rank
+       t.queued_at, {held}
+FROM task t JOIN job j ON j.job_id = t.job_id{share}
+WHERE t.state = 'queued' AND j.cancelled = :no AND j.tier >= :rank{within}
   AND t.job_id NOT IN (SELECT job_id FROM job_budget WHERE paused = :yes)
   AND t.job_id NOT IN (SELECT job_id FROM job_control WHERE paused = :yes)
   AND t.task_id NOT IN (SELECT task_id FROM task_failure WHERE node_id = :node)
@@ -76,6 +78,15 @@ WHERE t.state = 'queued' AND j.cancelled = :no AND j.tier >= :rank
 ORDER BY t.queued_at, t.first_frame
 LIMIT :window
 """
+# A bounded node's frames of each job (leased, being verified or done), summed once by the
+# ix_task_node index and joined to the candidates, which then keep it within its share.
+_SHARE = """
+LEFT JOIN (SELECT job_id, sum(last_frame - first_frame + 1) AS frames FROM task
+           WHERE node_id = :node AND state IN ('leased', 'verifying', 'done')
+           GROUP BY job_id) h ON h.job_id = t.job_id"""
+_WITHIN = """
+  AND (h.frames IS NULL OR h.frames + t.last_frame - t.first_frame + 1 <= :per_job)"""
+_LEASES_HELD = text("SELECT count(*) FROM task WHERE node_id = :node AND state = 'leased'")
 _CLAIM = text("""
 UPDATE task SET state = 'leased', lease_id = :lease, node_id = :node,
        lease_expires_at = :expires, leased_at = :now, updated_at = :now
@@ -229,7 +240,10 @@ class LeaseHotPath:
         self.minimum_bond = minimum_bond
         self.bond_policy = bond_policy
         postgres = self.engine.dialect.name == "postgresql"
-        self._window = text(_WINDOW + (" FOR UPDATE OF t SKIP LOCKED" if postgres else ""))
+        skip_locked = " FOR UPDATE OF t SKIP LOCKED" if postgres else ""
+        self._window = text(_WINDOW.format(held="0", share="", within="") + skip_locked)
+        self._bounded_window = text(_WINDOW.format(held="coalesce(h.frames, 0)", share=_SHARE,
+                                                   within=_WITHIN) + skip_locked)
         # A completion retried on another coordinator while the first is still committing
         # waits for it and then reads "already recorded" (several coordinators, one database).
         lock = " FOR UPDATE" if postgres else ""
@@ -308,18 +322,24 @@ class LeaseHotPath:
         gate = self.gate(node_id, connection)
         if gate.quarantined:
             return [], gate
-        if gate.limits.bounded or driver.run(connection, _ANY_PRIORITY).first():
+        if driver.run(connection, _ANY_PRIORITY).first():
             return None
+        max_tasks = max(1, min(max_tasks, MAX_TASKS_PER_CALL))
+        if gate.limits.max_leases is not None:  # a bounded identity: its leases in flight
+            held = int(driver.run(connection, _LEASES_HELD, {"node": node_id}).first()[0])
+            max_tasks = min(max_tasks, gate.limits.max_leases - held)
+            if max_tasks <= 0:
+                return [], gate
         for _ in range(CLAIM_TRIES):
             grants, raced = self._claim(connection, node_id, gate, now, cached_scenes,
-                                        max(1, min(max_tasks, MAX_TASKS_PER_CALL)))
+                                        max_tasks)
             if grants or not raced:
                 return grants, gate
         return [], gate
 
     def lease_general(self, node_id: str, now: float) -> tuple[list[Grant], NodeGate]:
-        """Bounded identities and creators' priorities: FarmStore's general lease, one task
-        (its own transactions; the caller holds none)."""
+        """Creators' priorities: FarmStore's general lease, one task (its own transactions;
+        the caller holds none)."""
         from coordinator.storage.proof import node_rank
 
         gate = self.gate(node_id)
@@ -341,10 +361,14 @@ class LeaseHotPath:
         from coordinator.storage.proof import node_rank
 
         policy = self.store.policy
-        rows = driver.run(connection, self._window, {
-            "no": False, "yes": True, "rank": node_rank(gate.standing), "node": node_id,
-            "max_failures": policy.max_failures_per_node, "window": CANDIDATE_WINDOW}).rows
+        per_job = gate.limits.max_frames_per_job
+        rows = driver.run(
+            connection, self._window if per_job is None else self._bounded_window, {
+                "no": False, "yes": True, "rank": node_rank(gate.standing), "node": node_id,
+                "max_failures": policy.max_failures_per_node, "window": CANDIDATE_WINDOW,
+                "per_job": per_job}).rows
         frames = {r[0]: (int(r[2]), int(r[3])) for r in rows}
+        held = {r[1]: int(r[8]) for r in rows}  # the node's frames of each job (bounded)
         window = [Candidate(task_id=r[0], job_id=r[1], frames=int(r[3]) - int(r[2]) + 1,
                             creator=r[4], scene_id=r[5], tier=r[6], queued_at=r[7])
                   for r in rows]
@@ -355,11 +379,14 @@ class LeaseHotPath:
             if fits_node([c.frames for c, _ in chosen] + [candidate.frames], max_tasks,
                          MAX_FRAMES_PER_CALL) <= len(chosen):
                 break
+            if not within_job_share(held[candidate.job_id], candidate.frames, per_job):
+                continue
             if candidate.job_id in short or not budgets.allows(candidate.job_id,
                                                                candidate.frames):
                 short.add(candidate.job_id)
                 continue
             budgets.took(candidate.job_id, candidate.frames)
+            held[candidate.job_id] += candidate.frames
             chosen.append((candidate, secrets.token_hex(16)))
         if not chosen:
             return [], False  # the pauses decided above are committed with the transaction

@@ -176,12 +176,62 @@ def test_a_quarantined_node_is_not_leased_anything(leasing: LeaseHotPath):
 
 
 def test_an_unbonded_node_keeps_its_probation_limits(leasing: LeaseHotPath):
-    """The general path: one lease in flight for a new identity (bonds.py)."""
+    """One lease in flight for a new identity (bonds.py)."""
     add_job(leasing, "job", 4)
     leasing.store.register_node("fresh", "fresh", "{}", 0.0)
     first, gate = leasing.lease("fresh", now=1.0, max_tasks=4)
     assert len(first) == 1 and gate.limits.bounded and gate.limits.max_leases == 1
     assert leasing.lease("fresh", now=1.0)[0] == []
+
+
+def bounded(leasing: LeaseHotPath, leases: int, frames_per_job: int) -> LeaseHotPath:
+    """The same database, a policy whose new identities hold `leases` leases and
+    `frames_per_job` frames of any one job."""
+    return LeaseHotPath(leasing.store, 10, BondPolicy(
+        min_bond_tokens=0, new_node_leases=leases, new_node_frames_per_job=frames_per_job))
+
+
+def deliver(leasing: LeaseHotPath, node: str, grants: list[Grant]) -> None:
+    for grant in grants:
+        frames = range(grant.first_frame, grant.last_frame + 1)
+        leasing.complete(grant.lease_id, node, [output(n) for n in frames], 2.0,
+                         lambda gate: frozenset())
+
+
+def test_a_new_identity_is_held_to_its_share_of_each_job(leasing: LeaseHotPath):
+    """The bounds of bonds.py in the lease's own transaction: its leases in flight, and its
+    frames of a job, found past a window of that job's tasks."""
+    add_job(leasing, "big", 40)  # the window (16 tasks) is all of it
+    add_job(leasing, "other", 1, now=0.5)  # the same creator: queued behind it
+    fresh = bounded(leasing, leases=3, frames_per_job=4)
+    leasing.store.register_node("fresh", "fresh", "{}", 0.0)
+    first, gate = fresh.lease("fresh", now=1.0, max_tasks=8)
+    assert gate.limits.max_leases == 3
+    assert [g.job_id for g in first] == ["big"] * 3, "three leases in flight"
+    assert fresh.lease("fresh", now=1.0, max_tasks=8)[0] == []
+    deliver(fresh, "fresh", first)
+    fourth, _ = fresh.lease("fresh", now=2.0, max_tasks=8)
+    assert [g.job_id for g in fourth] == ["big"], "four frames of the big job, no more"
+    deliver(fresh, "fresh", fourth)
+    after, _ = fresh.lease("fresh", now=3.0, max_tasks=8)
+    assert [g.job_id for g in after] == ["other"], "other jobs still get the node"
+    # Bonded, with a record, the same node goes on with the big job, several at a time.
+    deliver(fresh, "fresh", after)
+    assert [g.job_id for g in leasing.lease("node-0", now=4.0, max_tasks=4)[0]] == ["big"] * 4
+
+
+def test_a_task_larger_than_a_new_identitys_share_is_not_stuck(leasing: LeaseHotPath):
+    leasing.store.save_scene(SceneRecord(scene_id="scene", main_file="scene.blend",
+                                         info_json="{}", created_at=0.0))
+    leasing.store.create_job(JobRecord(job_id="chunky", scene_id="scene", frames_spec="",
+                                       settings_json="{}", created_at=0.0, updated_at=0.0),
+                             [list(range(1, 7)), list(range(7, 13))], 0.0)
+    fresh = bounded(leasing, leases=2, frames_per_job=4)
+    leasing.store.register_node("fresh", "fresh", "{}", 0.0)
+    first, _ = fresh.lease("fresh", now=1.0, max_tasks=2)
+    assert [(g.first_frame, g.last_frame) for g in first] == [(1, 6)], "one such chunk"
+    deliver(fresh, "fresh", first)
+    assert fresh.lease("fresh", now=2.0, max_tasks=2)[0] == [], "and only one"
 
 
 def test_concurrent_leases_never_share_a_task(leasing: LeaseHotPath):

@@ -8,6 +8,7 @@ from coordinator.domain.scheduling import (
     fits_node,
     order_candidates,
     queue_keys,
+    within_job_share,
 )
 
 
@@ -68,3 +69,11 @@ def test_several_tasks_per_lease_stay_within_the_frame_budget():
     assert fits_node([4, 4, 4], max_tasks=8, max_frames=10) == 2
     assert fits_node([20, 1], max_tasks=8, max_frames=10) == 1  # a large first task still goes
     assert fits_node([], max_tasks=8, max_frames=10) == 0
+
+
+def test_a_bounded_node_keeps_within_its_frames_of_a_job():
+    assert within_job_share(held=3, frames=1, limit=4)
+    assert not within_job_share(held=4, frames=1, limit=4)
+    assert within_job_share(held=0, frames=6, limit=4)  # its first task of a job always goes
+    assert not within_job_share(held=6, frames=1, limit=4)
+    assert within_job_share(held=100, frames=100, limit=None)
