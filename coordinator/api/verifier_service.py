@@ -21,14 +21,9 @@ from coordinator.domain.errors import Forbidden, InvalidRequest, Refused
 from coordinator.events import JobEvents
 from coordinator.storage.executor import StorageExecutor
 from coordinator.storage.interfaces import JobStore, VerificationStore
-from coordinator.storage.models import (
-    FrameResultRecord,
-    JobRecord,
-    SceneRecord,
-    VerificationRecord,
-)
 from coordinator.storage.proof import (
     FinishedVerification,
+    LeasedCheck,
     Peer,
     VerificationGone,
     VerificationResult,
@@ -38,10 +33,6 @@ from frameproof.v1 import farm_pb2 as pb
 from frameproof.v1 import farm_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-# A leased check with the job, scene and frame it is about (None when gone meanwhile).
-LeasedCheck = tuple[VerificationRecord, JobRecord | None, SceneRecord | None,
-                    FrameResultRecord | None]
 
 TILES_PER_CHECK = 3
 IDLE_RETRY_MS = 100  # after a long poll came back empty: ask again soon
@@ -116,13 +107,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
 
     def _lease_on_storage(self, verifier_id: str, peer: Peer | None) -> LeasedCheck | None:
         """(verification thread) A check for the verifier, with its job, scene and frame."""
-        check = self.proof.lease_verification(verifier_id, time.time(), self.lease_seconds,
-                                              peer)
-        if check is None:
-            return None
-        job = self.store.get_job(check.job_id)
-        scene = self.store.get_scene(job.scene_id) if job else None
-        return check, job, scene, self.store.frame_result(check.job_id, check.frame)
+        return self.proof.lease_check(verifier_id, time.time(), self.lease_seconds, peer)
 
     async def SubmitVerification(self, request, context):
         verifier_id, is_peer = await self._verifier(request.verifier_id, context)

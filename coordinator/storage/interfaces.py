@@ -27,7 +27,6 @@ from coordinator.storage.models import (
     ReputationEventRecord,
     SceneRecord,
     TaskRecord,
-    VerificationRecord,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     )
     from coordinator.storage.proof import (
         FinishedVerification,
+        LeasedCheck,
         Peer,
         ProofStore,
         Renewal,
@@ -170,9 +170,8 @@ class VerificationStore(Protocol):
 
     def peer_may_verify(self, node_id: str) -> bool: ...
 
-    def lease_verification(self, verifier_id: str, now: float,
-                           lease_seconds: float | None = None,
-                           peer: Peer | None = None) -> VerificationRecord | None: ...
+    def lease_check(self, verifier_id: str, now: float, lease_seconds: float | None = None,
+                    peer: Peer | None = None) -> LeasedCheck | None: ...
 
     def extend_verification(self, verification_id: str, verifier_id: str,
                             now: float) -> Renewal: ...

@@ -12,7 +12,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.engine import Engine
@@ -35,6 +35,7 @@ from coordinator.storage.models import (
     NodeStandingRecord,
     PeerVerdictRecord,
     ReputationEventRecord,
+    SceneRecord,
     TaskRecord,
     VerificationRecord,
 )
@@ -112,6 +113,15 @@ class Renewal:
     keep: bool
     expires_at: float
     reason: str
+
+
+class LeasedCheck(NamedTuple):
+    """A check just leased, with the job, scene and frame it is about (None: gone)."""
+
+    check: VerificationRecord
+    job: JobRecord | None
+    scene: SceneRecord | None
+    frame: FrameResultRecord | None
 
 
 class VerificationGone(Exception):
@@ -249,53 +259,61 @@ class ProofStore:
     def lease_verification(self, verifier_id: str, now: float,
                            lease_seconds: float | None = None,
                            peer: Peer | None = None) -> VerificationRecord | None:
+        """`lease_check`'s check alone."""
+        leased = self.lease_check(verifier_id, now, lease_seconds, peer)
+        return leased.check if leased is not None else None
+
+    def lease_check(self, verifier_id: str, now: float, lease_seconds: float | None = None,
+                    peer: Peer | None = None) -> LeasedCheck | None:
         """The next check in fair order (`verification_queue.fair_order`), leased for
         `lease_seconds` or, when None, for a time sized from the measured cost of its job's
-        checks. Checks of cancelled jobs are never leased. A peer gets only tile checks it
-        can judge exactly, of other nodes' frames, and never one another peer has judged
-        (those await an audit)."""
+        checks, with the job, scene and frame it is about, in one transaction. Checks of
+        cancelled jobs are never leased. A peer gets only tile checks it can judge exactly,
+        of other nodes' frames, and never one another peer has judged (those await an
+        audit)."""
+        queued: list[Any] = [VerificationRecord.state == VerificationState.QUEUED]
+        if peer is not None:
+            judged = select(PeerVerdictRecord.verification_id)
+            queued += [
+                col(VerificationRecord.render_tiles).is_(True),
+                VerificationRecord.node_id != peer.node_id,
+                VerificationRecord.blender_version == peer.blender_version,
+                func.upper(VerificationRecord.device) == peer.device.upper(),
+                col(VerificationRecord.verification_id).not_in(judged),
+            ]
         with self._session() as session:
-            query = select(VerificationRecord.verification_id).where(
-                VerificationRecord.state == VerificationState.QUEUED)
-            if peer is not None:
-                judged = select(PeerVerdictRecord.verification_id)
-                query = query.where(
-                    col(VerificationRecord.render_tiles).is_(True),
-                    VerificationRecord.node_id != peer.node_id,
-                    VerificationRecord.blender_version == peer.blender_version,
-                    func.upper(VerificationRecord.device) == peer.device.upper(),
-                    col(VerificationRecord.verification_id).not_in(judged),
-                )
-            for candidate in self._fair_candidates(session, query):
-                ids = session.exec(
-                    query.where(VerificationRecord.job_id == candidate.job_id)
+            for candidate in self._fair_candidates(session, queued):
+                checks = session.exec(
+                    select(VerificationRecord).where(*queued)
+                    .where(VerificationRecord.job_id == candidate.job_id)
                     .order_by(col(VerificationRecord.created_at)).limit(4)
                 ).all()
-                for verification_id in ids:
-                    check = session.get(VerificationRecord, verification_id)
-                    assert check is not None
+                for check in checks:
+                    frame = session.get(FrameResultRecord, (check.job_id, check.frame))
                     seconds = lease_seconds if lease_seconds is not None else \
-                        self._sized_lease(session, check)
+                        self._sized_lease(session, check, frame)
                     claimed = session.execute(
                         update(VerificationRecord)
-                        .where(col(VerificationRecord.verification_id) == verification_id)
+                        .where(col(VerificationRecord.verification_id) == check.verification_id)
                         .where(col(VerificationRecord.state) == VerificationState.QUEUED)
                         .values(state=VerificationState.LEASED, verifier_id=verifier_id,
                                 lease_expires_at=now + seconds)
-                    )
-                    if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                        session.commit()
-                        self._served(candidate, now)
-                        self._lease_started[verification_id] = now
-                        session.expire_all()
-                        return session.get(VerificationRecord, verification_id)
+                    )  # the loaded check takes these values too (synchronize_session)
+                    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                        continue  # another verifier's (another coordinator's) first
+                    job = session.get(JobRecord, check.job_id)  # loaded by the candidates
+                    scene = session.get(SceneRecord, job.scene_id) if job else None
+                    session.commit()
+                    self._served(candidate, now)
+                    self._lease_started[check.verification_id] = now
+                    return LeasedCheck(check, job, scene, frame)
             return None
 
-    def _fair_candidates(self, session: Session, query: Any) -> list[Candidate]:
-        """Each live job's oldest check matching `query`, in fair order."""
+    def _fair_candidates(self, session: Session, conditions: list[Any]) -> list[Candidate]:
+        """Each live job's oldest check matching `conditions`, in fair order."""
         oldest = (
             select(VerificationRecord.job_id, func.min(VerificationRecord.created_at))
-            .where(col(VerificationRecord.verification_id).in_(query))
+            .where(*conditions)
             .group_by(col(VerificationRecord.job_id))
             .order_by(func.min(VerificationRecord.created_at))
             .limit(CANDIDATE_JOBS)
@@ -323,14 +341,16 @@ class ProofStore:
                                       key=self._creator_served.__getitem__)[:SERVED_MEMORY // 2]:
                     del self._creator_served[creator]
 
-    def _sized_lease(self, session: Session, check: VerificationRecord) -> float:
+    def _sized_lease(self, session: Session, check: VerificationRecord,
+                     frame: FrameResultRecord | None = None) -> float:
         """Sized from what a check of this job measured; before any, from the job's quote
-        (the coordinator's own probe, the high end per frame), else the node's render time."""
+        (the coordinator's own probe, the high end per frame), else the node's render time
+        (`frame`: the check's frame where the caller has read it)."""
         quote = session.get(JobQuoteRecord, check.job_id)
         if quote is not None and quote.high_ms_per_frame > 0:
             frame_seconds = quote.high_ms_per_frame / 1000
         else:
-            frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+            frame = frame or session.get(FrameResultRecord, (check.job_id, check.frame))
             frame_seconds = frame.render_seconds if frame is not None else 0.0
         return lease_seconds_for(measured_check_seconds(session, check.job_id), frame_seconds)
 
@@ -504,9 +524,8 @@ class ProofStore:
                     or "held for the operator (render-coordinator doctor)"
             position = 0
             if states.get(VerificationState.QUEUED):
-                queued = select(VerificationRecord.verification_id).where(
-                    VerificationRecord.state == VerificationState.QUEUED)
-                order = [c.job_id for c in self._fair_candidates(session, queued)]
+                order = [c.job_id for c in self._fair_candidates(
+                    session, [VerificationRecord.state == VerificationState.QUEUED])]
                 position = order.index(job_id) + 1 if job_id in order else len(order) + 1
             return QueueStanding(waiting=int(states.get(VerificationState.QUEUED, 0)),
                                  in_progress=int(states.get(VerificationState.LEASED, 0)),

@@ -111,6 +111,21 @@ def test_two_verifiers_never_get_the_same_check(stores):
     assert len(ids) == 3 == len(set(ids)) and taken[3] is None
 
 
+def test_a_check_is_leased_with_its_job_scene_and_frame(stores):
+    store, proof = stores
+    add_job(store, "job", "alice", frames=1, at=0.0)
+    deliver_all(store, "node", now=1.0, render_seconds=3.0)
+    leased = proof.lease_check("v", now=2.0, lease_seconds=30.0)
+    assert leased is not None
+    check, job, scene, frame = leased
+    assert (check.state, check.verifier_id, check.lease_expires_at) == ("leased", "v", 32.0)
+    assert job is not None and job.job_id == "job" and job.creator == "alice"
+    assert scene is not None and scene.main_file == "a.blend"
+    assert frame is not None and (frame.job_id, frame.frame, frame.render_seconds) == \
+        ("job", 1, 3.0)
+    assert proof.lease_check("w", now=2.0) is None, "the only check is leased"
+
+
 def test_a_sized_lease_is_renewed_by_the_heartbeat_until_the_job_is_cancelled(stores):
     store, proof = stores
     add_job(store, "job", "alice", frames=3, at=0.0)
