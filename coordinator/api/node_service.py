@@ -42,7 +42,6 @@ from coordinator.storage.interfaces import NodeWorkStore
 from coordinator.storage.leasing import (
     Completion,
     Grant,
-    JobFacts,
     LeasedTask,
     LeaseHotPath,
     LeaseResult,
@@ -57,7 +56,7 @@ from coordinator.storage.models import (
 from coordinator.storage.owners import BlobOwners
 from coordinator.storage.pricing_store import PricingStore
 from coordinator.storage.proof import ProofStore, standing_of
-from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+from coordinator.storage.store import FarmStore, FrameOutputRecord, JobFacts, LeaseLost
 from frameproof.limits import BATCH_UPLOAD_BLOBS, FRAME_LOG_BYTES
 from frameproof.manifest import is_sha256
 from frameproof.receipts import (

@@ -81,8 +81,8 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             await self.events.wait(queued, left)
         if leased is None:
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
-        check, job, scene, frame = leased
-        if job is None or scene is None or frame is None:
+        check, job, frame = leased
+        if job is None or frame is None:
             log.warning("verification %s has no frame to check", check.verification_id)
             return pb.LeaseVerificationResponse(retry_after_ms=IDLE_RETRY_MS)
         # The node's passes file, for a denoised frame checked on its noisy pass.
@@ -93,7 +93,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
             job_id=check.job_id,
             frame=check.frame,
             scene_id=job.scene_id,
-            main_file=scene.main_file,
+            main_file=job.main_file,
             settings=convert.settings_from_json(job.settings_json),
             image=pb.BlobRef(sha256=frame.blob_sha256, size=frame.blob_size),
             node_id=check.node_id,

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from coordinator.storage.leasing import (
         Completion,
         Grant,
-        JobFacts,
         LeasedTask,
         LeaseHotPath,
         LeaseResult,
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
         Renewal,
         VerificationResult,
     )
-    from coordinator.storage.store import FarmStore, FrameOutputRecord, LeaseLost
+    from coordinator.storage.store import FarmStore, FrameOutputRecord, JobFacts, LeaseLost
     from coordinator.storage.verification_queue import QueueStanding
 
 

@@ -29,7 +29,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cachetools import LRUCache
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
@@ -49,9 +48,15 @@ from coordinator.domain.states import UNKNOWN_LEASE, TaskState, lease_refusal
 from coordinator.payments.bonds import LeaseLimits, effective_standing, lease_limits
 from coordinator.storage import driver
 from coordinator.storage.models import NodeStandingRecord
-from coordinator.storage.store import ClaimBudgets, FarmStore, FrameOutputRecord, LeaseLost
+from coordinator.storage.store import (
+    ClaimBudgets,
+    FarmStore,
+    FrameOutputRecord,
+    JobFacts,
+    JobFactsCache,
+    LeaseLost,
+)
 
-JOBS_CACHED = 2_000  # jobs whose immutable facts (scene, creator, settings) are kept
 CLAIM_TRIES = 3  # windows read when other claims took every candidate first (SQLite)
 
 _GATE = text("""
@@ -110,10 +115,6 @@ _TASKS_OF_LEASES = """
 SELECT task_id, job_id, first_frame, last_frame, state, node_id, lease_id, leased_at FROM task
 WHERE lease_id IN :leases
 """
-_JOB = text("""
-SELECT j.scene_id, j.creator, j.settings_json, s.main_file
-FROM job j JOIN scene s ON s.scene_id = j.scene_id WHERE j.job_id = :job
-""")
 _RESULT = text("""
 INSERT INTO frame_result (job_id, frame, task_id, node_id, blob_sha256, blob_size, extension,
     render_seconds, blender_version, device, verdict, verification, pixel_sha256, charged,
@@ -160,16 +161,6 @@ VALUES (:job, :frame, :node, :text, :now)
 ON CONFLICT (job_id, frame) DO UPDATE SET node_id = excluded.node_id, text = excluded.text,
     created_at = excluded.created_at
 """)
-
-
-@dataclass(frozen=True)
-class JobFacts:
-    """What never changes about a job after submit: kept in memory (bounded)."""
-
-    scene_id: str
-    main_file: str
-    creator: str
-    settings_json: str
 
 
 @dataclass(frozen=True)
@@ -251,7 +242,7 @@ class LeaseHotPath:
             bindparam("leases", expanding=True))
         # One lease (CompleteTask, most calls): a plain parameter, cheaper than an expanded list.
         self._task_locked = text(_TASKS_OF_LEASES.replace("IN :leases", "= :lease") + lock)
-        self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=JOBS_CACHED)
+        self._jobs = JobFactsCache()
 
     def transaction(self) -> AbstractContextManager[Connection]:
         """One transaction for a call that does several of these at once (DeliverTasks:
@@ -284,18 +275,13 @@ class LeaseHotPath:
 
     def job(self, job_id: str, connection: Connection | None = None) -> JobFacts | None:
         """A job's immutable facts (cached; None: no such job)."""
-        facts = self._jobs.get(job_id)
+        facts = self._jobs.cached(job_id)
         if facts is not None:
             return facts
         if connection is None:
             with self.engine.connect() as own:
-                return self.job(job_id, own)
-        row = connection.execute(_JOB, {"job": job_id}).first()
-        if row is None:
-            return None
-        facts = self._jobs[job_id] = JobFacts(scene_id=row[0], creator=row[1],
-                                              settings_json=row[2], main_file=row[3])
-        return facts
+                return self._jobs.read(own, job_id)
+        return self._jobs.read(connection, job_id)
 
     def task_for_lease(self, lease_id: str) -> LeasedTask | None:
         with self.engine.connect() as connection:

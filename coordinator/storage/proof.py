@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import and_, delete, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -35,12 +35,17 @@ from coordinator.storage.models import (
     NodeStandingRecord,
     PeerVerdictRecord,
     ReputationEventRecord,
-    SceneRecord,
     TaskRecord,
     VerificationRecord,
 )
 from coordinator.storage.quarantine import VERIFICATION, Quarantine
-from coordinator.storage.store import SchedulingPolicy, record_task_failure, scene_holds
+from coordinator.storage.store import (
+    JobFacts,
+    JobFactsCache,
+    SchedulingPolicy,
+    record_task_failure,
+    scene_holds,
+)
 from coordinator.storage.verification_queue import (
     CANDIDATE_JOBS,
     LEASE_CAP_SECONDS,
@@ -116,11 +121,10 @@ class Renewal:
 
 
 class LeasedCheck(NamedTuple):
-    """A check just leased, with the job, scene and frame it is about (None: gone)."""
+    """A check just leased, with its job's facts and the frame it is about (None: gone)."""
 
     check: VerificationRecord
-    job: JobRecord | None
-    scene: SceneRecord | None
+    job: JobFacts | None
     frame: FrameResultRecord | None
 
 
@@ -165,6 +169,7 @@ class ProofStore:
         # When each live lease began (renewals stop at MAX_CHECK_SECONDS); a restart
         # requeues every leased check, so memory is enough.
         self._lease_started: dict[str, float] = {}
+        self._jobs = JobFactsCache()
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -284,12 +289,14 @@ class ProofStore:
         with self._session() as session:
             for candidate in self._fair_candidates(session, queued):
                 checks = session.exec(
-                    select(VerificationRecord).where(*queued)
+                    select(VerificationRecord, FrameResultRecord).where(*queued)
+                    .outerjoin(FrameResultRecord, and_(
+                        col(FrameResultRecord.job_id) == col(VerificationRecord.job_id),
+                        col(FrameResultRecord.frame) == col(VerificationRecord.frame)))
                     .where(VerificationRecord.job_id == candidate.job_id)
                     .order_by(col(VerificationRecord.created_at)).limit(4)
                 ).all()
-                for check in checks:
-                    frame = session.get(FrameResultRecord, (check.job_id, check.frame))
+                for check, frame in checks:
                     seconds = lease_seconds if lease_seconds is not None else \
                         self._sized_lease(session, check, frame)
                     claimed = session.execute(
@@ -301,31 +308,27 @@ class ProofStore:
                     )  # the loaded check takes these values too (synchronize_session)
                     if claimed.rowcount != 1:  # type: ignore[attr-defined]
                         continue  # another verifier's (another coordinator's) first
-                    job = session.get(JobRecord, check.job_id)  # loaded by the candidates
-                    scene = session.get(SceneRecord, job.scene_id) if job else None
+                    job = self._jobs.read(session.connection(), check.job_id)
                     session.commit()
                     self._served(candidate, now)
                     self._lease_started[check.verification_id] = now
-                    return LeasedCheck(check, job, scene, frame)
+                    return LeasedCheck(check, job, frame)
             return None
 
     def _fair_candidates(self, session: Session, conditions: list[Any]) -> list[Candidate]:
         """Each live job's oldest check matching `conditions`, in fair order."""
         oldest = (
-            select(VerificationRecord.job_id, func.min(VerificationRecord.created_at))
+            select(VerificationRecord.job_id, JobRecord.creator,
+                   func.min(VerificationRecord.created_at))
+            .join(JobRecord, col(JobRecord.job_id) == col(VerificationRecord.job_id))
             .where(*conditions)
-            .group_by(col(VerificationRecord.job_id))
+            .where(col(JobRecord.cancelled).is_(False))
+            .group_by(col(VerificationRecord.job_id), col(JobRecord.creator))
             .order_by(func.min(VerificationRecord.created_at))
             .limit(CANDIDATE_JOBS)
         )
-        rows = session.exec(oldest).all()
-        if not rows:
-            return []
-        jobs = {job.job_id: job for job in session.exec(
-            select(JobRecord).where(col(JobRecord.job_id).in_([r[0] for r in rows])))}
-        candidates = [Candidate(job_id, jobs[job_id].creator, created)
-                      for job_id, created in rows
-                      if job_id in jobs and not jobs[job_id].cancelled]
+        candidates = [Candidate(job_id, creator, created)
+                      for job_id, creator, created in session.exec(oldest).all()]
         return fair_order(candidates, self._creator_served, self._job_served)
 
     def _served(self, candidate: Candidate, now: float) -> None:

@@ -6,12 +6,14 @@ coordinators or threads can never lease the same task twice.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+from cachetools import LRUCache
 from sqlalchemy import (
     Exists,
     ScalarSelect,
@@ -755,6 +757,51 @@ SELECT b.frame_price_tokens, p.deposited, p.charged,
 FROM job_budget b JOIN pay_job p ON p.job_id = b.job_id
 WHERE b.job_id = :job AND p.state IN ('{EscrowState.OPENING}', '{EscrowState.OPEN}')
 """)
+
+
+JOBS_CACHED = 2_000  # jobs whose immutable facts (scene, creator, settings) are kept
+
+_JOB_FACTS = text("""
+SELECT j.scene_id, j.creator, j.settings_json, s.main_file
+FROM job j JOIN scene s ON s.scene_id = j.scene_id WHERE j.job_id = :job
+""")
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What never changes about a job after submit: kept in memory (bounded)."""
+
+    scene_id: str
+    main_file: str
+    creator: str
+    settings_json: str
+
+
+class JobFactsCache:
+    """Jobs' immutable facts, read once (one statement) and kept (LRU): every lease of a
+    task and of a check needs them, and they never change after submit."""
+
+    def __init__(self, size: int = JOBS_CACHED) -> None:
+        self._jobs: LRUCache[str, JobFacts] = LRUCache(maxsize=size)
+        self._lock = threading.Lock()  # the storage and the verification threads
+
+    def cached(self, job_id: str) -> JobFacts | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def read(self, connection: Connection, job_id: str) -> JobFacts | None:
+        """The job's facts, from memory or read in `connection` (None: no such job)."""
+        facts = self.cached(job_id)
+        if facts is not None:
+            return facts
+        row = connection.execute(_JOB_FACTS, {"job": job_id}).first()
+        if row is None:
+            return None
+        facts = JobFacts(scene_id=row[0], creator=row[1], settings_json=row[2],
+                         main_file=row[3])
+        with self._lock:
+            self._jobs[job_id] = facts
+        return facts
 
 
 class ClaimBudgets:
