@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, func, update
+from sqlalchemy import and_, delete, exists, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -602,8 +602,6 @@ class ProofStore:
             check.pixel_sha256 = result.pixel_sha256
             check.finished_at = now
             session.add(check)
-            task = session.get(TaskRecord, check.task_id)
-            assert task is not None
             details = {"verification_id": verification_id, "tiles_checked": check.render_tiles,
                        "mode": result.mode, "reason": result.reason}
             if peer:
@@ -619,6 +617,8 @@ class ProofStore:
                                             task_done, change, contradicted_peer=contradicted)
             change = _apply(session, check.node_id, NodeEvent.FAILED, now, check.job_id,
                             check.frame, details)
+            task = session.get(TaskRecord, check.task_id)
+            assert task is not None
             self._reject(session, check, task, result.reason, now)
             if change.recheck_recent:
                 self._sample_pending(session, check.node_id, change.recheck_recent)
@@ -661,25 +661,32 @@ class ProofStore:
 
     def _approve(self, session: Session, check: VerificationRecord,
                  result: VerificationResult, now: float) -> bool:
-        frame = session.get(FrameResultRecord, (check.job_id, check.frame))
-        if frame is not None:
-            frame.verdict = FrameVerdict.APPROVED
-            frame.pixel_sha256 = result.pixel_sha256
-            frame.verification = (f"passed: {result.mode}" if check.render_tiles
-                                  else "passed cheap checks (not sampled)")
-            session.add(frame)
-        pending = session.exec(
-            select(FrameResultRecord.frame)
-            .where(FrameResultRecord.task_id == check.task_id)
-            .where(FrameResultRecord.verdict != FrameVerdict.APPROVED)
-        ).first()
-        task = session.get(TaskRecord, check.task_id)
-        if pending is None and task is not None and task.state == TaskState.VERIFYING:
-            task.state = next_task_state(task.state, TaskEvent.APPROVE)
-            task.updated_at = now
-            session.add(task)
-            return True
-        return False
+        """The frame approved, and its task done if that was its last frame waiting: two
+        UPDATEs, nothing read (done: the second one's row count).
+
+        Called with the node's standing locked (`_apply`): a task's frames are all one
+        node's, so two of them approved at once on two coordinators (PostgreSQL) take turns,
+        and the second sees the first's frame approved."""
+        unsynced = {"synchronize_session": False}  # neither row is loaded in this session
+        session.execute(
+            update(FrameResultRecord)
+            .where(col(FrameResultRecord.job_id) == check.job_id)
+            .where(col(FrameResultRecord.frame) == check.frame)
+            .values(verdict=FrameVerdict.APPROVED, pixel_sha256=result.pixel_sha256,
+                    verification=(f"passed: {result.mode}" if check.render_tiles
+                                  else "passed cheap checks (not sampled)")),
+            execution_options=unsynced)
+        waiting = exists().where(col(FrameResultRecord.task_id) == check.task_id,
+                                 col(FrameResultRecord.verdict) != FrameVerdict.APPROVED)
+        done = session.execute(
+            update(TaskRecord)
+            .where(col(TaskRecord.task_id) == check.task_id)
+            .where(col(TaskRecord.state) == TaskState.VERIFYING)
+            .where(~waiting)
+            .values(state=next_task_state(TaskState.VERIFYING, TaskEvent.APPROVE),
+                    updated_at=now),
+            execution_options=unsynced)
+        return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
     def _reject(self, session: Session, check: VerificationRecord, task: TaskRecord,
                 reason: str, now: float) -> None:

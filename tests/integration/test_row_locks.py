@@ -29,6 +29,7 @@ from coordinator.storage.models import (
     NodeStandingRecord,
     ReputationEventRecord,
     SceneRecord,
+    TaskRecord,
 )
 from coordinator.storage.payment_models import BondRecord, ChainOpRecord, SlashRecord
 from coordinator.storage.proof import ProofStore, VerificationGone, VerificationResult
@@ -48,22 +49,26 @@ def engines(migrated_postgres_url: str) -> Iterator[list[Engine]]:
         engine.dispose()
 
 
-def delivered_checks(engine: Engine, frames: int) -> list[str]:
-    """A node delivered `frames` one-frame tasks of a job; their checks are leased to v0, v1..."""
+def delivered_checks(engine: Engine, frames: int, chunk: int = 1) -> list[str]:
+    """A node delivered a job's `frames` frames in tasks of `chunk` frames; their checks are
+    leased to v0, v1..."""
     store, proof = FarmStore(engine, POLICY), ProofStore(engine, POLICY)
     store.save_scene(SceneRecord(scene_id="scene", main_file="a.blend", info_json="{}",
                                  created_at=0.0))
     store.create_job(JobRecord(job_id="job", scene_id="scene", frames_spec="",
                                settings_json="{}", created_at=0.0, updated_at=0.0),
-                     [[n] for n in range(1, frames + 1)], 0.0)
+                     [list(range(n, min(n + chunk, frames + 1)))
+                      for n in range(1, frames + 1, chunk)], 0.0)
     with Session(engine) as session:  # made by the node's first completed lease
         session.add(NodeStandingRecord(node_id="node"))
         session.commit()
     while (task := store.lease_next_task("node", now=1.0)) is not None:
         assert task.lease_id
+        numbers = range(task.first_frame, task.last_frame + 1)
         store.complete_task(task.lease_id, "node", [FrameOutputRecord(
-            frame=task.first_frame, sha256=hashlib.sha256(task.task_id.encode()).hexdigest(),
-            size=1, extension="png", render_seconds=1.0)], 1.0, frozenset({task.first_frame}))
+            frame=n, sha256=hashlib.sha256(f"{task.task_id}{n}".encode()).hexdigest(),
+            size=1, extension="png", render_seconds=1.0) for n in numbers], 1.0,
+            frozenset(numbers))
     checks = [proof.lease_verification(f"v{n}", now=2.0) for n in range(frames)]
     return [check.verification_id for check in checks if check is not None]
 
@@ -124,6 +129,19 @@ def test_two_coordinators_verifying_one_nodes_frames_both_count(engines: list[En
              [finish(engines[1], first, "v0"), finish(engines[2], second, "v1")])
     record, events = standing(engines[0])
     assert (record.verified, record.consecutive_verified, events) == (2, 2, 2)
+
+
+def test_a_tasks_last_two_frames_approved_at_once_finish_the_task(
+        engines: list[Engine]) -> None:
+    """Both frames of one task approved at once by two coordinators' verifiers: each looks
+    for frames still waiting only while it holds the node's standing, so the second sees
+    the first's approval and the task is done."""
+    first, second = delivered_checks(engines[0], frames=2, chunk=2)
+    outcomes = together(engines[0], "node_standing WHERE node_id = 'node'",
+                        [finish(engines[1], first, "v0"), finish(engines[2], second, "v1")])
+    assert sorted(o.task_done for o in outcomes) == [False, True]  # type: ignore[attr-defined]
+    with Session(engines[0]) as session:
+        assert session.exec(select(TaskRecord.state)).all() == ["done"]
 
 
 def test_a_verdict_submitted_to_two_coordinators_at_once_applies_once(
