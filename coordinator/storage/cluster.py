@@ -95,6 +95,15 @@ def is_shared(url: str) -> bool:
     return not url.startswith("sqlite")
 
 
+# One statement whatever the batch's size (the keys as two arrays): a multi-row VALUES was
+# compiled anew for each size, 4% of a coordinator's GIL samples at 500 nodes (stop 28).
+_RECORD_KEYS = text("""
+INSERT INTO call_nonce (key, seen_at)
+SELECT * FROM unnest(CAST(:keys AS varchar[]), CAST(:seen AS double precision[]))
+ON CONFLICT (key) DO NOTHING RETURNING key
+""")
+
+
 class SharedNonceLog:
     """`NonceLog` over the database: `record` answers False when any coordinator already
     accepted the key, so the insert itself is the replay check (its primary key decides).
@@ -162,13 +171,11 @@ class SharedNonceLog:
                 return
 
     def _write(self, batch: list[tuple[str, float, Future[bool]]]) -> None:
-        rows = list({key: {"key": key, "seen_at": now} for key, now, _ in batch}.values())
+        rows = {key: now for key, now, _ in batch}  # a key twice in one batch: one row
         try:
             with self.engine.begin() as connection:
-                inserted = set(connection.execute(
-                    pg_insert(self._table).values(rows)
-                    .on_conflict_do_nothing(index_elements=["key"])
-                    .returning(self._table.c.key)).scalars())
+                inserted = set(connection.execute(_RECORD_KEYS, {
+                    "keys": list(rows), "seen": list(rows.values())}).scalars())
             self.batches += 1
         except Exception as error:  # each caller's call fails as one call alone would
             for _, _, answer in batch:
