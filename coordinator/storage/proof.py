@@ -272,7 +272,7 @@ class ProofStore:
                     peer: Peer | None = None) -> LeasedCheck | None:
         """The next check in fair order (`verification_queue.fair_order`), leased for
         `lease_seconds` or, when None, for a time sized from the measured cost of its job's
-        checks, with the job, scene and frame it is about, in one transaction. Checks of
+        checks, with its job's immutable facts and its frame, in one transaction. Checks of
         cancelled jobs are never leased. A peer gets only tile checks it can judge exactly,
         of other nodes' frames, and never one another peer has judged (those await an
         audit)."""
