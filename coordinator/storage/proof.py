@@ -128,6 +128,11 @@ class LeasedCheck(NamedTuple):
     frame: FrameResultRecord | None
 
 
+class DamagedCheck(Exception):
+    """A check's stored links do not hold (its frame is not its task's): the verdict is not
+    applied, and the quarantine holds the check for the operator (`doctor`)."""
+
+
 class VerificationGone(Exception):
     """The verification is not leased to this verifier (expired, finished or unknown)."""
 
@@ -668,14 +673,18 @@ class ProofStore:
         node's, so two of them approved at once on two coordinators (PostgreSQL) take turns,
         and the second sees the first's frame approved."""
         unsynced = {"synchronize_session": False}  # neither row is loaded in this session
-        session.execute(
+        approved = session.execute(
             update(FrameResultRecord)
             .where(col(FrameResultRecord.job_id) == check.job_id)
             .where(col(FrameResultRecord.frame) == check.frame)
+            .where(col(FrameResultRecord.task_id) == check.task_id)
             .values(verdict=FrameVerdict.APPROVED, pixel_sha256=result.pixel_sha256,
                     verification=(f"passed: {result.mode}" if check.render_tiles
                                   else "passed cheap checks (not sampled)")),
             execution_options=unsynced)
+        if approved.rowcount != 1:  # type: ignore[attr-defined]
+            raise DamagedCheck(f"verification {check.verification_id}: no frame {check.frame} "
+                               f"of job {check.job_id} in task {check.task_id}")
         waiting = exists().where(col(FrameResultRecord.task_id) == check.task_id,
                                  col(FrameResultRecord.verdict) != FrameVerdict.APPROVED)
         done = session.execute(
