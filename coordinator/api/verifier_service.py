@@ -106,7 +106,7 @@ class VerifierServicer(farm_pb2_grpc.VerifierServiceServicer):
         ))
 
     def _lease_on_storage(self, verifier_id: str, peer: Peer | None) -> LeasedCheck | None:
-        """(verification thread) A check for the verifier, with its job, scene and frame."""
+        """(verification thread) A check for the verifier, with its job's facts and frame."""
         return self.proof.lease_check(verifier_id, time.time(), self.lease_seconds, peer)
 
     async def SubmitVerification(self, request, context):

@@ -275,13 +275,13 @@ class LeaseHotPath:
 
     def job(self, job_id: str, connection: Connection | None = None) -> JobFacts | None:
         """A job's immutable facts (cached; None: no such job)."""
-        facts = self._jobs.cached(job_id)
-        if facts is not None:
-            return facts
-        if connection is None:
+        if connection is not None:
+            return self._jobs.read(connection, job_id)
+        facts = self._jobs.cached(job_id)  # a connection is opened only on a miss
+        if facts is None:
             with self.engine.connect() as own:
-                return self._jobs.read(own, job_id)
-        return self._jobs.read(connection, job_id)
+                facts = self._jobs.read(own, job_id)
+        return facts
 
     def task_for_lease(self, lease_id: str) -> LeasedTask | None:
         with self.engine.connect() as connection:
